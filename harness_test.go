@@ -1,0 +1,404 @@
+package notify
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/caddyconfig"
+	_ "github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
+	_ "github.com/caddyserver/caddy/v2/modules/standard"
+)
+
+// freePort returns a loopback TCP port that was free a moment ago.
+func freePort(t testing.TB) int {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatalf("finding a free port: %v", err)
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port
+}
+
+// redisServer is a real redis-server process owned by one test.
+type redisServer struct {
+	t    testing.TB
+	port int
+	args []string
+	cmd  *exec.Cmd
+	done chan struct{}
+}
+
+// startRedis starts redis-server on a free loopback port; it is killed when
+// the test ends. extra are further command-line options.
+func startRedis(t testing.TB, extra ...string) *redisServer {
+	t.Helper()
+	path, err := exec.LookPath("redis-server")
+	if err != nil {
+		t.Fatalf("redis-server is not installed (apt-get install -y redis-server): %v", err)
+	}
+	rs := &redisServer{t: t, port: freePort(t)}
+	rs.args = append([]string{path, "--port", strconv.Itoa(rs.port), "--bind", "127.0.0.1",
+		"--save", "", "--appendonly", "no", "--dir", t.TempDir(), "--loglevel", "warning"}, extra...)
+	rs.start()
+	t.Cleanup(rs.stop)
+	return rs
+}
+
+func (rs *redisServer) Addr() string { return "127.0.0.1:" + strconv.Itoa(rs.port) }
+func (rs *redisServer) URL() string  { return "redis://" + rs.Addr() }
+
+func (rs *redisServer) start() {
+	rs.t.Helper()
+	rs.cmd = exec.Command(rs.args[0], rs.args[1:]...)
+	rs.cmd.Stdout, rs.cmd.Stderr = os.Stderr, os.Stderr
+	if err := rs.cmd.Start(); err != nil {
+		rs.t.Fatalf("starting redis-server: %v", err)
+	}
+	rs.done = make(chan struct{})
+	go func(cmd *exec.Cmd, done chan struct{}) { _ = cmd.Wait(); close(done) }(rs.cmd, rs.done)
+	c := rs.client()
+	defer c.Close()
+	waitFor(rs.t, 10*time.Second, "redis-server to answer PING", func() bool {
+		return c.Ping(context.Background()).Err() == nil
+	})
+}
+
+// stop kills the server; it may be started again on the same port.
+func (rs *redisServer) stop() {
+	if rs.cmd == nil {
+		return
+	}
+	_ = rs.cmd.Process.Kill()
+	<-rs.done
+	rs.cmd = nil
+}
+
+func (rs *redisServer) client() *redis.Client {
+	c := redis.NewClient(&redis.Options{Addr: rs.Addr(), MaxRetries: -1})
+	return c
+}
+
+// publish sends payload to channel and returns how many subscribers got it.
+func (rs *redisServer) publish(t testing.TB, channel, payload string) int64 {
+	t.Helper()
+	c := rs.client()
+	defer c.Close()
+	n, err := c.Publish(context.Background(), channel, payload).Result()
+	if err != nil {
+		t.Fatalf("PUBLISH: %v", err)
+	}
+	return n
+}
+
+// authAPI is a stub of the site's auth API: it maps tokens to responses.
+type authAPI struct {
+	*httptest.Server
+	calls   atomic.Int64
+	mu      sync.Mutex
+	lastReq http.Header
+	delay   time.Duration
+	replies map[string]authReply
+}
+
+type authReply struct {
+	status int
+	body   string
+}
+
+func startAuthAPI(t testing.TB, replies map[string]authReply) *authAPI {
+	t.Helper()
+	a := &authAPI{replies: replies}
+	a.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		a.calls.Add(1)
+		a.mu.Lock()
+		a.lastReq = r.Header.Clone()
+		delay := a.delay
+		a.mu.Unlock()
+		if delay > 0 {
+			select {
+			case <-time.After(delay):
+			case <-r.Context().Done():
+				return
+			}
+		}
+		token, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+		rep, known := a.replies[token]
+		if !ok || !known {
+			rep = authReply{http.StatusUnauthorized, `{"detail":"Invalid token"}`}
+		}
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(rep.status)
+		_, _ = io.WriteString(w, rep.body)
+	}))
+	t.Cleanup(a.Close)
+	return a
+}
+
+func (a *authAPI) setDelay(d time.Duration) {
+	a.mu.Lock()
+	a.delay = d
+	a.mu.Unlock()
+}
+
+func (a *authAPI) lastHeaders() http.Header {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.lastReq
+}
+
+// users returns auth replies for tokens "<name>-token" → {"user_id": "<name>"}.
+func users(names ...string) map[string]authReply {
+	m := map[string]authReply{}
+	for _, n := range names {
+		m[n+"-token"] = authReply{200, fmt.Sprintf(`{"user_id":%q}`, n)}
+	}
+	return m
+}
+
+// loadCaddyfile adapts a Caddyfile and runs it in this process, replacing any
+// config a previous call loaded. Caddy is stopped when the test ends.
+func loadCaddyfile(t testing.TB, caddyfile string) {
+	t.Helper()
+	if err := tryLoadCaddyfile(caddyfile); err != nil {
+		t.Fatalf("loading config: %v", err)
+	}
+	t.Cleanup(func() {
+		if err := caddy.Stop(); err != nil {
+			t.Errorf("stopping caddy: %v", err)
+		}
+	})
+}
+
+func tryLoadCaddyfile(caddyfile string) error {
+	cfg, warnings, err := caddyconfig.GetAdapter("caddyfile").Adapt([]byte(caddyfile), map[string]any{"filename": "Caddyfile"})
+	if err != nil {
+		return fmt.Errorf("adapting: %w", err)
+	}
+	_ = warnings
+	return caddy.Load(cfg, true)
+}
+
+// site builds a Caddyfile with one HTTP site on port holding the given
+// route body, with the global options tests need.
+func site(port int, body string) string {
+	return fmt.Sprintf(`{
+	admin off
+	auto_https off
+	grace_period 5s
+	persist_config off
+	log {
+		level ERROR
+	}
+}
+http://127.0.0.1:%d {
+%s
+}
+`, port, body)
+}
+
+// sseEvent is one event (or comment, when comment is set) read from a stream.
+type sseEvent struct {
+	id, data, comment string
+	retry             string
+}
+
+// sseStream is an open event stream.
+type sseStream struct {
+	resp   *http.Response
+	events chan sseEvent
+	done   chan struct{} // closed when the body ends
+	err    error         // why it ended; read after done
+}
+
+// request builds a GET with an optional bearer token.
+func request(t testing.TB, url, token string) *http.Request {
+	t.Helper()
+	req, err := http.NewRequestWithContext(t.Context(), http.MethodGet, url, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	return req
+}
+
+// streamClient has no overall timeout: streams are long-lived.
+var streamClient = &http.Client{Transport: &http.Transport{DisableKeepAlives: true}}
+
+// openStream performs req and expects 200 with an event stream.
+func openStream(t testing.TB, req *http.Request) *sseStream {
+	t.Helper()
+	resp, err := streamClient.Do(req)
+	if err != nil {
+		t.Fatalf("opening stream: %v", err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		t.Fatalf("opening stream: status %d, body %q", resp.StatusCode, body)
+	}
+	if ct := resp.Header.Get("Content-Type"); ct != "text/event-stream" {
+		resp.Body.Close()
+		t.Fatalf("Content-Type = %q, want text/event-stream", ct)
+	}
+	s := &sseStream{resp: resp, events: make(chan sseEvent, 1024), done: make(chan struct{})}
+	go s.read()
+	t.Cleanup(func() { s.close(); <-s.done })
+	return s
+}
+
+func (s *sseStream) close() { s.resp.Body.Close() }
+
+// read parses the SSE wire format (the subset the handler writes).
+func (s *sseStream) read() {
+	defer close(s.done)
+	br := bufio.NewReader(s.resp.Body)
+	var ev sseEvent
+	var data []string
+	for {
+		line, err := br.ReadString('\n')
+		if err != nil {
+			s.err = err
+			return
+		}
+		line = strings.TrimSuffix(line, "\n")
+		switch {
+		case line == "":
+			if data != nil || ev.comment != "" || ev.retry != "" {
+				ev.data = strings.Join(data, "\n")
+				s.events <- ev
+			}
+			ev, data = sseEvent{}, nil
+		case strings.HasPrefix(line, ":"):
+			ev.comment = strings.TrimPrefix(line, ":")
+		default:
+			field, value, _ := strings.Cut(line, ":")
+			value = strings.TrimPrefix(value, " ")
+			switch field {
+			case "data":
+				data = append(data, value)
+			case "id":
+				ev.id = value
+			case "retry":
+				ev.retry = value
+			}
+		}
+	}
+}
+
+// next returns the next event that is not a comment or retry field.
+func (s *sseStream) next(t testing.TB, timeout time.Duration) sseEvent {
+	t.Helper()
+	deadline := time.After(timeout)
+	for {
+		select {
+		case ev := <-s.events:
+			if ev.comment != "" || ev.retry != "" {
+				continue
+			}
+			return ev
+		case <-s.done:
+			// drain what was parsed before the end
+			select {
+			case ev := <-s.events:
+				if ev.comment == "" && ev.retry == "" {
+					return ev
+				}
+				continue
+			default:
+			}
+			t.Fatalf("stream ended while waiting for an event: %v", s.err)
+		case <-deadline:
+			t.Fatalf("no event within %s", timeout)
+		}
+	}
+}
+
+// collect reads data events until one whose data equals marker, and returns
+// the data of those before it.
+func (s *sseStream) collect(t testing.TB, marker string) []string {
+	t.Helper()
+	var got []string
+	for {
+		ev := s.next(t, 10*time.Second)
+		if ev.data == marker {
+			return got
+		}
+		got = append(got, ev.data)
+	}
+}
+
+// waitEnded waits for the server to end the stream.
+func (s *sseStream) waitEnded(t testing.TB, timeout time.Duration) {
+	t.Helper()
+	select {
+	case <-s.done:
+	case <-time.After(timeout):
+		t.Fatalf("stream still open after %s", timeout)
+	}
+}
+
+// waitFor polls cond until it holds or the timeout passes.
+func waitFor(t testing.TB, timeout time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %s waiting for %s", timeout, what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// metricValue reads one sample from Caddy's metrics endpoint at url, e.g.
+// `caddy_notify_dropped_total{reason="malformed"}`. Missing samples are 0.
+func metricValue(t testing.TB, url, sample string) float64 {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatalf("reading metrics: %v", err)
+	}
+	defer resp.Body.Close()
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(make([]byte, 1<<20), 1<<20)
+	for sc.Scan() {
+		name, value, ok := strings.Cut(sc.Text(), " ")
+		if ok && name == sample {
+			v, err := strconv.ParseFloat(value, 64)
+			if err != nil {
+				t.Fatalf("metric %s: %v", sample, err)
+			}
+			return v
+		}
+	}
+	return 0
+}
+
+// jsonBody decodes a JSON error body.
+func jsonBody(t testing.TB, r io.Reader) map[string]string {
+	t.Helper()
+	var m map[string]string
+	if err := json.NewDecoder(r).Decode(&m); err != nil {
+		t.Fatalf("decoding JSON body: %v", err)
+	}
+	return m
+}

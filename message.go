@@ -1,0 +1,138 @@
+package notify
+
+import (
+	"bytes"
+	"encoding/json"
+	"slices"
+)
+
+// broadcastRecipient addresses a message to every stream whose handler has
+// broadcast enabled.
+const broadcastRecipient = "*"
+
+// dropReason says why a message reached nobody. Its values are metric labels.
+type dropReason string
+
+const (
+	dropMalformed        dropReason = "malformed"         // not a JSON object
+	dropNoRecipient      dropReason = "no_recipient"      // field missing, null, "" or []
+	dropInvalidRecipient dropReason = "invalid_recipient" // field of another type
+	dropSlowClient       dropReason = "slow_client"       // a stream's queue was full
+)
+
+// recipients extracts the recipients of a published message from its field
+// named field. It returns the canonical user ids, sorted and without
+// duplicates ("*" included when present), or the reason the message must be
+// dropped. Integers are kept as their exact decimal text so that 42 and "42"
+// name the same user and large ids are never rounded.
+func recipients(payload []byte, field string) ([]string, dropReason) {
+	var obj map[string]json.RawMessage
+	if err := json.Unmarshal(payload, &obj); err != nil || obj == nil {
+		// obj is nil for the JSON literal null, which is not an object either.
+		return nil, dropMalformed
+	}
+	raw, ok := obj[field]
+	if !ok {
+		return nil, dropNoRecipient
+	}
+	raw = bytes.TrimSpace(raw)
+	if len(raw) == 0 {
+		return nil, dropNoRecipient
+	}
+	if raw[0] != '[' {
+		id, ok, valid := scalarID(raw)
+		if !valid {
+			return nil, dropInvalidRecipient
+		}
+		if !ok {
+			return nil, dropNoRecipient
+		}
+		return []string{id}, ""
+	}
+	var elems []json.RawMessage
+	if err := json.Unmarshal(raw, &elems); err != nil {
+		return nil, dropMalformed
+	}
+	ids := make([]string, 0, len(elems))
+	for _, e := range elems {
+		id, ok, valid := scalarID(bytes.TrimSpace(e))
+		if !valid {
+			// A bool, float or object among the recipients is a
+			// publisher bug; delivering to part of the list would hide it.
+			return nil, dropInvalidRecipient
+		}
+		if ok {
+			ids = append(ids, id)
+		}
+	}
+	if len(ids) == 0 {
+		return nil, dropNoRecipient
+	}
+	slices.Sort(ids)
+	return slices.Compact(ids), ""
+}
+
+// scalarID reads one recipient: a string or an integer. ok is false for null
+// and the empty string (no recipient); valid is false for any other type.
+func scalarID(raw []byte) (id string, ok, valid bool) {
+	if len(raw) == 0 {
+		return "", false, false
+	}
+	switch c := raw[0]; {
+	case c == 'n' && string(raw) == "null":
+		return "", false, true
+	case c == '"':
+		var s string
+		if err := json.Unmarshal(raw, &s); err != nil {
+			return "", false, false
+		}
+		return s, s != "", true
+	case c == '-' || (c >= '0' && c <= '9'):
+		if !isJSONInteger(raw) {
+			return "", false, false
+		}
+		return string(raw), true, true
+	default:
+		return "", false, false
+	}
+}
+
+// isJSONInteger reports whether raw, already known to be a valid JSON number,
+// has neither a fraction nor an exponent. 42.0 and 4.2e1 are not integers:
+// comparing them to 42 would require rounding, which ids must never suffer.
+func isJSONInteger(raw []byte) bool {
+	digits := raw
+	if digits[0] == '-' {
+		digits = digits[1:]
+	}
+	if len(digits) == 0 {
+		return false
+	}
+	for _, c := range digits {
+		if c < '0' || c > '9' {
+			return false
+		}
+	}
+	// JSON forbids leading zeros; the decoder has normally rejected them
+	// already, but this function is also used on auth responses.
+	return len(digits) == 1 || digits[0] != '0'
+}
+
+// userIDFromAuth extracts the user id from an auth API response body: a JSON
+// object whose field is a non-empty string or an integer. "*" is refused so
+// that no account can ever be mistaken for the broadcast address.
+func userIDFromAuth(body []byte, field string) (string, bool) {
+	var obj map[string]json.RawMessage
+	if err := json.Unmarshal(body, &obj); err != nil || obj == nil {
+		return "", false
+	}
+	raw, ok := obj[field]
+	if !ok {
+		return "", false
+	}
+	id, ok, valid := scalarID(bytes.TrimSpace(raw))
+	if !valid || !ok || id == broadcastRecipient {
+		return "", false
+	}
+	return id, true
+}

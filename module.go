@@ -1,0 +1,317 @@
+// Package notify is a Caddy HTTP handler that turns a Caddy server into a
+// push-notification gateway: clients hold a Server-Sent Events stream open,
+// each stream is authenticated against the site's own auth API, and every
+// JSON message published to a Redis channel is sent to the streams of the
+// users it names in its recipient field.
+package notify
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
+	"github.com/caddyserver/caddy/v2/modules/caddyevents"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"go.uber.org/zap"
+)
+
+func init() {
+	caddy.RegisterModule(Handler{})
+}
+
+// Defaults of the optional settings.
+const (
+	DefaultRedis          = "redis://127.0.0.1:6379/0"
+	DefaultChannel        = "notifications"
+	DefaultRecipientField = "recipient_id"
+	DefaultUserField      = "user_id"
+	DefaultAuthTimeout    = 5 * time.Second
+	DefaultHeartbeat      = 15 * time.Second
+	DefaultRetry          = 3 * time.Second
+	DefaultQueueSize      = 256
+	DefaultWriteTimeout   = 10 * time.Second
+	// MaxQueueSize bounds queue_size: a larger queue only delays the
+	// moment a stuck client is closed while holding more memory.
+	MaxQueueSize = 1000
+)
+
+// Handler streams the Redis messages addressed to the authenticated user as
+// Server-Sent Events. It ends the middleware chain: it never calls the next
+// handler.
+type Handler struct {
+	// Redis server, as a redis:// or rediss:// (TLS) URL; user:password@ and
+	// the /db path are honoured. Global placeholders such as {env.REDIS_URL}
+	// are resolved at provision time. Default: redis://127.0.0.1:6379/0.
+	Redis string `json:"redis,omitempty"`
+
+	// Pub/sub channel carrying the JSON messages. Default: notifications.
+	Channel string `json:"channel,omitempty"`
+
+	// JSON field of each message that names its recipient: a string, an
+	// integer, or an array of those. Default: recipient_id.
+	RecipientField string `json:"recipient_field,omitempty"`
+
+	// Auth API endpoint. Each new stream makes a GET to it with the client's
+	// token as "Authorization: Bearer <token>" and the client's Cookie
+	// header. Required. Global placeholders are resolved at provision time.
+	AuthURL string `json:"auth_url,omitempty"`
+
+	// JSON field of the auth API's 200 response holding the user id (a
+	// non-empty string or an integer). Default: user_id.
+	UserField string `json:"user_field,omitempty"`
+
+	// Longest wait for the auth API; past it the client gets 504.
+	// Default: 5s.
+	AuthTimeout caddy.Duration `json:"auth_timeout,omitempty"`
+
+	// Query parameter from which the token is also accepted when the request
+	// has no Authorization header. Off when empty. Beware: query strings
+	// land in access logs and browser history.
+	TokenQuery string `json:"token_query,omitempty"`
+
+	// Cookie from which the token is also accepted when the request has no
+	// Authorization header (and no token in TokenQuery). Off when empty.
+	TokenCookie string `json:"token_cookie,omitempty"`
+
+	// Interval between heartbeat comments on an idle stream. 0 turns them
+	// off. Default (when unset): 15s.
+	Heartbeat *caddy.Duration `json:"heartbeat,omitempty"`
+
+	// Reconnection delay sent to clients in the SSE retry field at the start
+	// of each stream. Default: 3s.
+	Retry caddy.Duration `json:"retry,omitempty"`
+
+	// Deliver messages whose recipient is "*" to every stream of this
+	// handler. When off, such messages reach nobody here.
+	Broadcast bool `json:"broadcast,omitempty"`
+
+	// Origins allowed to open streams from another origin ("*" for any, in
+	// which case credentials are never allowed). Off when empty.
+	CORS []string `json:"cors,omitempty"`
+
+	// Events that may wait for one slow stream; when exceeded the stream is
+	// closed and the client reconnects. Default: 256, at most 1000.
+	QueueSize int `json:"queue_size,omitempty"`
+
+	// Longest time one write to a client may take before the stream is
+	// closed; it also detects dead connections at the next heartbeat.
+	// Default: 10s.
+	WriteTimeout caddy.Duration `json:"write_timeout,omitempty"`
+
+	redisURL  string // Redis with placeholders resolved
+	heartbeat time.Duration
+	tokens    tokenSource
+	cors      corsPolicy
+	auth      *authClient
+	hub       *hub
+	hubKey    string
+	index     *index
+	stopCtx   context.Context // done when this config starts stopping
+	stop      context.CancelFunc
+	logger    *zap.Logger
+}
+
+// CaddyModule returns the Caddy module information.
+func (Handler) CaddyModule() caddy.ModuleInfo {
+	return caddy.ModuleInfo{
+		ID:  "http.handlers.notify",
+		New: func() caddy.Module { return new(Handler) },
+	}
+}
+
+// Provision sets defaults, attaches the shared Redis hub and arranges for
+// streams to end when the config stops. It does not dial Redis: the hub does
+// that in the background, so Caddy starts while Redis is down.
+func (h *Handler) Provision(ctx caddy.Context) error {
+	h.logger = ctx.Logger()
+	h.applyDefaults()
+
+	repl := caddy.NewReplacer()
+	h.redisURL = repl.ReplaceKnown(h.Redis, "")
+	authURL := repl.ReplaceKnown(h.AuthURL, "")
+	if err := checkHTTPURL(authURL); err != nil {
+		return fmt.Errorf("auth_url: %w", err)
+	}
+	opts, err := redisOptions(h.redisURL)
+	if err != nil {
+		// The URL may hold a password: never echo it.
+		return errors.New("redis: not a valid redis:// or rediss:// URL")
+	}
+	h.tokens = tokenSource{query: h.TokenQuery, cookie: h.TokenCookie}
+	h.cors = newCORSPolicy(h.CORS)
+	h.auth = newAuthClient(authURL, h.UserField, time.Duration(h.AuthTimeout), h.logger)
+
+	if err := metrics.register(ctx.GetMetricsRegistry()); err != nil {
+		return fmt.Errorf("registering metrics: %w", err)
+	}
+
+	h.stopCtx, h.stop = context.WithCancel(ctx)
+	events, err := ctx.App("events")
+	if err != nil {
+		return fmt.Errorf("loading events app: %w", err)
+	}
+	// Caddy waits for active requests before cleaning up a config, and its
+	// default grace period is unlimited: streams must end themselves when
+	// their config starts stopping, or reloads and exits would hang.
+	if err := events.(*caddyevents.App).On("stopping", stopOnEvent(h.stop)); err != nil {
+		return fmt.Errorf("watching stopping event: %w", err)
+	}
+
+	key := hubKey(opts, h.Channel)
+	v, _, err := hubs.LoadOrNew(key, func() (caddy.Destructor, error) {
+		// A pooled hub outlives this config: it gets the process logger.
+		return newHub(opts, h.Channel, caddy.Log().Named("notify.hub")), nil
+	})
+	if err != nil {
+		return fmt.Errorf("creating redis hub: %w", err)
+	}
+	h.hub, h.hubKey = v.(*hub), key // set only on success: Cleanup relies on it
+	h.index = h.hub.attach(h.RecipientField)
+
+	if h.heartbeat > 0 {
+		go h.beat()
+	}
+	return nil
+}
+
+func (h *Handler) applyDefaults() {
+	if h.Redis == "" {
+		h.Redis = DefaultRedis
+	}
+	if h.Channel == "" {
+		h.Channel = DefaultChannel
+	}
+	if h.RecipientField == "" {
+		h.RecipientField = DefaultRecipientField
+	}
+	if h.UserField == "" {
+		h.UserField = DefaultUserField
+	}
+	if h.AuthTimeout == 0 {
+		h.AuthTimeout = caddy.Duration(DefaultAuthTimeout)
+	}
+	h.heartbeat = DefaultHeartbeat
+	if h.Heartbeat != nil {
+		h.heartbeat = time.Duration(*h.Heartbeat)
+	}
+	if h.Retry == 0 {
+		h.Retry = caddy.Duration(DefaultRetry)
+	}
+	if h.QueueSize == 0 {
+		h.QueueSize = DefaultQueueSize
+	}
+	if h.WriteTimeout == 0 {
+		h.WriteTimeout = caddy.Duration(DefaultWriteTimeout)
+	}
+}
+
+// Validate reports configuration errors; it does not modify h.
+func (h *Handler) Validate() error {
+	var errs []error
+	if h.AuthURL == "" {
+		errs = append(errs, errors.New("auth_url is required"))
+	}
+	if h.QueueSize < 1 || h.QueueSize > MaxQueueSize {
+		errs = append(errs, fmt.Errorf("queue_size must be between 1 and %d", MaxQueueSize))
+	}
+	for name, d := range map[string]caddy.Duration{
+		"auth_timeout": h.AuthTimeout, "retry": h.Retry, "write_timeout": h.WriteTimeout,
+	} {
+		if d < 0 {
+			errs = append(errs, fmt.Errorf("%s must not be negative", name))
+		}
+	}
+	if h.heartbeat < 0 {
+		errs = append(errs, errors.New("heartbeat must not be negative"))
+	}
+	for _, o := range h.CORS {
+		if err := checkOrigin(o); err != nil {
+			errs = append(errs, fmt.Errorf("cors: %w", err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// Cleanup ends this instance's streams and releases its share of the hub.
+// Caddy also calls it after a failed Provision, so it tolerates nil state.
+func (h *Handler) Cleanup() error {
+	if h.stop != nil {
+		h.stop()
+	}
+	if h.auth != nil {
+		h.auth.close()
+	}
+	if h.hub == nil {
+		return nil
+	}
+	h.hub.detach(h.index)
+	_, err := hubs.Delete(h.hubKey)
+	return err
+}
+
+// beat sends heartbeats to this handler's idle streams until the config
+// stops. One ticker per handler replaces a timer per stream.
+func (h *Handler) beat() {
+	t := time.NewTicker(h.heartbeat)
+	defer t.Stop()
+	for {
+		select {
+		case <-h.stopCtx.Done():
+			return
+		case <-t.C:
+			h.index.each(func(s *subscriber) {
+				if s.owner == h {
+					s.ping()
+				}
+			})
+		}
+	}
+}
+
+// stopOnEvent adapts a cancel func to caddyevents.Handler.
+type stopOnEvent context.CancelFunc
+
+// Handle cancels the stream context of the config that is stopping.
+func (f stopOnEvent) Handle(context.Context, caddy.Event) error {
+	f()
+	return nil
+}
+
+// checkHTTPURL requires an absolute http or https URL.
+func checkHTTPURL(raw string) error {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return fmt.Errorf("invalid URL: %w", err)
+	}
+	if (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return fmt.Errorf("%q is not an absolute http:// or https:// URL", raw)
+	}
+	return nil
+}
+
+// checkRedisURL reports whether raw is a URL go-redis accepts.
+func checkRedisURL(raw string) error {
+	if _, err := redisOptions(raw); err != nil {
+		return errors.New("not a valid redis:// or rediss:// URL")
+	}
+	return nil
+}
+
+// hasPlaceholder reports whether s holds a placeholder to resolve later.
+func hasPlaceholder(s string) bool { return strings.Contains(s, "{") }
+
+// Interface guards
+var (
+	_ caddy.Provisioner           = (*Handler)(nil)
+	_ caddy.Validator             = (*Handler)(nil)
+	_ caddy.CleanerUpper          = (*Handler)(nil)
+	_ caddyhttp.MiddlewareHandler = (*Handler)(nil)
+	_ caddyfile.Unmarshaler       = (*Handler)(nil)
+	_ caddy.Destructor            = (*hub)(nil)
+	_ caddyevents.Handler         = stopOnEvent(nil)
+)

@@ -1,0 +1,324 @@
+package notify
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+
+	"github.com/caddyserver/caddy/v2"
+)
+
+// hubs holds one hub per distinct (Redis server, channel) in this process.
+// Handler instances of every loaded config share them, so a config reload
+// with unchanged Redis settings keeps the subscription and its streams.
+// Keys embed credentials: never log them.
+var hubs = caddy.NewUsagePool()
+
+const (
+	backoffMin = 100 * time.Millisecond
+	backoffMax = 5 * time.Second
+	// idleCheck is how long the subscription may stay silent before it is
+	// pinged: a half-open connection to Redis would otherwise go unnoticed.
+	idleCheck = 30 * time.Second
+	// dropLogEvery limits how often dropped messages are logged.
+	dropLogEvery = 5 * time.Second
+)
+
+// redisOptions parses a redis:// or rediss:// URL into options for a
+// UniversalClient, so Sentinel and Cluster deployments can be added as
+// further options without changing the hub.
+func redisOptions(rawURL string) (*redis.UniversalOptions, error) {
+	o, err := redis.ParseURL(rawURL)
+	if err != nil {
+		return nil, err
+	}
+	return &redis.UniversalOptions{
+		Addrs:        []string{o.Addr},
+		ClientName:   "caddy-notify",
+		Protocol:     o.Protocol,
+		Username:     o.Username,
+		Password:     o.Password,
+		DB:           o.DB,
+		DialTimeout:  o.DialTimeout,
+		ReadTimeout:  o.ReadTimeout,
+		WriteTimeout: o.WriteTimeout,
+		PoolSize:     o.PoolSize,
+		TLSConfig:    o.TLSConfig,
+	}, nil
+}
+
+// hubKey identifies a hub: the same server, credentials, database, TLS mode
+// and channel share one subscription.
+func hubKey(o *redis.UniversalOptions, channel string) string {
+	tlsName := "-"
+	if o.TLSConfig != nil {
+		tlsName = "tls:" + o.TLSConfig.ServerName
+	}
+	return fmt.Sprintf("%q %q %q %d %s %q", o.Addrs, o.Username, o.Password, o.DB, tlsName, channel)
+}
+
+// hub owns one Redis pub/sub subscription and the indexes of the streams fed
+// by it. One goroutine reads the subscription and dispatches each message.
+type hub struct {
+	client  redis.UniversalClient
+	pubsub  *redis.PubSub
+	channel string
+	logger  *zap.Logger
+
+	cancel context.CancelFunc
+	done   chan struct{}
+
+	mu      sync.Mutex
+	up      bool
+	upCh    chan struct{} // closed while up; replaced when the subscription is lost
+	indexes map[string]*index
+	routes  atomic.Pointer[[]*index] // snapshot of indexes for dispatch
+
+	lastDropLog time.Time // used by the dispatch goroutine only
+}
+
+// newHub creates a hub and starts its subscription goroutine, which dials
+// Redis in the background: Caddy starts even when Redis is down.
+func newHub(opts *redis.UniversalOptions, channel string, logger *zap.Logger) *hub {
+	client := redis.NewUniversalClient(opts)
+	ctx, cancel := context.WithCancel(context.Background())
+	hb := &hub{
+		client:  client,
+		pubsub:  client.Subscribe(ctx), // no channel yet: does not dial
+		channel: channel,
+		logger:  logger,
+		cancel:  cancel,
+		done:    make(chan struct{}),
+		upCh:    make(chan struct{}),
+		indexes: make(map[string]*index),
+	}
+	hb.routes.Store(new([]*index))
+	metrics.redisSubscriptions.WithLabelValues("down").Inc()
+	go hb.run(ctx)
+	return hb
+}
+
+// Destruct stops the subscription and ends every stream still attached. It
+// runs once, when the last config using the hub is unloaded.
+func (hb *hub) Destruct() error {
+	hb.cancel()
+	err := hb.pubsub.Close() // unblocks a pending receive
+	<-hb.done
+	hb.mu.Lock()
+	for _, ix := range hb.indexes {
+		ix.closeAll()
+	}
+	if hb.up {
+		metrics.redisSubscriptions.WithLabelValues("up").Dec()
+	} else {
+		metrics.redisSubscriptions.WithLabelValues("down").Dec()
+	}
+	hb.mu.Unlock()
+	return errors.Join(err, hb.client.Close())
+}
+
+// attach returns the index for a recipient field, creating it on first use.
+func (hb *hub) attach(field string) *index {
+	hb.mu.Lock()
+	defer hb.mu.Unlock()
+	ix := hb.indexes[field]
+	if ix == nil {
+		ix = newIndex(field)
+		hb.indexes[field] = ix
+		hb.storeRoutesLocked()
+	}
+	ix.refs++
+	return ix
+}
+
+// detach releases a handler's use of ix; the last user removes it.
+func (hb *hub) detach(ix *index) {
+	hb.mu.Lock()
+	defer hb.mu.Unlock()
+	if ix.refs--; ix.refs > 0 {
+		return
+	}
+	delete(hb.indexes, ix.field)
+	hb.storeRoutesLocked()
+	ix.closeAll()
+}
+
+func (hb *hub) storeRoutesLocked() {
+	routes := make([]*index, 0, len(hb.indexes))
+	for _, ix := range hb.indexes {
+		routes = append(routes, ix)
+	}
+	hb.routes.Store(&routes)
+}
+
+// isUp reports whether the subscription is established.
+func (hb *hub) isUp() bool {
+	hb.mu.Lock()
+	defer hb.mu.Unlock()
+	return hb.up
+}
+
+// waitUp waits up to d for the subscription to be established, so that
+// streams opened in the first moments after a start or reload are not
+// refused. It reports whether the subscription is up.
+func (hb *hub) waitUp(ctx context.Context, d time.Duration) bool {
+	hb.mu.Lock()
+	up, ch := hb.up, hb.upCh
+	hb.mu.Unlock()
+	if up {
+		return true
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ch:
+		return true
+	case <-t.C:
+	case <-ctx.Done():
+	}
+	return false
+}
+
+// setUp records a state change and logs it once.
+func (hb *hub) setUp(up bool, err error) {
+	hb.mu.Lock()
+	defer hb.mu.Unlock()
+	if hb.up == up {
+		return
+	}
+	hb.up = up
+	if up {
+		close(hb.upCh)
+		metrics.redisSubscriptions.WithLabelValues("down").Dec()
+		metrics.redisSubscriptions.WithLabelValues("up").Inc()
+		hb.logger.Info("redis subscription established", zap.String("channel", hb.channel))
+		return
+	}
+	hb.upCh = make(chan struct{})
+	metrics.redisSubscriptions.WithLabelValues("up").Dec()
+	metrics.redisSubscriptions.WithLabelValues("down").Inc()
+	hb.logger.Warn("redis subscription lost; reconnecting", zap.String("channel", hb.channel), zap.Error(err))
+}
+
+// run keeps the subscription alive until ctx ends: it reconnects with
+// capped exponential backoff and dispatches every message it receives.
+func (hb *hub) run(ctx context.Context) {
+	defer close(hb.done)
+	backoff := backoffMin
+	everUp := false
+	// Subscribe records the channel even when it fails to dial; the next
+	// receive dials again and resubscribes.
+	err := hb.pubsub.Subscribe(ctx, hb.channel)
+	for ctx.Err() == nil {
+		if err != nil {
+			hb.setUp(false, err)
+			if !sleepCtx(ctx, jitter(backoff)) {
+				return
+			}
+			backoff = min(backoff*2, backoffMax)
+		}
+		var msg any
+		msg, err = hb.pubsub.ReceiveTimeout(ctx, idleCheck)
+		if err != nil {
+			if ctx.Err() != nil {
+				return
+			}
+			if isTimeout(err) {
+				err = hb.pubsub.Ping(ctx)
+			}
+			continue
+		}
+		switch m := msg.(type) {
+		case *redis.Subscription:
+			if m.Kind == "subscribe" {
+				if everUp && !hb.isUp() {
+					metrics.redisReconnects.Inc()
+				}
+				everUp = true
+				backoff = backoffMin
+				hb.setUp(true, nil)
+			}
+		case *redis.Message:
+			hb.dispatch([]byte(m.Payload))
+		}
+	}
+}
+
+// dispatch routes one published message to the streams of its recipients.
+func (hb *hub) dispatch(payload []byte) {
+	metrics.messagesReceived.Inc()
+	var ev *event
+	for _, ix := range *hb.routes.Load() {
+		users, reason := recipients(payload, ix.field)
+		if reason != "" {
+			hb.drop(reason)
+			continue
+		}
+		broadcast := false
+		if i := indexOf(users, broadcastRecipient); i >= 0 {
+			broadcast = true
+			users = append(users[:i:i], users[i+1:]...)
+		}
+		if ev == nil {
+			ev = &event{wire: appendEvent(nil, "", payload)}
+		}
+		c := ix.deliver(users, broadcast, ev)
+		metrics.deliveries.Add(float64(c.delivered))
+		if c.overflow > 0 {
+			metrics.drops.WithLabelValues(string(dropSlowClient)).Add(float64(c.overflow))
+			hb.logger.Warn("slow streams closed: queue full", zap.Int("streams", c.overflow))
+		}
+	}
+}
+
+// drop counts a message that reaches nobody and logs it at most once per
+// dropLogEvery, so a misbehaving publisher cannot flood the log.
+func (hb *hub) drop(reason dropReason) {
+	metrics.drops.WithLabelValues(string(reason)).Inc()
+	if now := time.Now(); now.Sub(hb.lastDropLog) >= dropLogEvery {
+		hb.lastDropLog = now
+		if c := hb.logger.Check(zapcore.WarnLevel, "message dropped"); c != nil {
+			c.Write(zap.String("reason", string(reason)), zap.String("channel", hb.channel))
+		}
+	}
+}
+
+func indexOf(ss []string, s string) int {
+	for i, v := range ss {
+		if v == s {
+			return i
+		}
+	}
+	return -1
+}
+
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
+}
+
+// jitter spreads reconnects of several Caddy instances by ±20 %.
+func jitter(d time.Duration) time.Duration {
+	return d - d/5 + rand.N(2*d/5+1)
+}
+
+// sleepCtx sleeps for d and reports false if ctx ended first.
+func sleepCtx(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}
