@@ -9,7 +9,6 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
-	"os"
 	"os/exec"
 	"strconv"
 	"strings"
@@ -56,7 +55,7 @@ func startRedis(t testing.TB, extra ...string) *redisServer {
 	}
 	rs := &redisServer{t: t, port: freePort(t)}
 	rs.args = append([]string{path, "--port", strconv.Itoa(rs.port), "--bind", "127.0.0.1",
-		"--save", "", "--appendonly", "no", "--dir", t.TempDir(), "--loglevel", "warning"}, extra...)
+		"--save", "", "--appendonly", "no", "--dir", t.TempDir(), "--logfile", "redis.log"}, extra...)
 	rs.start()
 	t.Cleanup(rs.stop)
 	return rs
@@ -68,7 +67,6 @@ func (rs *redisServer) URL() string  { return "redis://" + rs.Addr() }
 func (rs *redisServer) start() {
 	rs.t.Helper()
 	rs.cmd = exec.Command(rs.args[0], rs.args[1:]...)
-	rs.cmd.Stdout, rs.cmd.Stderr = os.Stderr, os.Stderr
 	if err := rs.cmd.Start(); err != nil {
 		rs.t.Fatalf("starting redis-server: %v", err)
 	}

@@ -1,0 +1,250 @@
+package notify
+
+import (
+	"fmt"
+	"net"
+	"net/http"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+func TestAuthErrors(t *testing.T) {
+	rs := startRedis(t)
+	auth := startAuthAPI(t, map[string]authReply{
+		"ok-token":      {200, `{"user_id":"alice"}`},
+		"expired":       {401, `{"detail":"expired"}`},
+		"banned":        {403, `{"detail":"no"}`},
+		"broken":        {500, `oops`},
+		"notfound":      {404, `{}`},
+		"redirect":      {302, ``},
+		"nouser":        {200, `{"id":"alice"}`},
+		"emptyuser":     {200, `{"user_id":""}`},
+		"nulluser":      {200, `{"user_id":null}`},
+		"floatuser":     {200, `{"user_id":42.0}`},
+		"expuser":       {200, `{"user_id":4.2e1}`},
+		"booluser":      {200, `{"user_id":true}`},
+		"staruser":      {200, `{"user_id":"*"}`},
+		"notjson":       {200, `alice`},
+		"arrayresponse": {200, `["alice"]`},
+	})
+	dead := fmt.Sprintf("http://127.0.0.1:%d/check", freePort(t)) // nothing listens there
+	port := freePort(t)
+	loadCaddyfile(t, site(port, fmt.Sprintf(`
+	notify /events {
+		redis %[1]s
+		auth_url %[2]s
+		auth_timeout 300ms
+	}
+	notify /dead {
+		redis %[1]s
+		auth_url %[3]s
+	}`, rs.URL(), auth.URL, dead)))
+	base := fmt.Sprintf("http://127.0.0.1:%d", port)
+
+	tests := []struct {
+		name      string
+		path      string
+		header    string // Authorization header; "-" for none
+		status    int
+		errMsg    string
+		authCalls int64 // auth API calls this request must make
+	}{
+		{"no credentials", "/events", "-", 401, "Credentials are not provided.", 0},
+		{"empty authorization", "/events", "", 401, "Credentials are not provided.", 0},
+		{"bearer without token", "/events", "Bearer ", 401, "Credentials are not provided.", 0},
+		{"basic scheme", "/events", "Basic YWxpY2U6cHc=", 401, "Incorrect token type.", 0},
+		{"token scheme", "/events", "Token abc", 401, "Incorrect token type.", 0},
+		{"auth api 401", "/events", "Bearer expired", 401, "Invalid or expired token.", 1},
+		{"unknown token", "/events", "Bearer whoever", 401, "Invalid or expired token.", 1},
+		{"auth api 403", "/events", "Bearer banned", 403, "Access denied.", 1},
+		{"auth api 500", "/events", "Bearer broken", 502, "Authentication service unavailable.", 1},
+		{"auth api 404", "/events", "Bearer notfound", 502, "Authentication service unavailable.", 1},
+		{"auth api redirect", "/events", "Bearer redirect", 502, "Authentication service unavailable.", 1},
+		{"no user field", "/events", "Bearer nouser", 502, "Authentication service returned no user.", 1},
+		{"empty user", "/events", "Bearer emptyuser", 502, "Authentication service returned no user.", 1},
+		{"null user", "/events", "Bearer nulluser", 502, "Authentication service returned no user.", 1},
+		{"float user", "/events", "Bearer floatuser", 502, "Authentication service returned no user.", 1},
+		{"exponent user", "/events", "Bearer expuser", 502, "Authentication service returned no user.", 1},
+		{"bool user", "/events", "Bearer booluser", 502, "Authentication service returned no user.", 1},
+		{"star user", "/events", "Bearer staruser", 502, "Authentication service returned no user.", 1},
+		{"not json", "/events", "Bearer notjson", 502, "Authentication service returned no user.", 1},
+		{"array response", "/events", "Bearer arrayresponse", 502, "Authentication service returned no user.", 1},
+		{"auth api unreachable", "/dead", "Bearer ok-token", 502, "Authentication service unavailable.", 0},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			before := auth.calls.Load()
+			req := request(t, base+tt.path, "")
+			if tt.header != "-" {
+				req.Header.Set("Authorization", tt.header)
+			}
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer resp.Body.Close()
+			if resp.StatusCode != tt.status {
+				t.Fatalf("status %d, want %d", resp.StatusCode, tt.status)
+			}
+			if ct := resp.Header.Get("Content-Type"); ct != "application/json" {
+				t.Errorf("Content-Type %q", ct)
+			}
+			if got := jsonBody(t, resp.Body)["error"]; got != tt.errMsg {
+				t.Errorf("error %q, want %q", got, tt.errMsg)
+			}
+			if tt.status == 401 && !strings.HasPrefix(resp.Header.Get("WWW-Authenticate"), "Bearer") {
+				t.Errorf("WWW-Authenticate = %q", resp.Header.Get("WWW-Authenticate"))
+			}
+			if calls := auth.calls.Load() - before; calls != tt.authCalls {
+				t.Errorf("auth API called %d times, want %d", calls, tt.authCalls)
+			}
+		})
+	}
+
+	t.Run("auth api timeout", func(t *testing.T) {
+		auth.setDelay(2 * time.Second)
+		defer auth.setDelay(0)
+		start := time.Now()
+		resp, err := http.DefaultClient.Do(request(t, base+"/events", "ok-token"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		if resp.StatusCode != http.StatusGatewayTimeout {
+			t.Fatalf("status %d, want 504", resp.StatusCode)
+		}
+		if got := jsonBody(t, resp.Body)["error"]; got != "Authentication service timed out." {
+			t.Errorf("error %q", got)
+		}
+		if el := time.Since(start); el > 1500*time.Millisecond {
+			t.Errorf("answered after %s; auth_timeout is 300ms", el)
+		}
+	})
+}
+
+func TestTokenSources(t *testing.T) {
+	rs := startRedis(t)
+	auth := startAuthAPI(t, users("alice", "bob"))
+	port := freePort(t)
+	loadCaddyfile(t, site(port, fmt.Sprintf(`
+	notify /events {
+		redis %s
+		auth_url %s
+		token_query access_token
+		token_cookie session
+	}
+	notify /headeronly {
+		redis %[1]s
+		auth_url %[2]s
+	}`, rs.URL(), auth.URL)))
+	base := fmt.Sprintf("http://127.0.0.1:%d", port)
+
+	t.Run("query", func(t *testing.T) {
+		s := openStream(t, request(t, base+"/events?access_token=alice-token", ""))
+		rs.publish(t, DefaultChannel, `{"recipient_id":"alice","via":"query"}`)
+		if ev := s.next(t, 5*time.Second); ev.data != `{"recipient_id":"alice","via":"query"}` {
+			t.Fatalf("got %q", ev.data)
+		}
+	})
+	t.Run("cookie, forwarded to the auth api", func(t *testing.T) {
+		req := request(t, base+"/events", "")
+		req.AddCookie(&http.Cookie{Name: "session", Value: "bob-token"})
+		req.AddCookie(&http.Cookie{Name: "csrftoken", Value: "x1"})
+		s := openStream(t, req)
+		h := auth.lastHeaders()
+		if got := h.Get("Authorization"); got != "Bearer bob-token" {
+			t.Errorf("auth API got Authorization %q", got)
+		}
+		if got := h.Get("Cookie"); got != "session=bob-token; csrftoken=x1" {
+			t.Errorf("auth API got Cookie %q", got)
+		}
+		rs.publish(t, DefaultChannel, `{"recipient_id":"bob","via":"cookie"}`)
+		if ev := s.next(t, 5*time.Second); ev.data != `{"recipient_id":"bob","via":"cookie"}` {
+			t.Fatalf("got %q", ev.data)
+		}
+	})
+	t.Run("header wins over query and cookie", func(t *testing.T) {
+		req := request(t, base+"/events?access_token=alice-token", "bob-token")
+		req.AddCookie(&http.Cookie{Name: "session", Value: "alice-token"})
+		s := openStream(t, req)
+		rs.publish(t, DefaultChannel, `{"recipient_id":"alice","n":1}`)
+		rs.publish(t, DefaultChannel, `{"recipient_id":"bob","n":2}`)
+		if ev := s.next(t, 5*time.Second); ev.data != `{"recipient_id":"bob","n":2}` {
+			t.Fatalf("got %q, want bob's message only", ev.data)
+		}
+	})
+	t.Run("query wins over cookie", func(t *testing.T) {
+		req := request(t, base+"/events?access_token=alice-token", "")
+		req.AddCookie(&http.Cookie{Name: "session", Value: "bob-token"})
+		openStream(t, req)
+		if got := auth.lastHeaders().Get("Authorization"); got != "Bearer alice-token" {
+			t.Errorf("auth API got Authorization %q", got)
+		}
+	})
+	t.Run("a non-bearer header hides query and cookie", func(t *testing.T) {
+		req := request(t, base+"/events?access_token=alice-token", "")
+		req.Header.Set("Authorization", "Basic eDp5")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		if resp.StatusCode != 401 || jsonBody(t, resp.Body)["error"] != "Incorrect token type." {
+			t.Fatalf("status %d", resp.StatusCode)
+		}
+	})
+	t.Run("control characters in a query token", func(t *testing.T) {
+		before := auth.calls.Load()
+		resp, err := http.Get(base + "/events?access_token=alice-token%0D%0AX-Evil:%201")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		if resp.StatusCode != 401 || jsonBody(t, resp.Body)["error"] != "Invalid token." {
+			t.Fatalf("status %d", resp.StatusCode)
+		}
+		if auth.calls.Load() != before {
+			t.Error("auth API was called")
+		}
+	})
+	t.Run("query and cookie ignored when not configured", func(t *testing.T) {
+		req := request(t, base+"/headeronly?access_token=alice-token", "")
+		req.AddCookie(&http.Cookie{Name: "session", Value: "alice-token"})
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		if resp.StatusCode != 401 || jsonBody(t, resp.Body)["error"] != "Credentials are not provided." {
+			t.Fatalf("status %d", resp.StatusCode)
+		}
+	})
+}
+
+// TestAuthClientPooled checks that consecutive streams reuse one keep-alive
+// connection to the auth API instead of dialing each time.
+func TestAuthClientPooled(t *testing.T) {
+	rs := startRedis(t)
+	auth := startAuthAPI(t, users("alice"))
+	var conns atomic.Int64
+	auth.Config.ConnState = func(_ net.Conn, st http.ConnState) {
+		if st == http.StateNew {
+			conns.Add(1)
+		}
+	}
+	port := freePort(t)
+	loadCaddyfile(t, site(port, fmt.Sprintf(`
+	notify {
+		redis %s
+		auth_url %s
+	}`, rs.URL(), auth.URL)))
+	for range 5 {
+		s := openStream(t, request(t, fmt.Sprintf("http://127.0.0.1:%d/", port), "alice-token"))
+		s.close()
+	}
+	if n := conns.Load(); n != 1 {
+		t.Errorf("auth API saw %d connections for 5 sequential streams, want 1", n)
+	}
+}

@@ -1,0 +1,238 @@
+package notify
+
+import (
+	"fmt"
+	"runtime"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/caddyserver/caddy/v2"
+)
+
+// openSubscribers counts the streams registered in every live hub.
+func openSubscribers() int {
+	n := 0
+	hubs.Range(func(_, v any) bool {
+		hb := v.(*hub)
+		hb.mu.Lock()
+		for _, ix := range hb.indexes {
+			n += ix.count()
+		}
+		hb.mu.Unlock()
+		return true
+	})
+	return n
+}
+
+func liveHubs() int {
+	n := 0
+	hubs.Range(func(_, _ any) bool { n++; return true })
+	return n
+}
+
+func TestDisconnectReleasesEverything(t *testing.T) {
+	rs := startRedis(t)
+	auth := startAuthAPI(t, users("alice"))
+	port := freePort(t)
+	loadCaddyfile(t, site(port, fmt.Sprintf(`
+	notify {
+		redis %s
+		auth_url %s
+		heartbeat 50ms
+	}`, rs.URL(), auth.URL)))
+	url := fmt.Sprintf("http://127.0.0.1:%d/", port)
+
+	// Warm up: the first stream starts Caddy's and the runtime's own
+	// long-lived goroutines, which are not the stream's.
+	openStream(t, request(t, url, "alice-token")).close()
+	waitFor(t, time.Second, "warm-up stream released", func() bool { return openSubscribers() == 0 })
+	baseline := runtime.NumGoroutine()
+	openBefore := testutil.ToFloat64(metrics.streamsOpen)
+
+	var streams []*sseStream
+	for range 20 {
+		streams = append(streams, openStream(t, request(t, url, "alice-token")))
+	}
+	if n := openSubscribers(); n != 20 {
+		t.Fatalf("%d subscribers registered, want 20", n)
+	}
+	if got := testutil.ToFloat64(metrics.streamsOpen) - openBefore; got != 20 {
+		t.Fatalf("streams_open rose by %v, want 20", got)
+	}
+	// Heartbeats flow while the streams are open.
+	if ev := <-streams[0].events; ev.retry == "" {
+		t.Fatalf("first frame %+v, want the retry field", ev)
+	}
+	waitFor(t, 2*time.Second, "a heartbeat comment", func() bool {
+		select {
+		case ev := <-streams[0].events:
+			return ev.comment == " ping"
+		default:
+			return false
+		}
+	})
+	for _, s := range streams {
+		s.close()
+	}
+	waitFor(t, time.Second, "subscribers removed from the index", func() bool { return openSubscribers() == 0 })
+	waitFor(t, time.Second, "streams_open back to its level", func() bool {
+		return testutil.ToFloat64(metrics.streamsOpen) == openBefore
+	})
+	waitFor(t, time.Second, "stream goroutines gone", func() bool { return runtime.NumGoroutine() <= baseline })
+	if rs.publish(t, DefaultChannel, `{"recipient_id":"alice"}`) != 1 {
+		t.Error("the shared subscription should remain: one subscriber per process")
+	}
+}
+
+func TestOneSubscriptionPerChannel(t *testing.T) {
+	rs := startRedis(t)
+	auth := startAuthAPI(t, users("alice", "bob"))
+	port := freePort(t)
+	// Two handlers on one channel (different recipient fields), one on another.
+	loadCaddyfile(t, site(port, fmt.Sprintf(`
+	notify /a {
+		redis %[1]s
+		auth_url %[2]s
+	}
+	notify /b {
+		redis %[1]s
+		auth_url %[2]s
+		recipient_field to
+	}
+	notify /c {
+		redis %[1]s
+		auth_url %[2]s
+		channel other
+	}`, rs.URL(), auth.URL)))
+	base := fmt.Sprintf("http://127.0.0.1:%d", port)
+	var streams []*sseStream
+	for range 10 {
+		streams = append(streams, openStream(t, request(t, base+"/a", "alice-token")))
+	}
+	b := openStream(t, request(t, base+"/b", "bob-token"))
+	openStream(t, request(t, base+"/c", "bob-token"))
+
+	c := rs.client()
+	defer c.Close()
+	numsub, err := c.PubSubNumSub(t.Context(), DefaultChannel, "other").Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if numsub[DefaultChannel] != 1 || numsub["other"] != 1 {
+		t.Errorf("PUBSUB NUMSUB = %v, want one subscription per channel", numsub)
+	}
+	clients, err := c.ClientList(t.Context()).Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := countLines(clients, "name=caddy-notify"); got != 2 {
+		t.Errorf("%d Redis connections from the module, want 2 (one per channel):\n%s", got, clients)
+	}
+	rs.publish(t, DefaultChannel, `{"recipient_id":"alice","to":"bob","n":1}`)
+	if ev := b.next(t, 5*time.Second); ev.data != `{"recipient_id":"alice","to":"bob","n":1}` {
+		t.Errorf("/b got %q", ev.data)
+	}
+	for _, s := range streams {
+		if ev := s.next(t, 5*time.Second); ev.data != `{"recipient_id":"alice","to":"bob","n":1}` {
+			t.Errorf("/a got %q", ev.data)
+		}
+	}
+}
+
+func TestReloadEndsStreamsAndKeepsSubscription(t *testing.T) {
+	rs := startRedis(t)
+	auth := startAuthAPI(t, users("alice"))
+	port := freePort(t)
+	cfg := func(heartbeat string) string {
+		return site(port, fmt.Sprintf(`
+	notify {
+		redis %s
+		auth_url %s
+		heartbeat %s
+	}`, rs.URL(), auth.URL, heartbeat))
+	}
+	loadCaddyfile(t, cfg("15s"))
+	url := fmt.Sprintf("http://127.0.0.1:%d/", port)
+	old := openStream(t, request(t, url, "alice-token"))
+
+	reloaded := make(chan error, 1)
+	go func() { reloaded <- tryLoadCaddyfile(cfg("20s")) }()
+	select {
+	case err := <-reloaded:
+		if err != nil {
+			t.Fatalf("reload: %v", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("reload hangs on an open stream")
+	}
+	old.waitEnded(t, 2*time.Second)
+	if liveHubs() != 1 {
+		t.Errorf("%d hubs after reload, want 1 (the subscription is kept)", liveHubs())
+	}
+	s := openStream(t, request(t, url, "alice-token"))
+	rs.publish(t, DefaultChannel, `{"recipient_id":"alice","after":"reload"}`)
+	if ev := s.next(t, 5*time.Second); ev.data != `{"recipient_id":"alice","after":"reload"}` {
+		t.Fatalf("got %q", ev.data)
+	}
+
+	// Changing the Redis settings replaces the hub: the old one is destroyed.
+	rs2 := startRedis(t)
+	if err := tryLoadCaddyfile(site(port, fmt.Sprintf(`
+	notify {
+		redis %s
+		auth_url %s
+	}`, rs2.URL(), auth.URL))); err != nil {
+		t.Fatal(err)
+	}
+	s.waitEnded(t, 2*time.Second)
+	waitFor(t, 2*time.Second, "old hub destroyed", func() bool { return liveHubs() == 1 })
+	if n := rs.publish(t, DefaultChannel, `{}`); n != 0 {
+		t.Errorf("old Redis still has %d subscribers", n)
+	}
+}
+
+func TestStopEndsStreams(t *testing.T) {
+	rs := startRedis(t)
+	auth := startAuthAPI(t, users("alice"))
+	port := freePort(t)
+	// Eternal grace period, as by default: the module must end its streams.
+	if err := tryLoadCaddyfile(fmt.Sprintf(`{
+	admin off
+	auto_https off
+	persist_config off
+}
+http://127.0.0.1:%d {
+	notify {
+		redis %s
+		auth_url %s
+	}
+}`, port, rs.URL(), auth.URL)); err != nil {
+		t.Fatal(err)
+	}
+	s := openStream(t, request(t, fmt.Sprintf("http://127.0.0.1:%d/", port), "alice-token"))
+	stopped := make(chan error, 1)
+	go func() { stopped <- caddy.Stop() }()
+	select {
+	case err := <-stopped:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("caddy.Stop hangs on an open stream")
+	}
+	s.waitEnded(t, time.Second)
+	waitFor(t, time.Second, "hub destroyed", func() bool { return liveHubs() == 0 })
+}
+
+func countLines(s, substr string) int {
+	n := 0
+	for line := range strings.Lines(s) {
+		if strings.Contains(line, substr) {
+			n++
+		}
+	}
+	return n
+}
