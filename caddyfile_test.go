@@ -1,0 +1,221 @@
+package notify
+
+import (
+	"encoding/json"
+	"flag"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/caddyconfig"
+	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
+)
+
+func TestUnmarshalCaddyfile(t *testing.T) {
+	full := `notify {
+		redis           redis://user:pw@127.0.0.1:6380/2
+		channel         alerts
+		recipient_field to
+		auth_url        https://app.internal/api/v1/is_user_auth/
+		user_field      uid
+		auth_timeout    2s
+		token_query     access_token
+		token_cookie    session
+		heartbeat       0
+		retry           1500ms
+		broadcast
+		cors            https://a.example http://localhost:3000
+		cors            https://b.example https://a.example
+		queue_size      100
+		write_timeout   3s
+	}`
+	var h Handler
+	if err := h.UnmarshalCaddyfile(caddyfile.NewTestDispenser(full)); err != nil {
+		t.Fatal(err)
+	}
+	zero := caddy.Duration(0)
+	want := Handler{
+		Redis: "redis://user:pw@127.0.0.1:6380/2", Channel: "alerts", RecipientField: "to",
+		AuthURL: "https://app.internal/api/v1/is_user_auth/", UserField: "uid",
+		AuthTimeout: caddy.Duration(2e9), TokenQuery: "access_token", TokenCookie: "session",
+		Heartbeat: &zero, Retry: caddy.Duration(1.5e9), Broadcast: true,
+		CORS:      []string{"https://a.example", "http://localhost:3000", "https://b.example"},
+		QueueSize: 100, WriteTimeout: caddy.Duration(3e9),
+	}
+	got, _ := json.Marshal(h)
+	exp, _ := json.Marshal(want)
+	if string(got) != string(exp) {
+		t.Errorf("parsed\n%s\nwant\n%s", got, exp)
+	}
+}
+
+func TestUnmarshalCaddyfileErrors(t *testing.T) {
+	tests := []struct{ name, input, wantErr string }{
+		{"missing auth_url", "notify {\n redis redis://x:1\n}", "auth_url is required"},
+		{"empty block", "notify", "auth_url is required"},
+		{"inline argument", "notify extra {\n auth_url http://a/\n}", "takes no arguments"},
+		{"unknown subdirective", "notify {\n auth_url http://a/\n bogus 1\n}", `unrecognized notify subdirective "bogus"`},
+		{"no value", "notify {\n auth_url\n}", "auth_url takes exactly one argument"},
+		{"two values", "notify {\n auth_url http://a/ http://b/\n}", "auth_url takes exactly one argument"},
+		{"duplicate", "notify {\n auth_url http://a/\n auth_url http://b/\n}", "auth_url specified more than once"},
+		{"relative auth_url", "notify {\n auth_url /check\n}", "not an absolute http:// or https:// URL"},
+		{"ftp auth_url", "notify {\n auth_url ftp://a/\n}", "not an absolute"},
+		{"bad redis", "notify {\n auth_url http://a/\n redis http://x\n}", "not a valid redis:// or rediss:// URL"},
+		{"bad duration", "notify {\n auth_url http://a/\n heartbeat soon\n}", "parsing heartbeat"},
+		{"negative duration", "notify {\n auth_url http://a/\n auth_timeout -1s\n}", "auth_timeout must be positive"},
+		{"zero retry", "notify {\n auth_url http://a/\n retry 0\n}", "retry must be positive"},
+		{"broadcast with argument", "notify {\n auth_url http://a/\n broadcast yes\n}", "broadcast takes no arguments"},
+		{"cors without origin", "notify {\n auth_url http://a/\n cors\n}", "cors needs at least one origin"},
+		{"cors with path", "notify {\n auth_url http://a/\n cors https://a.example/app\n}", "is not an origin"},
+		{"queue too large", "notify {\n auth_url http://a/\n queue_size 1001\n}", "queue_size must be a whole number from 1 to 1000"},
+		{"queue zero", "notify {\n auth_url http://a/\n queue_size 0\n}", "queue_size must be"},
+		{"channel and stream", "notify {\n auth_url http://a/\n channel a\n stream b\n}", "channel and stream are alternatives"},
+		{"nested block", "notify {\n auth_url http://a/ {\n x\n }\n}", "does not take a block"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var h Handler
+			err := h.UnmarshalCaddyfile(caddyfile.NewTestDispenser(tt.input))
+			if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+				t.Fatalf("err = %v, want it to contain %q", err, tt.wantErr)
+			}
+		})
+	}
+}
+
+// TestAdaptErrorsNameFileAndLine runs the Caddyfile adapter, as `caddy adapt`
+// does, and checks that a bad notify block fails with its file and line.
+func TestAdaptErrorsNameFileAndLine(t *testing.T) {
+	tests := []struct{ input, want string }{
+		{"example.com {\n\tnotify /events {\n\t\tredis redis://127.0.0.1:6379\n\t}\n}\n", "Caddyfile:4"},
+		{"example.com {\n\tnotify {\n\t\tauth_url http://a/\n\t\theartbeat often\n\t}\n}\n", "Caddyfile:4"},
+		{"example.com {\n\tnotify {\n\t\tauth_url http://a/\n\t\tqueue 5\n\t}\n}\n", "Caddyfile:4"},
+	}
+	for _, tt := range tests {
+		_, _, err := caddyconfig.GetAdapter("caddyfile").Adapt([]byte(tt.input), map[string]any{"filename": "Caddyfile"})
+		if err == nil || !strings.Contains(err.Error(), tt.want) {
+			t.Errorf("adapting %q: err = %v, want it to name %s", tt.input, err, tt.want)
+		}
+	}
+}
+
+var updateGolden = flag.Bool("update", false, "rewrite testdata/*.caddyfiletest with the adapter's output")
+
+// TestAdaptGolden adapts each testdata/*.caddyfiletest (Caddyfile, a line
+// of dashes, expected JSON) and checks that the JSON loads back into the
+// same handler config.
+func TestAdaptGolden(t *testing.T) {
+	files, _ := filepath.Glob("testdata/*.caddyfiletest")
+	if len(files) == 0 {
+		t.Fatal("no golden files in testdata")
+	}
+	for _, f := range files {
+		t.Run(filepath.Base(f), func(t *testing.T) {
+			raw, err := os.ReadFile(f)
+			if err != nil {
+				t.Fatal(err)
+			}
+			input, want, ok := strings.Cut(string(raw), "\n----------\n")
+			if !ok {
+				t.Fatal("no ---------- separator")
+			}
+			got, _, err := caddyconfig.GetAdapter("caddyfile").Adapt([]byte(input), nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var pretty strings.Builder
+			enc := json.NewEncoder(&pretty)
+			enc.SetIndent("", "\t")
+			var v any
+			_ = json.Unmarshal(got, &v)
+			_ = enc.Encode(v)
+			if *updateGolden {
+				if err := os.WriteFile(f, []byte(input+"\n----------\n"+pretty.String()), 0o644); err != nil {
+					t.Fatal(err)
+				}
+			} else if !jsonEqual(t, got, []byte(want)) {
+				t.Fatalf("adapted JSON differs; got:\n%s", pretty.String())
+			}
+			// Round trip: each notify handler decodes and re-encodes
+			// to the same JSON.
+			var cfg struct {
+				Apps struct {
+					HTTP struct {
+						Servers map[string]struct {
+							Routes []json.RawMessage `json:"routes"`
+						} `json:"servers"`
+					} `json:"http"`
+				} `json:"apps"`
+			}
+			if err := json.Unmarshal(got, &cfg); err != nil {
+				t.Fatal(err)
+			}
+			n := 0
+			for _, srv := range cfg.Apps.HTTP.Servers {
+				for _, r := range srv.Routes {
+					for _, hj := range findHandlers(t, r) {
+						var h Handler
+						if err := json.Unmarshal(hj, &h); err != nil {
+							t.Fatal(err)
+						}
+						enc, _ := json.Marshal(&h)
+						var m map[string]any
+						_ = json.Unmarshal(enc, &m)
+						m["handler"] = "notify"
+						back, _ := json.Marshal(m)
+						if !jsonEqual(t, back, hj) {
+							t.Errorf("round trip\n%s\nbecame\n%s", hj, back)
+						}
+						n++
+					}
+				}
+			}
+			if n == 0 {
+				t.Error("no notify handler in the adapted config")
+			}
+		})
+	}
+}
+
+// findHandlers returns every object with "handler": "notify" inside v.
+func findHandlers(t *testing.T, raw json.RawMessage) []json.RawMessage {
+	var out []json.RawMessage
+	var walk func(json.RawMessage)
+	walk = func(r json.RawMessage) {
+		var obj map[string]json.RawMessage
+		if json.Unmarshal(r, &obj) == nil {
+			if string(obj["handler"]) == `"notify"` {
+				out = append(out, r)
+				return
+			}
+			for _, v := range obj {
+				walk(v)
+			}
+			return
+		}
+		var arr []json.RawMessage
+		if json.Unmarshal(r, &arr) == nil {
+			for _, v := range arr {
+				walk(v)
+			}
+		}
+	}
+	walk(raw)
+	return out
+}
+
+func jsonEqual(t *testing.T, a, b []byte) bool {
+	t.Helper()
+	var va, vb any
+	if err := json.Unmarshal(a, &va); err != nil {
+		t.Fatalf("invalid JSON %s: %v", a, err)
+	}
+	if err := json.Unmarshal(b, &vb); err != nil {
+		t.Fatalf("invalid JSON %s: %v", b, err)
+	}
+	ja, _ := json.Marshal(va)
+	jb, _ := json.Marshal(vb)
+	return string(ja) == string(jb)
+}

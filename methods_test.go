@@ -1,0 +1,160 @@
+package notify
+
+import (
+	"fmt"
+	"io"
+	"net/http"
+	"testing"
+	"time"
+)
+
+func TestMethodsAndCORS(t *testing.T) {
+	rs := startRedis(t)
+	auth := startAuthAPI(t, users("alice"))
+	port := freePort(t)
+	loadCaddyfile(t, site(port, fmt.Sprintf(`
+	notify /plain {
+		redis %[1]s
+		auth_url %[2]s
+	}
+	notify /listed {
+		redis %[1]s
+		auth_url %[2]s
+		cors https://app.example.com
+		cors https://admin.example.com http://localhost:3000
+	}
+	notify /any {
+		redis %[1]s
+		auth_url %[2]s
+		cors *
+	}`, rs.URL(), auth.URL)))
+	base := fmt.Sprintf("http://127.0.0.1:%d", port)
+
+	tests := []struct {
+		name       string
+		method     string
+		path       string
+		headers    map[string]string
+		status     int
+		wantHeader map[string]string // "" means the header must be absent
+		authCalls  int64
+	}{
+		{"post refused before auth", "POST", "/plain", map[string]string{"Authorization": "Bearer alice-token"},
+			405, map[string]string{"Allow": "GET, HEAD"}, 0},
+		{"delete refused", "DELETE", "/listed", nil, 405, map[string]string{"Allow": "GET, HEAD, OPTIONS"}, 0},
+		{"options without cors", "OPTIONS", "/plain", map[string]string{"Origin": "https://app.example.com"},
+			405, map[string]string{"Allow": "GET, HEAD"}, 0},
+		{"preflight listed origin", "OPTIONS", "/listed", map[string]string{
+			"Origin": "https://admin.example.com", "Access-Control-Request-Method": "GET",
+			"Access-Control-Request-Headers": "authorization,last-event-id",
+		}, 204, map[string]string{
+			"Access-Control-Allow-Origin":      "https://admin.example.com",
+			"Access-Control-Allow-Credentials": "true",
+			"Access-Control-Allow-Headers":     "Authorization, Last-Event-ID, Cache-Control",
+			"Access-Control-Allow-Methods":     "GET, HEAD",
+			"Vary":                             "Origin",
+		}, 0},
+		{"preflight other origin", "OPTIONS", "/listed", map[string]string{
+			"Origin": "https://evil.example", "Access-Control-Request-Method": "GET",
+		}, 403, map[string]string{"Access-Control-Allow-Origin": "", "Access-Control-Allow-Credentials": ""}, 0},
+		{"preflight any origin", "OPTIONS", "/any", map[string]string{
+			"Origin": "https://evil.example", "Access-Control-Request-Method": "GET",
+		}, 204, map[string]string{"Access-Control-Allow-Origin": "*", "Access-Control-Allow-Credentials": ""}, 0},
+		{"listed origin on an error", "GET", "/listed", map[string]string{"Origin": "http://localhost:3000"},
+			401, map[string]string{"Access-Control-Allow-Origin": "http://localhost:3000",
+				"Access-Control-Allow-Credentials": "true"}, 0},
+		{"other origin gets no cors headers", "GET", "/listed", map[string]string{
+			"Origin": "https://evil.example", "Authorization": "Bearer alice-token",
+		}, 200, map[string]string{"Access-Control-Allow-Origin": "", "Vary": "Origin"}, 1},
+		{"any origin never with credentials", "GET", "/any", map[string]string{
+			"Origin": "https://evil.example", "Authorization": "Bearer alice-token",
+		}, 200, map[string]string{"Access-Control-Allow-Origin": "*", "Access-Control-Allow-Credentials": ""}, 1},
+		{"head authenticates and sends no body", "HEAD", "/plain", map[string]string{"Authorization": "Bearer alice-token"},
+			200, map[string]string{"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}, 1},
+		{"head without credentials", "HEAD", "/plain", nil, 401, nil, 0},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			req, err := http.NewRequestWithContext(t.Context(), tt.method, base+tt.path, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for k, v := range tt.headers {
+				req.Header.Set(k, v)
+			}
+			before := auth.calls.Load()
+			resp, err := streamClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer resp.Body.Close()
+			if resp.StatusCode != tt.status {
+				t.Fatalf("status %d, want %d", resp.StatusCode, tt.status)
+			}
+			for k, v := range tt.wantHeader {
+				if got := resp.Header.Get(k); got != v {
+					t.Errorf("%s = %q, want %q", k, got, v)
+				}
+			}
+			if tt.method == "HEAD" {
+				body, _ := io.ReadAll(resp.Body)
+				if len(body) != 0 {
+					t.Errorf("HEAD body %q", body)
+				}
+			}
+			if calls := auth.calls.Load() - before; calls != tt.authCalls {
+				t.Errorf("auth API called %d times, want %d", calls, tt.authCalls)
+			}
+		})
+	}
+	waitFor(t, time.Second, "HEAD and closed streams leave no subscriber", func() bool { return openSubscribers() == 0 })
+}
+
+func TestHeartbeat(t *testing.T) {
+	rs := startRedis(t)
+	auth := startAuthAPI(t, users("alice"))
+	port := freePort(t)
+	loadCaddyfile(t, site(port, fmt.Sprintf(`
+	notify /fast {
+		redis %[1]s
+		auth_url %[2]s
+		heartbeat 100ms
+		retry 1500ms
+	}
+	notify /off {
+		redis %[1]s
+		auth_url %[2]s
+		heartbeat 0
+	}`, rs.URL(), auth.URL)))
+	base := fmt.Sprintf("http://127.0.0.1:%d", port)
+	fast := openStream(t, request(t, base+"/fast", "alice-token"))
+	off := openStream(t, request(t, base+"/off", "alice-token"))
+
+	if ev := <-fast.events; ev.retry != "1500" {
+		t.Fatalf("first frame %+v, want retry 1500", ev)
+	}
+	for range 3 {
+		select {
+		case ev := <-fast.events:
+			if ev.comment != " ping" {
+				t.Fatalf("idle stream got %+v, want a ping comment", ev)
+			}
+		case <-time.After(2 * time.Second):
+			t.Fatal("no heartbeat on an idle stream")
+		}
+	}
+	if ev := <-off.events; ev.retry != "3000" {
+		t.Fatalf("first frame %+v, want retry 3000", ev)
+	}
+	// With heartbeats off, the only thing that arrives is the event.
+	time.Sleep(300 * time.Millisecond) // three intervals of /fast
+	rs.publish(t, DefaultChannel, `{"recipient_id":"alice"}`)
+	select {
+	case ev := <-off.events:
+		if ev.data != `{"recipient_id":"alice"}` {
+			t.Fatalf("heartbeat 0 stream got %+v before the event", ev)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("no event")
+	}
+}
