@@ -2,10 +2,8 @@ package notify
 
 import (
 	"fmt"
-	"net"
 	"net/http"
 	"strings"
-	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -228,12 +226,6 @@ func TestTokenSources(t *testing.T) {
 func TestAuthClientPooled(t *testing.T) {
 	rs := startRedis(t)
 	auth := startAuthAPI(t, users("alice"))
-	var conns atomic.Int64
-	auth.Config.ConnState = func(_ net.Conn, st http.ConnState) {
-		if st == http.StateNew {
-			conns.Add(1)
-		}
-	}
 	port := freePort(t)
 	loadCaddyfile(t, site(port, fmt.Sprintf(`
 	notify {
@@ -244,7 +236,7 @@ func TestAuthClientPooled(t *testing.T) {
 		s := openStream(t, request(t, fmt.Sprintf("http://127.0.0.1:%d/", port), "alice-token"))
 		s.close()
 	}
-	if n := conns.Load(); n != 1 {
+	if n := auth.connections(); n != 1 {
 		t.Errorf("auth API saw %d connections for 5 sequential streams, want 1", n)
 	}
 }

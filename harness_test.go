@@ -112,6 +112,7 @@ type authAPI struct {
 	calls   atomic.Int64
 	mu      sync.Mutex
 	lastReq http.Header
+	remotes map[string]bool // client addresses seen: one per connection
 	delay   time.Duration
 	replies map[string]authReply
 }
@@ -123,11 +124,12 @@ type authReply struct {
 
 func startAuthAPI(t testing.TB, replies map[string]authReply) *authAPI {
 	t.Helper()
-	a := &authAPI{replies: replies}
+	a := &authAPI{replies: replies, remotes: map[string]bool{}}
 	a.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		a.calls.Add(1)
 		a.mu.Lock()
 		a.lastReq = r.Header.Clone()
+		a.remotes[r.RemoteAddr] = true
 		delay := a.delay
 		a.mu.Unlock()
 		if delay > 0 {
@@ -154,6 +156,13 @@ func (a *authAPI) setDelay(d time.Duration) {
 	a.mu.Lock()
 	a.delay = d
 	a.mu.Unlock()
+}
+
+// connections returns how many distinct connections reached the auth API.
+func (a *authAPI) connections() int {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return len(a.remotes)
 }
 
 func (a *authAPI) lastHeaders() http.Header {

@@ -1,0 +1,32 @@
+# caddy-notify: common tasks. `make demo` runs the demo, `make test` the tests.
+GO ?= go
+
+.PHONY: demo test build fuzz bench check-test-deps
+
+## demo: Caddy with the module, a demo auth API and an embedded Redis, on http://localhost:8080
+demo:
+	$(GO) run ./examples/demo
+
+## test: the whole suite under the race detector, against real redis-server processes
+test: check-test-deps
+	$(GO) test -race -count=1 ./...
+
+## build: a Caddy binary with the module, as ./caddy
+build:
+	$(GO) build -o caddy ./cmd/caddy
+
+## fuzz: run each fuzzer for FUZZTIME (default 30s)
+FUZZTIME ?= 30s
+fuzz:
+	$(GO) test -run '^$$' -fuzz '^FuzzRecipients$$' -fuzztime $(FUZZTIME) .
+	$(GO) test -run '^$$' -fuzz '^FuzzAppendEvent$$' -fuzztime $(FUZZTIME) .
+
+## bench: Go benchmarks of the hot paths, benchstat-friendly (count 6)
+bench:
+	$(GO) test -run '^$$' -bench . -benchmem -count 6 . | tee bench.out
+
+# The tests start their own redis-server and drive the demo page in
+# Chromium; they install nothing, but say what is missing.
+check-test-deps:
+	@command -v redis-server >/dev/null || { echo "make test: redis-server is missing; install it with: apt-get install -y redis-server" >&2; exit 1; }
+	@command -v chromium >/dev/null || [ -x /usr/bin/chromium ] || { echo "make test: chromium is missing (the demo's end-to-end test needs it); install it with: apt-get install -y chromium" >&2; exit 1; }
