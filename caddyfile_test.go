@@ -219,3 +219,18 @@ func jsonEqual(t *testing.T, a, b []byte) bool {
 	jb, _ := json.Marshal(vb)
 	return string(ja) == string(jb)
 }
+
+// TestExampleCaddyfileAdapts keeps examples/Caddyfile valid.
+func TestExampleCaddyfileAdapts(t *testing.T) {
+	raw, err := os.ReadFile("examples/Caddyfile")
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, _, err := caddyconfig.GetAdapter("caddyfile").Adapt(raw, map[string]any{"filename": "examples/Caddyfile"})
+	if err != nil {
+		t.Fatalf("examples/Caddyfile: %v", err)
+	}
+	if !strings.Contains(string(out), `"handler":"notify"`) {
+		t.Fatalf("no notify handler in %s", out)
+	}
+}

@@ -8,6 +8,8 @@ import (
 
 	"go.uber.org/goleak"
 	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+	"go.uber.org/zap/zaptest/observer"
 )
 
 // drain returns the events queued to s.
@@ -156,5 +158,42 @@ func TestHubDestructWhileRedisDown(t *testing.T) {
 	case <-done:
 	case <-time.After(3 * time.Second):
 		t.Fatal("Destruct hangs while reconnecting")
+	}
+}
+
+// TestHubLogsEachStateChangeOnce watches the hub's log while Redis is down
+// at start, comes up, and goes away again: one line per change, however many
+// reconnection attempts happen in between.
+func TestHubLogsEachStateChangeOnce(t *testing.T) {
+	core, logs := observer.New(zapcore.InfoLevel)
+	port := freePort(t)
+	opts, _ := redisOptions(fmt.Sprintf("redis://127.0.0.1:%d", port))
+	hb := newHub(opts, "ch", zap.New(core))
+	t.Cleanup(func() { _ = hb.Destruct() })
+
+	// Several backoff rounds (100, 200, 400 ms …) pass while Redis is down.
+	waitFor(t, 5*time.Second, "first failure logged", func() bool { return logs.Len() >= 1 })
+	time.Sleep(800 * time.Millisecond)
+	rs := &redisServer{t: t, port: port, args: startRedisArgs(t, port)}
+	rs.start()
+	t.Cleanup(rs.stop)
+	if !hb.waitUp(t.Context(), 10*time.Second) {
+		t.Fatal("hub did not subscribe once Redis came up")
+	}
+	rs.stop()
+	waitFor(t, 5*time.Second, "loss logged", func() bool { return logs.Len() >= 3 })
+	time.Sleep(800 * time.Millisecond)
+
+	var got []string
+	for _, e := range logs.All() {
+		got = append(got, e.Level.String()+" "+e.Message)
+	}
+	want := []string{
+		"warn redis subscription unavailable; retrying",
+		"info redis subscription established",
+		"warn redis subscription unavailable; retrying",
+	}
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Errorf("log lines\n%q\nwant\n%q", got, want)
 	}
 }

@@ -77,11 +77,12 @@ type hub struct {
 	cancel context.CancelFunc
 	done   chan struct{}
 
-	mu      sync.Mutex
-	up      bool
-	upCh    chan struct{} // closed while up; replaced when the subscription is lost
-	indexes map[string]*index
-	routes  atomic.Pointer[[]*index] // snapshot of indexes for dispatch
+	mu            sync.Mutex
+	up            bool
+	failureLogged bool          // the current outage was logged
+	upCh          chan struct{} // closed while up; replaced when the subscription is lost
+	indexes       map[string]*index
+	routes        atomic.Pointer[[]*index] // snapshot of indexes for dispatch
 
 	lastDropLog time.Time // used by the dispatch goroutine only
 }
@@ -188,25 +189,32 @@ func (hb *hub) waitUp(ctx context.Context, d time.Duration) bool {
 	return false
 }
 
-// setUp records a state change and logs it once.
+// setUp records a state change and logs it once. The first failure to
+// subscribe is logged too, so a wrong or unreachable redis URL is visible at
+// startup and not only as 503s.
 func (hb *hub) setUp(up bool, err error) {
 	hb.mu.Lock()
 	defer hb.mu.Unlock()
-	if hb.up == up {
+	if hb.up == up && (up || hb.failureLogged) {
 		return
 	}
-	hb.up = up
-	if up {
-		close(hb.upCh)
-		metrics.redisSubscriptions.WithLabelValues("down").Dec()
-		metrics.redisSubscriptions.WithLabelValues("up").Inc()
-		hb.logger.Info("redis subscription established", zap.String("channel", hb.channel))
+	if !up {
+		hb.failureLogged = true
+		if hb.up {
+			hb.upCh = make(chan struct{})
+			metrics.redisSubscriptions.WithLabelValues("up").Dec()
+			metrics.redisSubscriptions.WithLabelValues("down").Inc()
+		}
+		hb.up = false
+		hb.logger.Warn("redis subscription unavailable; retrying", zap.String("channel", hb.channel), zap.Error(err))
 		return
 	}
-	hb.upCh = make(chan struct{})
-	metrics.redisSubscriptions.WithLabelValues("up").Dec()
-	metrics.redisSubscriptions.WithLabelValues("down").Inc()
-	hb.logger.Warn("redis subscription lost; reconnecting", zap.String("channel", hb.channel), zap.Error(err))
+	hb.up = true
+	hb.failureLogged = false
+	close(hb.upCh)
+	metrics.redisSubscriptions.WithLabelValues("down").Dec()
+	metrics.redisSubscriptions.WithLabelValues("up").Inc()
+	hb.logger.Info("redis subscription established", zap.String("channel", hb.channel))
 }
 
 // run keeps the subscription alive until ctx ends: it reconnects with

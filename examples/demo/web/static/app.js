@@ -1,0 +1,193 @@
+// The demo page: sign in as a demo user, stream /events, show notifications.
+(() => {
+  'use strict';
+
+  const COOKIE = 'notify_token';
+  const MAX_ITEMS = 100;
+  const $ = (id) => document.getElementById(id);
+
+  let es = null;     // the current EventSource
+  let me = null;     // the signed-in user id
+  let retry = null;  // timer of a manual reconnect
+
+  function setStatus(state, label, detail) {
+    const s = $('status');
+    s.dataset.state = state;
+    s.textContent = label;
+    $('status-detail').textContent = detail || '';
+  }
+
+  function readCookie() {
+    const m = document.cookie.match(new RegExp('(?:^|;\\s*)' + COOKIE + '=([^;]*)'));
+    return m ? decodeURIComponent(m[1]) : '';
+  }
+
+  function writeCookie(token) {
+    document.cookie = COOKIE + '=' + encodeURIComponent(token) + '; path=/; SameSite=Strict';
+  }
+
+  function clearCookie() {
+    document.cookie = COOKIE + '=; path=/; max-age=0; SameSite=Strict';
+  }
+
+  function stop() {
+    clearTimeout(retry);
+    if (es) es.close();
+    es = null;
+  }
+
+  // open starts a stream for the signed-in user; the cookie carries the token.
+  function open() {
+    stop();
+    const src = new EventSource('/events');
+    es = src;
+    setStatus('connecting', 'connecting', 'as ' + me);
+    src.onopen = () => {
+      if (es === src) setStatus('connected', 'connected', 'streaming notifications for ' + me);
+    };
+    src.onmessage = (ev) => {
+      if (es === src) addNotification(ev.data);
+    };
+    src.onerror = () => {
+      if (es !== src) return;
+      if (src.readyState === EventSource.CONNECTING) {
+        // The stream broke; EventSource reconnects by itself.
+        setStatus('error', 'error', 'connection lost, reconnecting…');
+        return;
+      }
+      // The server refused the stream (any status but 200): EventSource
+      // gives up. Find out why, and retry only what can heal by itself.
+      probe(src);
+    };
+  }
+
+  async function probe(src) {
+    let status = 0;
+    try {
+      const r = await fetch('/events', { method: 'HEAD', cache: 'no-store', credentials: 'same-origin' });
+      status = r.status;
+    } catch (_) { /* network error: status stays 0 */ }
+    if (es !== src) return;
+    if (status === 401 || status === 403) {
+      setStatus('error', 'error', 'refused with HTTP ' + status + (status === 401 ? ': the auth API does not know this token' : ''));
+      return;
+    }
+    const wait = status === 200 ? 1000 : 5000;
+    setStatus('error', 'error', (status ? 'HTTP ' + status : 'server unreachable') + ', retrying in ' + wait / 1000 + ' s');
+    retry = setTimeout(() => { if (es === src) open(); }, wait);
+  }
+
+  function addNotification(data) {
+    let msg = null;
+    try { msg = JSON.parse(data); } catch (_) { /* shown raw */ }
+    const isObj = msg !== null && typeof msg === 'object' && !Array.isArray(msg);
+    const text = isObj && typeof msg.text === 'string' ? msg.text : data;
+    const broadcast = isObj && msg.recipient_id === '*';
+    const type = broadcast ? 'broadcast' : (isObj && typeof msg.type === 'string' && msg.type) || 'message';
+
+    const li = document.createElement('li');
+    li.className = 'fresh';
+    li.dataset.type = type;
+    const head = document.createElement('div');
+    head.className = 'head';
+    const badge = document.createElement('span');
+    badge.className = 'badge' + (broadcast ? ' broadcast' : '');
+    badge.textContent = type;
+    const body = document.createElement('span');
+    body.className = 'text';
+    body.textContent = text;
+    const time = document.createElement('time');
+    const now = new Date();
+    time.dateTime = now.toISOString();
+    time.textContent = now.toLocaleTimeString();
+    head.append(badge, body, time);
+    const raw = document.createElement('code');
+    raw.className = 'raw';
+    raw.textContent = data;
+    li.append(head, raw);
+
+    const list = $('notifications');
+    list.prepend(li);
+    while (list.children.length > MAX_ITEMS) list.lastElementChild.remove();
+    $('empty').hidden = true;
+  }
+
+  function clearNotifications() {
+    $('notifications').replaceChildren();
+    $('empty').hidden = false;
+  }
+
+  function updateCLI() {
+    const cli = $('cli');
+    const who = me && me !== 'mallory' ? me : 'alice';
+    const msg = JSON.stringify({ recipient_id: who, text: 'hello ' + who });
+    cli.textContent = cli.dataset.cli + ' PUBLISH ' + cli.dataset.channel + " '" + msg + "'";
+  }
+
+  function signIn(button) {
+    me = button.dataset.user;
+    writeCookie(button.dataset.token);
+    for (const b of document.querySelectorAll('button.user')) {
+      b.setAttribute('aria-pressed', String(b === button));
+    }
+    $('logout').disabled = false;
+    $('send').disabled = false;
+    $('send-text').disabled = false;
+    $('send-result').textContent = '';
+    clearNotifications();
+    updateCLI();
+    open();
+  }
+
+  function signOut() {
+    stop();
+    me = null;
+    clearCookie();
+    for (const b of document.querySelectorAll('button.user')) b.setAttribute('aria-pressed', 'false');
+    $('logout').disabled = true;
+    $('send').disabled = true;
+    $('send-text').disabled = true;
+    setStatus('idle', 'signed out', 'pick a user above');
+    updateCLI();
+  }
+
+  async function send(ev) {
+    ev.preventDefault();
+    const out = $('send-result');
+    const button = $('send');
+    button.disabled = true;
+    try {
+      const r = await fetch('/send', {
+        method: 'POST',
+        credentials: 'same-origin',
+        headers: { 'Content-Type': 'application/json' },
+        body: JSON.stringify({ text: $('send-text').value }),
+      });
+      const body = await r.json().catch(() => ({}));
+      if (r.ok) {
+        out.dataset.ok = 'true';
+        out.textContent = 'Published on ' + body.channel + ': ' + JSON.stringify(body.message);
+        $('send-text').value = '';
+      } else {
+        out.dataset.ok = 'false';
+        out.textContent = 'Not sent: HTTP ' + r.status + (body.detail ? ' — ' + body.detail : '');
+      }
+    } catch (e) {
+      out.dataset.ok = 'false';
+      out.textContent = 'Not sent: ' + e;
+    } finally {
+      button.disabled = me === null;
+    }
+  }
+
+  for (const b of document.querySelectorAll('button.user')) {
+    b.addEventListener('click', () => signIn(b));
+  }
+  $('logout').addEventListener('click', signOut);
+  $('send-form').addEventListener('submit', send);
+
+  // After a reload, resume as the user of the cookie.
+  const token = readCookie();
+  const known = token && [...document.querySelectorAll('button.user')].find((b) => b.dataset.token === token);
+  if (known) signIn(known);
+})();
