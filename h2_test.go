@@ -1,0 +1,71 @@
+package notify
+
+import (
+	"fmt"
+	"net/http"
+	"testing"
+	"time"
+)
+
+// TestStreamsOverHTTP2 multiplexes several streams of two users over one
+// HTTP/2 (h2c) connection, and checks each gets its own events and that a
+// stream reset releases its subscriber.
+func TestStreamsOverHTTP2(t *testing.T) {
+	rs := startRedis(t)
+	auth := startAuthAPI(t, users("alice", "bob"))
+	port := freePort(t)
+	loadCaddyfile(t, fmt.Sprintf(`{
+	admin off
+	auto_https off
+	persist_config off
+	grace_period 5s
+	servers {
+		protocols h1 h2c
+	}
+}
+http://127.0.0.1:%d {
+	notify {
+		redis %s
+		auth_url %s
+	}
+}`, port, rs.URL(), auth.URL))
+	var protos http.Protocols
+	protos.SetUnencryptedHTTP2(true)
+	tr := &http.Transport{Protocols: &protos}
+	t.Cleanup(tr.CloseIdleConnections)
+	client := &http.Client{Transport: tr}
+	url := fmt.Sprintf("http://127.0.0.1:%d/", port)
+
+	open := func(token string) *sseStream {
+		resp, err := client.Do(request(t, url, token))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if resp.ProtoMajor != 2 || resp.StatusCode != http.StatusOK {
+			resp.Body.Close()
+			t.Fatalf("got %s %d, want HTTP/2 200", resp.Proto, resp.StatusCode)
+		}
+		s := &sseStream{resp: resp, events: make(chan sseEvent, 64), done: make(chan struct{})}
+		go s.read()
+		t.Cleanup(func() { s.close(); <-s.done })
+		return s
+	}
+	alice := []*sseStream{open("alice-token"), open("alice-token"), open("alice-token")}
+	bob := open("bob-token")
+	rs.publish(t, DefaultChannel, `{"recipient_id":"alice","n":1}`)
+	rs.publish(t, DefaultChannel, `{"recipient_id":"bob","n":2}`)
+	for _, s := range alice {
+		if ev := s.next(t, 5*time.Second); ev.data != `{"recipient_id":"alice","n":1}` {
+			t.Fatalf("alice got %q", ev.data)
+		}
+	}
+	if ev := bob.next(t, 5*time.Second); ev.data != `{"recipient_id":"bob","n":2}` {
+		t.Fatalf("bob got %q", ev.data)
+	}
+	alice[0].close() // RST_STREAM on the shared connection
+	waitFor(t, time.Second, "reset stream released", func() bool { return openSubscribers() == 3 })
+	rs.publish(t, DefaultChannel, `{"recipient_id":"alice","n":3}`)
+	if ev := alice[1].next(t, 5*time.Second); ev.data != `{"recipient_id":"alice","n":3}` {
+		t.Fatalf("remaining stream got %q", ev.data)
+	}
+}
