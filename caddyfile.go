@@ -4,6 +4,8 @@ import (
 	"slices"
 	"strconv"
 
+	"github.com/dustin/go-humanize"
+
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
@@ -29,6 +31,11 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //	    auth_url        <url>
 //	    redis           <url>
 //	    channel         <name>
+//	    stream          <key>
+//	    stream_field    <field>
+//	    replay_limit    <events>
+//	    history_entries <entries>
+//	    history_bytes   <size>
 //	    recipient_field <field>
 //	    user_field      <field>
 //	    auth_timeout    <duration>
@@ -104,7 +111,25 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			if seen["channel"] {
 				return d.Errf("channel and stream are alternatives: name one")
 			}
-			return d.Errf("stream mode (Redis Streams) is not supported by this version; use channel")
+			h.Stream = arg
+		case "stream_field":
+			h.StreamField = arg
+		case "replay_limit", "history_entries":
+			n, err := strconv.Atoi(arg)
+			if err != nil || n < 1 {
+				return d.Errf("%s must be a positive whole number", opt)
+			}
+			if opt == "replay_limit" {
+				h.ReplayLimit = n
+			} else {
+				h.HistoryEntries = n
+			}
+		case "history_bytes":
+			n, err := humanize.ParseBytes(arg)
+			if err != nil || n < 1 || n > 1<<40 {
+				return d.Errf("history_bytes must be a size such as 32MiB")
+			}
+			h.HistoryBytes = int(n)
 		case "recipient_field":
 			h.RecipientField = arg
 		case "auth_url":
@@ -151,6 +176,13 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	}
 	if h.AuthURL == "" {
 		return d.Err("notify: auth_url is required")
+	}
+	if h.Stream == "" {
+		for _, opt := range []string{"stream_field", "replay_limit", "history_entries", "history_bytes"} {
+			if seen[opt] {
+				return d.Errf("%s applies to stream mode only: add stream <key>", opt)
+			}
+		}
 	}
 	return nil
 }

@@ -72,6 +72,10 @@ func TestUnmarshalCaddyfileErrors(t *testing.T) {
 		{"queue too large", "notify {\n auth_url http://a/\n queue_size 1001\n}", "queue_size must be a whole number from 1 to 1000"},
 		{"queue zero", "notify {\n auth_url http://a/\n queue_size 0\n}", "queue_size must be"},
 		{"channel and stream", "notify {\n auth_url http://a/\n channel a\n stream b\n}", "channel and stream are alternatives"},
+		{"stream and channel", "notify {\n auth_url http://a/\n stream b\n channel a\n}", "channel and stream are alternatives"},
+		{"stream option without stream", "notify {\n auth_url http://a/\n replay_limit 5\n}", "replay_limit applies to stream mode only"},
+		{"bad replay_limit", "notify {\n auth_url http://a/\n stream s\n replay_limit -1\n}", "replay_limit must be a positive whole number"},
+		{"bad history_bytes", "notify {\n auth_url http://a/\n stream s\n history_bytes lots\n}", "history_bytes must be a size"},
 		{"nested block", "notify {\n auth_url http://a/ {\n x\n }\n}", "does not take a block"},
 	}
 	for _, tt := range tests {

@@ -45,7 +45,7 @@ http://127.0.0.1:%d {
 			resp.Body.Close()
 			t.Fatalf("got %s %d, want HTTP/2 200", resp.Proto, resp.StatusCode)
 		}
-		s := &sseStream{resp: resp, events: make(chan sseEvent, 64), done: make(chan struct{})}
+		s := newSSEStream(resp)
 		go s.read()
 		t.Cleanup(func() { s.close(); <-s.done })
 		return s

@@ -48,6 +48,11 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.
 		h.refuse(w, aerr.status, aerr.msg)
 		return nil
 	}
+	resumeFrom, hasResume, ok := h.lastEventID(r)
+	if !ok {
+		h.refuse(w, http.StatusBadRequest, "Malformed Last-Event-ID: expected <ms>-<seq>.")
+		return nil
+	}
 	// Checked before the auth call: during an outage, clients retrying must
 	// not turn into load on the auth API.
 	if !h.hub.waitUp(r.Context(), redisWait) {
@@ -72,11 +77,32 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.
 	if repl, ok := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer); ok {
 		repl.Set("http.notify.user_id", user)
 	}
-	return h.stream(w, r, user)
+	return h.stream(w, r, user, resumeFrom, hasResume)
+}
+
+// lastEventID returns where a stream-mode client resumes: the Last-Event-ID
+// header, which EventSource sends on its own when it reconnects, or else
+// the last_event_id query parameter (a new page with a stored position).
+// The header wins, since a reconnecting EventSource keeps the original URL.
+// ok is false for a malformed ID: replaying everything instead would be a
+// silent flood. Pub/sub mode ignores both: it has no history.
+func (h *Handler) lastEventID(r *http.Request) (id streamID, has, ok bool) {
+	if h.Stream == "" {
+		return streamID{}, false, true
+	}
+	raw := r.Header.Get("Last-Event-ID")
+	if raw == "" {
+		raw = r.URL.Query().Get("last_event_id")
+	}
+	if raw == "" {
+		return streamID{}, false, true
+	}
+	id, ok = parseStreamID(raw)
+	return id, ok, ok
 }
 
 // stream writes the SSE response for an authenticated user.
-func (h *Handler) stream(w http.ResponseWriter, r *http.Request, user string) error {
+func (h *Handler) stream(w http.ResponseWriter, r *http.Request, user string, resumeFrom streamID, hasResume bool) error {
 	rc := http.NewResponseController(w)
 	hdr := w.Header()
 	hdr.Set("Content-Type", "text/event-stream")
@@ -91,7 +117,23 @@ func (h *Handler) stream(w http.ResponseWriter, r *http.Request, user string) er
 	// Register before the first byte so nothing published after the client
 	// sees the 200 can be missed.
 	sub := newSubscriber(user, h.Broadcast, h, h.QueueSize)
-	h.index.add(sub)
+	var resumed resumeResult
+	if hasResume {
+		var err error
+		resumed, err = h.hub.resume(r.Context(), h.index, sub, resumeFrom, h.ReplayLimit)
+		if err != nil {
+			if r.Context().Err() != nil {
+				return nil
+			}
+			h.logger.Warn("resuming stream failed", zap.Error(err))
+			hdr.Set("Retry-After", "1")
+			h.refuse(w, http.StatusServiceUnavailable, "Notifications are temporarily unavailable.")
+			return nil
+		}
+		resumed.record(h.logger)
+	} else {
+		h.index.add(sub)
+	}
 	defer h.index.remove(sub)
 	metrics.streamsOpened.WithLabelValues("ok").Inc()
 	metrics.streamsOpen.Inc()
@@ -108,6 +150,17 @@ func (h *Handler) stream(w http.ResponseWriter, r *http.Request, user string) er
 	if _, err := w.Write(appendRetry(nil, time.Duration(h.Retry))); err != nil {
 		return nil
 	}
+	if resumed.reset != nil {
+		if _, err := w.Write(resumed.reset.wire); err != nil {
+			return nil
+		}
+	}
+	for _, ev := range resumed.replay {
+		if _, err := w.Write(ev.wire); err != nil {
+			return nil
+		}
+	}
+	resumed = resumeResult{} // let the replay go
 	if err := rc.Flush(); err != nil {
 		h.logger.Error("response cannot be flushed; streaming is impossible here", zap.Error(err))
 		return nil

@@ -231,6 +231,8 @@ type sseEvent struct {
 type sseStream struct {
 	resp   *http.Response
 	events chan sseEvent
+	quit   chan struct{} // closed by close: the reader stops delivering
+	once   sync.Once
 	done   chan struct{} // closed when the body ends
 	err    error         // why it ended; read after done
 }
@@ -267,13 +269,22 @@ func openStream(t testing.TB, req *http.Request) *sseStream {
 		resp.Body.Close()
 		t.Fatalf("Content-Type = %q, want text/event-stream", ct)
 	}
-	s := &sseStream{resp: resp, events: make(chan sseEvent, 1024), done: make(chan struct{})}
+	s := newSSEStream(resp)
 	go s.read()
 	t.Cleanup(func() { s.close(); <-s.done })
 	return s
 }
 
-func (s *sseStream) close() { s.resp.Body.Close() }
+// newSSEStream starts reading resp's body. The buffer is large enough for a
+// test to read one stream while another fills up.
+func newSSEStream(resp *http.Response) *sseStream {
+	return &sseStream{resp: resp, events: make(chan sseEvent, 16384), quit: make(chan struct{}), done: make(chan struct{})}
+}
+
+func (s *sseStream) close() {
+	s.once.Do(func() { close(s.quit) })
+	s.resp.Body.Close()
+}
 
 // read parses the SSE wire format (the subset the handler writes).
 func (s *sseStream) read() {
@@ -292,7 +303,11 @@ func (s *sseStream) read() {
 		case line == "":
 			if data != nil || ev.comment != "" || ev.retry != "" {
 				ev.data = strings.Join(data, "\n")
-				s.events <- ev
+				select {
+				case s.events <- ev:
+				case <-s.quit:
+					return
+				}
 			}
 			ev, data = sseEvent{}, nil
 		case strings.HasPrefix(line, ":"):
@@ -315,6 +330,16 @@ func (s *sseStream) read() {
 // next returns the next event that is not a comment or retry field.
 func (s *sseStream) next(t testing.TB, timeout time.Duration) sseEvent {
 	t.Helper()
+	ev, ok := s.nextOrEnd(t, timeout)
+	if !ok {
+		t.Fatalf("stream ended while waiting for an event: %v", s.err)
+	}
+	return ev
+}
+
+// nextOrEnd is next, but reports the end of the stream instead of failing.
+func (s *sseStream) nextOrEnd(t testing.TB, timeout time.Duration) (sseEvent, bool) {
+	t.Helper()
 	deadline := time.After(timeout)
 	for {
 		select {
@@ -322,18 +347,18 @@ func (s *sseStream) next(t testing.TB, timeout time.Duration) sseEvent {
 			if ev.comment != "" || ev.retry != "" {
 				continue
 			}
-			return ev
+			return ev, true
 		case <-s.done:
 			// drain what was parsed before the end
 			select {
 			case ev := <-s.events:
 				if ev.comment == "" && ev.retry == "" {
-					return ev
+					return ev, true
 				}
 				continue
 			default:
 			}
-			t.Fatalf("stream ended while waiting for an event: %v", s.err)
+			return sseEvent{}, false
 		case <-deadline:
 			t.Fatalf("no event within %s", timeout)
 		}

@@ -107,10 +107,16 @@ type shard struct {
 // of a message costs one map lookup per recipient plus one push per stream of
 // those recipients, whatever the number of other streams.
 type index struct {
-	field  string // JSON field naming the recipients
-	refs   int    // handler instances using it; guarded by the hub's mu
-	seed   maphash.Seed
-	shards [numShards]shard
+	field     string // JSON field naming the recipients
+	dataField string // stream mode: entry field holding the message
+	refs      int    // handler instances using it; guarded by the hub's mu
+	seed      maphash.Seed
+	shards    [numShards]shard
+
+	// Stream mode: window sequence numbers of the entries for each user,
+	// and of broadcast entries, oldest first; guarded by the hub's winMu.
+	hist      map[string][]uint64
+	histBcast []uint64
 }
 
 func newIndex(field string) *index {

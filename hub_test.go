@@ -118,8 +118,8 @@ func TestHubLifecycleLeaksNothing(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	hb := newHub(opts, "ch", zap.NewNop())
-	ix := hb.attach("to")
+	hb := newHub(opts, source{channel: "ch"}, zap.NewNop())
+	ix := hb.attach(indexKey{recipientField: "to"})
 	s := newSubscriber("u1", false, nil, 8)
 	ix.add(s)
 	if !hb.waitUp(t.Context(), 5*time.Second) {
@@ -148,7 +148,7 @@ func TestHubLifecycleLeaksNothing(t *testing.T) {
 func TestHubDestructWhileRedisDown(t *testing.T) {
 	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
 	opts, _ := redisOptions(fmt.Sprintf("redis://127.0.0.1:%d", freePort(t)))
-	hb := newHub(opts, "ch", zap.NewNop())
+	hb := newHub(opts, source{channel: "ch"}, zap.NewNop())
 	if hb.waitUp(t.Context(), 300*time.Millisecond) {
 		t.Fatal("up without a server")
 	}
@@ -168,7 +168,7 @@ func TestHubLogsEachStateChangeOnce(t *testing.T) {
 	core, logs := observer.New(zapcore.InfoLevel)
 	port := freePort(t)
 	opts, _ := redisOptions(fmt.Sprintf("redis://127.0.0.1:%d", port))
-	hb := newHub(opts, "ch", zap.New(core))
+	hb := newHub(opts, source{channel: "ch"}, zap.New(core))
 	t.Cleanup(func() { _ = hb.Destruct() })
 
 	// Several backoff rounds (100, 200, 400 ms …) pass while Redis is down.

@@ -12,14 +12,17 @@ import (
 var metrics = newMetrics()
 
 type notifyMetrics struct {
-	streamsOpen        prometheus.Gauge
-	streamsOpened      *prometheus.CounterVec
-	messagesReceived   prometheus.Counter
-	deliveries         prometheus.Counter
-	drops              *prometheus.CounterVec
-	authDuration       *prometheus.HistogramVec
-	redisSubscriptions *prometheus.GaugeVec
-	redisReconnects    prometheus.Counter
+	streamsOpen         prometheus.Gauge
+	streamsOpened       *prometheus.CounterVec
+	messagesReceived    prometheus.Counter
+	deliveries          prometheus.Counter
+	drops               *prometheus.CounterVec
+	authDuration        *prometheus.HistogramVec
+	redisSubscriptions  *prometheus.GaugeVec
+	redisReconnects     prometheus.Counter
+	replayed            *prometheus.CounterVec
+	replayRedisCommands prometheus.Counter
+	resets              *prometheus.CounterVec
 }
 
 func newMetrics() *notifyMetrics {
@@ -56,8 +59,20 @@ func newMetrics() *notifyMetrics {
 		}, []string{"state"}),
 		redisReconnects: prometheus.NewCounter(prometheus.CounterOpts{
 			Namespace: ns, Subsystem: sub, Name: "redis_reconnects_total",
-			Help: "Redis subscriptions re-established after being lost.",
+			Help: "Redis subscriptions or stream readers re-established after being lost.",
 		}),
+		replayed: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: ns, Subsystem: sub, Name: "replayed_events_total",
+			Help: "Events replayed to resuming streams (stream mode), by source: memory or redis.",
+		}, []string{"source"}),
+		replayRedisCommands: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: ns, Subsystem: sub, Name: "replay_redis_commands_total",
+			Help: "Redis commands issued to resume streams older than the in-process window.",
+		}),
+		resets: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: ns, Subsystem: sub, Name: "resets_total",
+			Help: "Reset events sent to resuming streams, by reason: history_truncated, unknown_last_event_id, replay_limit.",
+		}, []string{"reason"}),
 	}
 }
 
@@ -65,6 +80,7 @@ func (m *notifyMetrics) collectors() []prometheus.Collector {
 	return []prometheus.Collector{
 		m.streamsOpen, m.streamsOpened, m.messagesReceived, m.deliveries,
 		m.drops, m.authDuration, m.redisSubscriptions, m.redisReconnects,
+		m.replayed, m.replayRedisCommands, m.resets,
 	}
 }
 

@@ -35,6 +35,10 @@ const (
 	DefaultRetry          = 3 * time.Second
 	DefaultQueueSize      = 256
 	DefaultWriteTimeout   = 10 * time.Second
+	DefaultStreamField    = "data"
+	DefaultReplayLimit    = 1000
+	DefaultHistoryEntries = 50_000
+	DefaultHistoryBytes   = 32 << 20
 	// MaxQueueSize bounds queue_size: a larger queue only delays the
 	// moment a stuck client is closed while holding more memory.
 	MaxQueueSize = 1000
@@ -49,8 +53,29 @@ type Handler struct {
 	// are resolved at provision time. Default: redis://127.0.0.1:6379/0.
 	Redis string `json:"redis,omitempty"`
 
-	// Pub/sub channel carrying the JSON messages. Default: notifications.
+	// Pub/sub channel carrying the JSON messages. Default: notifications
+	// (unless Stream is set).
 	Channel string `json:"channel,omitempty"`
+
+	// Redis Stream to read instead of a pub/sub channel: durable delivery,
+	// with each event's entry ID as its SSE id and Last-Event-ID resume.
+	// Channel and Stream are alternatives.
+	Stream string `json:"stream,omitempty"`
+
+	// Stream mode: the entry field holding the message JSON. Default: data.
+	StreamField string `json:"stream_field,omitempty"`
+
+	// Stream mode: the most events one resuming stream is replayed; past
+	// it the client gets a reset event and the newest ReplayLimit events.
+	// Default: 1000.
+	ReplayLimit int `json:"replay_limit,omitempty"`
+
+	// Stream mode: how many recent entries are kept in memory to serve
+	// resuming streams without Redis. Default: 50000.
+	HistoryEntries int `json:"history_entries,omitempty"`
+
+	// Stream mode: the most bytes of entries kept in memory. Default: 32 MiB.
+	HistoryBytes int `json:"history_bytes,omitempty"`
 
 	// JSON field of each message that names its recipient: a string, an
 	// integer, or an array of those. Default: recipient_id.
@@ -162,16 +187,22 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		return fmt.Errorf("watching stopping event: %w", err)
 	}
 
-	key := hubKey(opts, h.Channel)
+	src := source{channel: h.Channel}
+	ixKey := indexKey{recipientField: h.RecipientField}
+	if h.Stream != "" {
+		src = source{stream: h.Stream, history: historyConfig{entries: h.HistoryEntries, bytes: h.HistoryBytes}}
+		ixKey.dataField = h.StreamField
+	}
+	key := hubKey(opts, src)
 	v, _, err := hubs.LoadOrNew(key, func() (caddy.Destructor, error) {
 		// A pooled hub outlives this config: it gets the process logger.
-		return newHub(opts, h.Channel, caddy.Log().Named("notify.hub")), nil
+		return newHub(opts, src, caddy.Log().Named("notify.hub")), nil
 	})
 	if err != nil {
 		return fmt.Errorf("creating redis hub: %w", err)
 	}
 	h.hub, h.hubKey = v.(*hub), key // set only on success: Cleanup relies on it
-	h.index = h.hub.attach(h.RecipientField)
+	h.index = h.hub.attach(ixKey)
 
 	if h.heartbeat > 0 {
 		go h.beat()
@@ -183,8 +214,22 @@ func (h *Handler) applyDefaults() {
 	if h.Redis == "" {
 		h.Redis = DefaultRedis
 	}
-	if h.Channel == "" {
+	if h.Channel == "" && h.Stream == "" {
 		h.Channel = DefaultChannel
+	}
+	if h.Stream != "" {
+		if h.StreamField == "" {
+			h.StreamField = DefaultStreamField
+		}
+		if h.ReplayLimit == 0 {
+			h.ReplayLimit = DefaultReplayLimit
+		}
+		if h.HistoryEntries == 0 {
+			h.HistoryEntries = DefaultHistoryEntries
+		}
+		if h.HistoryBytes == 0 {
+			h.HistoryBytes = DefaultHistoryBytes
+		}
 	}
 	if h.RecipientField == "" {
 		h.RecipientField = DefaultRecipientField
@@ -215,6 +260,12 @@ func (h *Handler) Validate() error {
 	var errs []error
 	if h.AuthURL == "" {
 		errs = append(errs, errors.New("auth_url is required"))
+	}
+	if h.Channel != "" && h.Stream != "" {
+		errs = append(errs, errors.New("channel and stream are alternatives: set one"))
+	}
+	if h.Stream != "" && (h.ReplayLimit < 1 || h.HistoryEntries < 1 || h.HistoryBytes < 1) {
+		errs = append(errs, errors.New("replay_limit, history_entries and history_bytes must be positive"))
 	}
 	if h.QueueSize < 1 || h.QueueSize > MaxQueueSize {
 		errs = append(errs, fmt.Errorf("queue_size must be between 1 and %d", MaxQueueSize))

@@ -17,7 +17,8 @@ import (
 	"github.com/caddyserver/caddy/v2"
 )
 
-// hubs holds one hub per distinct (Redis server, channel) in this process.
+// hubs holds one hub per distinct (Redis server, channel or stream) in this
+// process.
 // Handler instances of every loaded config share them, so a config reload
 // with unchanged Redis settings keeps the subscription and its streams.
 // Keys embed credentials: never log them.
@@ -56,23 +57,40 @@ func redisOptions(rawURL string) (*redis.UniversalOptions, error) {
 	}, nil
 }
 
+// source is what a hub reads: a pub/sub channel, or a Redis Stream with the
+// bounds of its in-process window.
+type source struct {
+	channel string
+	stream  string
+	history historyConfig
+}
+
 // hubKey identifies a hub: the same server, credentials, database, TLS mode
-// and channel share one subscription.
-func hubKey(o *redis.UniversalOptions, channel string) string {
+// and source share one subscription or stream reader.
+func hubKey(o *redis.UniversalOptions, src source) string {
 	tlsName := "-"
 	if o.TLSConfig != nil {
 		tlsName = "tls:" + o.TLSConfig.ServerName
 	}
-	return fmt.Sprintf("%q %q %q %d %s %q", o.Addrs, o.Username, o.Password, o.DB, tlsName, channel)
+	return fmt.Sprintf("%q %q %q %d %s %q %q %d %d", o.Addrs, o.Username, o.Password, o.DB, tlsName,
+		src.channel, src.stream, src.history.entries, src.history.bytes)
 }
 
-// hub owns one Redis pub/sub subscription and the indexes of the streams fed
-// by it. One goroutine reads the subscription and dispatches each message.
+// hub owns one Redis pub/sub subscription, or one stream reader, and the
+// indexes of the streams fed by it. One goroutine reads Redis and
+// dispatches each message.
 type hub struct {
-	client  redis.UniversalClient
-	pubsub  *redis.PubSub
-	channel string
-	logger  *zap.Logger
+	client redis.UniversalClient
+	pubsub *redis.PubSub // pub/sub mode
+	source string        // channel or stream key
+	logger *zap.Logger
+
+	// Stream mode: the window of recent entries; winMu also guards the
+	// indexes' histories and is held while an entry is dispatched.
+	stream bool
+	hist   historyConfig
+	winMu  sync.Mutex
+	win    *window
 
 	cancel context.CancelFunc
 	done   chan struct{}
@@ -81,29 +99,35 @@ type hub struct {
 	up            bool
 	failureLogged bool          // the current outage was logged
 	upCh          chan struct{} // closed while up; replaced when the subscription is lost
-	indexes       map[string]*index
+	indexes       map[indexKey]*index
 	routes        atomic.Pointer[[]*index] // snapshot of indexes for dispatch
 
 	lastDropLog time.Time // used by the dispatch goroutine only
 }
 
-// newHub creates a hub and starts its subscription goroutine, which dials
-// Redis in the background: Caddy starts even when Redis is down.
-func newHub(opts *redis.UniversalOptions, channel string, logger *zap.Logger) *hub {
+// newHub creates a hub and starts its reader goroutine, which dials Redis in
+// the background: Caddy starts even when Redis is down.
+func newHub(opts *redis.UniversalOptions, src source, logger *zap.Logger) *hub {
 	client := redis.NewUniversalClient(opts)
 	ctx, cancel := context.WithCancel(context.Background())
 	hb := &hub{
 		client:  client,
-		pubsub:  client.Subscribe(ctx), // no channel yet: does not dial
-		channel: channel,
+		source:  src.channel,
 		logger:  logger,
 		cancel:  cancel,
 		done:    make(chan struct{}),
 		upCh:    make(chan struct{}),
-		indexes: make(map[string]*index),
+		indexes: make(map[indexKey]*index),
 	}
 	hb.routes.Store(new([]*index))
 	metrics.redisSubscriptions.WithLabelValues("down").Inc()
+	if src.stream != "" {
+		hb.stream, hb.source, hb.hist = true, src.stream, src.history
+		hb.win = newWindow(src.history)
+		go hb.runStream(ctx)
+		return hb
+	}
+	hb.pubsub = client.Subscribe(ctx) // no channel yet: does not dial
 	go hb.run(ctx)
 	return hb
 }
@@ -112,7 +136,10 @@ func newHub(opts *redis.UniversalOptions, channel string, logger *zap.Logger) *h
 // runs once, when the last config using the hub is unloaded.
 func (hb *hub) Destruct() error {
 	hb.cancel()
-	err := hb.pubsub.Close() // unblocks a pending receive
+	var err error
+	if hb.pubsub != nil {
+		err = hb.pubsub.Close() // unblocks a pending receive
+	}
 	<-hb.done
 	hb.mu.Lock()
 	for _, ix := range hb.indexes {
@@ -127,15 +154,33 @@ func (hb *hub) Destruct() error {
 	return errors.Join(err, hb.client.Close())
 }
 
-// attach returns the index for a recipient field, creating it on first use.
-func (hb *hub) attach(field string) *index {
+// indexKey names an index: streams that read messages from the same entry
+// field (stream mode) and recipients from the same JSON field share one.
+type indexKey struct {
+	dataField      string
+	recipientField string
+}
+
+// attach returns the index for the given fields, creating it on first use.
+func (hb *hub) attach(key indexKey) *index {
 	hb.mu.Lock()
 	defer hb.mu.Unlock()
-	ix := hb.indexes[field]
+	ix := hb.indexes[key]
 	if ix == nil {
-		ix = newIndex(field)
-		hb.indexes[field] = ix
-		hb.storeRoutesLocked()
+		ix = newIndex(key.recipientField)
+		ix.dataField = key.dataField
+		if hb.stream {
+			// Dispatch must not run between building the history and
+			// publishing the index, or an entry would be missed.
+			hb.winMu.Lock()
+			hb.rebuildHistory(ix)
+			hb.indexes[key] = ix
+			hb.storeRoutesLocked()
+			hb.winMu.Unlock()
+		} else {
+			hb.indexes[key] = ix
+			hb.storeRoutesLocked()
+		}
 	}
 	ix.refs++
 	return ix
@@ -148,7 +193,7 @@ func (hb *hub) detach(ix *index) {
 	if ix.refs--; ix.refs > 0 {
 		return
 	}
-	delete(hb.indexes, ix.field)
+	delete(hb.indexes, indexKey{ix.dataField, ix.field})
 	hb.storeRoutesLocked()
 	ix.closeAll()
 }
@@ -206,7 +251,7 @@ func (hb *hub) setUp(up bool, err error) {
 			metrics.redisSubscriptions.WithLabelValues("down").Inc()
 		}
 		hb.up = false
-		hb.logger.Warn("redis subscription unavailable; retrying", zap.String("channel", hb.channel), zap.Error(err))
+		hb.logger.Warn("redis subscription unavailable; retrying", zap.Error(err))
 		return
 	}
 	hb.up = true
@@ -214,7 +259,7 @@ func (hb *hub) setUp(up bool, err error) {
 	close(hb.upCh)
 	metrics.redisSubscriptions.WithLabelValues("down").Dec()
 	metrics.redisSubscriptions.WithLabelValues("up").Inc()
-	hb.logger.Info("redis subscription established", zap.String("channel", hb.channel))
+	hb.logger.Info("redis subscription established")
 }
 
 // run keeps the subscription alive until ctx ends: it reconnects with
@@ -225,7 +270,7 @@ func (hb *hub) run(ctx context.Context) {
 	everUp := false
 	// Subscribe records the channel even when it fails to dial; the next
 	// receive dials again and resubscribes.
-	err := hb.pubsub.Subscribe(ctx, hb.channel)
+	err := hb.pubsub.Subscribe(ctx, hb.source)
 	for ctx.Err() == nil {
 		if err != nil {
 			hb.setUp(false, err)
@@ -279,12 +324,16 @@ func (hb *hub) dispatch(payload []byte) {
 		if ev == nil {
 			ev = &event{wire: appendEvent(nil, "", payload)}
 		}
-		c := ix.deliver(users, broadcast, ev)
-		metrics.deliveries.Add(float64(c.delivered))
-		if c.overflow > 0 {
-			metrics.drops.WithLabelValues(string(dropSlowClient)).Add(float64(c.overflow))
-			hb.logger.Warn("slow streams closed: queue full", zap.Int("streams", c.overflow))
-		}
+		hb.count(ix.deliver(users, broadcast, ev))
+	}
+}
+
+// count records what a dispatch did.
+func (hb *hub) count(c deliveryCounts) {
+	metrics.deliveries.Add(float64(c.delivered))
+	if c.overflow > 0 {
+		metrics.drops.WithLabelValues(string(dropSlowClient)).Add(float64(c.overflow))
+		hb.logger.Warn("slow streams closed: queue full", zap.Int("streams", c.overflow))
 	}
 }
 
@@ -295,7 +344,7 @@ func (hb *hub) drop(reason dropReason) {
 	if now := time.Now(); now.Sub(hb.lastDropLog) >= dropLogEvery {
 		hb.lastDropLog = now
 		if c := hb.logger.Check(zapcore.WarnLevel, "message dropped"); c != nil {
-			c.Write(zap.String("reason", string(reason)), zap.String("channel", hb.channel))
+			c.Write(zap.String("reason", string(reason)))
 		}
 	}
 }

@@ -9,6 +9,7 @@ import (
 // is queued to every stream that receives it, so a message is framed once no
 // matter how many streams it reaches; it must never be modified once queued.
 type event struct {
+	id   streamID // stream entry ID in stream mode; zero for pub/sub
 	wire []byte
 }
 

@@ -1,0 +1,470 @@
+package notify
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+const testStream = "events"
+
+// streamSetup runs Caddy with one stream-mode handler; extra goes into its
+// block.
+func streamSetup(t *testing.T, rs *redisServer, extra string) (url string) {
+	t.Helper()
+	auth := startAuthAPI(t, users("u1", "u2", "u3", "alice", "bob"))
+	port := freePort(t)
+	loadCaddyfile(t, site(port, fmt.Sprintf(`
+	metrics /metrics
+	notify /events {
+		redis %s
+		stream %s
+		auth_url %s
+		%s
+	}`, rs.URL(), testStream, auth.URL, extra)))
+	return fmt.Sprintf("http://127.0.0.1:%d", port)
+}
+
+// xadd appends a message to the test stream and returns its entry ID.
+func xadd(t testing.TB, c *redis.Client, msg string) string {
+	t.Helper()
+	id, err := c.XAdd(t.Context(), &redis.XAddArgs{Stream: testStream, Values: []any{"data", msg}}).Result()
+	if err != nil {
+		t.Fatalf("XADD: %v", err)
+	}
+	return id
+}
+
+// numbered is a message of a numbered sequence for one user.
+type numbered struct {
+	User string `json:"recipient_id"`
+	N    int    `json:"n"`
+}
+
+func numberedMsg(user string, n int) string {
+	return fmt.Sprintf(`{"recipient_id":%q,"n":%d}`, user, n)
+}
+
+// sequenceClient follows one user's stream across reconnections and checks
+// that it sees 1, 2, 3, ... exactly once, in order, and nothing of anyone
+// else's.
+type sequenceClient struct {
+	t      *testing.T
+	url    string
+	user   string
+	lastID string
+	next   int // the number expected next
+	s      *sseStream
+
+	reconnects int // streams the server ended
+}
+
+func newSequenceClient(t *testing.T, url, user string) *sequenceClient {
+	c := &sequenceClient{t: t, url: url, user: user, next: 1}
+	c.connect()
+	return c
+}
+
+func (c *sequenceClient) connect() {
+	c.t.Helper()
+	req := request(c.t, c.url, c.user+"-token")
+	if c.lastID != "" {
+		req.Header.Set("Last-Event-ID", c.lastID)
+	}
+	c.s = openStream(c.t, req)
+}
+
+func (c *sequenceClient) reconnect() {
+	c.t.Helper()
+	c.s.close()
+	<-c.s.done
+	c.connect()
+}
+
+// readUntil reads events until it has seen number n. When the server ends
+// the stream (a slow client closed, a reload), it reconnects with its last
+// ID, as EventSource does.
+func (c *sequenceClient) readUntil(n int) {
+	c.t.Helper()
+	for c.next <= n {
+		ev, ok := c.s.nextOrEnd(c.t, 10*time.Second)
+		if !ok {
+			c.reconnects++
+			c.connect()
+			continue
+		}
+		c.check(ev)
+	}
+}
+
+func (c *sequenceClient) check(ev sseEvent) {
+	c.t.Helper()
+	var m numbered
+	if err := json.Unmarshal([]byte(ev.data), &m); err != nil {
+		c.t.Fatalf("%s: event %q: %v", c.user, ev.data, err)
+	}
+	if m.User != c.user {
+		c.t.Fatalf("%s received %s's message %d: %+v", c.user, m.User, m.N, ev)
+	}
+	if m.N != c.next {
+		c.t.Fatalf("%s received %d, want %d (a gap or a duplicate)", c.user, m.N, c.next)
+	}
+	if ev.id == "" {
+		c.t.Fatalf("%s: event without id", c.user)
+	}
+	c.next++
+	c.lastID = ev.id
+}
+
+func TestStreamDeliveryCarriesEntryIDs(t *testing.T) {
+	rs := startRedis(t)
+	base := streamSetup(t, rs, "")
+	c := rs.client()
+	t.Cleanup(func() { c.Close() })
+	s := openStream(t, request(t, base+"/events", "alice-token"))
+	malformedBefore := metricValue(t, base+"/metrics", `caddy_notify_dropped_total{reason="malformed"}`)
+	id1 := xadd(t, c, `{"recipient_id":"alice","n":1}`)
+	xadd(t, c, `{"recipient_id":"bob","n":2}`)
+	xadd(t, c, `not json`)
+	if err := c.XAdd(t.Context(), &redis.XAddArgs{Stream: testStream, Values: []any{"other", `{"recipient_id":"alice"}`}}).Err(); err != nil {
+		t.Fatal(err)
+	}
+	id3 := xadd(t, c, "{\"recipient_id\":\"alice\",\n\"n\":3}")
+	for _, want := range []sseEvent{{id: id1, data: `{"recipient_id":"alice","n":1}`}, {id: id3, data: "{\"recipient_id\":\"alice\",\n\"n\":3}"}} {
+		if ev := s.next(t, 5*time.Second); ev.id != want.id || ev.data != want.data {
+			t.Fatalf("got %+v, want %+v", ev, want)
+		}
+	}
+	if d := metricValue(t, base+"/metrics", `caddy_notify_dropped_total{reason="malformed"}`) - malformedBefore; d != 2 {
+		t.Errorf("malformed drops %v, want 2 (bad JSON, no data field)", d)
+	}
+}
+
+func TestStreamResume(t *testing.T) {
+	rs := startRedis(t)
+	c := rs.client()
+	t.Cleanup(func() { c.Close() })
+	// A window of 20 entries: resumes further back go to Redis.
+	base := streamSetup(t, rs, "history_entries 20")
+	url := base + "/events"
+	clients := map[string]*sequenceClient{}
+	for _, u := range []string{"u1", "u2", "u3"} {
+		clients[u] = newSequenceClient(t, url, u)
+	}
+	sent := map[string]int{}
+	publish := func(rounds int) {
+		for range rounds {
+			for _, u := range []string{"u1", "u2", "u3"} {
+				sent[u]++
+				xadd(t, c, numberedMsg(u, sent[u]))
+			}
+		}
+	}
+	publish(3)
+	for u, cl := range clients {
+		cl.readUntil(sent[u])
+	}
+
+	t.Run("Last-Event-ID from memory", func(t *testing.T) {
+		clients["u1"].s.close()
+		publish(4) // 12 entries: inside the window
+		clients["u1"].reconnect()
+		for u, cl := range clients {
+			cl.readUntil(sent[u])
+		}
+	})
+	t.Run("Last-Event-ID older than the window", func(t *testing.T) {
+		before := metricValue(t, base+"/metrics", `caddy_notify_replayed_events_total{source="redis"}`)
+		clients["u2"].s.close()
+		publish(30) // 90 entries: the window holds 20
+		clients["u2"].reconnect()
+		for u, cl := range clients {
+			cl.readUntil(sent[u])
+		}
+		if d := metricValue(t, base+"/metrics", `caddy_notify_replayed_events_total{source="redis"}`) - before; d < 20 {
+			t.Errorf("replayed from redis rose by %v, want most of u2's 30", d)
+		}
+	})
+	t.Run("last_event_id query on a new stream", func(t *testing.T) {
+		cl := clients["u3"]
+		cl.s.close()
+		publish(2)
+		cl.s = openStream(t, request(t, url+"?last_event_id="+cl.lastID, "u3-token"))
+		cl.readUntil(sent["u3"])
+	})
+	t.Run("header wins over query", func(t *testing.T) {
+		cl := clients["u3"]
+		stale := "0-1"
+		cl.s.close()
+		publish(1)
+		req := request(t, url+"?last_event_id="+stale, "u3-token")
+		req.Header.Set("Last-Event-ID", cl.lastID)
+		cl.s = openStream(t, req)
+		cl.readUntil(sent["u3"])
+	})
+}
+
+func TestStreamResumeEdgeCases(t *testing.T) {
+	rs := startRedis(t)
+	c := rs.client()
+	t.Cleanup(func() { c.Close() })
+	base := streamSetup(t, rs, "history_entries 5\n\t\treplay_limit 4")
+	url := base + "/events"
+	var ids []string
+	for i := 1; i <= 30; i++ {
+		ids = append(ids, xadd(t, c, numberedMsg("alice", i)))
+	}
+	// Let the reader see them all.
+	waitFor(t, 5*time.Second, "reader caught up", func() bool {
+		var last streamID
+		hubs.Range(func(_, v any) bool {
+			hb := v.(*hub)
+			hb.winMu.Lock()
+			last = hb.win.last
+			hb.winMu.Unlock()
+			return true
+		})
+		return last.String() == ids[len(ids)-1]
+	})
+
+	open := func(lastID string) *sseStream {
+		req := request(t, url, "alice-token")
+		req.Header.Set("Last-Event-ID", lastID)
+		return openStream(t, req)
+	}
+	nextAny := func(s *sseStream) sseEvent {
+		for {
+			select {
+			case ev := <-s.events:
+				if ev.retry != "" || ev.comment != "" {
+					continue
+				}
+				return ev
+			case <-time.After(5 * time.Second):
+				t.Fatal("no event")
+			}
+		}
+	}
+
+	t.Run("replay limit", func(t *testing.T) {
+		s := open(ids[9]) // 20 missed, limit 4
+		if ev := nextAny(s); ev.data != `{"reason":"replay_limit"}` || ev.id != "" {
+			t.Fatalf("first event %+v, want the replay_limit reset", ev)
+		}
+		for i := 27; i <= 30; i++ {
+			if ev := nextAny(s); ev.data != numberedMsg("alice", i) || ev.id != ids[i-1] {
+				t.Fatalf("got %+v, want message %d", ev, i)
+			}
+		}
+	})
+	t.Run("within the limit, from redis", func(t *testing.T) {
+		s := open(ids[26]) // 3 missed, older than the 5-entry window? no: 27..30 are 4 entries
+		for i := 28; i <= 30; i++ {
+			if ev := nextAny(s); ev.data != numberedMsg("alice", i) {
+				t.Fatalf("got %+v, want message %d", ev, i)
+			}
+		}
+	})
+	t.Run("malformed id", func(t *testing.T) {
+		for _, bad := range []string{"abc", "12", "12-", "-3", "1-2-3", "1.5-0", "1-0x1", "+1-0", "1 -0", "99999999999999999999999-0"} {
+			req := request(t, url, "alice-token")
+			req.Header.Set("Last-Event-ID", bad)
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if resp.StatusCode != http.StatusBadRequest {
+				t.Errorf("Last-Event-ID %q: status %d, want 400", bad, resp.StatusCode)
+			}
+			if got := jsonBody(t, resp.Body)["error"]; !strings.Contains(got, "Last-Event-ID") {
+				t.Errorf("error %q", got)
+			}
+			resp.Body.Close()
+		}
+	})
+	t.Run("id from the future", func(t *testing.T) {
+		s := open("99999999999999-0")
+		ev := nextAny(s)
+		if ev.data != `{"reason":"unknown_last_event_id"}` || ev.id != ids[len(ids)-1] {
+			t.Fatalf("first event %+v, want the unknown_last_event_id reset with id %s", ev, ids[len(ids)-1])
+		}
+		id := xadd(t, c, numberedMsg("alice", 31))
+		if ev := nextAny(s); ev.id != id {
+			t.Fatalf("live event %+v, want id %s", ev, id)
+		}
+		ids = append(ids, id)
+	})
+	t.Run("trimmed history", func(t *testing.T) {
+		if err := c.XTrimMaxLen(t.Context(), testStream, 3).Err(); err != nil {
+			t.Fatal(err)
+		}
+		s := open(ids[2]) // 4..31 missed; only 29..31 retained
+		ev := nextAny(s)
+		if ev.data != `{"reason":"history_truncated"}` && ev.data != `{"reason":"replay_limit"}` {
+			t.Fatalf("first event %+v, want a reset", ev)
+		}
+		// The window (5 entries: 27..31) and Redis (29..31) together
+		// still hold the newest; the limit keeps 4 of them.
+		for i := 28; i <= 31; i++ {
+			if ev := nextAny(s); ev.data != numberedMsg("alice", i) {
+				t.Fatalf("got %+v, want message %d", ev, i)
+			}
+		}
+	})
+}
+
+// TestStreamTrimmedBeyondWindow resumes from an ID whose successors were
+// trimmed from Redis and evicted from the window.
+func TestStreamTrimmedBeyondWindow(t *testing.T) {
+	rs := startRedis(t)
+	c := rs.client()
+	t.Cleanup(func() { c.Close() })
+	base := streamSetup(t, rs, "history_entries 3")
+	var ids []string
+	for i := 1; i <= 20; i++ {
+		ids = append(ids, xadd(t, c, numberedMsg("bob", i)))
+	}
+	if err := c.XTrimMaxLen(t.Context(), testStream, 10).Err(); err != nil { // keeps 11..20
+		t.Fatal(err)
+	}
+	openStream(t, request(t, base+"/events", "bob-token")) // reader is up
+	req := request(t, base+"/events", "bob-token")
+	req.Header.Set("Last-Event-ID", ids[4]) // 6..10 are gone
+	s := openStream(t, req)
+	var got []string
+	for len(got) < 11 {
+		select {
+		case ev := <-s.events:
+			if ev.retry == "" && ev.comment == "" {
+				got = append(got, ev.data)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatalf("stalled after %q", got)
+		}
+	}
+	want := []string{`{"reason":"history_truncated"}`}
+	for i := 11; i <= 20; i++ {
+		want = append(want, numberedMsg("bob", i))
+	}
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("got\n%q\nwant\n%q", got, want)
+	}
+}
+
+// TestStreamHistoryToLiveUnderLoad publishes continuously for two users
+// while one client keeps disconnecting and resuming: every number must
+// arrive exactly once, in order. A replay-then-subscribe implementation
+// loses or repeats entries published between its two steps.
+func TestStreamHistoryToLiveUnderLoad(t *testing.T) {
+	rs := startRedis(t)
+	base := streamSetup(t, rs, "history_entries 200\n\t\treplay_limit 10000")
+	url := base + "/events"
+	alice := newSequenceClient(t, url, "alice")
+	bob := newSequenceClient(t, url, "bob")
+
+	const total = 3000
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		c := rs.client()
+		defer c.Close()
+		pipe := c.Pipeline()
+		for i := 1; i <= total; i++ {
+			for _, u := range []string{"alice", "bob"} {
+				pipe.XAdd(t.Context(), &redis.XAddArgs{Stream: testStream, Values: []any{"data", numberedMsg(u, i)}})
+			}
+			if i%10 == 0 {
+				if _, err := pipe.Exec(t.Context()); err != nil {
+					t.Errorf("XADD: %v", err)
+					return
+				}
+			}
+		}
+	}()
+	t.Cleanup(wg.Wait)
+	// alice reconnects every 25 events, sometimes after falling behind the
+	// window; bob reads continuously.
+	for alice.next <= total {
+		target := min(alice.next+24, total)
+		alice.readUntil(target)
+		if target < total {
+			alice.reconnect()
+		}
+	}
+	bob.readUntil(total)
+	wg.Wait()
+}
+
+func TestStreamSurvivesRedisFailures(t *testing.T) {
+	rs := startRedis(t, "--appendonly", "yes", "--appendfsync", "always")
+	c := rs.client()
+	t.Cleanup(func() { c.Close() })
+	base := streamSetup(t, rs, "")
+	url := base + "/events"
+	clients := []*sequenceClient{newSequenceClient(t, url, "u1"), newSequenceClient(t, url, "u2")}
+	sent := map[string]int{}
+	publish := func(c *redis.Client, n int) {
+		for range n {
+			for _, u := range []string{"u1", "u2"} {
+				sent[u]++
+				xadd(t, c, numberedMsg(u, sent[u]))
+			}
+		}
+	}
+	readAll := func() {
+		for _, cl := range clients {
+			cl.readUntil(sent[cl.user])
+		}
+	}
+	publish(c, 5)
+	readAll()
+
+	t.Run("reader connection killed", func(t *testing.T) {
+		killed, err := c.ClientKillByFilter(t.Context(), "TYPE", "normal", "SKIPME", "yes").Result()
+		if err != nil || killed == 0 {
+			t.Fatalf("CLIENT KILL: %d, %v", killed, err)
+		}
+		publish(c, 5)
+		readAll()
+	})
+	t.Run("redis restarted with AOF", func(t *testing.T) {
+		rs.stop()
+		rs.start()
+		c2 := rs.client()
+		defer c2.Close()
+		publish(c2, 5)
+		readAll()
+	})
+	t.Run("config reload", func(t *testing.T) {
+		// Same config, reloaded: streams end, clients resume with
+		// Last-Event-ID while events keep coming.
+		publish(c, 3)
+		auth := startAuthAPI(t, users("u1", "u2"))
+		port := strings.TrimPrefix(base, "http://127.0.0.1:")
+		var p int
+		fmt.Sscan(port, &p)
+		if err := tryLoadCaddyfile(site(p, fmt.Sprintf(`
+	metrics /metrics
+	notify /events {
+		redis %s
+		stream %s
+		auth_url %s
+	}`, rs.URL(), testStream, auth.URL))); err != nil {
+			t.Fatal(err)
+		}
+		publish(c, 3)
+		for _, cl := range clients {
+			cl.s.waitEnded(t, 2*time.Second)
+			cl.reconnect()
+		}
+		publish(c, 3)
+		readAll()
+	})
+}
