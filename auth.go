@@ -10,10 +10,15 @@ import (
 	"time"
 
 	"go.uber.org/zap"
+	"golang.org/x/sync/singleflight"
 )
 
-// maxAuthBody bounds how much of an auth API response is read.
-const maxAuthBody = 64 << 10
+const (
+	// maxAuthBody bounds how much of an auth API response is read.
+	maxAuthBody = 64 << 10
+	// maxAuthConns bounds the connections to the auth API per handler.
+	maxAuthConns = 64
+)
 
 // authError is a refusal with the status and JSON error message the client
 // gets. err, when set, is the cause, for the log only.
@@ -94,22 +99,36 @@ func checkToken(t string) (string, *authError) {
 
 // authClient asks the site's auth API who a token belongs to. One client,
 // with pooled keep-alive connections, serves every stream of a handler.
+// Concurrent checks of the same credentials share one call, and successful
+// answers may be cached for a short time.
 type authClient struct {
 	url       string
 	userField string
 	timeout   time.Duration
 	client    *http.Client
 	logger    *zap.Logger
+
+	inflight singleflight.Group
+	cache    *authCache // nil when auth_cache is off
 }
 
-func newAuthClient(url, userField string, timeout time.Duration, logger *zap.Logger) *authClient {
+func newAuthClient(url, userField string, timeout, cacheTTL time.Duration, logger *zap.Logger) *authClient {
 	tr := http.DefaultTransport.(*http.Transport).Clone()
-	tr.MaxIdleConnsPerHost = 64 // a connect storm reuses connections instead of dialing thousands
+	// A connect storm queues for a bounded pool of connections instead of
+	// dialing thousands (and running out of file descriptors); a call
+	// waiting for a connection still ends at auth_timeout.
+	tr.MaxIdleConnsPerHost = maxAuthConns
+	tr.MaxConnsPerHost = maxAuthConns
+	var cache *authCache
+	if cacheTTL > 0 {
+		cache = newAuthCache(cacheTTL)
+	}
 	return &authClient{
 		url:       url,
 		userField: userField,
 		timeout:   timeout,
 		logger:    logger,
+		cache:     cache,
 		client: &http.Client{
 			Transport: tr,
 			// A redirect is a misconfigured auth_url; following it could
@@ -121,9 +140,41 @@ func newAuthClient(url, userField string, timeout time.Duration, logger *zap.Log
 
 func (a *authClient) close() { a.client.CloseIdleConnections() }
 
-// userID calls the auth API with token (and the client's cookies) and returns
-// the canonical user id, or the refusal for the client.
+// userID returns the canonical user id for token (and the client's
+// cookies), or the refusal for the client. A connect storm of many streams
+// with the same credentials makes one auth API call, not one per stream.
 func (a *authClient) userID(ctx context.Context, token, cookie string) (string, *authError) {
+	key := credentialsKey(token, cookie)
+	if a.cache != nil {
+		if id, ok := a.cache.get(key); ok {
+			return id, nil
+		}
+	}
+	// The shared call must not end when the first of its waiters leaves:
+	// it runs detached, bounded by auth_timeout.
+	ch := a.inflight.DoChan(string(key[:]), func() (any, error) {
+		id, aerr := a.check(context.WithoutCancel(ctx), token, cookie)
+		if aerr != nil {
+			return nil, aerr
+		}
+		if a.cache != nil {
+			a.cache.put(key, id)
+		}
+		return id, nil
+	})
+	select {
+	case res := <-ch:
+		if res.Err != nil {
+			return "", res.Err.(*authError)
+		}
+		return res.Val.(string), nil
+	case <-ctx.Done():
+		return "", &authError{status: http.StatusBadGateway, msg: "Authentication service unavailable.", err: ctx.Err()}
+	}
+}
+
+// check makes one auth API call and records its latency.
+func (a *authClient) check(ctx context.Context, token, cookie string) (string, *authError) {
 	start := time.Now()
 	id, result, aerr := a.call(ctx, token, cookie)
 	metrics.authDuration.WithLabelValues(result).Observe(time.Since(start).Seconds())

@@ -240,3 +240,88 @@ func TestAuthClientPooled(t *testing.T) {
 		t.Errorf("auth API saw %d connections for 5 sequential streams, want 1", n)
 	}
 }
+
+// TestAuthDedupesConcurrentChecks opens many streams with one token at once
+// (a page reload storm): the auth API sees a single call.
+func TestAuthDedupesConcurrentChecks(t *testing.T) {
+	rs := startRedis(t)
+	auth := startAuthAPI(t, users("alice"))
+	auth.setDelay(500 * time.Millisecond)
+	port := freePort(t)
+	loadCaddyfile(t, site(port, fmt.Sprintf(`
+	notify {
+		redis %s
+		auth_url %s
+	}`, rs.URL(), auth.URL)))
+	url := fmt.Sprintf("http://127.0.0.1:%d/", port)
+	const n = 20
+	results := make(chan int, n)
+	for range n {
+		go func() {
+			resp, err := streamClient.Do(request(t, url, "alice-token"))
+			if err != nil {
+				results <- 0
+				return
+			}
+			resp.Body.Close()
+			results <- resp.StatusCode
+		}()
+	}
+	for range n {
+		if st := <-results; st != http.StatusOK {
+			t.Fatalf("status %d", st)
+		}
+	}
+	if calls := auth.calls.Load(); calls != 1 {
+		t.Errorf("auth API called %d times for %d concurrent streams with one token, want 1", calls, n)
+	}
+}
+
+func TestAuthCache(t *testing.T) {
+	rs := startRedis(t)
+	auth := startAuthAPI(t, users("alice", "bob"))
+	port := freePort(t)
+	loadCaddyfile(t, site(port, fmt.Sprintf(`
+	notify {
+		redis %s
+		auth_url %s
+		auth_cache 400ms
+	}`, rs.URL(), auth.URL)))
+	url := fmt.Sprintf("http://127.0.0.1:%d/", port)
+	status := func(token, cookie string) int {
+		req := request(t, url, token)
+		if cookie != "" {
+			req.Header.Set("Cookie", cookie)
+		}
+		resp, err := streamClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	steps := []struct {
+		name, token, cookie string
+		status              int
+		calls               int64 // total auth API calls after the step
+	}{
+		{"first check", "alice-token", "", 200, 1},
+		{"cached", "alice-token", "", 200, 1},
+		{"other token", "bob-token", "", 200, 2},
+		{"other cookie", "alice-token", "s=1", 200, 3},
+		{"refusal", "nobody", "", 401, 4},
+		{"refusals are not cached", "nobody", "", 401, 5},
+	}
+	for _, st := range steps {
+		if got := status(st.token, st.cookie); got != st.status {
+			t.Fatalf("%s: status %d, want %d", st.name, got, st.status)
+		}
+		if got := auth.calls.Load(); got != st.calls {
+			t.Fatalf("%s: %d auth API calls, want %d", st.name, got, st.calls)
+		}
+	}
+	time.Sleep(500 * time.Millisecond) // past auth_cache
+	if status("alice-token", "") != 200 || auth.calls.Load() != 6 {
+		t.Fatalf("expired entry reused: %d calls", auth.calls.Load())
+	}
+}

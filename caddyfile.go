@@ -39,6 +39,7 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //	    recipient_field <field>
 //	    user_field      <field>
 //	    auth_timeout    <duration>
+//	    auth_cache      <duration>
 //	    token_query     <parameter>
 //	    token_cookie    <cookie>
 //	    heartbeat       <duration>
@@ -145,12 +146,12 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			h.TokenQuery = arg
 		case "token_cookie":
 			h.TokenCookie = arg
-		case "auth_timeout", "retry", "write_timeout", "heartbeat":
+		case "auth_timeout", "retry", "write_timeout", "heartbeat", "auth_cache":
 			dur, err := caddy.ParseDuration(arg)
 			if err != nil {
 				return d.Errf("parsing %s: %v", opt, err)
 			}
-			if dur < 0 || (dur == 0 && opt != "heartbeat") {
+			if dur < 0 || (dur == 0 && opt != "heartbeat" && opt != "auth_cache") {
 				return d.Errf("%s must be positive", opt)
 			}
 			cd := caddy.Duration(dur)
@@ -163,6 +164,8 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				h.WriteTimeout = cd
 			case "heartbeat":
 				h.Heartbeat = &cd
+			case "auth_cache":
+				h.AuthCache = cd
 			}
 		case "queue_size":
 			n, err := strconv.Atoi(arg)

@@ -27,6 +27,7 @@ http://127.0.0.1:%d {
 	notify {
 		redis %s
 		auth_url %s
+		write_timeout 300ms
 	}
 }`, port, rs.URL(), auth.URL))
 	var protos http.Protocols
@@ -67,5 +68,12 @@ http://127.0.0.1:%d {
 	rs.publish(t, DefaultChannel, `{"recipient_id":"alice","n":3}`)
 	if ev := alice[1].next(t, 5*time.Second); ev.data != `{"recipient_id":"alice","n":3}` {
 		t.Fatalf("remaining stream got %q", ev.data)
+	}
+	// Streams stay open well past write_timeout after their last write:
+	// the deadline covers writes only.
+	time.Sleep(time.Second)
+	rs.publish(t, DefaultChannel, `{"recipient_id":"bob","n":4}`)
+	if ev := bob.next(t, 5*time.Second); ev.data != `{"recipient_id":"bob","n":4}` {
+		t.Fatalf("bob after an idle second got %q", ev.data)
 	}
 }

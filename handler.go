@@ -195,6 +195,11 @@ func (h *Handler) stream(w http.ResponseWriter, r *http.Request, user string, re
 				h.debug("flushing events", err)
 				return nil
 			}
+			// Clear the deadline: HTTP/2 resets a stream whose write
+			// deadline passes even when nothing is being written.
+			if err := rc.SetWriteDeadline(time.Time{}); err != nil && !errors.Is(err, http.ErrNotSupported) {
+				h.debug("clearing write deadline", err)
+			}
 		}
 	}
 }

@@ -229,15 +229,20 @@ func (sh *shard) pushLocked(s *subscriber, ev *event, c *deliveryCounts) (remove
 // each calls fn for every stream in the index, shard by shard.
 func (ix *index) each(fn func(*subscriber)) {
 	for i := range ix.shards {
-		sh := &ix.shards[i]
-		sh.mu.Lock()
-		for _, subs := range sh.users {
-			for _, s := range subs {
-				fn(s)
-			}
-		}
-		sh.mu.Unlock()
+		ix.eachInShard(i, fn)
 	}
+}
+
+// eachInShard calls fn for every stream in shard i.
+func (ix *index) eachInShard(i int, fn func(*subscriber)) {
+	sh := &ix.shards[i]
+	sh.mu.Lock()
+	for _, subs := range sh.users {
+		for _, s := range subs {
+			fn(s)
+		}
+	}
+	sh.mu.Unlock()
 }
 
 // closeAll ends every stream in the index; used when the hub is destroyed.

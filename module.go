@@ -94,6 +94,11 @@ type Handler struct {
 	// Default: 5s.
 	AuthTimeout caddy.Duration `json:"auth_timeout,omitempty"`
 
+	// How long a successful auth answer is reused for new streams with the
+	// same token and cookies. Off (0) by default: a token revoked at the
+	// auth API keeps opening streams until its entry expires.
+	AuthCache caddy.Duration `json:"auth_cache,omitempty"`
+
 	// Query parameter from which the token is also accepted when the request
 	// has no Authorization header. Off when empty. Beware: query strings
 	// land in access logs and browser history.
@@ -169,7 +174,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	}
 	h.tokens = tokenSource{query: h.TokenQuery, cookie: h.TokenCookie}
 	h.cors = newCORSPolicy(h.CORS)
-	h.auth = newAuthClient(authURL, h.UserField, time.Duration(h.AuthTimeout), h.logger)
+	h.auth = newAuthClient(authURL, h.UserField, time.Duration(h.AuthTimeout), time.Duration(h.AuthCache), h.logger)
 
 	if err := metrics.register(ctx.GetMetricsRegistry()); err != nil {
 		return fmt.Errorf("registering metrics: %w", err)
@@ -271,7 +276,7 @@ func (h *Handler) Validate() error {
 		errs = append(errs, fmt.Errorf("queue_size must be between 1 and %d", MaxQueueSize))
 	}
 	for name, d := range map[string]caddy.Duration{
-		"auth_timeout": h.AuthTimeout, "retry": h.Retry, "write_timeout": h.WriteTimeout,
+		"auth_timeout": h.AuthTimeout, "retry": h.Retry, "write_timeout": h.WriteTimeout, "auth_cache": h.AuthCache,
 	} {
 		if d < 0 {
 			errs = append(errs, fmt.Errorf("%s must not be negative", name))
@@ -306,20 +311,24 @@ func (h *Handler) Cleanup() error {
 }
 
 // beat sends heartbeats to this handler's idle streams until the config
-// stops. One ticker per handler replaces a timer per stream.
+// stops. One ticker per handler replaces a timer per stream, and each tick
+// covers one shard of the index, so the pings of many streams are spread
+// over the interval instead of all competing with events at one instant.
 func (h *Handler) beat() {
-	t := time.NewTicker(h.heartbeat)
+	t := time.NewTicker(max(h.heartbeat/numShards, time.Millisecond))
 	defer t.Stop()
+	shard := 0
 	for {
 		select {
 		case <-h.stopCtx.Done():
 			return
 		case <-t.C:
-			h.index.each(func(s *subscriber) {
+			h.index.eachInShard(shard, func(s *subscriber) {
 				if s.owner == h {
 					s.ping()
 				}
 			})
+			shard = (shard + 1) % numShards
 		}
 	}
 }
