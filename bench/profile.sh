@@ -1,0 +1,131 @@
+#!/usr/bin/env bash
+# bench/profile.sh — where the memory of idle streams goes.
+#
+# Starts redis-server, the load tool's auth API and a Caddy with the admin
+# endpoint on a loopback port (for /debug/pprof and /debug/vars), opens
+# PROFILE_STREAMS (default 10,000) idle HTTP/1.1 streams, and while they are
+# held saves a heap profile, the goroutine stacks and the runtime's memory
+# statistics, then prints a summary: RSS, heap and stack bytes per stream,
+# the goroutines per stream and the top allocation sites still in use.
+#
+#   bash bench/profile.sh                    # or: PROFILE_STREAMS=1000 bash bench/profile.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+export PATH="$PATH:/usr/local/go/bin"
+GO=${GO:-go}
+N=${PROFILE_STREAMS:-10000}
+PROTO=${PROFILE_PROTO:-h1}
+OUT=${BENCH_OUT:-$ROOT/bench/out/profile-$(date +%Y%m%d-%H%M%S)}
+mkdir -p "$OUT"
+OUT=$(cd "$OUT" && pwd)
+echo "profile: results in $OUT"
+
+$GO build -o "$OUT/caddy" ./cmd/caddy
+$GO build -o "$OUT/notify-load" ./cmd/notify-load
+LOAD=$OUT/notify-load
+
+PIDS=()
+cleanup() {
+	local p
+	for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+	for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
+}
+trap cleanup EXIT
+wait_port() {
+	local i
+	for i in $(seq 100); do
+		if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then return 0; fi
+		sleep 0.1
+	done
+	echo "profile: nothing listens on port $1" >&2
+	return 1
+}
+
+REDIS_PORT=$($LOAD freeport)
+AUTH_PORT=$($LOAD freeport)
+ADMIN_PORT=$($LOAD freeport)
+PORT=$($LOAD freeport)
+redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save '' --appendonly no >"$OUT/redis.log" 2>&1 &
+PIDS+=("$!")
+$LOAD auth -listen "127.0.0.1:$AUTH_PORT" -deadline 30m >"$OUT/auth.log" 2>&1 &
+PIDS+=("$!")
+cat >"$OUT/Caddyfile" <<EOF
+{
+	admin 127.0.0.1:$ADMIN_PORT
+	auto_https off
+	persist_config off
+	grace_period 1s
+	servers {
+		protocols h1 h2c
+	}
+}
+http://127.0.0.1:$PORT {
+	notify /events {
+		redis redis://127.0.0.1:$REDIS_PORT/0
+		auth_url http://127.0.0.1:$AUTH_PORT/auth
+		heartbeat 15s
+	}
+}
+EOF
+"$OUT/caddy" run --config "$OUT/Caddyfile" --adapter caddyfile >"$OUT/caddy.log" 2>&1 &
+CADDY=$!
+PIDS+=("$CADDY")
+wait_port "$REDIS_PORT"
+wait_port "$AUTH_PORT"
+wait_port "$PORT"
+sleep 1
+
+snapshot() { # NAME
+	curl -s "http://127.0.0.1:$ADMIN_PORT/debug/vars" >"$OUT/vars-$1.json"
+	curl -s "http://127.0.0.1:$ADMIN_PORT/debug/pprof/heap" >"$OUT/heap-$1.pb.gz"
+	curl -s "http://127.0.0.1:$ADMIN_PORT/debug/pprof/goroutine?debug=1" >"$OUT/goroutines-$1.txt"
+	grep VmRSS "/proc/$CADDY/status" | awk '{print $2}' >"$OUT/rss-$1.txt"
+}
+snapshot before
+# Hold the streams idle for 40 s; the snapshot is taken 15 s in, after a GC.
+"$LOAD" run -url "http://127.0.0.1:$PORT/events" -proto "$PROTO" -streams "$N" -rate 0 -idle 40s \
+	-server-pids "$CADDY" -auth-stats "http://127.0.0.1:$AUTH_PORT/stats" -deadline 5m >"$OUT/load.log" 2>&1 &
+LOADPID=$!
+PIDS+=("$LOADPID")
+for i in $(seq 600); do
+	grep -q '^connected:' "$OUT/load.log" 2>/dev/null && break
+	sleep 0.2
+done
+sleep 12
+# A forced GC first (the heap profile's gc=1), so that the numbers are live bytes.
+curl -s "http://127.0.0.1:$ADMIN_PORT/debug/pprof/heap?gc=1" >/dev/null
+sleep 3
+snapshot idle
+wait "$LOADPID" || true
+
+go_tool_top() { $GO tool pprof -sample_index=inuse_space -top -nodecount=25 "$OUT/caddy" "$1" 2>/dev/null; }
+{
+	echo "streams: $N ($PROTO)"
+	grep '^connected:' "$OUT/load.log"
+	python3 - "$OUT" "$N" <<'EOF'
+import json, sys, re
+out, n = sys.argv[1], int(sys.argv[2])
+def load(name):
+    v = json.load(open(f"{out}/vars-{name}.json"))["memstats"]
+    v["rss"] = int(open(f"{out}/rss-{name}.txt").read()) * 1024
+    g = open(f"{out}/goroutines-{name}.txt").readline()
+    v["goroutines"] = int(re.search(r"total (\d+)", g).group(1))
+    return v
+a, b = load("before"), load("idle")
+def per(k): return (b[k] - a[k]) / n
+print(f"per stream: RSS {per('rss')/1024:.2f} KiB | goroutines {per('goroutines'):.2f} | "
+      f"stack in use {per('StackInuse')/1024:.2f} KiB | heap in use {per('HeapInuse')/1024:.2f} KiB | "
+      f"heap live objects {per('HeapAlloc')/1024:.2f} KiB | heap idle-not-released {(per('HeapIdle')-per('HeapReleased'))/1024:.2f} KiB | "
+      f"Sys {per('Sys')/1024:.2f} KiB")
+print(f"GC: NextGC {b['NextGC']/2**20:.1f} MiB, HeapAlloc {b['HeapAlloc']/2**20:.1f} MiB, StackInuse {b['StackInuse']/2**20:.1f} MiB, "
+      f"HeapSys {b['HeapSys']/2**20:.1f} MiB, HeapReleased {b['HeapReleased']/2**20:.1f} MiB")
+EOF
+	echo
+	echo "goroutine groups (count: top frames) while idle:"
+	awk '/^[0-9]+ @/ {n=$1; getline; f1=$0; getline; f2=$0; getline; f3=$0; if (n>=100) printf "%6d %s | %s | %s\n", n, f1, f2, f3}' \
+		"$OUT/goroutines-idle.txt" | sed 's/#[ \t]*0x[0-9a-f]*[ \t]*//g; s/+0x[0-9a-f]*[ \t]*[^|]*//g' | sort -rn | head -10
+	echo
+	echo "heap in use while idle (top 25):"
+	go_tool_top "$OUT/heap-idle.pb.gz" | sed -n '1,35p'
+} | tee "$OUT/summary.txt"

@@ -1,0 +1,215 @@
+package main
+
+import (
+	"bufio"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestMessageRoundTrip(t *testing.T) {
+	for _, pad := range []int{0, 10} {
+		b := appendMessage(nil, 42, 7, 1700000000123456789, pad)
+		rcpt, seq, ts, ok := parseMessage(b)
+		if !ok || string(rcpt) != "42" || seq != 7 || ts != 1700000000123456789 {
+			t.Fatalf("pad %d: %s parsed as %q %d %d %v", pad, b, rcpt, seq, ts, ok)
+		}
+	}
+	for _, bad := range []string{"", "{}", `{"recipient_id":"1"}`, `{"recipient_id":"1","seq":x}`,
+		`{"recipient_id":"1","seq":2,"ts":}`, `{"recipient_id":1,"seq":2,"ts":3}`} {
+		if _, _, _, ok := parseMessage([]byte(bad)); ok {
+			t.Errorf("%q parsed", bad)
+		}
+	}
+}
+
+func newState(user string) (*streamState, *counters) {
+	c := &counters{}
+	now := time.Unix(0, 2_000_000)
+	return &streamState{user: []byte(user), c: c, now: func() time.Time { return now }}, c
+}
+
+func msg(user int, seq uint64) string {
+	return string(appendMessage(nil, user, seq, 1_000_000, 0)) // 1 ms before now
+}
+
+func TestReadSSEAccounting(t *testing.T) {
+	stream := "retry: 3000\n\n" +
+		"id: 1-0\ndata: " + msg(5, 1) + "\n\n" + // unique
+		": ping\n\n" + // heartbeat
+		"data: " + msg(5, 3) + "\r\n\r\n" + // CRLF, unique
+		"data: " + msg(5, 2) + "\n\n" + // out of order, unique
+		"data: " + msg(5, 3) + "\n\n" + // duplicate
+		"data: " + msg(6, 1) + "\n\n" + // misrouted
+		"data: hello\n\n" + // unparsed
+		"data: a\ndata: b\n\n" + // multi-line: unparsed
+		"event: x\n\n" + // no data: nothing
+		"data: " + msg(5, 200) + "\n\n" // unique, far seq grows the bitmap
+	s, c := newState("5")
+	err := readSSE(bufio.NewReaderSize(strings.NewReader(stream), 256), s)
+	if err != io.EOF {
+		t.Fatalf("readSSE: %v, want EOF", err)
+	}
+	got := map[string]uint64{
+		"events": c.events.Load(), "unique": c.unique.Load(), "dup": c.dup.Load(), "ooo": c.ooo.Load(),
+		"misrouted": c.misrouted.Load(), "unparsed": c.unparsed.Load(), "comments": c.comments.Load(),
+	}
+	want := map[string]uint64{"events": 6, "unique": 4, "dup": 1, "ooo": 1, "misrouted": 1, "unparsed": 2, "comments": 1}
+	for k, v := range want {
+		if got[k] != v {
+			t.Errorf("%s = %d, want %d (all: %v)", k, got[k], v, got)
+		}
+	}
+	if c.lat.n.Load() != 6 || c.lat.quantile(0.5) < 900*time.Microsecond || c.lat.quantile(0.5) > 1100*time.Microsecond {
+		t.Errorf("latency: n %d p50 %v, want 6 samples of 1ms", c.lat.n.Load(), c.lat.quantile(0.5))
+	}
+}
+
+func TestReadSSELineTooLong(t *testing.T) {
+	s, _ := newState("1")
+	err := readSSE(bufio.NewReaderSize(strings.NewReader("data: "+strings.Repeat("x", 100)+"\n\n"), 16), s)
+	if err != errLineTooLong {
+		t.Fatalf("got %v, want errLineTooLong", err)
+	}
+}
+
+func TestPubCountAndExpected(t *testing.T) {
+	// 25 events over 10 users: users 0-4 get 3, users 5-9 get 2.
+	total := uint64(0)
+	for u := range 10 {
+		n := pubCount(u, 25, 10)
+		want := uint64(2)
+		if u < 5 {
+			want = 3
+		}
+		if n != want {
+			t.Errorf("user %d: %d events, want %d", u, n, want)
+		}
+		total += n
+	}
+	if total != 25 {
+		t.Fatalf("total %d", total)
+	}
+	w := &worker{cfg: workerConfig{users: 10}, estUsers: []int32{0, 0, 9}} // two streams of user 0, one of 9
+	if e := w.expected(25); e != 3+3+2 {
+		t.Fatalf("expected %d, want 8", e)
+	}
+	// Replaying exactly what the publisher sends to user 9 loses nothing.
+	s, c := newState("9")
+	for k := range 25 {
+		if k%10 == 9 {
+			s.onMessage([]byte(msg(9, uint64(k/10+1))))
+		}
+	}
+	if c.unique.Load() != pubCount(9, 25, 10) || c.dup.Load() != 0 || c.ooo.Load() != 0 {
+		t.Fatalf("unique %d dup %d ooo %d", c.unique.Load(), c.dup.Load(), c.ooo.Load())
+	}
+}
+
+func TestHistogramQuantiles(t *testing.T) {
+	var h hist
+	if h.quantile(0.5) != 0 {
+		t.Fatal("empty histogram")
+	}
+	// 1..10000 µs, once each.
+	for i := 1; i <= 10000; i++ {
+		h.record(time.Duration(i) * time.Microsecond)
+	}
+	for _, c := range []struct {
+		q    float64
+		want time.Duration
+	}{{0.5, 5000 * time.Microsecond}, {0.9, 9000 * time.Microsecond}, {0.99, 9900 * time.Microsecond}, {1, 10000 * time.Microsecond}} {
+		got := h.quantile(c.q)
+		if got < c.want || float64(got) > float64(c.want)*1.04 {
+			t.Errorf("q%.2f = %v, want within 4%% above %v", c.q, got, c.want)
+		}
+	}
+	if time.Duration(h.max.Load()) != 10*time.Millisecond {
+		t.Errorf("max %v", time.Duration(h.max.Load()))
+	}
+	// Small values are exact; merging adds counts.
+	var a, b hist
+	a.record(3 * time.Microsecond)
+	b.record(40 * time.Microsecond)
+	b.record(-time.Second) // clock step: counted as 0
+	a.merge(b.sparse(), b.max.Load())
+	if a.n.Load() != 3 || a.quantile(0.34) != 3*time.Microsecond+time.Microsecond-1 || a.quantile(1) != 40*time.Microsecond {
+		t.Errorf("merged: n %d q.34 %v q1 %v", a.n.Load(), a.quantile(0.34), a.quantile(1))
+	}
+	// Bucket ranges tile the axis.
+	prevHi := uint64(0)
+	for i := 1; i < histBuckets; i++ {
+		lo, hi := bucketRange(i)
+		if lo != prevHi+1 || hi < lo || bucketOf(lo) != i || bucketOf(hi) != i {
+			t.Fatalf("bucket %d: [%d,%d] after %d", i, lo, hi, prevHi)
+		}
+		prevHi = hi
+	}
+}
+
+func TestAuthAPI(t *testing.T) {
+	a := &authAPI{}
+	srv := httptest.NewServer(a)
+	defer srv.Close()
+	get := func(auth, uri string) (int, string) {
+		req, _ := http.NewRequest("GET", srv.URL+"/auth", nil)
+		if auth != "" {
+			req.Header.Set("Authorization", auth)
+		}
+		if uri != "" {
+			req.Header.Set("X-Original-URI", uri)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, strings.TrimSpace(string(b))
+	}
+	if code, body := get("Bearer u42", ""); code != 200 || body != `{"user_id":"42"}` {
+		t.Errorf("u42: %d %s", code, body)
+	}
+	if code, _ := get("Bearer u42", "/sub/42"); code != 200 {
+		t.Errorf("own channel: %d", code)
+	}
+	if code, _ := get("Bearer u42", "/sub/43"); code != 403 {
+		t.Errorf("other channel: %d", code)
+	}
+	for _, bad := range []string{"", "Bearer", "Bearer x1", "Basic u1", "Bearer u"} {
+		if code, _ := get(bad, ""); code != 401 {
+			t.Errorf("%q: %d", bad, code)
+		}
+	}
+	if n, ok := authCalls(srv.URL + "/stats"); !ok || n != 8 {
+		t.Errorf("calls %d %v, want 8", n, ok)
+	}
+}
+
+func TestTable(t *testing.T) {
+	dir := t.TempDir()
+	write := func(name, json string) {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte("some text\n"+json+"\n"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write("caddy-a.log", `{"proto":"h1","streams_requested":10,"streams_established":10,"users":10,"rate":5,"cpu_s_per_1000_deliveries":0.2,"p50_ms":1}`)
+	write("nchan-a.log", `{"proto":"h1","streams_requested":10,"streams_established":10,"users":10,"rate":5,"cpu_s_per_1000_deliveries":0.1,"p50_ms":2}`)
+	var sb strings.Builder
+	writeTable(&sb, dir, []string{"a", "b"})
+	out := sb.String()
+	for _, want := range []string{"| (a) 10 h1 streams / 10 users / 5 ev/s | streams established | 10 / 10 | 10 / 10 | 1.00 |",
+		"| CPU s per 1,000 deliveries | 0.2000 | 0.1000 | 2.00 |", "| latency p50 (ms) | 1.00 | 2.00 | 0.50 |"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("table lacks %q:\n%s", want, out)
+		}
+	}
+	if strings.Contains(out, "(b)") {
+		t.Error("table has a workload without logs")
+	}
+}

@@ -1,0 +1,486 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"math"
+	"os"
+	"os/exec"
+	"os/signal"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+)
+
+// authMain runs the auth API as its own process until a signal or the
+// deadline.
+func authMain(args []string) int {
+	fs := flag.NewFlagSet("auth", flag.ExitOnError)
+	listen := fs.String("listen", "127.0.0.1:0", "address of the auth API")
+	deadline := fs.Duration("deadline", time.Hour, "exit after this long")
+	_ = fs.Parse(args)
+	raiseNofile()
+	ctx, cancel := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer cancel()
+	ctx, cancel2 := context.WithTimeout(ctx, *deadline)
+	defer cancel2()
+	a, addr, err := startAuth(ctx, *listen)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "auth:", err)
+		return 1
+	}
+	fmt.Printf("auth API on http://%s/ (GET /stats for the call count)\n", addr)
+	<-ctx.Done()
+	fmt.Printf("auth API: %d calls, %d refused\n", a.calls.Load(), a.refused.Load())
+	return 0
+}
+
+type runConfig struct {
+	url, proto          string
+	streams, users      int
+	perConn             int
+	procs, maxPerProc   int
+	srcIPs              int
+	connectTimeout      time.Duration
+	concurrency         int
+	settle, idle        time.Duration
+	drain, deadline     time.Duration
+	pub                 pubConfig
+	serverPids          string
+	serverPidsFile      string
+	redisPid, auxPids   string
+	authListen, authURL string
+	label               string
+}
+
+// child is one worker process seen from the parent.
+type child struct {
+	cmd   *exec.Cmd
+	in    io.WriteCloser
+	out   *bufio.Reader
+	ready readyMsg
+	res   resultMsg
+	err   error
+}
+
+func (c *child) readLine(v any) error {
+	line, err := c.out.ReadBytes('\n')
+	if err != nil {
+		return fmt.Errorf("worker %d: %w", c.cmd.Process.Pid, err)
+	}
+	return json.Unmarshal(line, v)
+}
+
+// summary is the final JSON line.
+type summary struct {
+	Label            string  `json:"label,omitempty"`
+	URL              string  `json:"url"`
+	Proto            string  `json:"proto"`
+	Procs            int     `json:"procs"`
+	Conns            int     `json:"conns"`
+	StreamsRequested int     `json:"streams_requested"`
+	Streams          int     `json:"streams_established"`
+	StreamsFailed    int     `json:"streams_failed"`
+	ClosedEarly      uint64  `json:"streams_closed_early"`
+	Users            int     `json:"users"`
+	ConnectSecs      float64 `json:"connect_secs"`
+	ConnectsPerSec   float64 `json:"connects_per_sec"`
+	AuthCalls        int64   `json:"auth_calls"` // during the connect phase; -1 unknown
+	AuthCallsTotal   int64   `json:"auth_calls_total"`
+	Mode             string  `json:"mode"`
+	Rate             float64 `json:"rate"`
+	Published        int     `json:"events_published"`
+	PublishErrors    uint64  `json:"publish_errors"`
+	PublisherBehind  bool    `json:"publisher_behind"`
+	PublishSecs      float64 `json:"publish_secs"`
+	Expected         uint64  `json:"deliveries_expected"`
+	Received         uint64  `json:"deliveries_received"`
+	Lost             int64   `json:"lost"`
+	Duplicated       uint64  `json:"duplicated"`
+	Misrouted        uint64  `json:"misrouted"`
+	OutOfOrder       uint64  `json:"out_of_order"`
+	Unparsed         uint64  `json:"unparsed"`
+	Heartbeats       uint64  `json:"heartbeats"`
+	DeliveriesPerSec float64 `json:"deliveries_per_sec"`
+	P50ms            float64 `json:"p50_ms"`
+	P90ms            float64 `json:"p90_ms"`
+	P99ms            float64 `json:"p99_ms"`
+	Maxms            float64 `json:"max_ms"`
+
+	Server           [3]procSample `json:"server"` // before connect, connected, after publish
+	IdleKiBPerStream float64       `json:"idle_kib_per_stream"`
+	IdlePSSPerStream float64       `json:"idle_pss_kib_per_stream"`
+	CPUConnectSecs   float64       `json:"cpu_connect_secs"`
+	CPUPublishSecs   float64       `json:"cpu_publish_secs"`
+	CPUPer1000Deliv  float64       `json:"cpu_s_per_1000_deliveries"`
+	RedisCPUSecs     float64       `json:"redis_cpu_publish_secs"`
+	AuxCPUSecs       float64       `json:"aux_cpu_publish_secs"`
+	ToolCPUSecs      float64       `json:"tool_cpu_secs"` // the load tool's own CPU: parent and workers, whole run
+	OK               bool          `json:"ok"`
+}
+
+func runMain(args []string) int {
+	var cfg runConfig
+	fs := flag.NewFlagSet("run", flag.ExitOnError)
+	fs.StringVar(&cfg.url, "url", "http://127.0.0.1:8080/events", "stream URL; {user} is replaced by the stream's user id (nchan)")
+	fs.StringVar(&cfg.proto, "proto", "h1", "h1 (one connection per stream) or h2 (h2c prior knowledge, -streams-per-conn per connection)")
+	fs.IntVar(&cfg.streams, "streams", 1000, "streams to open (N)")
+	fs.IntVar(&cfg.users, "users", 0, "users the streams are spread over (U, default N); stream i is user i mod U, token u<i mod U>")
+	fs.IntVar(&cfg.perConn, "streams-per-conn", 250, "h2: streams multiplexed per connection (M)")
+	fs.IntVar(&cfg.procs, "procs", 0, "worker processes (0: one per -max-conns-per-proc connections)")
+	fs.IntVar(&cfg.maxPerProc, "max-conns-per-proc", 18000, "connections per worker process when -procs is 0")
+	fs.IntVar(&cfg.srcIPs, "src-ips", 0, "spread connections over source addresses 127.0.0.1..127.0.0.<n> (0: one per 20,000 connections)")
+	fs.DurationVar(&cfg.connectTimeout, "connect-timeout", 15*time.Second, "longest time for one stream to get its 200")
+	fs.IntVar(&cfg.concurrency, "connect-concurrency", 256, "streams connecting at once, per worker process")
+	fs.DurationVar(&cfg.settle, "settle", time.Second, "wait after the streams are open, before measuring memory and publishing")
+	fs.DurationVar(&cfg.idle, "idle", 0, "hold the streams idle this long before publishing (memory is sampled after it)")
+	fs.DurationVar(&cfg.drain, "drain", 10*time.Second, "longest wait for outstanding deliveries after publishing")
+	fs.DurationVar(&cfg.deadline, "deadline", 10*time.Minute, "the whole run ends by then, whatever happens")
+	fs.StringVar(&cfg.pub.mode, "mode", "pubsub", "publishing: pubsub (PUBLISH), stream (XADD <stream> * data <json>), nchan (HTTP POST to -pub-url)")
+	fs.StringVar(&cfg.pub.redis, "redis", "127.0.0.1:6379", "Redis host:port")
+	fs.StringVar(&cfg.pub.channel, "channel", "notifications", "pub/sub channel")
+	fs.StringVar(&cfg.pub.stream, "stream", "notifications", "stream key (-mode stream)")
+	fs.StringVar(&cfg.pub.pubURL, "pub-url", "", "-mode nchan: publisher URL, {user} is the recipient")
+	fs.IntVar(&cfg.pub.workers, "pub-workers", 8, "-mode nchan: concurrent publish requests")
+	fs.Float64Var(&cfg.pub.rate, "rate", 0, "events per second (R); 0 only connects")
+	fs.DurationVar(&cfg.pub.duration, "duration", 20*time.Second, "publishing time (D)")
+	fs.IntVar(&cfg.pub.pad, "pad", 0, "extra bytes of payload per message")
+	fs.StringVar(&cfg.serverPids, "server-pids", "", "comma-separated pids whose CPU and RSS are the server's (summed)")
+	fs.StringVar(&cfg.serverPidsFile, "server-pids-file", "", "file holding -server-pids, read at start")
+	fs.StringVar(&cfg.redisPid, "redis-pid", "", "redis-server pid, for its CPU while publishing")
+	fs.StringVar(&cfg.auxPids, "aux-pids", "", "other pids whose CPU while publishing is reported (e.g. nchan's publishing nginx)")
+	fs.StringVar(&cfg.authListen, "auth-listen", "", "also serve the auth API on this address, in this process")
+	fs.StringVar(&cfg.authURL, "auth-stats", "", "GET this URL for the call count of an auth API run as `notify-load auth`")
+	fs.StringVar(&cfg.label, "label", "", "name of the run in the summary")
+	_ = fs.Parse(args)
+	if cfg.users <= 0 {
+		cfg.users = cfg.streams
+	}
+	cfg.pub.users = cfg.users
+	if cfg.streams < 1 || cfg.perConn < 1 || cfg.concurrency < 1 || cfg.maxPerProc < 1 {
+		fmt.Fprintln(os.Stderr, "run: -streams, -streams-per-conn, -connect-concurrency and -max-conns-per-proc must be positive")
+		return 2
+	}
+	if cfg.proto != "h1" && cfg.proto != "h2" {
+		fmt.Fprintln(os.Stderr, "run: -proto must be h1 or h2")
+		return 2
+	}
+	raiseNofile()
+	ctx, cancel := context.WithTimeout(context.Background(), cfg.deadline)
+	defer cancel()
+	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	// Whatever happens, the process ends at the deadline (plus a little
+	// for the report).
+	time.AfterFunc(cfg.deadline+5*time.Second, func() {
+		fmt.Fprintln(os.Stderr, "run: deadline passed; exiting")
+		os.Exit(3)
+	})
+
+	var authLocal *authAPI
+	if cfg.authListen != "" {
+		a, addr, err := startAuth(ctx, cfg.authListen)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "run: auth API:", err)
+			return 1
+		}
+		authLocal = a
+		fmt.Printf("auth API on http://%s/\n", addr)
+	}
+	authCount := func() int64 {
+		if authLocal != nil {
+			return int64(authLocal.calls.Load())
+		}
+		if cfg.authURL != "" {
+			if n, ok := authCalls(cfg.authURL); ok {
+				return int64(n)
+			}
+		}
+		return -1
+	}
+	if cfg.serverPidsFile != "" {
+		b, err := os.ReadFile(cfg.serverPidsFile)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "run:", err)
+			return 1
+		}
+		cfg.serverPids = strings.Join(strings.Fields(string(b)), ",")
+	}
+	serverPids, err1 := parsePids(cfg.serverPids)
+	redisPids, err2 := parsePids(cfg.redisPid)
+	auxPids, err3 := parsePids(cfg.auxPids)
+	for _, err := range []error{err1, err2, err3} {
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "run:", err)
+			return 2
+		}
+	}
+
+	// Split the streams over worker processes.
+	conns := cfg.streams
+	if cfg.proto == "h2" {
+		conns = (cfg.streams + cfg.perConn - 1) / cfg.perConn
+	}
+	procs := cfg.procs
+	if procs <= 0 {
+		procs = (conns + cfg.maxPerProc - 1) / cfg.maxPerProc
+	}
+	procs = min(procs, conns)
+	srcIPs := cfg.srcIPs
+	if srcIPs <= 0 {
+		srcIPs = (conns + 19999) / 20000
+	}
+	s := summary{Label: cfg.label, URL: cfg.url, Proto: cfg.proto, Procs: procs, StreamsRequested: cfg.streams,
+		Users: cfg.users, Mode: cfg.pub.mode, Rate: cfg.pub.rate}
+	fmt.Printf("notify-load: %d %s streams over %d users, %d connections, %d worker processes, %d source addresses\n",
+		cfg.streams, cfg.proto, cfg.users, conns, procs, srcIPs)
+
+	s.Server[0] = sampleProcs(serverPids)
+	authBefore := authCount()
+	exe, err := os.Executable()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "run:", err)
+		return 1
+	}
+	children := make([]*child, procs)
+	connFirst := 0
+	for p := range procs {
+		// Whole connections per process: for h2, split on perConn.
+		cFirst, cEnd := p*conns/procs, (p+1)*conns/procs
+		first, end := cFirst, cEnd
+		if cfg.proto == "h2" {
+			first, end = cFirst*cfg.perConn, min(cfg.streams, cEnd*cfg.perConn)
+		}
+		connFirst = cFirst
+		cmd := exec.Command(exe, "worker",
+			"-url", cfg.url, "-proto", cfg.proto,
+			"-first", strconv.Itoa(first), "-count", strconv.Itoa(end-first),
+			"-users", strconv.Itoa(cfg.users), "-per-conn", strconv.Itoa(cfg.perConn),
+			"-conn-base", strconv.Itoa(connFirst), "-src-ips", strconv.Itoa(srcIPs),
+			"-connect-timeout", cfg.connectTimeout.String(),
+			"-concurrency", strconv.Itoa(cfg.concurrency),
+			"-deadline", (cfg.deadline + 2*time.Second).String())
+		cmd.Stderr = os.Stderr
+		in, err := cmd.StdinPipe()
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "run:", err)
+			return 1
+		}
+		out, err := cmd.StdoutPipe()
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "run:", err)
+			return 1
+		}
+		if err := cmd.Start(); err != nil {
+			fmt.Fprintln(os.Stderr, "run: starting worker:", err)
+			return 1
+		}
+		children[p] = &child{cmd: cmd, in: in, out: bufio.NewReaderSize(out, 1<<16)}
+	}
+	defer func() {
+		for _, c := range children {
+			_ = c.in.Close()
+			done := make(chan struct{})
+			go func() { _ = c.cmd.Wait(); close(done) }()
+			select {
+			case <-done:
+			case <-time.After(5 * time.Second):
+				_ = c.cmd.Process.Kill()
+			}
+		}
+	}()
+
+	// Connect phase.
+	eachChild(children, func(c *child) error { return c.readLine(&c.ready) })
+	connectErrs := map[string]int{}
+	var firstDial, lastOK int64
+	for _, c := range children {
+		if c.err != nil {
+			fmt.Fprintln(os.Stderr, "run:", c.err)
+			return 1
+		}
+		s.Streams += c.ready.Established
+		s.StreamsFailed += c.ready.Failed
+		s.Conns += c.ready.Conns
+		for k, v := range c.ready.Errors {
+			connectErrs[k] += v
+		}
+		if c.ready.FirstDialNs > 0 && (firstDial == 0 || c.ready.FirstDialNs < firstDial) {
+			firstDial = c.ready.FirstDialNs
+		}
+		lastOK = max(lastOK, c.ready.LastOKNs)
+	}
+	if lastOK > firstDial && s.Streams > 0 {
+		s.ConnectSecs = float64(lastOK-firstDial) / 1e9
+		s.ConnectsPerSec = float64(s.Streams) / s.ConnectSecs
+	}
+	fmt.Printf("connected: %d established, %d failed in %.2fs (%.0f connects/s)\n",
+		s.Streams, s.StreamsFailed, s.ConnectSecs, s.ConnectsPerSec)
+	for _, k := range sortedKeys(connectErrs) {
+		fmt.Printf("  connect error x%d: %s\n", connectErrs[k], k)
+	}
+	sleepCtx(ctx, cfg.settle+cfg.idle)
+	s.Server[1] = sampleProcs(serverPids)
+	s.AuthCalls = -1
+	if a := authCount(); a >= 0 && authBefore >= 0 {
+		s.AuthCalls = a - authBefore
+	}
+	redis1, aux1 := sampleProcs(redisPids), sampleProcs(auxPids)
+
+	// Publish phase.
+	var pres pubResult
+	cmdLine := "stop\n"
+	pubStart := time.Now()
+	if cfg.pub.rate > 0 && cfg.pub.duration > 0 && s.Streams > 0 {
+		fmt.Printf("publishing %.0f events/s for %s (%s)\n", cfg.pub.rate, cfg.pub.duration, cfg.pub.mode)
+		var err error
+		pres, err = publish(ctx, cfg.pub)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "run: publish:", err)
+		}
+		drain := cfg.drain
+		if dl, ok := ctx.Deadline(); ok {
+			drain = min(drain, time.Until(dl))
+		}
+		cmdLine = fmt.Sprintf("drain %d %d\n", pres.Attempted, drain.Milliseconds())
+	}
+	for _, c := range children {
+		_, _ = io.WriteString(c.in, cmdLine)
+	}
+	eachChild(children, func(c *child) error { return c.readLine(&c.res) })
+	toolPids := []int{os.Getpid()}
+	for _, c := range children {
+		toolPids = append(toolPids, c.cmd.Process.Pid)
+	}
+	// A worker may exit right after its result: count what can be read.
+	for _, p := range toolPids {
+		if cpu, err := procCPU(p); err == nil {
+			s.ToolCPUSecs += cpu
+		}
+	}
+	s.Server[2] = sampleProcs(serverPids)
+	redis2, aux2 := sampleProcs(redisPids), sampleProcs(auxPids)
+	if a := authCount(); a >= 0 && authBefore >= 0 {
+		s.AuthCallsTotal = a - authBefore
+	} else {
+		s.AuthCallsTotal = -1
+	}
+
+	// Aggregate.
+	var h hist
+	closeErrs := map[string]int{}
+	var lastEvent int64
+	for _, c := range children {
+		if c.err != nil {
+			fmt.Fprintln(os.Stderr, "run:", c.err)
+			continue
+		}
+		r := c.res
+		s.ClosedEarly += r.ClosedEarly
+		s.Expected += r.Expected
+		s.Received += r.Unique
+		s.Duplicated += r.Dup
+		s.OutOfOrder += r.OOO
+		s.Misrouted += r.Misrouted
+		s.Unparsed += r.Unparsed
+		s.Heartbeats += r.Comments
+		h.merge(r.Hist, r.MaxNs)
+		lastEvent = max(lastEvent, r.LastEventNs)
+		for k, v := range r.CloseErrors {
+			closeErrs[k] += v
+		}
+	}
+	s.Published = pres.Attempted
+	s.PublishErrors = pres.Errors
+	s.PublisherBehind = pres.Behind
+	s.PublishSecs = pres.Elapsed.Seconds()
+	s.Lost = int64(s.Expected) - int64(s.Received)
+	if lastEvent > pubStart.UnixNano() && s.Received > 0 {
+		s.DeliveriesPerSec = float64(s.Received) / (float64(lastEvent-pubStart.UnixNano()) / 1e9)
+	}
+	ms := func(d time.Duration) float64 { return math.Round(float64(d)/1e3) / 1e3 }
+	s.P50ms, s.P90ms, s.P99ms, s.Maxms = ms(h.quantile(0.50)), ms(h.quantile(0.90)), ms(h.quantile(0.99)), ms(time.Duration(h.max.Load()))
+	if s.Server[0].OK && s.Server[1].OK && s.Streams > 0 {
+		s.IdleKiBPerStream = float64(s.Server[1].RSSKiB-s.Server[0].RSSKiB) / float64(s.Streams)
+		s.IdlePSSPerStream = float64(s.Server[1].PSSKiB-s.Server[0].PSSKiB) / float64(s.Streams)
+		s.CPUConnectSecs = s.Server[1].CPUSecs - s.Server[0].CPUSecs
+	}
+	if s.Server[1].OK && s.Server[2].OK {
+		s.CPUPublishSecs = s.Server[2].CPUSecs - s.Server[1].CPUSecs
+		if s.Received > 0 {
+			s.CPUPer1000Deliv = s.CPUPublishSecs / float64(s.Received) * 1000
+		}
+	}
+	if redis1.OK && redis2.OK {
+		s.RedisCPUSecs = redis2.CPUSecs - redis1.CPUSecs
+	}
+	if aux1.OK && aux2.OK {
+		s.AuxCPUSecs = aux2.CPUSecs - aux1.CPUSecs
+	}
+	s.OK = s.StreamsFailed == 0 && s.ClosedEarly == 0 && s.Lost == 0 && s.Duplicated == 0 &&
+		s.Misrouted == 0 && s.OutOfOrder == 0 && s.Unparsed == 0 && s.PublishErrors == 0
+
+	// Report.
+	if cfg.pub.rate > 0 {
+		fmt.Printf("published: %d events in %.2fs, %d errors%s\n", s.Published, s.PublishSecs, s.PublishErrors,
+			map[bool]string{true: " (PUBLISHER BEHIND the rate)", false: ""}[s.PublisherBehind])
+		fmt.Printf("deliveries: expected %d, received %d, lost %d, duplicated %d, misrouted %d, out-of-order %d, unparsed %d (%.0f/s)\n",
+			s.Expected, s.Received, s.Lost, s.Duplicated, s.Misrouted, s.OutOfOrder, s.Unparsed, s.DeliveriesPerSec)
+		fmt.Printf("latency: p50 %.3fms p90 %.3fms p99 %.3fms max %.3fms\n", s.P50ms, s.P90ms, s.P99ms, s.Maxms)
+	}
+	if s.ClosedEarly > 0 {
+		fmt.Printf("streams closed early: %d\n", s.ClosedEarly)
+		for _, k := range sortedKeys(closeErrs) {
+			fmt.Printf("  close reason x%d: %s\n", closeErrs[k], k)
+		}
+	}
+	if len(serverPids) > 0 {
+		for i, name := range []string{"before connect", "connected", "after publish"} {
+			fmt.Printf("server %-14s cpu %.2fs rss %d KiB pss %d KiB\n", name, s.Server[i].CPUSecs, s.Server[i].RSSKiB, s.Server[i].PSSKiB)
+		}
+		fmt.Printf("server: %.2f KiB RSS (%.2f KiB PSS) per idle stream, %.2f cpu-s connecting, %.2f cpu-s publishing (%.4f cpu-s per 1000 deliveries)\n",
+			s.IdleKiBPerStream, s.IdlePSSPerStream, s.CPUConnectSecs, s.CPUPublishSecs, s.CPUPer1000Deliv)
+	}
+	if len(redisPids) > 0 || len(auxPids) > 0 {
+		fmt.Printf("while publishing: redis %.2f cpu-s, aux %.2f cpu-s\n", s.RedisCPUSecs, s.AuxCPUSecs)
+	}
+	fmt.Printf("auth API calls: %d while connecting, %d in all\n", s.AuthCalls, s.AuthCallsTotal)
+	fmt.Printf("load tool CPU: %.2fs\n", s.ToolCPUSecs)
+	fmt.Printf("result: %s\n", map[bool]string{true: "OK", false: "PROBLEMS (see above)"}[s.OK])
+	b, _ := json.Marshal(s)
+	fmt.Println(string(b))
+	if !s.OK {
+		return 1
+	}
+	return 0
+}
+
+// eachChild runs fn for every child at once and waits for all.
+func eachChild(cs []*child, fn func(*child) error) {
+	var wg sync.WaitGroup
+	for _, c := range cs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := fn(c); err != nil && c.err == nil {
+				c.err = err
+			}
+		}()
+	}
+	wg.Wait()
+}
+
+func sleepCtx(ctx context.Context, d time.Duration) {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+	case <-ctx.Done():
+	}
+}
