@@ -134,8 +134,12 @@ func (h *Handler) stream(w http.ResponseWriter, r *http.Request, user string, re
 	} else {
 		h.index.add(sub)
 	}
-	defer h.index.remove(sub)
 	metrics.streamsOpened.WithLabelValues("ok").Inc()
+	if r.ProtoMajor == 1 && h.hijack(w, sub, resumed) {
+		// HTTP/1.x: the stream goes on without the request (hijack.go).
+		return nil
+	}
+	defer h.index.remove(sub)
 	metrics.streamsOpen.Inc()
 	defer metrics.streamsOpen.Dec()
 
