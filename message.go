@@ -72,6 +72,20 @@ func recipients(payload []byte, field string) ([]string, dropReason) {
 	return slices.Compact(ids), ""
 }
 
+// route is recipients with the broadcast address taken out: the users a
+// message names, and whether it also goes to every broadcast stream.
+func route(payload []byte, field string) (users []string, broadcast bool, reason dropReason) {
+	users, reason = recipients(payload, field)
+	if reason != "" {
+		return nil, false, reason
+	}
+	if i := slices.Index(users, broadcastRecipient); i >= 0 {
+		users = slices.Delete(users, i, i+1)
+		broadcast = true
+	}
+	return users, broadcast, ""
+}
+
 // scalarID reads one recipient: a string or an integer. ok is false for null
 // and the empty string (no recipient); valid is false for any other type.
 func scalarID(raw []byte) (id string, ok, valid bool) {

@@ -311,15 +311,10 @@ func (hb *hub) dispatch(payload []byte) {
 	metrics.messagesReceived.Inc()
 	var ev *event
 	for _, ix := range *hb.routes.Load() {
-		users, reason := recipients(payload, ix.field)
+		users, broadcast, reason := route(payload, ix.field)
 		if reason != "" {
 			hb.drop(reason)
 			continue
-		}
-		broadcast := false
-		if i := indexOf(users, broadcastRecipient); i >= 0 {
-			broadcast = true
-			users = append(users[:i:i], users[i+1:]...)
 		}
 		if ev == nil {
 			ev = &event{wire: appendEvent(nil, "", payload)}
@@ -347,15 +342,6 @@ func (hb *hub) drop(reason dropReason) {
 			c.Write(zap.String("reason", string(reason)))
 		}
 	}
-}
-
-func indexOf(ss []string, s string) int {
-	for i, v := range ss {
-		if v == s {
-			return i
-		}
-	}
-	return -1
 }
 
 func isTimeout(err error) bool {

@@ -314,17 +314,12 @@ func (hb *hub) appendEntry(id streamID, fields map[string]any, live bool) {
 			}
 			continue
 		}
-		users, reason := recipients(payload, ix.field)
+		users, broadcast, reason := route(payload, ix.field)
 		if reason != "" {
 			if live {
 				hb.drop(reason)
 			}
 			continue
-		}
-		broadcast := false
-		if i := indexOf(users, broadcastRecipient); i >= 0 {
-			broadcast = true
-			users = append(users[:i:i], users[i+1:]...)
 		}
 		if e.ev == nil || e.evField != ix.dataField {
 			// Indexes on one data field share one frame.
@@ -369,14 +364,9 @@ func (hb *hub) rebuildHistory(ix *index) {
 		if !ok {
 			continue
 		}
-		users, reason := recipients(payload, ix.field)
+		users, broadcast, reason := route(payload, ix.field)
 		if reason != "" {
 			continue
-		}
-		broadcast := false
-		if i := indexOf(users, broadcastRecipient); i >= 0 {
-			broadcast = true
-			users = append(users[:i:i], users[i+1:]...)
 		}
 		if e.ev == nil {
 			e.ev = &event{id: e.id, wire: appendEvent(nil, e.id.String(), payload)}
@@ -526,11 +516,11 @@ func (hb *hub) fetchRange(ctx context.Context, ix *index, sub *subscriber, from,
 			if !ok {
 				continue
 			}
-			users, reason := recipients(payload, ix.field)
+			users, broadcast, reason := route(payload, ix.field)
 			if reason != "" {
 				continue
 			}
-			if slices.Contains(users, sub.user) || (sub.broadcast && slices.Contains(users, broadcastRecipient)) {
+			if slices.Contains(users, sub.user) || (sub.broadcast && broadcast) {
 				out = append(out, fetchedEntry{id, &event{id: id, wire: appendEvent(nil, id.String(), payload)}})
 			}
 		}
