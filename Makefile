@@ -1,7 +1,7 @@
 # caddy-notify: common tasks. `make demo` runs the demo, `make test` the tests.
 GO ?= go
 
-.PHONY: demo test build fuzz bench bench-load check-test-deps
+.PHONY: demo test build fuzz bench bench-load bench-go check-test-deps
 
 ## demo: Caddy with the module, a demo auth API and an embedded Redis, on http://localhost:8080
 demo:
@@ -22,14 +22,17 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzAppendEvent$$' -fuzztime $(FUZZTIME) .
 	$(GO) test -run '^$$' -fuzz '^FuzzParseStreamID$$' -fuzztime $(FUZZTIME) .
 
-## bench: Go benchmarks of the hot paths, benchstat-friendly (count 6)
+## bench: the standard load workloads (a-f) against a fresh Caddy and, when installed, nginx+nchan,
+## side by side (BENCH_DURATION=5 BENCH_WORKLOADS="a b c" make bench for a quick run; see bench/run.sh)
 bench:
-	$(GO) test -run '^$$' -bench . -benchmem -count 6 . | tee bench.out
-
-## bench-load: load runs with cmd/notify-load against Caddy and, when installed, nginx+nchan
-## (BENCH_DURATION=5 BENCH_WORKLOADS="a b c" make bench-load for a quick run; see bench/run.sh)
-bench-load:
 	bash bench/run.sh
+
+## bench-load: the same as bench
+bench-load: bench
+
+## bench-go: Go benchmarks of the hot paths, benchstat-friendly (count 6, written to bench.out)
+bench-go:
+	$(GO) test -run '^$$' -bench . -benchmem -count 6 . | tee bench.out
 
 # The tests start their own redis-server and drive the demo page in
 # Chromium; they install nothing, but say what is missing.
