@@ -294,7 +294,8 @@ func (hb *hub) readStream(ctx context.Context) error {
 // resume's switch from history to live exact.
 func (hb *hub) appendEntry(id streamID, fields map[string]any, live bool) {
 	w := hb.win
-	e := winEntry{id: id, fields: fields, size: 64}
+	// The base size approximates the entry and its field map.
+	e := winEntry{id: id, fields: fields, size: 320}
 	for k, v := range fields {
 		if s, ok := v.(string); ok {
 			e.size += len(k) + len(s)
@@ -469,10 +470,11 @@ func (hb *hub) resume(ctx context.Context, ix *index, sub *subscriber, after str
 			truncated = info.trimmedAfter(after)
 			infoRead = true
 		}
-		more, next, err := hb.fetchRange(ctx, ix, sub, cursor, target)
+		more, next, dropped, err := hb.fetchRange(ctx, ix, sub, cursor, target, limit+1)
 		if err != nil {
 			return resumeResult{}, err
 		}
+		overLimit = overLimit || dropped
 		fetched = append(fetched, more...)
 		if len(fetched) > limit+1 {
 			fetched = fetched[len(fetched)-limit-1:]
@@ -496,15 +498,16 @@ type fetchedEntry struct {
 }
 
 // fetchRange reads entries after `from` from Redis in pages until it
-// reaches `until` or the end of the stream, and returns those for sub. next
-// is the newest ID read, or from when there was none.
-func (hb *hub) fetchRange(ctx context.Context, ix *index, sub *subscriber, from, until streamID) (out []fetchedEntry, next streamID, _ error) {
+// reaches `until` or the end of the stream, and returns the newest `keep`
+// of those for sub (dropped tells that there were more). next is the newest
+// ID read, or from when there was none.
+func (hb *hub) fetchRange(ctx context.Context, ix *index, sub *subscriber, from, until streamID, keep int) (out []fetchedEntry, next streamID, dropped bool, _ error) {
 	next = from
 	for {
 		msgs, err := hb.client.XRangeN(ctx, hb.source, "("+next.String(), "+", rangePage).Result()
 		metrics.replayRedisCommands.Inc()
 		if err != nil {
-			return nil, from, fmt.Errorf("reading stream history: %w", err)
+			return nil, from, false, fmt.Errorf("reading stream history: %w", err)
 		}
 		for _, m := range msgs {
 			id, ok := parseStreamID(m.ID)
@@ -524,8 +527,13 @@ func (hb *hub) fetchRange(ctx context.Context, ix *index, sub *subscriber, from,
 				out = append(out, fetchedEntry{id, &event{id: id, wire: appendEvent(nil, id.String(), payload)}})
 			}
 		}
+		if len(out) > 2*keep {
+			// Bound the memory one far-behind client can take.
+			out = append(out[:0], out[len(out)-keep:]...)
+			dropped = true
+		}
 		if len(msgs) < rangePage || !next.less(until) {
-			return out, next, nil
+			return out, next, dropped, nil
 		}
 	}
 }
