@@ -123,8 +123,11 @@ print(f"GC: NextGC {b['NextGC']/2**20:.1f} MiB, HeapAlloc {b['HeapAlloc']/2**20:
 EOF
 	echo
 	echo "goroutine groups (count: top frames) while idle:"
-	awk '/^[0-9]+ @/ {n=$1; getline; f1=$0; getline; f2=$0; getline; f3=$0; if (n>=100) printf "%6d %s | %s | %s\n", n, f1, f2, f3}' \
-		"$OUT/goroutines-idle.txt" | sed 's/#[ \t]*0x[0-9a-f]*[ \t]*//g; s/+0x[0-9a-f]*[ \t]*[^|]*//g' | sort -rn | head -10
+	# Per group: its count, its top two frames and the function it started in
+	# (stacks may be shorter than three frames: read each group to its blank line).
+	awk '/^[0-9]+ @/ {n=$1; k=0; while ((getline line) > 0 && line ~ /^#/) {split(line, a, /[ \t]+/); sub(/\+0x[0-9a-f]+$/, "", a[3]); f[++k]=a[3]}
+		if (n>=100) {s=f[1]; if (k>=2) s=s " | " f[2]; if (k>=4) s=s " | …"; if (k>=3) s=s " | " f[k]; printf "%6d %s\n", n, s}}' \
+		"$OUT/goroutines-idle.txt" | sort -rn | head -10
 	echo
 	echo "heap in use while idle (top 25):"
 	go_tool_top "$OUT/heap-idle.pb.gz" | sed -n '1,35p'

@@ -18,7 +18,6 @@
 #   BENCH_OUT        directory for logs and results (default bench/out/<date>)
 #   BENCH_IDLE       seconds workload (d) holds its streams idle before publishing (default 5)
 #   BENCH_HEARTBEAT  caddy-notify's heartbeat (default 15s, nchan pings every 15 s too; 0 turns it off)
-#   BENCH_F_DEFAULT_WRITE_TIMEOUT=1  run (f) without its write_timeout work-around
 #
 # Workloads:
 #   a  1,000 streams / 1,000 users / 1,000 events/s
@@ -132,14 +131,6 @@ run_caddy() {
 	local w=$1 port dir=$OUT/caddy-$1
 	mkdir -p "$dir"
 	port=$($LOAD freeport)
-	# Workload (f) works around a module bug (see BENCHMARKS.md): on HTTP/2 the
-	# per-write deadline (write_timeout, 10 s) stays armed after the write, and
-	# Go's HTTP/2 server resets an idle stream when it expires, so with the
-	# 15 s heartbeat every h2 stream dies 10 s after its first write.
-	local extra=""
-	if [ "$w" = f ] && [ -z "${BENCH_F_DEFAULT_WRITE_TIMEOUT:-}" ]; then
-		extra="write_timeout 10m"
-	fi
 	cat >"$dir/Caddyfile" <<EOF
 {
 	admin off
@@ -155,7 +146,6 @@ http://127.0.0.1:$port {
 		redis redis://127.0.0.1:$REDIS_PORT/0
 		auth_url http://127.0.0.1:$AUTH_PORT/auth
 		heartbeat $HEARTBEAT
-		$extra
 	}
 }
 EOF
