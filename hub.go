@@ -2,6 +2,7 @@ package notify
 
 import (
 	"hash/maphash"
+	"math/rand/v2"
 	"slices"
 	"sync"
 )
@@ -18,6 +19,7 @@ type subscriber struct {
 	broadcast bool     // receives messages addressed to "*"
 	owner     *Handler // the handler instance whose heartbeat covers it
 	limit     int      // queue bound; reaching it closes the stream
+	beatSlot  uint8    // which tick of its shard's turn pings it (see Handler.beat)
 
 	mu     sync.Mutex
 	q      []*event
@@ -27,7 +29,10 @@ type subscriber struct {
 }
 
 func newSubscriber(user string, broadcast bool, owner *Handler, limit int) *subscriber {
-	return &subscriber{user: user, broadcast: broadcast, owner: owner, limit: limit, wake: make(chan struct{}, 1)}
+	return &subscriber{
+		user: user, broadcast: broadcast, owner: owner, limit: limit,
+		beatSlot: uint8(rand.N(maxBeatSlots)), wake: make(chan struct{}, 1),
+	}
 }
 
 // push queues ev. It returns false when the queue is full, in which case the

@@ -310,25 +310,30 @@ func (h *Handler) Cleanup() error {
 	return err
 }
 
+// maxBeatSlots is how many ticks, at most, share one shard's heartbeats.
+const maxBeatSlots = 16
+
 // beat sends heartbeats to this handler's idle streams until the config
-// stops. One ticker per handler replaces a timer per stream, and each tick
-// covers one shard of the index, so the pings of many streams are spread
-// over the interval instead of all competing with events at one instant.
+// stops. One ticker per handler replaces a timer per stream. The interval is
+// cut into up to numShards×maxBeatSlots ticks (no shorter than about 5 ms
+// each); a tick pings the streams of one shard whose random slot matches, so
+// pings are spread evenly over the interval instead of thousands of them
+// competing with events at one instant.
 func (h *Handler) beat() {
-	t := time.NewTicker(max(h.heartbeat/numShards, time.Millisecond))
+	slots := int(min(max(h.heartbeat/(numShards*5*time.Millisecond), 1), maxBeatSlots))
+	t := time.NewTicker(max(h.heartbeat/time.Duration(numShards*slots), time.Millisecond))
 	defer t.Stop()
-	shard := 0
-	for {
+	for tick := 0; ; tick++ {
 		select {
 		case <-h.stopCtx.Done():
 			return
 		case <-t.C:
+			shard, slot := tick%numShards, (tick/numShards)%slots
 			h.index.eachInShard(shard, func(s *subscriber) {
-				if s.owner == h {
+				if s.owner == h && int(s.beatSlot)%slots == slot {
 					s.ping()
 				}
 			})
-			shard = (shard + 1) % numShards
 		}
 	}
 }
