@@ -125,8 +125,7 @@ func TestAuthErrors(t *testing.T) {
 func TestTokenSources(t *testing.T) {
 	rs := startRedis(t)
 	auth := startAuthAPI(t, users("alice", "bob"))
-	port := freePort(t)
-	loadCaddyfile(t, site(port, fmt.Sprintf(`
+	base := serve(t, rs, auth, `
 	notify /events {
 		redis %s
 		auth_url %s
@@ -136,8 +135,7 @@ func TestTokenSources(t *testing.T) {
 	notify /headeronly {
 		redis %[1]s
 		auth_url %[2]s
-	}`, rs.URL(), auth.URL)))
-	base := fmt.Sprintf("http://127.0.0.1:%d", port)
+	}`)
 
 	t.Run("query", func(t *testing.T) {
 		s := openStream(t, request(t, base+"/events?access_token=alice-token", ""))
@@ -226,14 +224,13 @@ func TestTokenSources(t *testing.T) {
 func TestAuthClientPooled(t *testing.T) {
 	rs := startRedis(t)
 	auth := startAuthAPI(t, users("alice"))
-	port := freePort(t)
-	loadCaddyfile(t, site(port, fmt.Sprintf(`
+	base := serve(t, rs, auth, `
 	notify {
-		redis %s
-		auth_url %s
-	}`, rs.URL(), auth.URL)))
+		redis %[1]s
+		auth_url %[2]s
+	}`)
 	for range 5 {
-		s := openStream(t, request(t, fmt.Sprintf("http://127.0.0.1:%d/", port), "alice-token"))
+		s := openStream(t, request(t, base+"/", "alice-token"))
 		s.close()
 	}
 	if n := auth.connections(); n != 1 {
@@ -247,13 +244,12 @@ func TestAuthDedupesConcurrentChecks(t *testing.T) {
 	rs := startRedis(t)
 	auth := startAuthAPI(t, users("alice"))
 	auth.setDelay(500 * time.Millisecond)
-	port := freePort(t)
-	loadCaddyfile(t, site(port, fmt.Sprintf(`
+	base := serve(t, rs, auth, `
 	notify {
-		redis %s
-		auth_url %s
-	}`, rs.URL(), auth.URL)))
-	url := fmt.Sprintf("http://127.0.0.1:%d/", port)
+		redis %[1]s
+		auth_url %[2]s
+	}`)
+	url := base + "/"
 	const n = 20
 	results := make(chan int, n)
 	for range n {
@@ -280,14 +276,13 @@ func TestAuthDedupesConcurrentChecks(t *testing.T) {
 func TestAuthCache(t *testing.T) {
 	rs := startRedis(t)
 	auth := startAuthAPI(t, users("alice", "bob"))
-	port := freePort(t)
-	loadCaddyfile(t, site(port, fmt.Sprintf(`
+	base := serve(t, rs, auth, `
 	notify {
-		redis %s
-		auth_url %s
+		redis %[1]s
+		auth_url %[2]s
 		auth_cache 400ms
-	}`, rs.URL(), auth.URL)))
-	url := fmt.Sprintf("http://127.0.0.1:%d/", port)
+	}`)
+	url := base + "/"
 	status := func(token, cookie string) int {
 		req := request(t, url, token)
 		if cookie != "" {

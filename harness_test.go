@@ -434,3 +434,13 @@ func jsonBody(t testing.TB, r io.Reader) map[string]string {
 	}
 	return m
 }
+
+// serve runs one Caddy site on a free port with routes, a Caddyfile
+// fragment in which %[1]s is the Redis URL and %[2]s the auth API's URL,
+// and returns its base URL.
+func serve(t testing.TB, rs *redisServer, auth *authAPI, routes string) string {
+	t.Helper()
+	port := freePort(t)
+	loadCaddyfile(t, site(port, fmt.Sprintf(routes, rs.URL(), auth.URL)))
+	return fmt.Sprintf("http://127.0.0.1:%d", port)
+}

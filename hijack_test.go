@@ -43,14 +43,13 @@ func goroutinesIn(fn string, unwanted ...string) (n, bad int) {
 func TestHijackedStreamsLeaveTheRequestGoroutine(t *testing.T) {
 	rs := startRedis(t)
 	auth := startAuthAPI(t, users("alice"))
-	port := freePort(t)
-	loadCaddyfile(t, site(port, fmt.Sprintf(`
+	base := serve(t, rs, auth, `
 	notify {
-		redis %s
-		auth_url %s
+		redis %[1]s
+		auth_url %[2]s
 		heartbeat 50ms
-	}`, rs.URL(), auth.URL)))
-	url := fmt.Sprintf("http://127.0.0.1:%d/", port)
+	}`)
+	url := base + "/"
 
 	openStream(t, request(t, url, "alice-token")).close()
 	waitFor(t, time.Second, "warm-up stream released", func() bool { return openSubscribers() == 0 })
@@ -131,16 +130,15 @@ var dateLine = regexp.MustCompile(`\r\nDate: ([^\r\n]+)\r\n`)
 func TestHijackedResponseHead(t *testing.T) {
 	rs := startRedis(t)
 	auth := startAuthAPI(t, users("alice"))
-	port := freePort(t)
-	loadCaddyfile(t, site(port, fmt.Sprintf(`
+	base := serve(t, rs, auth, `
 	header X-Frame-Options DENY
 	notify /events {
-		redis %s
-		auth_url %s
+		redis %[1]s
+		auth_url %[2]s
 		cors http://app.example
-	}`, rs.URL(), auth.URL)))
+	}`)
 
-	conn, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", port))
+	conn, err := net.Dial("tcp", strings.TrimPrefix(base, "http://"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -198,14 +196,13 @@ func TestHijackedResponseHead(t *testing.T) {
 func TestHijackedStreamEndsWithConnectionClose(t *testing.T) {
 	rs := startRedis(t)
 	auth := startAuthAPI(t, users("alice"))
-	port := freePort(t)
-	loadCaddyfile(t, site(port, fmt.Sprintf(`
+	base := serve(t, rs, auth, `
 	notify {
-		redis %s
-		auth_url %s
+		redis %[1]s
+		auth_url %[2]s
 		queue_size 1
-	}`, rs.URL(), auth.URL)))
-	s := openStream(t, request(t, fmt.Sprintf("http://127.0.0.1:%d/", port), "alice-token"))
+	}`)
+	s := openStream(t, request(t, base+"/", "alice-token"))
 	if s.resp.ProtoMajor != 1 || !s.resp.Close || len(s.resp.TransferEncoding) != 0 || s.resp.ContentLength != -1 {
 		t.Fatalf("proto %d, close %v, transfer-encoding %v, content-length %d: want HTTP/1.x delimited by close",
 			s.resp.ProtoMajor, s.resp.Close, s.resp.TransferEncoding, s.resp.ContentLength)

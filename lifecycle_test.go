@@ -36,14 +36,13 @@ func liveHubs() int {
 func TestDisconnectReleasesEverything(t *testing.T) {
 	rs := startRedis(t)
 	auth := startAuthAPI(t, users("alice"))
-	port := freePort(t)
-	loadCaddyfile(t, site(port, fmt.Sprintf(`
+	base := serve(t, rs, auth, `
 	notify {
-		redis %s
-		auth_url %s
+		redis %[1]s
+		auth_url %[2]s
 		heartbeat 50ms
-	}`, rs.URL(), auth.URL)))
-	url := fmt.Sprintf("http://127.0.0.1:%d/", port)
+	}`)
+	url := base + "/"
 
 	// Warm up: the first stream starts Caddy's and the runtime's own
 	// long-lived goroutines, which are not the stream's.

@@ -1,7 +1,6 @@
 package notify
 
 import (
-	"fmt"
 	"io"
 	"net/http"
 	"testing"
@@ -11,8 +10,7 @@ import (
 func TestMethodsAndCORS(t *testing.T) {
 	rs := startRedis(t)
 	auth := startAuthAPI(t, users("alice"))
-	port := freePort(t)
-	loadCaddyfile(t, site(port, fmt.Sprintf(`
+	base := serve(t, rs, auth, `
 	notify /plain {
 		redis %[1]s
 		auth_url %[2]s
@@ -27,8 +25,7 @@ func TestMethodsAndCORS(t *testing.T) {
 		redis %[1]s
 		auth_url %[2]s
 		cors *
-	}`, rs.URL(), auth.URL)))
-	base := fmt.Sprintf("http://127.0.0.1:%d", port)
+	}`)
 
 	tests := []struct {
 		name       string
@@ -113,8 +110,7 @@ func TestMethodsAndCORS(t *testing.T) {
 func TestHeartbeat(t *testing.T) {
 	rs := startRedis(t)
 	auth := startAuthAPI(t, users("alice"))
-	port := freePort(t)
-	loadCaddyfile(t, site(port, fmt.Sprintf(`
+	base := serve(t, rs, auth, `
 	notify /fast {
 		redis %[1]s
 		auth_url %[2]s
@@ -125,8 +121,7 @@ func TestHeartbeat(t *testing.T) {
 		redis %[1]s
 		auth_url %[2]s
 		heartbeat 0
-	}`, rs.URL(), auth.URL)))
-	base := fmt.Sprintf("http://127.0.0.1:%d", port)
+	}`)
 	fast := openStream(t, request(t, base+"/fast", "alice-token"))
 	off := openStream(t, request(t, base+"/off", "alice-token"))
 

@@ -12,14 +12,13 @@ import (
 func TestRedisDownAndBack(t *testing.T) {
 	rs := startRedis(t)
 	auth := startAuthAPI(t, users("alice"))
-	port := freePort(t)
-	loadCaddyfile(t, site(port, fmt.Sprintf(`
+	base := serve(t, rs, auth, `
 	notify {
-		redis %s
-		auth_url %s
+		redis %[1]s
+		auth_url %[2]s
 	}
-	`, rs.URL(), auth.URL)))
-	url := fmt.Sprintf("http://127.0.0.1:%d/", port)
+	`)
+	url := base + "/"
 	s := openStream(t, request(t, url, "alice-token"))
 	rs.publish(t, DefaultChannel, `{"recipient_id":"alice","n":1}`)
 	if ev := s.next(t, 5*time.Second); ev.data != `{"recipient_id":"alice","n":1}` {
@@ -124,15 +123,13 @@ func TestCaddyStartsWithRedisDown(t *testing.T) {
 func TestMalformedMessagesAreDropped(t *testing.T) {
 	rs := startRedis(t)
 	auth := startAuthAPI(t, users("alice"))
-	port := freePort(t)
-	loadCaddyfile(t, site(port, fmt.Sprintf(`
+	base := serve(t, rs, auth, `
 	metrics /metrics
 	notify /events {
-		redis %s
-		auth_url %s
+		redis %[1]s
+		auth_url %[2]s
 		broadcast
-	}`, rs.URL(), auth.URL)))
-	base := fmt.Sprintf("http://127.0.0.1:%d", port)
+	}`)
 	metricsURL := base + "/metrics"
 	s := openStream(t, request(t, base+"/events", "alice-token"))
 
@@ -185,21 +182,19 @@ func TestMalformedMessagesAreDropped(t *testing.T) {
 func TestSlowClientIsClosed(t *testing.T) {
 	rs := startRedis(t)
 	auth := startAuthAPI(t, users("alice"))
-	port := freePort(t)
-	loadCaddyfile(t, site(port, fmt.Sprintf(`
+	base := serve(t, rs, auth, `
 	metrics /metrics
 	notify /events {
-		redis %s
-		auth_url %s
+		redis %[1]s
+		auth_url %[2]s
 		queue_size 8
 		write_timeout 1s
-	}`, rs.URL(), auth.URL)))
-	base := fmt.Sprintf("http://127.0.0.1:%d", port)
+	}`)
 	dropsBefore := metricValue(t, base+"/metrics", `caddy_notify_dropped_total{reason="slow_client"}`)
 
 	// The slow client: a raw connection with a tiny receive buffer that is
 	// never read.
-	conn, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", port))
+	conn, err := net.Dial("tcp", strings.TrimPrefix(base, "http://"))
 	if err != nil {
 		t.Fatal(err)
 	}

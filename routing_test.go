@@ -18,8 +18,7 @@ func routingSetup(t *testing.T) (base string, rs *redisServer) {
 	auth.replies["eight-token"] = authReply{200, `{"user_id":8}`}
 	auth.replies["eightstr-token"] = authReply{200, `{"user_id":"8"}`}
 	auth.replies["big-token"] = authReply{200, `{"user_id":9007199254740993}`}
-	port := freePort(t)
-	loadCaddyfile(t, site(port, fmt.Sprintf(`
+	base = serve(t, rs, auth, `
 	notify /events {
 		redis %[1]s
 		auth_url %[2]s
@@ -28,8 +27,8 @@ func routingSetup(t *testing.T) (base string, rs *redisServer) {
 		redis %[1]s
 		auth_url %[2]s
 		broadcast
-	}`, rs.URL(), auth.URL)))
-	return fmt.Sprintf("http://127.0.0.1:%d", port), rs
+	}`)
+	return base, rs
 }
 
 func TestRouting(t *testing.T) {
