@@ -1,0 +1,76 @@
+package notify
+
+import (
+	"crypto/tls"
+	"fmt"
+	"net/http"
+	"testing"
+	"time"
+)
+
+// TestStreamsOverTLS serves the handler over HTTPS with Caddy's internal CA
+// and opens one stream over HTTP/1.1 (hijacked: the TLS connection is taken
+// over) and one over HTTP/2.
+func TestStreamsOverTLS(t *testing.T) {
+	rs := startRedis(t)
+	auth := startAuthAPI(t, users("alice"))
+	port := freePort(t)
+	loadCaddyfile(t, fmt.Sprintf(`{
+	admin off
+	persist_config off
+	skip_install_trust
+	storage file_system %s
+	https_port %d
+	grace_period 5s
+	log {
+		level ERROR
+	}
+}
+https://127.0.0.1:%[2]d {
+	tls internal
+	notify {
+		redis %s
+		auth_url %s
+	}
+}`, t.TempDir(), port, rs.URL(), auth.URL))
+	url := fmt.Sprintf("https://127.0.0.1:%d/", port)
+	// The internal CA issues the site's certificate in the background.
+	probe := &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}} //nolint:gosec // test CA
+	t.Cleanup(probe.CloseIdleConnections)
+	waitFor(t, 15*time.Second, "the site certificate", func() bool {
+		resp, err := (&http.Client{Transport: probe}).Head(url)
+		if err != nil {
+			return false
+		}
+		resp.Body.Close()
+		return true
+	})
+	for _, proto := range []string{"HTTP/1.1", "HTTP/2.0"} {
+		t.Run(proto, func(t *testing.T) {
+			tr := &http.Transport{
+				TLSClientConfig:   &tls.Config{InsecureSkipVerify: true, ServerName: "127.0.0.1"}, //nolint:gosec // test CA
+				ForceAttemptHTTP2: proto == "HTTP/2.0",
+			}
+			if proto == "HTTP/1.1" {
+				tr.TLSNextProto = map[string]func(string, *tls.Conn) http.RoundTripper{}
+			}
+			t.Cleanup(tr.CloseIdleConnections)
+			resp, err := (&http.Client{Transport: tr}).Do(request(t, url, "alice-token"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if resp.Proto != proto || resp.StatusCode != http.StatusOK {
+				resp.Body.Close()
+				t.Fatalf("got %s %d, want %s 200", resp.Proto, resp.StatusCode, proto)
+			}
+			s := newSSEStream(resp)
+			go s.read()
+			t.Cleanup(func() { s.close(); <-s.done })
+			msg := fmt.Sprintf(`{"recipient_id":"alice","proto":%q}`, proto)
+			rs.publish(t, DefaultChannel, msg)
+			if ev := s.next(t, 5*time.Second); ev.data != msg {
+				t.Fatalf("got %q", ev.data)
+			}
+		})
+	}
+}
