@@ -6,11 +6,13 @@ import (
 	"net/http"
 	"testing"
 	"time"
+
+	"github.com/quic-go/quic-go/http3"
 )
 
 // TestStreamsOverTLS serves the handler over HTTPS with Caddy's internal CA
 // and opens one stream over HTTP/1.1 (hijacked: the TLS connection is taken
-// over) and one over HTTP/2.
+// over), one over HTTP/2 and one over HTTP/3 (QUIC).
 func TestStreamsOverTLS(t *testing.T) {
 	rs := startRedis(t)
 	auth := startAuthAPI(t, users("alice"))
@@ -45,17 +47,24 @@ https://127.0.0.1:%[2]d {
 		resp.Body.Close()
 		return true
 	})
-	for _, proto := range []string{"HTTP/1.1", "HTTP/2.0"} {
+	tlsConfig := &tls.Config{InsecureSkipVerify: true, ServerName: "127.0.0.1"} //nolint:gosec // test CA
+	for _, proto := range []string{"HTTP/1.1", "HTTP/2.0", "HTTP/3.0"} {
 		t.Run(proto, func(t *testing.T) {
-			tr := &http.Transport{
-				TLSClientConfig:   &tls.Config{InsecureSkipVerify: true, ServerName: "127.0.0.1"}, //nolint:gosec // test CA
-				ForceAttemptHTTP2: proto == "HTTP/2.0",
+			var rt http.RoundTripper
+			switch proto {
+			case "HTTP/3.0":
+				tr := &http3.Transport{TLSClientConfig: tlsConfig}
+				t.Cleanup(func() { _ = tr.Close() })
+				rt = tr
+			default:
+				tr := &http.Transport{TLSClientConfig: tlsConfig, ForceAttemptHTTP2: proto == "HTTP/2.0"}
+				if proto == "HTTP/1.1" {
+					tr.TLSNextProto = map[string]func(string, *tls.Conn) http.RoundTripper{}
+				}
+				t.Cleanup(tr.CloseIdleConnections)
+				rt = tr
 			}
-			if proto == "HTTP/1.1" {
-				tr.TLSNextProto = map[string]func(string, *tls.Conn) http.RoundTripper{}
-			}
-			t.Cleanup(tr.CloseIdleConnections)
-			resp, err := (&http.Client{Transport: tr}).Do(request(t, url, "alice-token"))
+			resp, err := (&http.Client{Transport: rt}).Do(request(t, url, "alice-token"))
 			if err != nil {
 				t.Fatal(err)
 			}
