@@ -9,7 +9,7 @@
 # 127.0.0.1 only; every run is bounded and the script cleans up after itself.
 #
 #   make bench-load                                   # all workloads, 20 s each
-#   BENCH_DURATION=5 BENCH_WORKLOADS="a b c" make bench-load
+#   BENCH_DURATION=5 BENCH_WORKLOADS="a b c" make bench
 #
 # Environment:
 #   BENCH_DURATION   publishing seconds per workload (default 20)
@@ -18,6 +18,7 @@
 #   BENCH_OUT        directory for logs and results (default bench/out/<date>)
 #   BENCH_IDLE       seconds workload (d) holds its streams idle before publishing (default 5)
 #   BENCH_HEARTBEAT  caddy-notify's heartbeat (default 15s, nchan pings every 15 s too; 0 turns it off)
+#   BENCH_MODE       pubsub (default) or stream: caddy-notify reads a Redis Stream, events are XADDed (caddy only)
 #
 # Workloads:
 #   a  1,000 streams / 1,000 users / 1,000 events/s
@@ -37,6 +38,17 @@ WORKLOADS=${BENCH_WORKLOADS:-"a b c d e f"}
 TARGETS=${BENCH_TARGETS:-"caddy nchan"}
 IDLE=${BENCH_IDLE:-5}
 HEARTBEAT=${BENCH_HEARTBEAT:-15s}
+# BENCH_MODE=stream: caddy-notify reads a Redis Stream (stream mode) and the
+# load tool publishes with XADD; nchan is skipped (it has no such mode).
+MODE=${BENCH_MODE:-pubsub}
+case $MODE in
+pubsub) SOURCE_LINE="channel notifications" ;;
+stream) SOURCE_LINE="stream notifications" ;;
+*)
+	echo "bench: BENCH_MODE must be pubsub or stream" >&2
+	exit 2
+	;;
+esac
 OUT=${BENCH_OUT:-$ROOT/bench/out/$(date +%Y%m%d-%H%M%S)}
 mkdir -p "$OUT/tmp"
 OUT=$(cd "$OUT" && pwd)
@@ -46,6 +58,9 @@ command -v redis-server >/dev/null || {
 	echo "bench: redis-server is missing; install it with: apt-get install -y redis-server" >&2
 	exit 1
 }
+if [ "$MODE" = stream ]; then
+	TARGETS=${TARGETS//nchan/} # nchan has no stream mode to compare with
+fi
 have_nchan=0
 if command -v nginx >/dev/null && [ -f /usr/lib/nginx/modules/ngx_nchan_module.so ]; then
 	have_nchan=1
@@ -144,6 +159,7 @@ run_caddy() {
 http://127.0.0.1:$port {
 	notify /events {
 		redis redis://127.0.0.1:$REDIS_PORT/0
+		$SOURCE_LINE
 		auth_url http://127.0.0.1:$AUTH_PORT/auth
 		heartbeat $HEARTBEAT
 	}
@@ -157,7 +173,7 @@ EOF
 	redis-cli -p "$REDIS_PORT" FLUSHALL >/dev/null
 	echo "bench: ($w) caddy-notify"
 	"$LOAD" run -label "caddy-$w" -url "http://127.0.0.1:$port/events" "${WL_ARGS[@]}" \
-		-mode pubsub -redis "127.0.0.1:$REDIS_PORT" \
+		-mode "$MODE" -redis "127.0.0.1:$REDIS_PORT" \
 		-server-pids "$pid" -redis-pid "$REDIS_PID" \
 		-auth-stats "http://127.0.0.1:$AUTH_PORT/stats" -deadline 8m \
 		2>&1 | tee "$OUT/caddy-$w.log" | grep -v '^{' || true
