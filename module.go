@@ -198,7 +198,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		src = source{stream: h.Stream, history: historyConfig{entries: h.HistoryEntries, bytes: h.HistoryBytes}}
 		ixKey.dataField = h.StreamField
 	}
-	key := hubKey(opts, src)
+	key := hubKey(h.redisURL, opts, src)
 	v, _, err := hubs.LoadOrNew(key, func() (caddy.Destructor, error) {
 		// A pooled hub outlives this config: it gets the process logger.
 		return newHub(opts, src, caddy.Log().Named("notify.hub")), nil

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"net"
+	"net/url"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -34,7 +35,8 @@ const (
 	dropLogEvery = 5 * time.Second
 )
 
-// redisOptions parses a redis:// or rediss:// URL into options for a
+// redisOptions parses a redis:// or rediss:// URL, query options included
+// (dial_timeout, pool_size, max_retries, ...), into options for a
 // UniversalClient, so Sentinel and Cluster deployments can be added as
 // further options without changing the hub.
 func redisOptions(rawURL string) (*redis.UniversalOptions, error) {
@@ -42,18 +44,32 @@ func redisOptions(rawURL string) (*redis.UniversalOptions, error) {
 	if err != nil {
 		return nil, err
 	}
+	name := o.ClientName
+	if name == "" {
+		name = "caddy-notify"
+	}
 	return &redis.UniversalOptions{
-		Addrs:        []string{o.Addr},
-		ClientName:   "caddy-notify",
-		Protocol:     o.Protocol,
-		Username:     o.Username,
-		Password:     o.Password,
-		DB:           o.DB,
-		DialTimeout:  o.DialTimeout,
-		ReadTimeout:  o.ReadTimeout,
-		WriteTimeout: o.WriteTimeout,
-		PoolSize:     o.PoolSize,
-		TLSConfig:    o.TLSConfig,
+		Addrs:           []string{o.Addr},
+		ClientName:      name,
+		Protocol:        o.Protocol,
+		Username:        o.Username,
+		Password:        o.Password,
+		DB:              o.DB,
+		MaxRetries:      o.MaxRetries,
+		MinRetryBackoff: o.MinRetryBackoff,
+		MaxRetryBackoff: o.MaxRetryBackoff,
+		DialTimeout:     o.DialTimeout,
+		ReadTimeout:     o.ReadTimeout,
+		WriteTimeout:    o.WriteTimeout,
+		PoolFIFO:        o.PoolFIFO,
+		PoolSize:        o.PoolSize,
+		PoolTimeout:     o.PoolTimeout,
+		MinIdleConns:    o.MinIdleConns,
+		MaxIdleConns:    o.MaxIdleConns,
+		MaxActiveConns:  o.MaxActiveConns,
+		ConnMaxIdleTime: o.ConnMaxIdleTime,
+		ConnMaxLifetime: o.ConnMaxLifetime,
+		TLSConfig:       o.TLSConfig,
 	}, nil
 }
 
@@ -65,14 +81,18 @@ type source struct {
 	history historyConfig
 }
 
-// hubKey identifies a hub: the same server, credentials, database, TLS mode
-// and source share one subscription or stream reader.
-func hubKey(o *redis.UniversalOptions, src source) string {
+// hubKey identifies a hub: the same server, credentials, database, TLS mode,
+// URL options and source share one subscription or stream reader.
+func hubKey(rawURL string, o *redis.UniversalOptions, src source) string {
 	tlsName := "-"
 	if o.TLSConfig != nil {
 		tlsName = "tls:" + o.TLSConfig.ServerName
 	}
-	return fmt.Sprintf("%q %q %q %d %s %q %q %d %d", o.Addrs, o.Username, o.Password, o.DB, tlsName,
+	query := ""
+	if u, err := url.Parse(rawURL); err == nil {
+		query = u.Query().Encode()
+	}
+	return fmt.Sprintf("%q %q %q %d %s %q %q %q %d %d", o.Addrs, o.Username, o.Password, o.DB, tlsName, query,
 		src.channel, src.stream, src.history.entries, src.history.bytes)
 }
 
