@@ -79,6 +79,10 @@ type source struct {
 	channel string
 	stream  string
 	history historyConfig
+
+	// beforeRead, when set, runs before each XREAD: a seam for tests that
+	// need the reader to lag behind Redis. Not part of the hub key.
+	beforeRead func()
 }
 
 // hubKey identifies a hub: the same server, credentials, database, TLS mode,
@@ -107,10 +111,11 @@ type hub struct {
 
 	// Stream mode: the window of recent entries; winMu also guards the
 	// indexes' histories and is held while an entry is dispatched.
-	stream bool
-	hist   historyConfig
-	winMu  sync.Mutex
-	win    *window
+	stream     bool
+	hist       historyConfig
+	beforeRead func()
+	winMu      sync.Mutex
+	win        *window
 
 	cancel context.CancelFunc
 	done   chan struct{}
@@ -142,7 +147,7 @@ func newHub(opts *redis.UniversalOptions, src source, logger *zap.Logger) *hub {
 	hb.routes.Store(new([]*index))
 	metrics.redisSubscriptions.WithLabelValues("down").Inc()
 	if src.stream != "" {
-		hb.stream, hb.source, hb.hist = true, src.stream, src.history
+		hb.stream, hb.source, hb.hist, hb.beforeRead = true, src.stream, src.history, src.beforeRead
 		hb.win = newWindow(src.history)
 		go hb.runStream(ctx)
 		return hb

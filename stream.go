@@ -259,6 +259,9 @@ func (hb *hub) loadWindow(ctx context.Context) error {
 // readStream performs one XREAD BLOCK from the last entry read and
 // dispatches what it returns.
 func (hb *hub) readStream(ctx context.Context) error {
+	if hb.beforeRead != nil {
+		hb.beforeRead()
+	}
 	hb.winMu.Lock()
 	last := hb.win.last
 	hb.winMu.Unlock()

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+	"go.uber.org/zap"
 )
 
 const testStream = "events"
@@ -467,4 +468,150 @@ func TestStreamSurvivesRedisFailures(t *testing.T) {
 		publish(c, 3)
 		readAll()
 	})
+}
+
+// TestResumeWaitsForALaggingReader resumes from an ID this instance's
+// reader has not read yet (as when another instance delivered it): the
+// resume waits for the reader instead of calling the ID unknown, and the
+// stream continues after it without repeating it.
+func TestResumeWaitsForALaggingReader(t *testing.T) {
+	rs := startRedis(t)
+	c := rs.client()
+	t.Cleanup(func() { c.Close() })
+	gate := make(chan struct{}, 1) // one token lets one paused read go
+	var mu sync.Mutex
+	paused := false
+	hook := func() {
+		mu.Lock()
+		p := paused
+		mu.Unlock()
+		if p {
+			<-gate
+		}
+	}
+	opts, _ := redisOptions(rs.URL())
+	hb := newHub(opts, source{stream: testStream, history: historyConfig{100, 1 << 20}, beforeRead: hook}, zap.NewNop())
+	t.Cleanup(func() {
+		close(gate)
+		_ = hb.Destruct()
+	})
+	ix := hb.attach(indexKey{dataField: "data", recipientField: "recipient_id"})
+	if !hb.waitUp(t.Context(), 5*time.Second) {
+		t.Fatal("reader not up")
+	}
+	xadd(t, c, numberedMsg("alice", 1))
+	waitFor(t, 5*time.Second, "entry 1 read", func() bool {
+		hb.winMu.Lock()
+		defer hb.winMu.Unlock()
+		return hb.win.n == 1
+	})
+	mu.Lock()
+	paused = true
+	mu.Unlock()
+	// The reader finishes its current XREAD BLOCK (up to readBlock), then
+	// waits at the gate; entry 2 is added meanwhile.
+	time.Sleep(readBlock + 200*time.Millisecond)
+	id2, _ := parseStreamID(xadd(t, c, numberedMsg("alice", 2)))
+
+	type result struct {
+		res resumeResult
+		err error
+	}
+	done := make(chan result, 1)
+	sub := newSubscriber("alice", false, nil, 16)
+	go func() {
+		res, err := hb.resume(t.Context(), ix, sub, id2, 100)
+		done <- result{res, err}
+	}()
+	time.Sleep(200 * time.Millisecond)
+	select {
+	case r := <-done:
+		t.Fatalf("resume returned before the reader caught up: %+v", r)
+	default:
+	}
+	gate <- struct{}{} // let the reader read entry 2
+	var r result
+	select {
+	case r = <-done:
+	case <-time.After(5 * time.Second):
+		t.Fatal("resume still waiting")
+	}
+	if r.err != nil || r.res.reset != nil || len(r.res.replay) != 0 {
+		t.Fatalf("resume = %+v, %v; want nothing to replay and no reset", r.res, r.err)
+	}
+	mu.Lock()
+	paused = false
+	mu.Unlock()
+	gate <- struct{}{}
+	id3 := xadd(t, c, numberedMsg("alice", 3))
+	select {
+	case <-sub.wake:
+	case <-time.After(5 * time.Second):
+		t.Fatal("no live event after the resume")
+	}
+	got := sub.take(nil)
+	if len(got) != 1 || got[0].id.String() != id3 {
+		t.Fatalf("live events %v, want only entry 3 (%s)", got, id3)
+	}
+}
+
+// TestIndexAttachedToARunningStream adds, by a reload, a handler with
+// another recipient field to a stream whose entries are already in memory:
+// its history is rebuilt from the window, so it resumes from memory.
+func TestIndexAttachedToARunningStream(t *testing.T) {
+	rs := startRedis(t)
+	c := rs.client()
+	t.Cleanup(func() { c.Close() })
+	auth := startAuthAPI(t, users("alice", "bob"))
+	port := freePort(t)
+	one := fmt.Sprintf(`
+	metrics /metrics
+	notify /events {
+		redis %s
+		stream %s
+		auth_url %s
+	}`, rs.URL(), testStream, auth.URL)
+	loadCaddyfile(t, site(port, one))
+	base := fmt.Sprintf("http://127.0.0.1:%d", port)
+	openStream(t, request(t, base+"/events", "alice-token")) // the reader is up
+	var ids []string
+	for i := 1; i <= 5; i++ {
+		ids = append(ids, xadd(t, c, fmt.Sprintf(`{"recipient_id":"alice","to":"bob","n":%d}`, i)))
+	}
+	waitFor(t, 5*time.Second, "entries read", func() bool {
+		var n int
+		hubs.Range(func(_, v any) bool {
+			hb := v.(*hub)
+			hb.winMu.Lock()
+			n = hb.win.n
+			hb.winMu.Unlock()
+			return true
+		})
+		return n == 5
+	})
+	if err := tryLoadCaddyfile(site(port, one+fmt.Sprintf(`
+	notify /to {
+		redis %s
+		stream %s
+		auth_url %s
+		recipient_field to
+	}`, rs.URL(), testStream, auth.URL))); err != nil {
+		t.Fatal(err)
+	}
+	memBefore := metricValue(t, base+"/metrics", `caddy_notify_replayed_events_total{source="memory"}`)
+	redisBefore := metricValue(t, base+"/metrics", `caddy_notify_replay_redis_commands_total`)
+	req := request(t, base+"/to", "bob-token")
+	req.Header.Set("Last-Event-ID", ids[1])
+	s := openStream(t, req)
+	for i := 3; i <= 5; i++ {
+		if ev := s.next(t, 5*time.Second); ev.id != ids[i-1] {
+			t.Fatalf("got %+v, want entry %d", ev, i)
+		}
+	}
+	if d := metricValue(t, base+"/metrics", `caddy_notify_replayed_events_total{source="memory"}`) - memBefore; d != 3 {
+		t.Errorf("replayed from memory rose by %v, want 3", d)
+	}
+	if d := metricValue(t, base+"/metrics", `caddy_notify_replay_redis_commands_total`) - redisBefore; d != 0 {
+		t.Errorf("%v Redis commands for a resume inside the window", d)
+	}
 }
