@@ -2,6 +2,7 @@ package notify
 
 import (
 	"fmt"
+	"net/http"
 	"strconv"
 	"testing"
 	"time"
@@ -144,5 +145,35 @@ func BenchmarkResumeStorm(b *testing.B) {
 			b.ReportMetric((testutil.ToFloat64(metrics.replayRedisCommands)-cmdsBefore)/float64(b.N), "redis-cmds/op")
 			b.ReportMetric(float64(replayed)/float64(b.N), "events/op")
 		})
+	}
+}
+
+// BenchmarkConnect opens and closes one HTTP/1.1 stream per iteration
+// against an in-process Caddy (real redis-server, httptest auth API): the
+// server-side cost of a connect, auth call and hijack included.
+func BenchmarkConnect(b *testing.B) {
+	rs := startRedis(b)
+	auth := startAuthAPI(b, users("alice"))
+	base := serve(b, rs, auth, `
+	notify {
+		redis %[1]s
+		auth_url %[2]s
+	}`)
+	req := func() *http.Request {
+		r, _ := http.NewRequest(http.MethodGet, base+"/", nil)
+		r.Header.Set("Authorization", "Bearer alice-token")
+		return r
+	}
+	buf := make([]byte, 64)
+	b.ResetTimer()
+	for range b.N {
+		resp, err := streamClient.Do(req())
+		if err != nil || resp.StatusCode != http.StatusOK {
+			b.Fatalf("%v %v", resp, err)
+		}
+		if _, err := resp.Body.Read(buf); err != nil { // the retry field
+			b.Fatal(err)
+		}
+		resp.Body.Close()
 	}
 }
