@@ -13,12 +13,14 @@
 #
 # Environment:
 #   BENCH_DURATION   publishing seconds per workload (default 20)
-#   BENCH_WORKLOADS  workloads to run, of: a b c d e f (default all)
+#   BENCH_WORKLOADS  workloads to run, of: a b c d e f g (default all; g needs BENCH_MODE=stream)
 #   BENCH_TARGETS    servers, of: caddy nchan (default both; nchan only when installed)
 #   BENCH_OUT        directory for logs and results (default bench/out/<date>)
 #   BENCH_IDLE       seconds workload (d) holds its streams idle before publishing (default 5)
 #   BENCH_HEARTBEAT  caddy-notify's heartbeat (default 15s, nchan pings every 15 s too; 0 turns it off)
 #   BENCH_MODE       pubsub (default) or stream: caddy-notify reads a Redis Stream, events are XADDed (caddy only)
+#   BENCH_STORM_USERS users of workload (g) (default 10000, one per stream; 1000 gives every
+#                    stream an event per second, so that every one resumes with Last-Event-ID)
 #
 # Workloads:
 #   a  1,000 streams / 1,000 users / 1,000 events/s
@@ -27,6 +29,12 @@
 #   d  19,000 idle HTTP/1.1 streams (memory per stream), then 2,500 events/s
 #   e  connect storm: 19,000 clients connecting as fast as they can (no events)
 #   f  100,000 streams over h2c (400 connections x 250 streams) at 1,000 events/s (caddy only)
+#   g  reconnect storm (BENCH_MODE=stream only): 10,000 streams / 10,000 users / 1,000 events/s
+#      published for 3/4 of BENCH_DURATION (15 s by default); at a third of it every stream
+#      closes its connection and reconnects at once with Last-Event-ID
+#
+# Caddy serves its metrics on /metrics; the load tool prints the change of the
+# module's counters (caddy_notify_*_total) over publishing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -34,7 +42,7 @@ export PATH="$PATH:/usr/local/go/bin"
 GO=${GO:-go}
 
 DUR=${BENCH_DURATION:-20}
-WORKLOADS=${BENCH_WORKLOADS:-"a b c d e f"}
+WORKLOADS=${BENCH_WORKLOADS:-"a b c d e f g"}
 TARGETS=${BENCH_TARGETS:-"caddy nchan"}
 IDLE=${BENCH_IDLE:-5}
 HEARTBEAT=${BENCH_HEARTBEAT:-15s}
@@ -134,6 +142,10 @@ workload() {
 	e) WL_ARGS=(-streams 19000 -users 19000 -rate 0 -connect-concurrency 1000) ;;
 	f) WL_ARGS=(-streams 100000 -users 100000 -proto h2 -streams-per-conn 250 -rate 1000 -duration "${DUR}s"
 		-connect-concurrency 2000 -connect-timeout 60s) ;;
+	g) # 15 s of publishing and the storm at 5 s for BENCH_DURATION=20
+		local gms=$((DUR * 750))
+		WL_ARGS=(-streams 10000 -users "${BENCH_STORM_USERS:-10000}" -rate 1000 -duration "${gms}ms" -reconnect-at "$((gms / 3))ms"
+			-connect-concurrency 1000) ;;
 	*)
 		echo "bench: unknown workload $1" >&2
 		return 1
@@ -163,6 +175,7 @@ http://127.0.0.1:$port {
 		auth_url http://127.0.0.1:$AUTH_PORT/auth
 		heartbeat $HEARTBEAT
 	}
+	metrics /metrics
 }
 EOF
 	"$OUT/caddy" run --config "$dir/Caddyfile" --adapter caddyfile >"$dir/caddy.log" 2>&1 &
@@ -173,7 +186,7 @@ EOF
 	redis-cli -p "$REDIS_PORT" FLUSHALL >/dev/null
 	echo "bench: ($w) caddy-notify"
 	"$LOAD" run -label "caddy-$w" -url "http://127.0.0.1:$port/events" "${WL_ARGS[@]}" \
-		-mode "$MODE" -redis "127.0.0.1:$REDIS_PORT" \
+		-mode "$MODE" -redis "127.0.0.1:$REDIS_PORT" -metrics-url "http://127.0.0.1:$port/metrics" \
 		-server-pids "$pid" -redis-pid "$REDIS_PID" \
 		-auth-stats "http://127.0.0.1:$AUTH_PORT/stats" -deadline 8m \
 		2>&1 | tee "$OUT/caddy-$w.log" | grep -v '^{' || true
@@ -213,6 +226,10 @@ run_nchan() {
 }
 
 for w in $WORKLOADS; do
+	if [ "$w" = g ] && [ "$MODE" != stream ]; then
+		echo "bench: (g) is the reconnect storm of stream mode; skipped (run it with BENCH_MODE=stream)"
+		continue
+	fi
 	workload "$w"
 	for t in $TARGETS; do
 		if [ "$t" = nchan ] && [ "$w" = f ]; then

@@ -2,12 +2,15 @@ package main
 
 import (
 	"bufio"
+	"context"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -96,7 +99,7 @@ func TestPubCountAndExpected(t *testing.T) {
 		t.Fatalf("total %d", total)
 	}
 	w := &worker{cfg: workerConfig{users: 10}, estUsers: []int32{0, 0, 9}} // two streams of user 0, one of 9
-	if e := w.expected(25); e != 3+3+2 {
+	if e, _ := w.expected(25); e != 3+3+2 {
 		t.Fatalf("expected %d, want 8", e)
 	}
 	// Replaying exactly what the publisher sends to user 9 loses nothing.
@@ -211,5 +214,175 @@ func TestTable(t *testing.T) {
 	}
 	if strings.Contains(out, "(b)") {
 		t.Error("table has a workload without logs")
+	}
+}
+
+func TestReadSSELastEventID(t *testing.T) {
+	s, c := newState("5")
+	read := func(stream string) {
+		t.Helper()
+		if err := readSSE(bufio.NewReaderSize(strings.NewReader(stream), 256), s); err != io.EOF {
+			t.Fatalf("readSSE: %v, want EOF", err)
+		}
+	}
+	if s.lastID != nil {
+		t.Fatalf("lastID %q before any event", s.lastID)
+	}
+	read("retry: 3000\n\n: ping\n\n")
+	if len(s.lastID) != 0 {
+		t.Fatalf("lastID %q after no id", s.lastID)
+	}
+	read("id: 1700000000000-0\ndata: " + msg(5, 1) + "\n\n" +
+		"data: " + msg(5, 2) + "\nid:1700000000000-1\r\n\r\n") // field order and no space do not matter
+	if string(s.lastID) != "1700000000000-1" {
+		t.Fatalf("lastID %q, want 1700000000000-1", s.lastID)
+	}
+	// An event without id keeps the last one; an id with NUL is ignored.
+	read("data: " + msg(5, 3) + "\n\nid: 9-\x00\ndata: " + msg(5, 4) + "\n\n")
+	if string(s.lastID) != "1700000000000-1" {
+		t.Fatalf("lastID %q, want it unchanged", s.lastID)
+	}
+	// A connection cut before the event's blank line does not move it.
+	read("id: 1700000000001-0\ndata: " + msg(5, 5) + "\n")
+	if string(s.lastID) != "1700000000000-1" {
+		t.Fatalf("lastID %q after an undispatched event", s.lastID)
+	}
+	// A reset is no delivery, but its id counts.
+	read("event: reset\nid: 1700000000002-0\ndata: {\"reason\":\"unknown_last_event_id\"}\n\n")
+	if string(s.lastID) != "1700000000002-0" {
+		t.Fatalf("lastID %q after a reset with id", s.lastID)
+	}
+	// Another named event is unparsed; an empty id clears the last one.
+	read("event: other\ndata: " + msg(5, 6) + "\n\nid\n\n")
+	if len(s.lastID) != 0 {
+		t.Fatalf("lastID %q after an empty id", s.lastID)
+	}
+	if c.unique.Load() != 4 || c.resets.Load() != 1 || c.unparsed.Load() != 1 || c.dup.Load() != 0 || c.ooo.Load() != 0 {
+		t.Fatalf("unique %d resets %d unparsed %d dup %d ooo %d, want 4 1 1 0 0",
+			c.unique.Load(), c.resets.Load(), c.unparsed.Load(), c.dup.Load(), c.ooo.Load())
+	}
+}
+
+// TestStormReconnect runs one HTTP/1.1 stream through a reconnect storm
+// against a fake stream-mode server: the stream must come back with the last
+// id it received (or without the header when it had none), and the
+// accounting must span both connections.
+func TestStormReconnect(t *testing.T) {
+	for _, withEvents := range []bool{true, false} {
+		done := make(chan struct{})
+		lastIDs := make(chan string, 4)
+		srv := httptest.NewServer(http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) {
+			if r.Header.Get("Authorization") != "Bearer u3" {
+				rw.WriteHeader(401)
+				return
+			}
+			last, has := r.Header["Last-Event-Id"]
+			if has {
+				lastIDs <- last[0]
+			} else {
+				lastIDs <- "(none)"
+			}
+			rw.Header().Set("Content-Type", "text/event-stream")
+			switch {
+			case !withEvents:
+				fmt.Fprint(rw, ": ping\n\n")
+			case !has: // seq 1 and 2, then a cut event (no blank line)
+				fmt.Fprintf(rw, "id: 10-0\ndata: %s\n\nid: 10-1\ndata: %s\n\nid: 10-2\n", msg(3, 1), msg(3, 2))
+			case last[0] == "10-1": // the replay of seq 3, a duplicate of 2, then live 4
+				fmt.Fprintf(rw, "id: 10-2\ndata: %s\n\nid: 10-1\ndata: %s\n\nid: 11-0\ndata: %s\n\n", msg(3, 3), msg(3, 2), msg(3, 4))
+			}
+			rw.(http.Flusher).Flush()
+			select {
+			case <-r.Context().Done():
+			case <-done:
+			}
+		}))
+		w := newWorker(workerConfig{url: srv.URL + "/events", proto: "h1", count: 1, first: 3, users: 10,
+			connectTimeout: 5 * time.Second, concurrency: 4, reconnectAt: time.Second})
+		sem := make(chan struct{}, 1)
+		var wg sync.WaitGroup
+		sem <- struct{}{}
+		wg.Add(1)
+		ended := make(chan struct{})
+		go func() { w.runH1(context.Background(), 3, sem, &wg); close(ended) }()
+		wg.Wait()
+		wait := func(what string, cond func() bool) {
+			t.Helper()
+			for deadline := time.Now().Add(5 * time.Second); !cond(); time.Sleep(5 * time.Millisecond) {
+				if time.Now().After(deadline) {
+					t.Fatalf("events %v: timed out waiting for %s", withEvents, what)
+				}
+			}
+		}
+		want1, want2, wantID := uint64(2), uint64(4), "10-1"
+		if !withEvents {
+			want1, want2, wantID = 0, 0, "(none)"
+			wait("the heartbeat", func() bool { return w.c.comments.Load() == 1 })
+		}
+		wait("the first events", func() bool { return w.c.unique.Load() == want1 })
+		if got := <-lastIDs; got != "(none)" {
+			t.Fatalf("first request had Last-Event-ID %q", got)
+		}
+		w.startStorm()
+		w.startStorm() // once only
+		wait("the reconnect", func() bool { return w.reconnects.Load() == 1 && w.c.unique.Load() == want2 })
+		if got := <-lastIDs; got != wantID {
+			t.Errorf("events %v: reconnect sent Last-Event-ID %q, want %q", withEvents, got, wantID)
+		}
+		r := w.result(0, 0, 0)
+		wantDup := uint64(0)
+		if withEvents {
+			wantDup = 1
+		}
+		if r.Reconnects != 1 || r.ReconnectsID != map[bool]uint64{true: 1, false: 0}[withEvents] || r.ReconnectFailed != 0 ||
+			r.Dup != wantDup || r.OOO != 0 || r.Misrouted != 0 || r.ClosedEarly != 0 || r.StormLastOKNs < r.StormStartNs || r.StormStartNs == 0 {
+			t.Errorf("events %v: result %+v", withEvents, r)
+		}
+		close(done)
+		srv.CloseClientConnections()
+		<-ended
+		srv.Close()
+		if len(lastIDs) != 0 {
+			t.Errorf("events %v: reconnected more than once", withEvents)
+		}
+	}
+}
+
+func TestGapRange(t *testing.T) {
+	const s = int64(time.Second)
+	start := int64(1000 * s)
+	// 10 users, 10 events/s: event k at start + k/10 s goes to user k%10, seq k/10+1.
+	// Storm at 5 s, reconnect done at 7 s: events from 4 s (k 40) to 7 s (k 70).
+	for _, c := range []struct {
+		user   int
+		lo, hi uint64
+	}{{0, 5, 8}, {3, 5, 7}, {9, 5, 7}} { // user 0: k 40..70; user 3: k 43, 53, 63
+		lo, hi := gapRange(c.user, 10, 10, start, start+5*s, start+7*s)
+		if lo != c.lo || hi != c.hi {
+			t.Errorf("user %d: seqs %d..%d, want %d..%d", c.user, lo, hi, c.lo, c.hi)
+		}
+	}
+	// A storm in the first second starts at event 0; a gap with no event of the user is none.
+	if lo, hi := gapRange(2, 10, 10, start, start+s/2, start+s); lo != 1 || hi != 1 {
+		t.Errorf("early gap: %d..%d, want 1..1", lo, hi)
+	}
+	if lo, hi := gapRange(5, 100, 10, start, start+5*s, start+5*s+s/10); lo != 0 || hi != 0 {
+		t.Errorf("empty gap: %d..%d", lo, hi)
+	}
+	// Events of a gap are neither expected nor unique; others still are.
+	w := &worker{cfg: workerConfig{users: 10}, estUsers: []int32{3}, gaps: []gap{{3, 5, 7}}}
+	if e, g := w.expected(100); e != 10-3 || g != 3 {
+		t.Errorf("expected %d gaps %d, want 7 3", e, g)
+	}
+	if e, g := w.expected(60); e != 6-2 || g != 2 { // seq 7 not published yet
+		t.Errorf("expected %d gaps %d, want 4 2", e, g)
+	}
+	st, c := newState("3")
+	st.gapLo, st.gapHi = 5, 7
+	for _, seq := range []uint64{6, 8, 9, 6} {
+		st.onMessage([]byte(msg(3, seq)))
+	}
+	if c.unique.Load() != 2 || c.gapRecv.Load() != 1 || c.dup.Load() != 1 {
+		t.Errorf("unique %d gapRecv %d dup %d, want 2 1 1", c.unique.Load(), c.gapRecv.Load(), c.dup.Load())
 	}
 }

@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"os/signal"
+	"sort"
 	"strconv"
 	"strings"
 	"sync"
@@ -57,6 +58,8 @@ type runConfig struct {
 	redisPid, auxPids   string
 	authListen, authURL string
 	label               string
+	reconnectAt         time.Duration
+	metricsURL          string
 }
 
 // child is one worker process seen from the parent.
@@ -122,7 +125,26 @@ type summary struct {
 	RedisCPUSecs     float64       `json:"redis_cpu_publish_secs"`
 	AuxCPUSecs       float64       `json:"aux_cpu_publish_secs"`
 	ToolCPUSecs      float64       `json:"tool_cpu_secs"` // the load tool's own CPU: parent and workers, whole run
-	OK               bool          `json:"ok"`
+
+	// The reconnect storm (-reconnect-at) and the server's metrics.
+	ReconnectAtSecs    float64            `json:"reconnect_at_secs,omitempty"`
+	Reconnects         uint64             `json:"reconnects"`
+	ReconnectsWithID   uint64             `json:"reconnects_with_id"`
+	ReconnectsFailed   uint64             `json:"reconnects_failed"`
+	ReconnectSecs      float64            `json:"reconnect_secs"` // first close → last stream re-established
+	ReconnectsPerSec   float64            `json:"reconnects_per_sec"`
+	CPUStormSecs       float64            `json:"cpu_storm_secs"`        // server CPU over ReconnectSecs; -1 unknown
+	CPUBeforeStormSecs float64            `json:"cpu_before_storm_secs"` // server CPU over as long just before the storm; -1 unknown
+	Resets             uint64             `json:"resets"`
+	GapStreams         uint64             `json:"gap_streams"`  // streams that reconnected without Last-Event-ID, with a gap
+	GapEvents          uint64             `json:"gap_events"`   // events published in those gaps: not in deliveries_expected
+	GapReceived        uint64             `json:"gap_received"` // of those, received all the same (not in deliveries_received)
+	CatchUp            uint64             `json:"catch_up"`     // events published before their stream reconnected, received after (the replay); in the latency above too
+	CatchP50ms         float64            `json:"catch_p50_ms"`
+	CatchP99ms         float64            `json:"catch_p99_ms"`
+	CatchMaxms         float64            `json:"catch_max_ms"`
+	MetricsDelta       map[string]float64 `json:"metrics_delta,omitempty"` // caddy_notify_*_total, publishing start → end of drain
+	OK                 bool               `json:"ok"`
 }
 
 func runMain(args []string) int {
@@ -158,6 +180,8 @@ func runMain(args []string) int {
 	fs.StringVar(&cfg.authListen, "auth-listen", "", "also serve the auth API on this address, in this process")
 	fs.StringVar(&cfg.authURL, "auth-stats", "", "GET this URL for the call count of an auth API run as `notify-load auth`")
 	fs.StringVar(&cfg.label, "label", "", "name of the run in the summary")
+	fs.DurationVar(&cfg.reconnectAt, "reconnect-at", 0, "reconnect storm (h1, for -mode stream): this long after publishing starts every stream closes its connection and reconnects at once with Last-Event-ID (0: off)")
+	fs.StringVar(&cfg.metricsURL, "metrics-url", "", "Prometheus endpoint of the server: deltas of its caddy_notify_*_total counters over publishing are reported")
 	_ = fs.Parse(args)
 	if cfg.users <= 0 {
 		cfg.users = cfg.streams
@@ -169,6 +193,10 @@ func runMain(args []string) int {
 	}
 	if cfg.proto != "h1" && cfg.proto != "h2" {
 		fmt.Fprintln(os.Stderr, "run: -proto must be h1 or h2")
+		return 2
+	}
+	if cfg.reconnectAt < 0 || cfg.reconnectAt > 0 && (cfg.proto != "h1" || cfg.pub.rate <= 0 || cfg.reconnectAt >= cfg.pub.duration) {
+		fmt.Fprintln(os.Stderr, "run: -reconnect-at needs -proto h1, a -rate, and a time within -duration")
 		return 2
 	}
 	raiseNofile()
@@ -265,7 +293,9 @@ func runMain(args []string) int {
 			"-conn-base", strconv.Itoa(connFirst), "-src-ips", strconv.Itoa(srcIPs),
 			"-connect-timeout", cfg.connectTimeout.String(),
 			"-concurrency", strconv.Itoa(cfg.concurrency),
-			"-deadline", (cfg.deadline + 2*time.Second).String())
+			"-deadline", (cfg.deadline + 2*time.Second).String(),
+			"-reconnect-at", cfg.reconnectAt.String(),
+			"-rate", strconv.FormatFloat(cfg.pub.rate, 'g', -1, 64))
 		cmd.Stderr = os.Stderr
 		in, err := cmd.StdinPipe()
 		if err != nil {
@@ -336,9 +366,30 @@ func runMain(args []string) int {
 	// Publish phase.
 	var pres pubResult
 	cmdLine := "stop\n"
+	var metricsBefore map[string]float64
+	if cfg.metricsURL != "" {
+		m, err := fetchMetrics(cfg.metricsURL)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "run: metrics:", err)
+		}
+		metricsBefore = m
+	}
+	var trace cpuTrace
+	traceCtx, stopTrace := context.WithCancel(ctx)
+	defer stopTrace()
+	if cfg.reconnectAt > 0 && len(serverPids) > 0 {
+		go trace.run(traceCtx, serverPids, 50*time.Millisecond)
+	}
 	pubStart := time.Now()
 	if cfg.pub.rate > 0 && cfg.pub.duration > 0 && s.Streams > 0 {
 		fmt.Printf("publishing %.0f events/s for %s (%s)\n", cfg.pub.rate, cfg.pub.duration, cfg.pub.mode)
+		if cfg.reconnectAt > 0 {
+			fmt.Printf("reconnect storm at %s\n", cfg.reconnectAt)
+		}
+		startLine := fmt.Sprintf("start %d\n", pubStart.UnixNano())
+		for _, c := range children {
+			_, _ = io.WriteString(c.in, startLine)
+		}
 		var err error
 		pres, err = publish(ctx, cfg.pub)
 		if err != nil {
@@ -354,6 +405,14 @@ func runMain(args []string) int {
 		_, _ = io.WriteString(c.in, cmdLine)
 	}
 	eachChild(children, func(c *child) error { return c.readLine(&c.res) })
+	stopTrace()
+	if metricsBefore != nil {
+		if m, err := fetchMetrics(cfg.metricsURL); err != nil {
+			fmt.Fprintln(os.Stderr, "run: metrics:", err)
+		} else {
+			s.MetricsDelta = metricDeltas(metricsBefore, m)
+		}
+	}
 	toolPids := []int{os.Getpid()}
 	for _, c := range children {
 		toolPids = append(toolPids, c.cmd.Process.Pid)
@@ -373,9 +432,10 @@ func runMain(args []string) int {
 	}
 
 	// Aggregate.
-	var h hist
+	var h, hc hist
 	closeErrs := map[string]int{}
-	var lastEvent int64
+	var lastEvent, stormStart, stormLastOK int64
+	reconnErrs := map[string]int{}
 	for _, c := range children {
 		if c.err != nil {
 			fmt.Fprintln(os.Stderr, "run:", c.err)
@@ -391,9 +451,36 @@ func runMain(args []string) int {
 		s.Unparsed += r.Unparsed
 		s.Heartbeats += r.Comments
 		h.merge(r.Hist, r.MaxNs)
+		hc.merge(r.HistCatch, r.MaxCatchNs)
 		lastEvent = max(lastEvent, r.LastEventNs)
 		for k, v := range r.CloseErrors {
 			closeErrs[k] += v
+		}
+		s.Resets += r.Resets
+		s.GapStreams += r.GapStreams
+		s.GapEvents += r.GapEvents
+		s.GapReceived += r.GapReceived
+		s.Reconnects += r.Reconnects
+		s.ReconnectsWithID += r.ReconnectsID
+		s.ReconnectsFailed += r.ReconnectFailed
+		for k, v := range r.ReconnectErrors {
+			reconnErrs[k] += v
+		}
+		if r.StormStartNs > 0 && (stormStart == 0 || r.StormStartNs < stormStart) {
+			stormStart = r.StormStartNs
+		}
+		stormLastOK = max(stormLastOK, r.StormLastOKNs)
+	}
+	s.ReconnectAtSecs = cfg.reconnectAt.Seconds()
+	s.CPUStormSecs, s.CPUBeforeStormSecs = -1, -1
+	if stormLastOK > stormStart && stormStart > 0 {
+		s.ReconnectSecs = float64(stormLastOK-stormStart) / 1e9
+		s.ReconnectsPerSec = float64(s.Reconnects) / s.ReconnectSecs
+		if cpu, ok := trace.between(stormStart, stormLastOK); ok {
+			s.CPUStormSecs = cpu
+		}
+		if cpu, ok := trace.between(2*stormStart-stormLastOK, stormStart); ok {
+			s.CPUBeforeStormSecs = cpu
 		}
 	}
 	s.Published = pres.Attempted
@@ -406,6 +493,8 @@ func runMain(args []string) int {
 	}
 	ms := func(d time.Duration) float64 { return math.Round(float64(d)/1e3) / 1e3 }
 	s.P50ms, s.P90ms, s.P99ms, s.Maxms = ms(h.quantile(0.50)), ms(h.quantile(0.90)), ms(h.quantile(0.99)), ms(time.Duration(h.max.Load()))
+	s.CatchUp = hc.n.Load()
+	s.CatchP50ms, s.CatchP99ms, s.CatchMaxms = ms(hc.quantile(0.50)), ms(hc.quantile(0.99)), ms(time.Duration(hc.max.Load()))
 	if s.Server[0].OK && s.Server[1].OK && s.Streams > 0 {
 		s.IdleKiBPerStream = float64(s.Server[1].RSSKiB-s.Server[0].RSSKiB) / float64(s.Streams)
 		s.IdlePSSPerStream = float64(s.Server[1].PSSKiB-s.Server[0].PSSKiB) / float64(s.Streams)
@@ -424,7 +513,8 @@ func runMain(args []string) int {
 		s.AuxCPUSecs = aux2.CPUSecs - aux1.CPUSecs
 	}
 	s.OK = s.StreamsFailed == 0 && s.ClosedEarly == 0 && s.Lost == 0 && s.Duplicated == 0 &&
-		s.Misrouted == 0 && s.OutOfOrder == 0 && s.Unparsed == 0 && s.PublishErrors == 0
+		s.Misrouted == 0 && s.OutOfOrder == 0 && s.Unparsed == 0 && s.PublishErrors == 0 &&
+		s.Resets == 0 && s.ReconnectsFailed == 0 && (cfg.reconnectAt == 0 || s.Reconnects == uint64(s.Streams))
 
 	// Report.
 	if cfg.pub.rate > 0 {
@@ -433,6 +523,37 @@ func runMain(args []string) int {
 		fmt.Printf("deliveries: expected %d, received %d, lost %d, duplicated %d, misrouted %d, out-of-order %d, unparsed %d (%.0f/s)\n",
 			s.Expected, s.Received, s.Lost, s.Duplicated, s.Misrouted, s.OutOfOrder, s.Unparsed, s.DeliveriesPerSec)
 		fmt.Printf("latency: p50 %.3fms p90 %.3fms p99 %.3fms max %.3fms\n", s.P50ms, s.P90ms, s.P99ms, s.Maxms)
+	}
+	if cfg.reconnectAt > 0 {
+		fmt.Printf("reconnect storm: %d reconnected (%d with Last-Event-ID), %d failed, of %d streams, in %.2fs (%.0f reconnects/s)\n",
+			s.Reconnects, s.ReconnectsWithID, s.ReconnectsFailed, s.Streams, s.ReconnectSecs, s.ReconnectsPerSec)
+		for _, k := range sortedKeys(reconnErrs) {
+			fmt.Printf("  reconnect error x%d: %s\n", reconnErrs[k], k)
+		}
+		fmt.Printf("caught up after reconnecting (published before the stream was back; latency from publishing): %d events, p50 %.3fms p99 %.3fms max %.3fms\n",
+			s.CatchUp, s.CatchP50ms, s.CatchP99ms, s.CatchMaxms)
+		if s.CPUStormSecs >= 0 && s.ReconnectSecs > 0 {
+			fmt.Printf("server CPU during the storm: %.2f cpu-s in %.2fs (%.2f cores; %.2f cpu-s in as long just before)\n",
+				s.CPUStormSecs, s.ReconnectSecs, s.CPUStormSecs/s.ReconnectSecs, s.CPUBeforeStormSecs)
+		}
+	}
+	if cfg.reconnectAt > 0 {
+		fmt.Printf("unresumable gaps: %d streams reconnected without Last-Event-ID (no event before the storm); %d events published to them from %s before the storm to their reconnect are not expected (%d arrived all the same)\n",
+			s.GapStreams, s.GapEvents, gapSlack, s.GapReceived)
+	}
+	if cfg.reconnectAt > 0 || s.Resets > 0 {
+		fmt.Printf("reset events: %d\n", s.Resets)
+	}
+	if len(s.MetricsDelta) > 0 {
+		keys := make([]string, 0, len(s.MetricsDelta))
+		for k := range s.MetricsDelta {
+			keys = append(keys, k)
+		}
+		sort.Strings(keys)
+		fmt.Println("server metrics, change over publishing and drain:")
+		for _, k := range keys {
+			fmt.Printf("  %s %+.0f\n", k, s.MetricsDelta[k])
+		}
 	}
 	if s.ClosedEarly > 0 {
 		fmt.Printf("streams closed early: %d\n", s.ClosedEarly)

@@ -90,17 +90,28 @@ type counters struct {
 	misrouted atomic.Uint64 // a message for another user
 	unparsed  atomic.Uint64 // an event whose data is not a load-tool message
 	comments  atomic.Uint64 // SSE comments (heartbeats)
+	resets    atomic.Uint64 // events named reset (stream mode): not deliveries
+	gapRecv   atomic.Uint64 // first receipts of a seq in a stream's unresumable gap (not in unique)
 	lat       hist
+	latCatch  hist // of events published before their stream reconnected (replayed): also in lat
 }
 
 // streamState checks the events of one stream. It is used by the goroutine
-// reading that stream only.
+// reading that stream only, and outlives the stream's connections: a stream
+// that reconnects keeps its bitmap, so a replayed event it already had is a
+// duplicate and one it never gets is lost.
 type streamState struct {
 	user    []byte // the stream's user id as text
 	lastSeq uint64
 	seen    []uint64 // bitmap of received seqs
-	c       *counters
-	now     func() time.Time
+	lastID  []byte   // the last event ID (SSE id: field of dispatched events); nil: none yet
+	// gapLo..gapHi (seqs, gapLo > 0) is the unresumable gap of a stream that
+	// reconnected without a last event ID: those events may or may not
+	// arrive, and are neither expected nor counted in unique.
+	gapLo, gapHi uint64
+	resumedNs    int64 // when the stream reconnected (unix ns); 0: it did not
+	c            *counters
+	now          func() time.Time
 }
 
 // onMessage accounts for one event's data.
@@ -111,7 +122,11 @@ func (s *streamState) onMessage(data []byte) {
 		return
 	}
 	s.c.events.Add(1)
-	s.c.lat.record(time.Duration(s.now().UnixNano() - ts))
+	lat := time.Duration(s.now().UnixNano() - ts)
+	s.c.lat.record(lat)
+	if ts < s.resumedNs {
+		s.c.latCatch.record(lat)
+	}
 	if !bytes.Equal(rcpt, s.user) {
 		s.c.misrouted.Add(1)
 		return
@@ -129,7 +144,11 @@ func (s *streamState) onMessage(data []byte) {
 		return
 	}
 	s.seen[w] |= bit
-	s.c.unique.Add(1)
+	if s.gapLo > 0 && seq >= s.gapLo && seq <= s.gapHi {
+		s.c.gapRecv.Add(1)
+	} else {
+		s.c.unique.Add(1)
+	}
 	if seq < s.lastSeq {
 		s.c.ooo.Add(1)
 	} else {
@@ -142,13 +161,20 @@ var errLineTooLong = errors.New("SSE line longer than the read buffer")
 
 // readSSE reads an event stream until it fails, handing each event's data
 // to s. Only single-line data is expected (the load tool's messages); an
-// event with several data lines is counted as unparsed. Fields other than
-// data (id, event, retry) are ignored; comments are counted.
+// event with several data lines is counted as unparsed. As an EventSource
+// does, the id field of an event becomes the stream's last event ID when the
+// event is dispatched (at its blank line, even without data; an id holding
+// NUL is ignored), so a connection cut in the middle of an event does not
+// move it. An event named reset is counted apart, never as a delivery; one
+// with another name is unparsed. retry is ignored; comments are counted.
 func readSSE(br *bufio.Reader, s *streamState) error {
 	var (
 		data    []byte // copy of the pending event's data line
 		pending bool
 		multi   bool
+		id      []byte // the pending event's id field
+		hasID   bool
+		event   []byte // the pending event's name
 	)
 	for {
 		line, err := br.ReadSlice('\n')
@@ -167,26 +193,44 @@ func readSSE(br *bufio.Reader, s *streamState) error {
 		}
 		switch {
 		case len(line) == 0: // dispatch
-			if pending {
-				if multi {
-					s.c.unparsed.Add(1)
-				} else {
-					s.onMessage(data)
-				}
+			if hasID {
+				s.lastID = append(s.lastID[:0], id...)
+			}
+			switch {
+			case string(event) == "reset":
+				s.c.resets.Add(1)
+			case !pending:
+			case multi || len(event) > 0 && string(event) != "message":
+				s.c.unparsed.Add(1)
+			default:
+				s.onMessage(data)
 			}
 			pending, multi, data = false, false, data[:0]
+			hasID, id, event = false, id[:0], event[:0]
 		case line[0] == ':':
 			s.c.comments.Add(1)
-		case bytes.HasPrefix(line, []byte("data:")):
-			v := line[5:]
-			if len(v) > 0 && v[0] == ' ' {
-				v = v[1:]
+		default:
+			name, v := line, []byte(nil)
+			if i := bytes.IndexByte(line, ':'); i >= 0 {
+				name, v = line[:i], line[i+1:]
+				if len(v) > 0 && v[0] == ' ' {
+					v = v[1:]
+				}
 			}
-			if pending {
-				multi = true
+			switch string(name) {
+			case "data":
+				if pending {
+					multi = true
+				}
+				pending = true
+				data = append(data[:0], v...)
+			case "id":
+				if bytes.IndexByte(v, 0) < 0 {
+					id, hasID = append(id[:0], v...), true
+				}
+			case "event":
+				event = append(event[:0], v...)
 			}
-			pending = true
-			data = append(data[:0], v...)
 		}
 	}
 }

@@ -54,7 +54,7 @@ func lastJSONLine(path string) (*summary, error) {
 func tableMain(args []string) int {
 	fs := flag.NewFlagSet("table", flag.ExitOnError)
 	dir := fs.String("dir", ".", "directory of the run logs")
-	wls := fs.String("workloads", "a b c d e f", "workloads, in order")
+	wls := fs.String("workloads", "a b c d e f g", "workloads, in order")
 	_ = fs.Parse(args)
 	writeTable(os.Stdout, *dir, strings.Fields(*wls))
 	return 0
@@ -117,6 +117,15 @@ func writeTable(w io.Writer, dir string, wls []string) {
 				metric{"deliveries/s", num(func(s *summary) float64 { return s.DeliveriesPerSec }, "%.0f")},
 				metric{"Redis CPU s while publishing", num(func(s *summary) float64 { return s.RedisCPUSecs }, "%.2f")},
 				metric{"publishing nginx CPU s (nchan only)", num(func(s *summary) float64 { return s.AuxCPUSecs }, "%.2f")},
+			)
+		}
+		if ref.ReconnectAtSecs > 0 {
+			metrics = append(metrics,
+				metric{"reconnects done / failed", func(s *summary) (float64, string, bool) {
+					return float64(s.Reconnects), fmt.Sprintf("%d / %d", s.Reconnects, s.ReconnectsFailed), true
+				}},
+				metric{"reconnects/s (first close → last re-established)", num(func(s *summary) float64 { return s.ReconnectsPerSec }, "%.0f")},
+				metric{"reset events", num(func(s *summary) float64 { return float64(s.Resets) }, "%.0f")},
 			)
 		}
 		metrics = append(metrics,

@@ -7,6 +7,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"math"
 	"net"
 	"net/http"
 	"net/url"
@@ -24,6 +25,8 @@ import (
 // its stdin and stdout, one JSON object or command per line:
 //
 //	worker → parent  {"type":"ready",…}   every stream was attempted
+//	parent → worker  start <unix ns>      publishing started then (with
+//	                                      -reconnect-at: the storm's time base)
 //	parent → worker  drain <K> <ms>       K events were published; wait up to
 //	                                      ms for all of this worker's deliveries
 //	parent → worker  stop                 report now
@@ -42,6 +45,36 @@ type workerConfig struct {
 	connectTimeout time.Duration
 	concurrency    int
 	deadline       time.Duration
+	reconnectAt    time.Duration // h1: every stream reconnects this long after start; 0 off
+	rate           float64       // events/s of the run: when events were published, for unresumable gaps
+}
+
+// gapSlack widens the unresumable gap of a stream reconnecting without a
+// last event ID to events published this long before its connection was
+// closed: they may still have been on their way. (Such a stream received
+// nothing before, so anything older must have been lost and is counted so.)
+const gapSlack = time.Second
+
+// gapRange returns the seqs of user's events (event k goes to user k mod
+// users with seq k/users+1) published from from−gapSlack to to (unix ns),
+// event k being published at pubStart + k/rate (the publisher is late, never
+// early, so to needs no slack). lo is 0 when there is none.
+func gapRange(user, users int, rate float64, pubStart, from, to int64) (lo, hi uint64) {
+	kLo := math.Ceil(float64(from-int64(gapSlack)-pubStart) * rate / 1e9)
+	kHi := math.Floor(float64(to-pubStart) * rate / 1e9)
+	kLo = max(kLo, 0)
+	if kHi < kLo || kHi < float64(user) {
+		return 0, 0
+	}
+	hi = uint64((int64(kHi)-int64(user))/int64(users)) + 1
+	lo = 1
+	if kLo > float64(user) {
+		lo = uint64((int64(kLo)-int64(user)+int64(users)-1)/int64(users)) + 1
+	}
+	if lo > hi {
+		return 0, 0
+	}
+	return lo, hi
 }
 
 type readyMsg struct {
@@ -73,6 +106,20 @@ type resultMsg struct {
 	LastEventNs int64          `json:"last_event_ns"`
 	DrainMs     int64          `json:"drain_ms"`
 	Deadline    bool           `json:"deadline,omitempty"`
+
+	// The reconnect storm (-reconnect-at).
+	Resets          uint64         `json:"resets"`
+	GapStreams      uint64         `json:"gap_streams"`  // streams reconnected without a last event ID, with a gap
+	GapEvents       uint64         `json:"gap_events"`   // events in their gaps: not expected
+	GapReceived     uint64         `json:"gap_received"` // of those, received all the same
+	HistCatch       [][2]uint64    `json:"hist_catch,omitempty"`
+	MaxCatchNs      int64          `json:"max_catch_ns"`
+	StormStartNs    int64          `json:"storm_start_ns,omitempty"` // the first close
+	StormLastOKNs   int64          `json:"storm_last_ok_ns,omitempty"`
+	Reconnects      uint64         `json:"reconnects"` // re-established (200)
+	ReconnectsID    uint64         `json:"reconnects_with_id"`
+	ReconnectFailed uint64         `json:"reconnects_failed"`
+	ReconnectErrors map[string]int `json:"reconnect_errors,omitempty"`
 }
 
 // errCounts counts errors by a short description without addresses.
@@ -161,6 +208,63 @@ type worker struct {
 	firstDial int64
 	lastOK    int64
 	conns     atomic.Int64
+
+	// The reconnect storm: storm is cancelled when it starts, which closes
+	// every HTTP/1.1 connection; each stream then reconnects once, at most
+	// cfg.concurrency at a time (stormSem).
+	storm        context.Context
+	fireStorm    context.CancelFunc
+	stormSem     chan struct{}
+	stormOnce    sync.Once
+	stormStart   atomic.Int64
+	stormLastOK  atomic.Int64
+	reconnects   atomic.Uint64
+	reconnectsID atomic.Uint64
+	reconnFailed atomic.Uint64
+	reconnErrs   errCounts
+	pubStart     atomic.Int64 // from the start command
+	gaps         []gap        // of streams reconnected without a last event ID; under mu
+}
+
+// gap is the unresumable gap of one stream: seqs lo..hi of its user.
+type gap struct {
+	user   int32
+	lo, hi uint64
+}
+
+func newWorker(cfg workerConfig) *worker {
+	w := &worker{cfg: cfg}
+	if cfg.reconnectAt > 0 && cfg.proto == "h1" {
+		w.storm, w.fireStorm = context.WithCancel(context.Background())
+		w.stormSem = make(chan struct{}, cfg.concurrency)
+	}
+	return w
+}
+
+// startStorm closes every stream's connection (once); the streams reconnect.
+func (w *worker) startStorm() {
+	if w.storm == nil {
+		return
+	}
+	w.stormOnce.Do(func() {
+		w.stormStart.Store(time.Now().UnixNano())
+		w.fireStorm()
+	})
+}
+
+// reconnected records a stream re-established by the storm.
+func (w *worker) reconnected(withID bool) {
+	t := time.Now().UnixNano()
+	w.reconnects.Add(1)
+	if withID {
+		w.reconnectsID.Add(1)
+	}
+	for {
+		old := w.stormLastOK.Load()
+		if t <= old || w.stormLastOK.CompareAndSwap(old, t) {
+			return
+		}
+	}
 }
 
 func (w *worker) now() time.Time {
@@ -244,56 +348,94 @@ func (w *worker) connectAll(ctx context.Context) {
 }
 
 // runH1 opens stream i over its own HTTP/1.1 connection and reads it until
-// it fails or the process exits.
+// it fails or the process exits. When the reconnect storm closes its
+// connection, it reconnects once with the last event ID it received.
 func (w *worker) runH1(ctx context.Context, i int, sem chan struct{}, wg *sync.WaitGroup) {
 	user := i % w.cfg.users
-	fail := func(err error) {
+	w.markDial()
+	conn, body, err := w.openH1(ctx, i, user, nil)
+	if err != nil {
 		w.connErrs.add(err)
 		<-sem
 		wg.Done()
-	}
-	u, err := url.Parse(userURL(w.cfg.url, user))
-	if err != nil {
-		fail(err)
 		return
 	}
-	w.markDial()
-	conn, err := w.dialer(w.cfg.connBase+i-w.cfg.first).DialContext(ctx, "tcp", u.Host)
-	if err != nil {
-		fail(err)
-		return
-	}
-	w.conns.Add(1)
-	_ = conn.SetDeadline(time.Now().Add(w.cfg.connectTimeout))
-	req := "GET " + u.RequestURI() + " HTTP/1.1\r\nHost: " + u.Host +
-		"\r\nAuthorization: Bearer u" + strconv.Itoa(user) +
-		"\r\nAccept: text/event-stream\r\nCache-Control: no-cache\r\n\r\n"
-	if _, err := io.WriteString(conn, req); err != nil {
-		conn.Close()
-		fail(err)
-		return
-	}
-	br := bufio.NewReaderSize(conn, 1024)
-	resp, err := http.ReadResponse(br, nil)
-	if err != nil {
-		conn.Close()
-		fail(err)
-		return
-	}
-	if resp.StatusCode != http.StatusOK {
-		conn.Close()
-		fail(statusError(resp.StatusCode))
-		return
-	}
-	_ = conn.SetDeadline(time.Time{})
 	w.established(user)
 	<-sem
 	wg.Done()
 
 	st := &streamState{user: []byte(strconv.Itoa(user)), c: &w.c, now: w.now}
-	err = readSSE(bufio.NewReaderSize(resp.Body, 1024), st)
-	conn.Close()
-	w.streamEnded(err)
+	storm := w.storm
+	for {
+		stop := func() bool { return true }
+		if storm != nil {
+			c := conn
+			stop = context.AfterFunc(storm, func() { c.Close() })
+		}
+		err = readSSE(body, st)
+		conn.Close()
+		if stop() { // not closed by the storm
+			w.streamEnded(err)
+			return
+		}
+		storm = nil // one reconnect per stream
+		w.stormSem <- struct{}{}
+		conn, body, err = w.openH1(ctx, i, user, st.lastID)
+		<-w.stormSem
+		if err != nil {
+			w.reconnFailed.Add(1)
+			w.reconnErrs.add(err)
+			return
+		}
+		st.resumedNs = time.Now().UnixNano()
+		if len(st.lastID) == 0 {
+			lo, hi := gapRange(user, w.cfg.users, w.cfg.rate, w.pubStart.Load(), w.stormStart.Load(), st.resumedNs)
+			if lo > 0 {
+				st.gapLo, st.gapHi = lo, hi
+				w.mu.Lock()
+				w.gaps = append(w.gaps, gap{int32(user), lo, hi})
+				w.mu.Unlock()
+			}
+		}
+		w.reconnected(len(st.lastID) > 0)
+	}
+}
+
+// openH1 connects stream i of user and sends its request, with a
+// Last-Event-ID header when lastID is not empty; it returns the connection
+// and the reader of the event stream once the server answered 200.
+func (w *worker) openH1(ctx context.Context, i, user int, lastID []byte) (net.Conn, *bufio.Reader, error) {
+	u, err := url.Parse(userURL(w.cfg.url, user))
+	if err != nil {
+		return nil, nil, err
+	}
+	conn, err := w.dialer(w.cfg.connBase+i-w.cfg.first).DialContext(ctx, "tcp", u.Host)
+	if err != nil {
+		return nil, nil, err
+	}
+	w.conns.Add(1)
+	_ = conn.SetDeadline(time.Now().Add(w.cfg.connectTimeout))
+	req := "GET " + u.RequestURI() + " HTTP/1.1\r\nHost: " + u.Host +
+		"\r\nAuthorization: Bearer u" + strconv.Itoa(user) +
+		"\r\nAccept: text/event-stream\r\nCache-Control: no-cache\r\n"
+	if len(lastID) > 0 {
+		req += "Last-Event-ID: " + string(lastID) + "\r\n"
+	}
+	if _, err := io.WriteString(conn, req+"\r\n"); err != nil {
+		conn.Close()
+		return nil, nil, err
+	}
+	resp, err := http.ReadResponse(bufio.NewReaderSize(conn, 1024), nil)
+	if err != nil {
+		conn.Close()
+		return nil, nil, err
+	}
+	if resp.StatusCode != http.StatusOK {
+		conn.Close()
+		return nil, nil, statusError(resp.StatusCode)
+	}
+	_ = conn.SetDeadline(time.Time{})
+	return conn, bufio.NewReaderSize(resp.Body, 1024), nil
 }
 
 // connectH2 opens the worker's streams over h2c connections, perConn streams
@@ -401,20 +543,27 @@ func pubCount(u, k, users int) uint64 {
 	return uint64(n)
 }
 
-func (w *worker) expected(k int) uint64 {
+// expected is how many deliveries the worker's streams must get of the
+// first k events, and how many of those fell in unresumable gaps (not
+// included).
+func (w *worker) expected(k int) (e, gaps uint64) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	var e uint64
 	for _, u := range w.estUsers {
 		e += pubCount(int(u), k, w.cfg.users)
 	}
-	return e
+	for _, g := range w.gaps {
+		if hi := min(g.hi, pubCount(int(g.user), k, w.cfg.users)); hi >= g.lo {
+			gaps += hi - g.lo + 1
+		}
+	}
+	return e - gaps, gaps
 }
 
-func (w *worker) result(expected uint64, drain time.Duration) resultMsg {
+func (w *worker) result(expected, gaps uint64, drain time.Duration) resultMsg {
 	w.stopping.Store(true)
 	w.mu.Lock()
-	est := len(w.estUsers)
+	est, gapStreams := len(w.estUsers), len(w.gaps)
 	w.mu.Unlock()
 	return resultMsg{
 		Type:        "result",
@@ -433,6 +582,18 @@ func (w *worker) result(expected uint64, drain time.Duration) resultMsg {
 		MaxNs:       w.c.lat.max.Load(),
 		LastEventNs: w.lastRecv.Load(),
 		DrainMs:     drain.Milliseconds(),
+
+		Resets:     w.c.resets.Load(),
+		GapStreams: uint64(gapStreams),
+		GapEvents:  gaps, GapReceived: w.c.gapRecv.Load(),
+		HistCatch:       w.c.latCatch.sparse(),
+		MaxCatchNs:      w.c.latCatch.max.Load(),
+		StormStartNs:    w.stormStart.Load(),
+		StormLastOKNs:   w.stormLastOK.Load(),
+		Reconnects:      w.reconnects.Load(),
+		ReconnectsID:    w.reconnectsID.Load(),
+		ReconnectFailed: w.reconnFailed.Load(),
+		ReconnectErrors: w.reconnErrs.snapshot(),
 	}
 }
 
@@ -451,6 +612,8 @@ func workerMain(args []string) int {
 	fs.DurationVar(&cfg.connectTimeout, "connect-timeout", 10*time.Second, "")
 	fs.IntVar(&cfg.concurrency, "concurrency", 256, "")
 	fs.DurationVar(&cfg.deadline, "deadline", 5*time.Minute, "")
+	fs.DurationVar(&cfg.reconnectAt, "reconnect-at", 0, "h1: every stream reconnects this long after the parent's start command (0: never)")
+	fs.Float64Var(&cfg.rate, "rate", 0, "events/s published (for the gaps of streams reconnecting without a last event ID)")
 	_ = fs.Parse(args)
 	if cfg.users < 1 || cfg.count < 0 || cfg.concurrency < 1 || cfg.perConn < 1 {
 		fmt.Fprintln(os.Stderr, "worker: bad flags")
@@ -458,7 +621,7 @@ func workerMain(args []string) int {
 	}
 
 	nofile := raiseNofile()
-	w := &worker{cfg: cfg}
+	w := newWorker(cfg)
 	ctx, cancel := context.WithTimeout(context.Background(), cfg.deadline)
 	defer cancel()
 	out := bufio.NewWriter(os.Stdout)
@@ -471,7 +634,7 @@ func workerMain(args []string) int {
 	}
 	// The deadline bounds the worker whatever the parent does.
 	time.AfterFunc(cfg.deadline, func() {
-		r := w.result(0, 0)
+		r := w.result(0, 0, 0)
 		r.Deadline = true
 		emit(r)
 		os.Exit(3)
@@ -494,8 +657,15 @@ func workerMain(args []string) int {
 			continue
 		}
 		switch f[0] {
+		case "start":
+			if len(f) != 2 || w.storm == nil {
+				continue
+			}
+			ns, _ := strconv.ParseInt(f[1], 10, 64)
+			w.pubStart.Store(ns)
+			time.AfterFunc(time.Until(time.Unix(0, ns).Add(cfg.reconnectAt)), w.startStorm)
 		case "stop":
-			emit(w.result(0, 0))
+			emit(w.result(0, 0, 0))
 			time.Sleep(300 * time.Millisecond) // the parent reads this process's CPU
 			return 0
 		case "drain":
@@ -504,7 +674,7 @@ func workerMain(args []string) int {
 			}
 			k, _ := strconv.Atoi(f[1])
 			ms, _ := strconv.Atoi(f[2])
-			exp := w.expected(k)
+			exp, gaps := w.expected(k)
 			start := time.Now()
 			limit := start.Add(time.Duration(ms) * time.Millisecond)
 			for w.c.unique.Load() < exp && time.Now().Before(limit) {
@@ -513,7 +683,7 @@ func workerMain(args []string) int {
 			// A short grace to catch duplicates arriving after the last
 			// expected event.
 			time.Sleep(100 * time.Millisecond)
-			emit(w.result(exp, time.Since(start)))
+			emit(w.result(exp, gaps, time.Since(start)))
 			time.Sleep(300 * time.Millisecond) // the parent reads this process's CPU
 			return 0
 		}
