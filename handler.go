@@ -131,6 +131,8 @@ func (h *Handler) stream(w http.ResponseWriter, r *http.Request, user string, re
 			return nil
 		}
 		resumed.record(h.logger)
+	} else if h.Stream != "" {
+		resumed.position = h.hub.subscribeNew(h.index, sub)
 	} else {
 		h.index.add(sub)
 	}
@@ -154,12 +156,7 @@ func (h *Handler) stream(w http.ResponseWriter, r *http.Request, user string, re
 	if _, err := w.Write(appendRetry(nil, time.Duration(h.Retry))); err != nil {
 		return nil
 	}
-	if resumed.reset != nil {
-		if _, err := w.Write(resumed.reset.wire); err != nil {
-			return nil
-		}
-	}
-	for _, ev := range resumed.replay {
+	for _, ev := range resumed.frames() {
 		if _, err := w.Write(ev.wire); err != nil {
 			return nil
 		}

@@ -225,6 +225,7 @@ http://127.0.0.1:%d {
 type sseEvent struct {
 	id, data, comment string
 	retry             string
+	position          bool // an id field alone: no event is dispatched
 }
 
 // sseStream is an open event stream.
@@ -301,7 +302,10 @@ func (s *sseStream) read() {
 		line = strings.TrimSuffix(line, "\n")
 		switch {
 		case line == "":
-			if data != nil || ev.comment != "" || ev.retry != "" {
+			// An id field alone (a stream-mode starting position) is
+			// passed on too: EventSource records it as its last ID.
+			ev.position = data == nil && ev.comment == "" && ev.retry == "" && ev.id != ""
+			if data != nil || ev.comment != "" || ev.retry != "" || ev.position {
 				ev.data = strings.Join(data, "\n")
 				select {
 				case s.events <- ev:
@@ -339,6 +343,18 @@ func (s *sseStream) next(t testing.TB, timeout time.Duration) sseEvent {
 
 // nextOrEnd is next, but reports the end of the stream instead of failing.
 func (s *sseStream) nextOrEnd(t testing.TB, timeout time.Duration) (sseEvent, bool) {
+	t.Helper()
+	for {
+		ev, ok := s.nextFrame(t, timeout)
+		if !ok || !ev.position {
+			return ev, ok
+		}
+	}
+}
+
+// nextFrame returns the next event or id-only position, skipping comments
+// and the retry field; ok is false when the stream ended.
+func (s *sseStream) nextFrame(t testing.TB, timeout time.Duration) (sseEvent, bool) {
 	t.Helper()
 	deadline := time.After(timeout)
 	for {

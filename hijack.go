@@ -84,12 +84,10 @@ func (h *Handler) hijack(w http.ResponseWriter, sub *subscriber, resumed resumeR
 		s.end()
 		return true
 	}
-	bufs := make(net.Buffers, 0, 2+len(resumed.replay))
+	frames := resumed.frames()
+	bufs := make(net.Buffers, 0, 1+len(frames))
 	bufs = append(bufs, appendRetry(responseHead(w.Header()), time.Duration(h.Retry)))
-	if resumed.reset != nil {
-		bufs = append(bufs, resumed.reset.wire)
-	}
-	for _, ev := range resumed.replay {
+	for _, ev := range frames {
 		bufs = append(bufs, ev.wire)
 	}
 	_ = conn.SetWriteDeadline(time.Now().Add(time.Duration(h.WriteTimeout)))

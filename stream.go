@@ -382,10 +382,25 @@ func (hb *hub) rebuildHistory(ix *index) {
 
 // resumeResult is what a stream sends before its live events.
 type resumeResult struct {
+	position  *event   // a new stream's starting point: an id field alone
 	reset     *event   // sent first when history was cut, or nil
 	reason    string   // the reset's reason
 	replay    []*event // missed events, oldest first
 	fromRedis int      // how many of replay came from Redis rather than memory
+}
+
+// subscribeNew registers a stream that does not resume and returns its
+// starting position, the last entry read, as an SSE event made of an id
+// field alone: EventSource records it as its last event ID without
+// dispatching anything, so a client that reconnects before its first event
+// resumes from there and misses nothing.
+func (hb *hub) subscribeNew(ix *index, sub *subscriber) *event {
+	hb.winMu.Lock()
+	cut := hb.win.last
+	ix.add(sub)
+	hb.winMu.Unlock()
+	b := append([]byte("id: "), cut.String()...)
+	return &event{id: cut, wire: append(b, "\n\n"...)}
 }
 
 // resume registers sub so that it receives every event after `after`
@@ -605,6 +620,21 @@ func (hb *hub) waitLast(ctx context.Context, last streamID) bool {
 		}
 	}
 	return false
+}
+
+// frames returns what a stream writes after its retry field, in order.
+func (res resumeResult) frames() []*event {
+	if res.position == nil && res.reset == nil && len(res.replay) == 0 {
+		return nil
+	}
+	out := make([]*event, 0, 2+len(res.replay))
+	if res.position != nil {
+		out = append(out, res.position)
+	}
+	if res.reset != nil {
+		out = append(out, res.reset)
+	}
+	return append(out, res.replay...)
 }
 
 // record counts a resume in the metrics and the debug log.

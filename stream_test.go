@@ -94,13 +94,16 @@ func (c *sequenceClient) reconnect() {
 func (c *sequenceClient) readUntil(n int) {
 	c.t.Helper()
 	for c.next <= n {
-		ev, ok := c.s.nextOrEnd(c.t, 10*time.Second)
-		if !ok {
+		ev, ok := c.s.nextFrame(c.t, 10*time.Second)
+		switch {
+		case !ok:
 			c.reconnects++
 			c.connect()
-			continue
+		case ev.position:
+			c.lastID = ev.id // as EventSource does
+		default:
+			c.check(ev)
 		}
-		c.check(ev)
 	}
 }
 
@@ -613,5 +616,42 @@ func TestIndexAttachedToARunningStream(t *testing.T) {
 	}
 	if d := metricValue(t, base+"/metrics", `caddy_notify_replay_redis_commands_total`) - redisBefore; d != 0 {
 		t.Errorf("%v Redis commands for a resume inside the window", d)
+	}
+}
+
+// TestNewStreamGetsAStartingPosition: a stream that has received nothing
+// yet still resumes without loss, because it starts with an id field.
+func TestNewStreamGetsAStartingPosition(t *testing.T) {
+	rs := startRedis(t)
+	c := rs.client()
+	t.Cleanup(func() { c.Close() })
+	base := streamSetup(t, rs, "")
+	last := xadd(t, c, numberedMsg("bob", 1)) // someone else's, before alice connects
+	waitFor(t, 5*time.Second, "reader caught up", func() bool {
+		ok := false
+		hubs.Range(func(_, v any) bool {
+			hb := v.(*hub)
+			hb.winMu.Lock()
+			ok = hb.win.last.String() == last
+			hb.winMu.Unlock()
+			return true
+		})
+		return ok
+	})
+	s := openStream(t, request(t, base+"/events", "alice-token"))
+	pos, ok := s.nextFrame(t, 5*time.Second)
+	if !ok || !pos.position || pos.id != last {
+		t.Fatalf("first frame %+v, want an id-only position %s", pos, last)
+	}
+	s.close() // gone before any event of its own
+	xadd(t, c, numberedMsg("alice", 1))
+	xadd(t, c, numberedMsg("alice", 2))
+	req := request(t, base+"/events", "alice-token")
+	req.Header.Set("Last-Event-ID", pos.id)
+	s2 := openStream(t, req)
+	for i := 1; i <= 2; i++ {
+		if ev := s2.next(t, 5*time.Second); ev.data != numberedMsg("alice", i) {
+			t.Fatalf("got %+v, want alice's %d", ev, i)
+		}
 	}
 }
