@@ -42,6 +42,23 @@ func xadd(t testing.TB, c *redis.Client, msg string) string {
 	return id
 }
 
+// waitReaderAt waits until the stream reader of every live hub has read the
+// entry id.
+func waitReaderAt(t testing.TB, id string) {
+	t.Helper()
+	waitFor(t, 5*time.Second, "the stream reader at "+id, func() bool {
+		at := true
+		hubs.Range(func(_, v any) bool {
+			hb := v.(*hub)
+			hb.winMu.Lock()
+			at = at && hb.win != nil && hb.win.last.String() == id
+			hb.winMu.Unlock()
+			return true
+		})
+		return at
+	})
+}
+
 // numbered is a message of a numbered sequence for one user.
 type numbered struct {
 	User string `json:"recipient_id"`
@@ -225,17 +242,7 @@ func TestStreamResumeEdgeCases(t *testing.T) {
 		ids = append(ids, xadd(t, c, numberedMsg("alice", i)))
 	}
 	// Let the reader see them all.
-	waitFor(t, 5*time.Second, "reader caught up", func() bool {
-		var last streamID
-		hubs.Range(func(_, v any) bool {
-			hb := v.(*hub)
-			hb.winMu.Lock()
-			last = hb.win.last
-			hb.winMu.Unlock()
-			return true
-		})
-		return last.String() == ids[len(ids)-1]
-	})
+	waitReaderAt(t, ids[len(ids)-1])
 
 	open := func(lastID string) *sseStream {
 		req := request(t, url, "alice-token")
@@ -581,17 +588,7 @@ func TestIndexAttachedToARunningStream(t *testing.T) {
 	for i := 1; i <= 5; i++ {
 		ids = append(ids, xadd(t, c, fmt.Sprintf(`{"recipient_id":"alice","to":"bob","n":%d}`, i)))
 	}
-	waitFor(t, 5*time.Second, "entries read", func() bool {
-		var n int
-		hubs.Range(func(_, v any) bool {
-			hb := v.(*hub)
-			hb.winMu.Lock()
-			n = hb.win.n
-			hb.winMu.Unlock()
-			return true
-		})
-		return n == 5
-	})
+	waitReaderAt(t, ids[len(ids)-1])
 	if err := tryLoadCaddyfile(site(port, one+fmt.Sprintf(`
 	notify /to {
 		redis %s
@@ -627,17 +624,7 @@ func TestNewStreamGetsAStartingPosition(t *testing.T) {
 	t.Cleanup(func() { c.Close() })
 	base := streamSetup(t, rs, "")
 	last := xadd(t, c, numberedMsg("bob", 1)) // someone else's, before alice connects
-	waitFor(t, 5*time.Second, "reader caught up", func() bool {
-		ok := false
-		hubs.Range(func(_, v any) bool {
-			hb := v.(*hub)
-			hb.winMu.Lock()
-			ok = hb.win.last.String() == last
-			hb.winMu.Unlock()
-			return true
-		})
-		return ok
-	})
+	waitReaderAt(t, last)
 	s := openStream(t, request(t, base+"/events", "alice-token"))
 	pos, ok := s.nextFrame(t, 5*time.Second)
 	if !ok || !pos.position || pos.id != last {
