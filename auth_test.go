@@ -243,7 +243,7 @@ func TestAuthClientPooled(t *testing.T) {
 func TestAuthDedupesConcurrentChecks(t *testing.T) {
 	rs := startRedis(t)
 	auth := startAuthAPI(t, users("alice"))
-	auth.setDelay(500 * time.Millisecond)
+	auth.setDelay(time.Second)
 	base := serve(t, rs, auth, `
 	notify {
 		redis %[1]s
