@@ -21,26 +21,9 @@ mkdir -p "$OUT"
 OUT=$(cd "$OUT" && pwd)
 echo "profile: results in $OUT"
 
-$GO build -o "$OUT/caddy" ./cmd/caddy
-$GO build -o "$OUT/notify-load" ./cmd/notify-load
-LOAD=$OUT/notify-load
-
-PIDS=()
-cleanup() {
-	local p
-	for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-	for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
-}
-trap cleanup EXIT
-wait_port() {
-	local i
-	for i in $(seq 100); do
-		if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then return 0; fi
-		sleep 0.1
-	done
-	echo "profile: nothing listens on port $1" >&2
-	return 1
-}
+# shellcheck source=bench/lib.sh
+. bench/lib.sh
+build_tools
 
 REDIS_PORT=$($LOAD freeport)
 AUTH_PORT=$($LOAD freeport)

@@ -85,29 +85,10 @@ case " $TARGETS " in
 esac
 
 echo "bench: building"
-$GO build -o "$OUT/caddy" ./cmd/caddy
-$GO build -o "$OUT/notify-load" ./cmd/notify-load
-LOAD=$OUT/notify-load
+# shellcheck source=bench/lib.sh
+. bench/lib.sh
+build_tools
 
-PIDS=()
-cleanup() {
-	local p
-	for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-	for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-# wait_port PORT: until something accepts on 127.0.0.1:PORT (10 s at most).
-wait_port() {
-	local i
-	for i in $(seq 100); do
-		if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then return 0; fi
-		sleep 0.1
-	done
-	echo "bench: nothing listens on port $1" >&2
-	return 1
-}
 # stop_pid PID: SIGTERM, then SIGKILL after 10 s.
 stop_pid() {
 	local i

@@ -1,0 +1,30 @@
+# bench/lib.sh — helpers shared by bench/run.sh and bench/profile.sh; source
+# it after setting OUT (the output directory) and GO.
+
+# build_tools: Caddy with the module and the load tool, into $OUT; sets LOAD.
+build_tools() {
+	$GO build -o "$OUT/caddy" ./cmd/caddy
+	$GO build -o "$OUT/notify-load" ./cmd/notify-load
+	LOAD=$OUT/notify-load
+}
+
+# Every background process started goes into PIDS and is stopped on exit.
+PIDS=()
+cleanup() {
+	local p
+	for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+	for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# wait_port PORT: until something accepts on 127.0.0.1:PORT (10 s at most).
+wait_port() {
+	local i
+	for i in $(seq 100); do
+		if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then return 0; fi
+		sleep 0.1
+	done
+	echo "${0##*/}: nothing listens on port $1" >&2
+	return 1
+}
