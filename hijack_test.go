@@ -51,10 +51,7 @@ func TestHijackedStreamsLeaveTheRequestGoroutine(t *testing.T) {
 	}`)
 	url := base + "/"
 
-	openStream(t, request(t, url, "alice-token")).close()
-	waitFor(t, time.Second, "warm-up stream released", func() bool { return openSubscribers() == 0 })
-	baseline := runtime.NumGoroutine()
-	openBefore := testutil.ToFloat64(metrics.streamsOpen)
+	baseline, openBefore := warmUp(t, url, "alice-token")
 
 	const n = 20
 	var streams []*sseStream

@@ -33,6 +33,16 @@ func liveHubs() int {
 	return n
 }
 
+// warmUp opens and closes one stream, which starts Caddy's and the
+// runtime's own long-lived goroutines, and returns the goroutine count and
+// the streams_open gauge to compare later streams against.
+func warmUp(t *testing.T, url, token string) (goroutines int, streamsOpen float64) {
+	t.Helper()
+	openStream(t, request(t, url, token)).close()
+	waitFor(t, time.Second, "warm-up stream released", func() bool { return openSubscribers() == 0 })
+	return runtime.NumGoroutine(), testutil.ToFloat64(metrics.streamsOpen)
+}
+
 func TestDisconnectReleasesEverything(t *testing.T) {
 	rs := startRedis(t)
 	auth := startAuthAPI(t, users("alice"))
@@ -44,12 +54,7 @@ func TestDisconnectReleasesEverything(t *testing.T) {
 	}`)
 	url := base + "/"
 
-	// Warm up: the first stream starts Caddy's and the runtime's own
-	// long-lived goroutines, which are not the stream's.
-	openStream(t, request(t, url, "alice-token")).close()
-	waitFor(t, time.Second, "warm-up stream released", func() bool { return openSubscribers() == 0 })
-	baseline := runtime.NumGoroutine()
-	openBefore := testutil.ToFloat64(metrics.streamsOpen)
+	baseline, openBefore := warmUp(t, url, "alice-token")
 
 	var streams []*sseStream
 	for range 20 {
