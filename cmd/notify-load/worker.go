@@ -303,6 +303,19 @@ func (w *worker) markDial() {
 	w.mu.Unlock()
 }
 
+// connected records how opening a stream of user ended and frees its
+// connect slot; it reports whether the stream is open.
+func (w *worker) connected(user int, err error, sem chan struct{}, wg *sync.WaitGroup) bool {
+	if err != nil {
+		w.connErrs.add(err)
+	} else {
+		w.established(user)
+	}
+	<-sem
+	wg.Done()
+	return err == nil
+}
+
 func (w *worker) established(user int) {
 	t := time.Now().UnixNano()
 	w.mu.Lock()
@@ -354,15 +367,9 @@ func (w *worker) runH1(ctx context.Context, i int, sem chan struct{}, wg *sync.W
 	user := i % w.cfg.users
 	w.markDial()
 	conn, body, err := w.openH1(ctx, i, user, nil)
-	if err != nil {
-		w.connErrs.add(err)
-		<-sem
-		wg.Done()
+	if !w.connected(user, err, sem, wg) {
 		return
 	}
-	w.established(user)
-	<-sem
-	wg.Done()
 
 	st := &streamState{user: []byte(strconv.Itoa(user)), c: &w.c, now: w.now}
 	storm := w.storm
@@ -484,9 +491,7 @@ func (w *worker) runH2(ctx context.Context, cc *http.ClientConn, i int, sem chan
 	defer cancel()
 	req, err := http.NewRequestWithContext(sctx, http.MethodGet, userURL(w.cfg.url, user), nil)
 	if err != nil {
-		w.connErrs.add(err)
-		<-sem
-		wg.Done()
+		w.connected(user, err, sem, wg)
 		return
 	}
 	req.Header.Set("Authorization", "Bearer u"+strconv.Itoa(user))
@@ -504,9 +509,7 @@ func (w *worker) runH2(ctx context.Context, cc *http.ClientConn, i int, sem chan
 			err = errNoStreamSlot
 		}
 		timer.Stop()
-		w.connErrs.add(err)
-		<-sem
-		wg.Done()
+		w.connected(user, err, sem, wg)
 		return
 	}
 	resp, err := cc.RoundTrip(req)
@@ -518,15 +521,9 @@ func (w *worker) runH2(ctx context.Context, cc *http.ClientConn, i int, sem chan
 		resp.Body.Close()
 		err = statusError(resp.StatusCode)
 	}
-	if err != nil {
-		w.connErrs.add(err)
-		<-sem
-		wg.Done()
+	if !w.connected(user, err, sem, wg) {
 		return
 	}
-	w.established(user)
-	<-sem
-	wg.Done()
 
 	st := &streamState{user: []byte(strconv.Itoa(user)), c: &w.c, now: w.now}
 	err = readSSE(bufio.NewReaderSize(resp.Body, 1024), st)
