@@ -18,7 +18,7 @@ import (
 func BenchmarkDispatch(b *testing.B) {
 	for _, others := range []int{1, 10, 1_000_000} {
 		b.Run(fmt.Sprintf("others=%d", others), func(b *testing.B) {
-			ix := newIndex("recipient_id")
+			ix := newIndex(indexKey{recipientField: "recipient_id"})
 			for i := range others {
 				ix.add(newSubscriber("other-"+strconv.Itoa(i), false, nil, 8))
 			}
@@ -30,7 +30,7 @@ func BenchmarkDispatch(b *testing.B) {
 			b.ResetTimer()
 			for i := range b.N {
 				users, _ := recipients(payload, "recipient_id")
-				ev := &event{wire: appendEvent(nil, "", payload)}
+				ev := messageEvent(payload)
 				ix.deliver(users, false, ev)
 				if i%1024 == 1023 {
 					buf = target.take(buf)
@@ -43,14 +43,14 @@ func BenchmarkDispatch(b *testing.B) {
 // BenchmarkDeliver isolates the per-stream cost: one pre-framed event to a
 // user with 100 streams (fan-out), allocations per delivery included.
 func BenchmarkDeliver(b *testing.B) {
-	ix := newIndex("recipient_id")
+	ix := newIndex(indexKey{recipientField: "recipient_id"})
 	var subs []*subscriber
 	for range 100 {
 		s := newSubscriber("u", false, nil, 1<<30)
 		subs = append(subs, s)
 		ix.add(s)
 	}
-	ev := &event{wire: appendEvent(nil, "", []byte(`{"recipient_id":"u"}`))}
+	ev := messageEvent([]byte(`{"recipient_id":"u"}`))
 	users := []string{"u"}
 	buf := make([]*event, 0, 1024)
 	b.ReportAllocs()
@@ -133,9 +133,9 @@ func BenchmarkResumeStorm(b *testing.B) {
 				user := strconv.Itoa(i % users)
 				// The client's last event: its own entry `behind` entries ago.
 				pos := entries - behind + i%users
-				after, _ := parseStreamID(ids[pos])
+				after, _ := parseEntryID(ids[pos])
 				sub := newSubscriber(user, false, nil, 8)
-				res, err := hb.resume(b.Context(), ix, sub, after, 1000)
+				res, err := hb.register(b.Context(), ix, sub, &after, 1000)
 				if err != nil {
 					b.Fatal(err)
 				}

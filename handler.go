@@ -2,7 +2,6 @@ package notify
 
 import (
 	"encoding/json"
-	"errors"
 	"net/http"
 	"strconv"
 	"time"
@@ -48,7 +47,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.
 		h.refuse(w, aerr.status, aerr.msg)
 		return nil
 	}
-	resumeFrom, hasResume, ok := h.lastEventID(r)
+	from, ok := h.lastEventID(r)
 	if !ok {
 		h.refuse(w, http.StatusBadRequest, "Malformed Last-Event-ID: expected <ms>-<seq>.")
 		return nil
@@ -77,33 +76,40 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.
 	if repl, ok := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer); ok {
 		repl.Set("http.notify.user_id", user)
 	}
-	return h.stream(w, r, user, resumeFrom, hasResume)
+	return h.serveStream(w, r, user, from)
 }
 
 // lastEventID returns where a stream-mode client resumes: the Last-Event-ID
 // header, which EventSource sends on its own when it reconnects, or else
 // the last_event_id query parameter (a new page with a stored position).
 // The header wins, since a reconnecting EventSource keeps the original URL.
-// ok is false for a malformed ID: replaying everything instead would be a
-// silent flood. Pub/sub mode ignores both: it has no history.
-func (h *Handler) lastEventID(r *http.Request) (id streamID, has, ok bool) {
+// from is nil when the client does not resume; ok is false for a malformed
+// ID: replaying everything instead would be a silent flood. Pub/sub mode
+// ignores both: it has no history.
+func (h *Handler) lastEventID(r *http.Request) (from *entryID, ok bool) {
 	if h.Stream == "" {
-		return streamID{}, false, true
+		return nil, true
 	}
 	raw := r.Header.Get("Last-Event-ID")
 	if raw == "" {
 		raw = r.URL.Query().Get("last_event_id")
 	}
 	if raw == "" {
-		return streamID{}, false, true
+		return nil, true
 	}
-	id, ok = parseStreamID(raw)
-	return id, ok, ok
+	id, ok := parseEntryID(raw)
+	if !ok {
+		return nil, false
+	}
+	return &id, true
 }
 
-// stream writes the SSE response for an authenticated user.
-func (h *Handler) stream(w http.ResponseWriter, r *http.Request, user string, resumeFrom streamID, hasResume bool) error {
-	rc := http.NewResponseController(w)
+// serveStream answers an authenticated request with its event stream: it
+// registers the subscriber with the hub before the first byte, so that
+// nothing published after the client sees the 200 can be missed, then
+// hands the response to the stream's write loop (pump.go) over a hijacked
+// HTTP/1 connection or the ResponseWriter.
+func (h *Handler) serveStream(w http.ResponseWriter, r *http.Request, user string, from *entryID) error {
 	hdr := w.Header()
 	hdr.Set("Content-Type", "text/event-stream")
 	hdr.Set("Cache-Control", "no-cache")
@@ -114,95 +120,36 @@ func (h *Handler) stream(w http.ResponseWriter, r *http.Request, user string, re
 		return nil
 	}
 
-	// Register before the first byte so nothing published after the client
-	// sees the 200 can be missed.
-	sub := newSubscriber(user, h.Broadcast, h, h.QueueSize)
-	var resumed resumeResult
-	if hasResume {
-		var err error
-		resumed, err = h.hub.resume(r.Context(), h.index, sub, resumeFrom, h.ReplayLimit)
-		if err != nil {
-			if r.Context().Err() != nil {
-				return nil
-			}
-			h.logger.Warn("resuming stream failed", zap.Error(err))
-			hdr.Set("Retry-After", "1")
-			h.refuse(w, http.StatusServiceUnavailable, "Notifications are temporarily unavailable.")
+	sub := newSubscriber(user, h.Broadcast, h.beat, h.QueueSize)
+	pre, err := h.hub.register(r.Context(), h.index, sub, from, h.ReplayLimit)
+	if err != nil {
+		if r.Context().Err() != nil {
 			return nil
 		}
-		resumed.record(h.logger)
-	} else if h.Stream != "" {
-		resumed.position = h.hub.subscribeNew(h.index, sub)
-	} else {
-		h.index.add(sub)
+		h.logger.Warn("resuming stream failed", zap.Error(err))
+		hdr.Set("Retry-After", "1")
+		h.refuse(w, http.StatusServiceUnavailable, "Notifications are temporarily unavailable.")
+		return nil
+	}
+	if from != nil {
+		pre.record(h.logger)
 	}
 	metrics.streamsOpened.WithLabelValues("ok").Inc()
-	if r.ProtoMajor == 1 && h.hijack(w, sub, resumed) {
-		// HTTP/1.x: the stream goes on without the request (hijack.go).
-		return nil
-	}
-	defer h.index.remove(sub)
 	metrics.streamsOpen.Inc()
-	defer metrics.streamsOpen.Dec()
-
-	// An expired read deadline would cancel the request on HTTP/1.1; a
-	// stream reads nothing after its headers.
-	if err := rc.SetReadDeadline(time.Time{}); err != nil && !errors.Is(err, http.ErrNotSupported) {
-		h.debug("clearing read deadline", err)
-	}
-	w.WriteHeader(http.StatusOK)
-	// The retry field is the first body byte: it pushes the headers through
-	// any buffering wrapper at once.
-	if _, err := w.Write(appendRetry(nil, time.Duration(h.Retry))); err != nil {
-		return nil
-	}
-	for _, ev := range resumed.frames() {
-		if _, err := w.Write(ev.wire); err != nil {
+	s := &stream{sub: sub, ix: h.index, stop: h.stopCtx.Done(), writeTimeout: time.Duration(h.WriteTimeout), logger: h.logger}
+	first := pre.frames(h.retryFrame)
+	if r.ProtoMajor == 1 {
+		if hw := h.hijack(w); hw != nil {
+			// The stream goes on without the request (hijack.go).
+			s.out = hw
+			go hw.read()
+			go s.run(first)
 			return nil
 		}
 	}
-	resumed = resumeResult{} // let the replay go
-	if err := rc.Flush(); err != nil {
-		h.logger.Error("response cannot be flushed; streaming is impossible here", zap.Error(err))
-		return nil
-	}
-
-	writeTimeout := time.Duration(h.WriteTimeout)
-	var batch []*event
-	for {
-		select {
-		case <-r.Context().Done():
-			return nil
-		case <-h.stopCtx.Done():
-			return nil
-		case _, ok := <-sub.wake:
-			if !ok {
-				// Closed by the hub: the queue overflowed or the hub
-				// was destroyed. The client reconnects.
-				return nil
-			}
-			batch = sub.take(batch)
-			if err := rc.SetWriteDeadline(time.Now().Add(writeTimeout)); err != nil && !errors.Is(err, http.ErrNotSupported) {
-				h.debug("setting write deadline", err)
-			}
-			for i, ev := range batch {
-				if _, err := w.Write(ev.wire); err != nil {
-					h.debug("writing event", err)
-					return nil
-				}
-				batch[i] = nil // let the event go before the next batch
-			}
-			if err := rc.Flush(); err != nil {
-				h.debug("flushing events", err)
-				return nil
-			}
-			// Clear the deadline: HTTP/2 resets a stream whose write
-			// deadline passes even when nothing is being written.
-			if err := rc.SetWriteDeadline(time.Time{}); err != nil && !errors.Is(err, http.ErrNotSupported) {
-				h.debug("clearing write deadline", err)
-			}
-		}
-	}
+	s.out = newRCWriter(w, r)
+	s.run(first)
+	return nil
 }
 
 // refuse answers a request that gets no stream, with a JSON error body.

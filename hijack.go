@@ -8,15 +8,14 @@ import (
 	"net/http"
 	"time"
 
-	"go.uber.org/zap"
 	"golang.org/x/net/http/httpguts"
 )
 
 // HTTP/1.x streams are taken off the request goroutine once they are
-// authenticated and registered: the connection is hijacked, the response
-// head is written here, and the stream then lives in a hijackedStream with
-// two goroutines of its own, started by plain go statements so that their
-// stacks hold a few frames instead of Caddy's whole middleware chain.
+// authenticated and registered: the connection is hijacked, and the stream
+// then lives in two goroutines of its own, its write loop (stream.run) and
+// hijackWriter.read, started by plain go statements so that their stacks
+// hold a few frames instead of Caddy's whole middleware chain.
 // ServeHTTP returns at once, which releases Caddy's request goroutine, the
 // request objects Caddy keeps (clones, contexts, replacer) and net/http's
 // per-connection buffers and background reader. An idle stream then costs
@@ -38,70 +37,87 @@ import (
 //     never wait for it.
 //
 // HTTP/2 and HTTP/3 streams cannot be hijacked and keep the request
-// goroutine (stream in handler.go); so do HTTP/1 streams when Hijack is not
+// goroutine (rcWriter in pump.go); so do HTTP/1 streams when Hijack is not
 // supported by the response writer.
 
-// hijackedStream is one HTTP/1.x event stream that outlived its request.
-type hijackedStream struct {
-	h    *Handler
-	conn net.Conn
-	sub  *subscriber
-	gone chan struct{} // closed by read when the client has gone away
-	rbuf [16]byte      // read's buffer: SSE clients send nothing after the request
+// hijackWriter is the frameWriter of an HTTP/1.x stream that outlived its
+// request: it writes straight to the connection, each batch with one
+// writev, and its read goroutine notices the client leaving.
+type hijackWriter struct {
+	conn   net.Conn
+	head   []byte      // the response head, written with the first frames
+	bufs   net.Buffers // reused between batches
+	goneCh chan struct{}
+	rbuf   [16]byte // read's buffer: SSE clients send nothing after the request
 }
 
-// hijack takes over the connection of an authenticated, registered stream
-// and writes the response head, the retry field and resumed's events. It
-// reports false, having written nothing, when the connection cannot be
-// hijacked: the caller then streams through the ResponseWriter. When it
-// reports true, the stream is handled: sub is removed from the index and
-// streams_open decremented when it ends.
-func (h *Handler) hijack(w http.ResponseWriter, sub *subscriber, resumed resumeResult) bool {
+// hijack takes over the connection of an authenticated, registered stream.
+// It returns nil, having written nothing, when the connection cannot be
+// hijacked: the caller then streams through the ResponseWriter. The
+// response head is taken from w's header now and written with the first
+// frames.
+func (h *Handler) hijack(w http.ResponseWriter) *hijackWriter {
 	// Hijack net/http's own response writer, beneath Caddy's wrappers: the
 	// access log's recorder would otherwise wrap the connection to count
 	// written bytes, keeping the recorder (and the request behind it)
 	// alive, racing with the access log reading that count once ServeHTTP
 	// returns, and hiding the *net.TCPConn that net.Buffers needs for writev.
-	conn, brw, err := http.NewResponseController(innermostWriter(w)).Hijack()
+	// The bufio.ReadWriter is not used: its writer is empty, and bytes its
+	// reader may hold beyond the request are irrelevant, since an SSE
+	// client sends nothing more and the response closes the connection.
+	conn, _, err := http.NewResponseController(innermostWriter(w)).Hijack()
 	if err != nil {
 		if !errors.Is(err, http.ErrNotSupported) {
 			h.debug("hijacking connection", err)
 		}
-		return false
+		return nil
 	}
-	// brw is dropped: its writer is empty, and bytes its reader may hold
-	// beyond the request are irrelevant, since an SSE client sends nothing
-	// more and the response closes the connection.
-	_ = brw
-	metrics.streamsOpen.Inc()
-	s := &hijackedStream{h: h, conn: conn, sub: sub, gone: make(chan struct{})}
-
 	// The server may have left read or write deadlines on the connection;
 	// Hijack itself sets an expired read deadline to stop net/http's
 	// background read.
 	if err := conn.SetDeadline(time.Time{}); err != nil {
 		h.debug("clearing deadlines", err)
-		s.end()
-		return true
 	}
-	frames := resumed.frames()
-	bufs := make(net.Buffers, 0, 1+len(frames))
-	bufs = append(bufs, appendRetry(responseHead(w.Header()), time.Duration(h.Retry)))
-	for _, ev := range frames {
-		bufs = append(bufs, ev.wire)
-	}
-	_ = conn.SetWriteDeadline(time.Now().Add(time.Duration(h.WriteTimeout)))
-	if _, err := bufs.WriteTo(conn); err != nil {
-		h.debug("writing response head", err)
-		s.end()
-		return true
-	}
-	_ = conn.SetWriteDeadline(time.Time{})
-
-	go s.write()
-	go s.read()
-	return true
+	return &hijackWriter{conn: conn, head: responseHead(w.Header()), goneCh: make(chan struct{})}
 }
+
+func (w *hijackWriter) writeFrames(frames []*event, deadline time.Time) error {
+	if err := w.conn.SetWriteDeadline(deadline); err != nil {
+		return err
+	}
+	if w.head != nil {
+		w.bufs = append(w.bufs, w.head)
+		w.head = nil
+	}
+	for _, ev := range frames {
+		w.bufs = append(w.bufs, ev.wire)
+	}
+	v := w.bufs // WriteTo consumes its receiver
+	_, err := v.WriteTo(w.conn)
+	clear(w.bufs)
+	w.bufs = w.bufs[:0]
+	if cap(w.bufs) > 64 {
+		w.bufs = nil // a burst's array is not kept per stream
+	}
+	return err
+}
+
+func (w *hijackWriter) gone() <-chan struct{} { return w.goneCh }
+
+// read waits for the client to close the connection (EOF or reset), or for
+// close to close it, and then closes goneCh. Anything the client sends is
+// discarded.
+func (w *hijackWriter) read() {
+	defer close(w.goneCh)
+	for {
+		if _, err := w.conn.Read(w.rbuf[:]); err != nil {
+			return
+		}
+	}
+}
+
+// close closes the connection; read returns once it is closed.
+func (w *hijackWriter) close() { _ = w.conn.Close() }
 
 // innermostWriter follows Unwrap to the ResponseWriter of the server itself.
 func innermostWriter(w http.ResponseWriter) http.ResponseWriter {
@@ -149,70 +165,4 @@ func responseHead(hdr http.Header) []byte {
 	}
 	b.WriteString("Connection: close\r\n\r\n")
 	return b.Bytes()
-}
-
-// write is the stream's writer: it sends each batch of queued events with
-// one writev, until the client goes, the subscriber is closed (its queue
-// overflowed, or the hub is gone), a write fails or times out, or the
-// config stops.
-func (s *hijackedStream) write() {
-	defer s.end()
-	stop := s.h.stopCtx.Done()
-	writeTimeout := time.Duration(s.h.WriteTimeout)
-	var batch []*event
-	var bufs net.Buffers
-	for {
-		select {
-		case <-s.gone:
-			return
-		case <-stop:
-			return
-		case _, ok := <-s.sub.wake:
-			if !ok {
-				return // closed by the hub: the client reconnects
-			}
-			batch = s.sub.take(batch)
-			for i, ev := range batch {
-				bufs = append(bufs, ev.wire)
-				batch[i] = nil // let the event go before the next batch
-			}
-			if err := s.conn.SetWriteDeadline(time.Now().Add(writeTimeout)); err != nil {
-				s.h.debug("setting write deadline", err)
-				return
-			}
-			v := bufs // WriteTo consumes its receiver
-			_, err := v.WriteTo(s.conn)
-			clear(bufs)
-			bufs = bufs[:0]
-			if err != nil {
-				s.h.debug("writing events", err)
-				return
-			}
-			_ = s.conn.SetWriteDeadline(time.Time{})
-			if cap(bufs) > 64 {
-				batch, bufs = nil, nil // a burst's arrays are not kept per stream
-			}
-		}
-	}
-}
-
-// read waits for the client to close the connection (EOF or reset), or for
-// end to close it, and then closes gone. Anything the client sends is
-// discarded.
-func (s *hijackedStream) read() {
-	defer close(s.gone)
-	for {
-		if _, err := s.conn.Read(s.rbuf[:]); err != nil {
-			return
-		}
-	}
-}
-
-// end releases the stream; read returns once the connection is closed.
-func (s *hijackedStream) end() {
-	s.h.index.remove(s.sub)
-	if err := s.conn.Close(); err != nil {
-		s.h.logger.Debug("closing stream connection", zap.Error(err))
-	}
-	metrics.streamsOpen.Dec()
 }

@@ -1,273 +1,335 @@
 package notify
 
 import (
-	"hash/maphash"
+	"context"
+	"errors"
+	"fmt"
 	"math/rand/v2"
-	"slices"
+	"net"
+	"net/url"
 	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+
+	"github.com/caddyserver/caddy/v2"
 )
 
-// numShards spreads the user index over independently locked shards so that
-// streams connecting and disconnecting rarely contend with dispatch.
-const numShards = 64
+// hubs holds one hub per distinct (Redis server, channel or stream) in this
+// process. Handler instances of every loaded config share them, so a config
+// reload with unchanged Redis settings keeps the subscription and its
+// streams. Keys embed credentials: never log them.
+var hubs = caddy.NewUsagePool()
 
-// subscriber is one open stream. It costs a small struct and a one-slot
-// channel while idle: events wait in q, a slice that grows only while a
-// burst is queued, so no per-stream buffer is reserved up front.
-type subscriber struct {
-	user      string   // canonical user id
-	broadcast bool     // receives messages addressed to "*"
-	owner     *Handler // the handler instance whose heartbeat covers it
-	limit     int      // queue bound; reaching it closes the stream
-	beatSlot  uint8    // which tick of its shard's turn pings it (see Handler.beat)
+const (
+	backoffMin = 100 * time.Millisecond
+	backoffMax = 5 * time.Second
+	// dropLogEvery limits how often dropped messages are logged.
+	dropLogEvery = 5 * time.Second
+)
 
-	mu     sync.Mutex
-	q      []*event
-	busy   bool          // an event was queued since the last heartbeat
-	closed bool          // no more events: the stream must end
-	wake   chan struct{} // one slot; signalled when q becomes non-empty, closed with closed
+// source is what a hub reads: a pub/sub channel, or a Redis Stream with the
+// bounds of its in-process window.
+type source struct {
+	channel string
+	stream  string
+	history historyConfig
+
+	// beforeRead, when set, runs before each XREAD: a seam for tests that
+	// need the reader to lag behind Redis. Not part of the hub key.
+	beforeRead func()
 }
 
-func newSubscriber(user string, broadcast bool, owner *Handler, limit int) *subscriber {
-	return &subscriber{
-		user: user, broadcast: broadcast, owner: owner, limit: limit,
-		beatSlot: uint8(rand.N(maxBeatSlots)), wake: make(chan struct{}, 1),
+// hubKey identifies a hub: the same server, credentials, database, TLS mode,
+// URL options and source share one subscription or stream reader.
+func hubKey(rawURL string, o *redis.UniversalOptions, src source) string {
+	tlsName := "-"
+	if o.TLSConfig != nil {
+		tlsName = "tls:" + o.TLSConfig.ServerName
 	}
+	query := ""
+	if u, err := url.Parse(rawURL); err == nil {
+		query = u.Query().Encode()
+	}
+	return fmt.Sprintf("%q %q %q %d %s %q %q %q %d %d", o.Addrs, o.Username, o.Password, o.DB, tlsName, query,
+		src.channel, src.stream, src.history.entries, src.history.bytes)
 }
 
-// push queues ev. It returns false when the queue is full, in which case the
-// subscriber is closed (the client reconnects) and the caller counts a drop.
-func (s *subscriber) push(ev *event) (delivered, overflow bool) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.closed {
-		return false, false
-	}
-	if len(s.q) >= s.limit {
-		s.closeLocked()
-		return false, true
-	}
-	s.q = append(s.q, ev)
-	s.busy = true
-	select {
-	case s.wake <- struct{}{}:
-	default: // already signalled
-	}
-	return true, false
+// hub owns one Redis client and one reader of a source, and the indexes of
+// the streams that source feeds. The reader runs in one goroutine and
+// dispatches every message to the indexes.
+type hub struct {
+	client redis.UniversalClient
+	reader sourceReader
+	logger *zap.Logger
+
+	cancel context.CancelFunc
+	done   chan struct{} // closed when the reader's goroutine has returned
+
+	mu            sync.Mutex
+	up            bool
+	failureLogged bool          // the current outage was logged
+	upCh          chan struct{} // closed while up; replaced when the source is lost
+	indexes       map[indexKey]*index
+	routes        atomic.Pointer[[]*index] // snapshot of indexes for dispatch
+
+	lastDropLog time.Time // used by the reader's goroutine only
 }
 
-// ping queues a heartbeat unless the stream carried an event since the last
-// one or still has events queued (they will be written soon anyway).
-func (s *subscriber) ping() {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.closed || len(s.q) > 0 {
-		return
-	}
-	if s.busy {
-		s.busy = false
-		return
-	}
-	s.q = append(s.q, pingEvent)
-	select {
-	case s.wake <- struct{}{}:
-	default:
-	}
+// sourceReader reads a hub's source and feeds its indexes: pubsubReader
+// (pubsub.go) or streamReader (redisstream.go).
+type sourceReader interface {
+	// run reads until ctx ends, reconnecting as needed and reporting each
+	// state change with hub.setUp.
+	run(ctx context.Context)
+	// close unblocks a pending read once run's context is cancelled.
+	close() error
+	// addIndex makes a new index visible to dispatch by calling publish,
+	// at a moment when no message is being dispatched if the reader keeps
+	// history for it. Called with the hub's mu held.
+	addIndex(ix *index, publish func())
+	// register adds sub to ix so that it receives every message after
+	// from (or, when from is nil, every message from now on), and returns
+	// what the stream writes before its live events.
+	register(ctx context.Context, ix *index, sub *subscriber, from *entryID, replayLimit int) (preamble, error)
 }
 
-// take moves the queued events into buf (reused between calls) and returns it.
-func (s *subscriber) take(buf []*event) []*event {
-	s.mu.Lock()
-	buf, s.q = s.q, buf[:0]
-	if cap(s.q) > 64 {
-		s.q = nil // let a burst's backing array go instead of keeping it per stream
+// newHub creates a hub and starts its reader goroutine, which dials Redis in
+// the background: Caddy starts even when Redis is down.
+func newHub(opts *redis.UniversalOptions, src source, logger *zap.Logger) *hub {
+	ctx, cancel := context.WithCancel(context.Background())
+	hb := &hub{
+		client:  redis.NewUniversalClient(opts),
+		logger:  logger,
+		cancel:  cancel,
+		done:    make(chan struct{}),
+		upCh:    make(chan struct{}),
+		indexes: make(map[indexKey]*index),
 	}
-	s.mu.Unlock()
-	return buf
-}
-
-// close ends the stream: its wake channel is closed and nothing more is queued.
-func (s *subscriber) close() {
-	s.mu.Lock()
-	s.closeLocked()
-	s.mu.Unlock()
-}
-
-func (s *subscriber) closeLocked() {
-	if !s.closed {
-		s.closed = true
-		s.q = nil
-		close(s.wake)
+	hb.routes.Store(new([]*index))
+	metrics.redisSubscriptions.WithLabelValues("down").Inc()
+	if src.stream != "" {
+		hb.reader = newStreamReader(hb, src)
+	} else {
+		hb.reader = newPubsubReader(hb, src.channel)
 	}
+	go func() {
+		defer close(hb.done)
+		hb.reader.run(ctx)
+	}()
+	return hb
 }
 
-// shard is one lock's worth of the user index.
-type shard struct {
-	mu    sync.Mutex
-	users map[string][]*subscriber
-	_     [40]byte // keep neighbouring shards' locks off one cache line
-}
-
-// index maps user ids to their open streams for one recipient field. Dispatch
-// of a message costs one map lookup per recipient plus one push per stream of
-// those recipients, whatever the number of other streams.
-type index struct {
-	field     string // JSON field naming the recipients
-	dataField string // stream mode: entry field holding the message
-	refs      int    // handler instances using it; guarded by the hub's mu
-	seed      maphash.Seed
-	shards    [numShards]shard
-
-	// Stream mode: window sequence numbers of the entries for each user,
-	// and of broadcast entries, oldest first; guarded by the hub's winMu.
-	hist      map[string][]uint64
-	histBcast []uint64
-}
-
-func newIndex(field string) *index {
-	ix := &index{field: field, seed: maphash.MakeSeed()}
-	for i := range ix.shards {
-		ix.shards[i].users = make(map[string][]*subscriber)
+// Destruct stops the reader and ends every stream still attached. It runs
+// once, when the last config using the hub is unloaded.
+func (hb *hub) Destruct() error {
+	hb.cancel()
+	err := hb.reader.close()
+	<-hb.done
+	hb.mu.Lock()
+	for _, ix := range hb.indexes {
+		ix.closeAll()
 	}
+	if hb.up {
+		metrics.redisSubscriptions.WithLabelValues("up").Dec()
+	} else {
+		metrics.redisSubscriptions.WithLabelValues("down").Dec()
+	}
+	hb.mu.Unlock()
+	return errors.Join(err, hb.client.Close())
+}
+
+// attach returns the index for the given fields, creating it on first use.
+func (hb *hub) attach(key indexKey) *index {
+	hb.mu.Lock()
+	defer hb.mu.Unlock()
+	ix := hb.indexes[key]
+	if ix == nil {
+		ix = newIndex(key)
+		hb.reader.addIndex(ix, func() {
+			hb.indexes[key] = ix
+			hb.storeRoutesLocked()
+		})
+	}
+	ix.refs++
 	return ix
 }
 
-func (ix *index) shardFor(user string) *shard {
-	return &ix.shards[maphash.String(ix.seed, user)%numShards]
-}
-
-func (ix *index) add(s *subscriber) {
-	sh := ix.shardFor(s.user)
-	sh.mu.Lock()
-	sh.users[s.user] = append(sh.users[s.user], s)
-	sh.mu.Unlock()
-}
-
-// remove takes s out of the index; it is safe to call after the hub has
-// already removed it.
-func (ix *index) remove(s *subscriber) {
-	sh := ix.shardFor(s.user)
-	sh.mu.Lock()
-	sh.removeLocked(s)
-	sh.mu.Unlock()
-}
-
-func (sh *shard) removeLocked(s *subscriber) {
-	subs := sh.users[s.user]
-	for i, o := range subs {
-		if o == s {
-			last := len(subs) - 1
-			subs[i] = subs[last]
-			subs[last] = nil
-			subs = subs[:last]
-			break
-		}
+// detach releases a handler's use of ix; the last user removes it and ends
+// its streams.
+func (hb *hub) detach(ix *index) {
+	hb.mu.Lock()
+	defer hb.mu.Unlock()
+	if ix.refs--; ix.refs > 0 {
+		return
 	}
-	if len(subs) == 0 {
-		delete(sh.users, s.user)
-	} else {
-		sh.users[s.user] = subs
+	delete(hb.indexes, ix.key)
+	hb.storeRoutesLocked()
+	ix.closeAll()
+}
+
+func (hb *hub) storeRoutesLocked() {
+	routes := make([]*index, 0, len(hb.indexes))
+	for _, ix := range hb.indexes {
+		routes = append(routes, ix)
+	}
+	hb.routes.Store(&routes)
+}
+
+// register adds a new stream; see sourceReader.register.
+func (hb *hub) register(ctx context.Context, ix *index, sub *subscriber, from *entryID, replayLimit int) (preamble, error) {
+	return hb.reader.register(ctx, ix, sub, from, replayLimit)
+}
+
+// preamble is what a stream writes after its retry field and before its
+// live events.
+type preamble struct {
+	position  *event   // a new stream-mode stream's starting point, or nil
+	reset     *event   // sent first when history was cut, or nil
+	reason    string   // the reset's reason
+	replay    []*event // missed events, oldest first
+	fromRedis int      // how many of replay came from Redis rather than memory
+}
+
+// frames returns the preamble's frames in order, after first.
+func (p preamble) frames(first *event) []*event {
+	out := make([]*event, 0, 3+len(p.replay))
+	out = append(out, first)
+	if p.position != nil {
+		out = append(out, p.position)
+	}
+	if p.reset != nil {
+		out = append(out, p.reset)
+	}
+	return append(out, p.replay...)
+}
+
+// record counts a resume in the metrics and the debug log.
+func (p preamble) record(l *zap.Logger) {
+	fromMemory := len(p.replay) - p.fromRedis
+	metrics.replayed.WithLabelValues("memory").Add(float64(fromMemory))
+	metrics.replayed.WithLabelValues("redis").Add(float64(p.fromRedis))
+	if p.reason != "" {
+		metrics.resets.WithLabelValues(p.reason).Inc()
+	}
+	if c := l.Check(zap.DebugLevel, "stream resumed"); c != nil {
+		c.Write(zap.Int("replayed_memory", fromMemory), zap.Int("replayed_redis", p.fromRedis),
+			zap.String("reset", p.reason))
 	}
 }
 
-// deliveryCounts reports what one dispatch did.
-type deliveryCounts struct {
-	delivered int // events queued to streams
-	overflow  int // streams closed because their queue was full
+// isUp reports whether the source is being read.
+func (hb *hub) isUp() bool {
+	hb.mu.Lock()
+	defer hb.mu.Unlock()
+	return hb.up
 }
 
-// deliver queues ev to every stream of the given users (sorted, without
-// duplicates). When broadcast is set, every stream of a handler with
-// broadcast enabled receives it too; each stream receives it at most once.
-func (ix *index) deliver(users []string, broadcast bool, ev *event) deliveryCounts {
-	var c deliveryCounts
-	if broadcast {
-		for i := range ix.shards {
-			sh := &ix.shards[i]
-			sh.mu.Lock()
-			for user, subs := range sh.users {
-				named := slices.Contains(users, user)
-				for j := 0; j < len(subs); j++ {
-					if s := subs[j]; s.broadcast || named {
-						if sh.pushLocked(s, ev, &c) {
-							subs = sh.users[user]
-							j--
-						}
-					}
-				}
-			}
-			sh.mu.Unlock()
-		}
-		return c
-	}
-	for _, user := range users {
-		sh := ix.shardFor(user)
-		sh.mu.Lock()
-		subs := sh.users[user]
-		for j := 0; j < len(subs); j++ {
-			if sh.pushLocked(subs[j], ev, &c) {
-				subs = sh.users[user]
-				j--
-			}
-		}
-		sh.mu.Unlock()
-	}
-	return c
-}
-
-// pushLocked queues ev to s and counts the outcome. It reports whether s was
-// removed from the shard (its queue overflowed), so the caller must re-read
-// the user's slice and revisit the current position.
-func (sh *shard) pushLocked(s *subscriber, ev *event, c *deliveryCounts) (removed bool) {
-	ok, overflow := s.push(ev)
-	switch {
-	case ok:
-		c.delivered++
-	case overflow:
-		c.overflow++
-		sh.removeLocked(s)
+// waitUp waits up to d for the source to be read, so that streams opened in
+// the first moments after a start or reload are not refused. It reports
+// whether the source is up.
+func (hb *hub) waitUp(ctx context.Context, d time.Duration) bool {
+	hb.mu.Lock()
+	up, ch := hb.up, hb.upCh
+	hb.mu.Unlock()
+	if up {
 		return true
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ch:
+		return true
+	case <-t.C:
+	case <-ctx.Done():
 	}
 	return false
 }
 
-// each calls fn for every stream in the index, shard by shard.
-func (ix *index) each(fn func(*subscriber)) {
-	for i := range ix.shards {
-		ix.eachInShard(i, fn)
+// setUp records a state change and logs it once. The first failure to
+// subscribe is logged too, so a wrong or unreachable redis URL is visible at
+// startup and not only as 503s.
+func (hb *hub) setUp(up bool, err error) {
+	hb.mu.Lock()
+	defer hb.mu.Unlock()
+	if hb.up == up && (up || hb.failureLogged) {
+		return
+	}
+	if !up {
+		hb.failureLogged = true
+		if hb.up {
+			hb.upCh = make(chan struct{})
+			metrics.redisSubscriptions.WithLabelValues("up").Dec()
+			metrics.redisSubscriptions.WithLabelValues("down").Inc()
+		}
+		hb.up = false
+		hb.logger.Warn("redis subscription unavailable; retrying", zap.Error(err))
+		return
+	}
+	hb.up = true
+	hb.failureLogged = false
+	close(hb.upCh)
+	metrics.redisSubscriptions.WithLabelValues("down").Dec()
+	metrics.redisSubscriptions.WithLabelValues("up").Inc()
+	hb.logger.Info("redis subscription established")
+}
+
+// count records what a delivery did.
+func (hb *hub) count(c deliveryCounts) {
+	metrics.deliveries.Add(float64(c.delivered))
+	if c.overflow > 0 {
+		metrics.drops.WithLabelValues(string(dropSlowClient)).Add(float64(c.overflow))
+		hb.logger.Warn("slow streams closed: queue full", zap.Int("streams", c.overflow))
 	}
 }
 
-// eachInShard calls fn for every stream in shard i.
-func (ix *index) eachInShard(i int, fn func(*subscriber)) {
-	sh := &ix.shards[i]
-	sh.mu.Lock()
-	for _, subs := range sh.users {
-		for _, s := range subs {
-			fn(s)
+// drop counts a message that reaches nobody and logs it at most once per
+// dropLogEvery, so a misbehaving publisher cannot flood the log. Called from
+// the reader's goroutine only.
+func (hb *hub) drop(reason dropReason) {
+	metrics.drops.WithLabelValues(string(reason)).Inc()
+	if now := time.Now(); now.Sub(hb.lastDropLog) >= dropLogEvery {
+		hb.lastDropLog = now
+		if c := hb.logger.Check(zapcore.WarnLevel, "message dropped"); c != nil {
+			c.Write(zap.String("reason", string(reason)))
 		}
 	}
-	sh.mu.Unlock()
 }
 
-// closeAll ends every stream in the index; used when the hub is destroyed.
-func (ix *index) closeAll() {
-	for i := range ix.shards {
-		sh := &ix.shards[i]
-		sh.mu.Lock()
-		for user, subs := range sh.users {
-			for _, s := range subs {
-				s.close()
-			}
-			delete(sh.users, user)
-		}
-		sh.mu.Unlock()
+// backoff is the capped exponential delay between reconnection attempts.
+type backoff time.Duration
+
+// wait sleeps for the current delay, with jitter, and doubles it; it
+// reports false if ctx ended first.
+func (b *backoff) wait(ctx context.Context) bool {
+	d := time.Duration(*b)
+	*b = backoff(min(2*d, backoffMax))
+	return sleepCtx(ctx, jitter(d))
+}
+
+func (b *backoff) reset() { *b = backoff(backoffMin) }
+
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
+}
+
+// jitter spreads reconnects of several Caddy instances by ±20 %.
+func jitter(d time.Duration) time.Duration {
+	return d - d/5 + rand.N(2*d/5+1)
+}
+
+// sleepCtx sleeps for d and reports false if ctx ended first.
+func sleepCtx(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-ctx.Done():
+		return false
 	}
-}
-
-// count returns the number of streams in the index.
-func (ix *index) count() int {
-	n := 0
-	ix.each(func(*subscriber) { n++ })
-	return n
 }

@@ -2,7 +2,6 @@ package notify
 
 import (
 	"fmt"
-	"strconv"
 	"testing"
 	"time"
 
@@ -11,103 +10,6 @@ import (
 	"go.uber.org/zap/zapcore"
 	"go.uber.org/zap/zaptest/observer"
 )
-
-// drain returns the events queued to s.
-func drain(s *subscriber) []string {
-	var out []string
-	for _, ev := range s.take(nil) {
-		out = append(out, string(ev.wire))
-	}
-	return out
-}
-
-func TestIndexDeliver(t *testing.T) {
-	ix := newIndex("recipient_id")
-	alice1 := newSubscriber("alice", false, nil, 10)
-	alice2 := newSubscriber("alice", true, nil, 10)
-	bob := newSubscriber("bob", true, nil, 10)
-	carol := newSubscriber("carol", false, nil, 10)
-	for _, s := range []*subscriber{alice1, alice2, bob, carol} {
-		ix.add(s)
-	}
-	ev := func(s string) *event { return &event{wire: []byte(s)} }
-
-	c := ix.deliver([]string{"alice"}, false, ev("a"))
-	if c.delivered != 2 || c.overflow != 0 {
-		t.Errorf("to alice: %+v", c)
-	}
-	c = ix.deliver(nil, true, ev("all"))
-	if c.delivered != 2 { // alice2 and bob have broadcast on
-		t.Errorf("broadcast: %+v", c)
-	}
-	c = ix.deliver([]string{"carol"}, true, ev("all+carol"))
-	if c.delivered != 3 {
-		t.Errorf("broadcast plus carol: %+v", c)
-	}
-	c = ix.deliver([]string{"nobody"}, false, ev("x"))
-	if c.delivered != 0 {
-		t.Errorf("to nobody: %+v", c)
-	}
-	for s, want := range map[*subscriber]string{
-		alice1: "[a]", alice2: "[a all all+carol]", bob: "[all all+carol]", carol: "[all+carol]",
-	} {
-		if got := fmt.Sprint(drain(s)); got != want {
-			t.Errorf("%s got %s, want %s", s.user, got, want)
-		}
-	}
-
-	ix.remove(alice1)
-	ix.remove(alice1) // twice is harmless
-	if n := ix.count(); n != 3 {
-		t.Errorf("%d streams after removal, want 3", n)
-	}
-}
-
-func TestIndexOverflowClosesOnlyTheFullStream(t *testing.T) {
-	ix := newIndex("recipient_id")
-	slow := newSubscriber("alice", false, nil, 3)
-	fast := newSubscriber("alice", false, nil, 3)
-	ix.add(slow)
-	ix.add(fast)
-	var overflow int
-	for i := range 5 {
-		c := ix.deliver([]string{"alice"}, false, &event{wire: []byte(strconv.Itoa(i))})
-		overflow += c.overflow
-		drain(fast)
-	}
-	if overflow != 1 {
-		t.Errorf("overflow %d, want 1", overflow)
-	}
-	if _, ok := <-slow.wake; ok {
-		if _, ok := <-slow.wake; ok {
-			t.Error("slow stream's wake channel not closed")
-		}
-	}
-	if n := ix.count(); n != 1 {
-		t.Errorf("%d streams left, want 1", n)
-	}
-	if delivered, overflow := slow.push(pingEvent); delivered || overflow {
-		t.Error("push to a closed stream must be a no-op")
-	}
-}
-
-func TestSubscriberPing(t *testing.T) {
-	s := newSubscriber("a", false, nil, 4)
-	s.ping()
-	if got := drain(s); len(got) != 1 || got[0] != ": ping\n\n" {
-		t.Fatalf("idle stream: %q", got)
-	}
-	s.push(&event{wire: []byte("e")})
-	drain(s)
-	s.ping() // the stream was busy since the last beat: no ping
-	if got := drain(s); len(got) != 0 {
-		t.Fatalf("busy stream pinged: %q", got)
-	}
-	s.ping()
-	if got := drain(s); len(got) != 1 {
-		t.Fatalf("stream idle for a whole interval not pinged: %q", got)
-	}
-}
 
 // TestHubLifecycleLeaksNothing runs a hub against a real Redis, delivers a
 // message, and destroys it: no goroutine may remain.

@@ -12,18 +12,37 @@ import (
 	"github.com/caddyserver/caddy/v2"
 )
 
-// openSubscribers counts the streams registered in every live hub.
-func openSubscribers() int {
-	n := 0
+// eachSubscriber calls fn for every stream registered in every live hub.
+func eachSubscriber(fn func(*subscriber)) {
 	hubs.Range(func(_, v any) bool {
 		hb := v.(*hub)
 		hb.mu.Lock()
 		for _, ix := range hb.indexes {
-			n += ix.count()
+			eachInIndex(ix, fn)
 		}
 		hb.mu.Unlock()
 		return true
 	})
+}
+
+// eachInIndex calls fn for every stream in ix.
+func eachInIndex(ix *index, fn func(*subscriber)) {
+	for i := range ix.shards {
+		ix.eachInShard(i, fn)
+	}
+}
+
+// countStreams returns the number of streams in ix.
+func countStreams(ix *index) int {
+	n := 0
+	eachInIndex(ix, func(*subscriber) { n++ })
+	return n
+}
+
+// openSubscribers counts the streams registered in every live hub.
+func openSubscribers() int {
+	n := 0
+	eachSubscriber(func(*subscriber) { n++ })
 	return n
 }
 

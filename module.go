@@ -133,17 +133,19 @@ type Handler struct {
 	// Default: 10s.
 	WriteTimeout caddy.Duration `json:"write_timeout,omitempty"`
 
-	redisURL  string // Redis with placeholders resolved
-	heartbeat time.Duration
-	tokens    tokenSource
-	cors      corsPolicy
-	auth      *authClient
-	hub       *hub
-	hubKey    string
-	index     *index
-	stopCtx   context.Context // done when this config starts stopping
-	stop      context.CancelFunc
-	logger    *zap.Logger
+	redisURL   string // Redis with placeholders resolved
+	heartbeat  time.Duration
+	tokens     tokenSource
+	cors       corsPolicy
+	auth       *authClient
+	hub        *hub
+	hubKey     string
+	index      *index
+	beat       *heartbeat      // nil when heartbeats are off
+	retryFrame *event          // every stream's first frame
+	stopCtx    context.Context // done when this config starts stopping
+	stop       context.CancelFunc
+	logger     *zap.Logger
 }
 
 // CaddyModule returns the Caddy module information.
@@ -192,6 +194,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		return fmt.Errorf("watching stopping event: %w", err)
 	}
 
+	h.retryFrame = retryEvent(time.Duration(h.Retry))
 	src := source{channel: h.Channel}
 	ixKey := indexKey{recipientField: h.RecipientField}
 	if h.Stream != "" {
@@ -210,7 +213,8 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	h.index = h.hub.attach(ixKey)
 
 	if h.heartbeat > 0 {
-		go h.beat()
+		h.beat = newHeartbeat(h.heartbeat)
+		go h.beat.run(h.stopCtx, h.index)
 	}
 	return nil
 }
@@ -308,34 +312,6 @@ func (h *Handler) Cleanup() error {
 	h.hub.detach(h.index)
 	_, err := hubs.Delete(h.hubKey)
 	return err
-}
-
-// maxBeatSlots is how many ticks, at most, share one shard's heartbeats.
-const maxBeatSlots = 16
-
-// beat sends heartbeats to this handler's idle streams until the config
-// stops. One ticker per handler replaces a timer per stream. The interval is
-// cut into up to numShards×maxBeatSlots ticks (no shorter than about 5 ms
-// each); a tick pings the streams of one shard whose random slot matches, so
-// pings are spread evenly over the interval instead of thousands of them
-// competing with events at one instant.
-func (h *Handler) beat() {
-	slots := int(min(max(h.heartbeat/(numShards*5*time.Millisecond), 1), maxBeatSlots))
-	t := time.NewTicker(max(h.heartbeat/time.Duration(numShards*slots), time.Millisecond))
-	defer t.Stop()
-	for tick := 0; ; tick++ {
-		select {
-		case <-h.stopCtx.Done():
-			return
-		case <-t.C:
-			shard, slot := tick%numShards, (tick/numShards)%slots
-			h.index.eachInShard(shard, func(s *subscriber) {
-				if s.owner == h && int(s.beatSlot)%slots == slot {
-					s.ping()
-				}
-			})
-		}
-	}
 }
 
 // stopOnEvent adapts a cancel func to caddyevents.Handler.

@@ -5,11 +5,13 @@ import (
 	"time"
 )
 
+// Every SSE frame the handler writes is built here.
+
 // event is one pre-framed chunk of the SSE wire format. The same event value
 // is queued to every stream that receives it, so a message is framed once no
 // matter how many streams it reaches; it must never be modified once queued.
 type event struct {
-	id   streamID // stream entry ID in stream mode; zero for pub/sub
+	id   entryID // Redis Stream entry ID in stream mode; zero for pub/sub
 	wire []byte
 }
 
@@ -17,8 +19,56 @@ type event struct {
 // keeps proxies and NATs from closing an idle connection.
 var pingEvent = &event{wire: []byte(": ping\n\n")}
 
-// appendRetry appends the retry field that tells EventSource how long to wait
-// before reconnecting.
+// messageEvent frames a pub/sub message: data fields only.
+func messageEvent(payload []byte) *event {
+	return &event{wire: appendEvent(nil, "", payload)}
+}
+
+// entryEvent frames the message of a Redis Stream entry, with the entry ID as
+// the SSE id so that the client can resume after it.
+func entryEvent(id entryID, payload []byte) *event {
+	return &event{id: id, wire: appendEvent(nil, id.String(), payload)}
+}
+
+// positionEvent is an id field alone: EventSource records it as its last
+// event ID without dispatching anything. A new stream-mode stream starts
+// with one, so that a client reconnecting before its first event resumes
+// from where it started.
+func positionEvent(id entryID) *event {
+	b := append([]byte("id: "), id.String()...)
+	return &event{id: id, wire: append(b, "\n\n"...)}
+}
+
+// Reasons carried by the reset event.
+const (
+	resetTruncated  = "history_truncated"     // entries after Last-Event-ID were trimmed
+	resetUnknownID  = "unknown_last_event_id" // Last-Event-ID is newer than the stream
+	resetReplayOver = "replay_limit"          // more events than replay_limit were missed
+)
+
+// resetEvent tells a client that its history was cut and it should refetch
+// its state. id, when not nil, is where the stream continues, so that a
+// reconnect right after it does not repeat the reset.
+func resetEvent(reason string, id *entryID) *event {
+	var b []byte
+	if id != nil {
+		b = append(b, "id: "...)
+		b = id.appendTo(b)
+		b = append(b, '\n')
+	}
+	b = append(b, "event: reset\ndata: {\"reason\":\""...)
+	b = append(b, reason...)
+	b = append(b, "\"}\n\n"...)
+	return &event{wire: b}
+}
+
+// retryEvent is the retry field that tells EventSource how long to wait
+// before reconnecting; a stream's first frame.
+func retryEvent(d time.Duration) *event {
+	return &event{wire: appendRetry(nil, d)}
+}
+
+// appendRetry appends the retry field.
 func appendRetry(dst []byte, d time.Duration) []byte {
 	dst = append(dst, "retry: "...)
 	dst = strconv.AppendInt(dst, d.Milliseconds(), 10)

@@ -49,10 +49,12 @@ func waitReaderAt(t testing.TB, id string) {
 	waitFor(t, 5*time.Second, "the stream reader at "+id, func() bool {
 		at := true
 		hubs.Range(func(_, v any) bool {
-			hb := v.(*hub)
-			hb.winMu.Lock()
-			at = at && hb.win != nil && hb.win.last.String() == id
-			hb.winMu.Unlock()
+			r, ok := v.(*hub).reader.(*streamReader)
+			if ok {
+				r.mu.Lock()
+				at = at && r.win.last.String() == id
+				r.mu.Unlock()
+			}
 			return true
 		})
 		return at
@@ -510,10 +512,11 @@ func TestResumeWaitsForALaggingReader(t *testing.T) {
 		t.Fatal("reader not up")
 	}
 	xadd(t, c, numberedMsg("alice", 1))
+	reader := hb.reader.(*streamReader)
 	waitFor(t, 5*time.Second, "entry 1 read", func() bool {
-		hb.winMu.Lock()
-		defer hb.winMu.Unlock()
-		return hb.win.n == 1
+		reader.mu.Lock()
+		defer reader.mu.Unlock()
+		return reader.win.n == 1
 	})
 	mu.Lock()
 	paused = true
@@ -521,16 +524,16 @@ func TestResumeWaitsForALaggingReader(t *testing.T) {
 	// The reader finishes its current XREAD BLOCK (up to readBlock), then
 	// waits at the gate; entry 2 is added meanwhile.
 	time.Sleep(readBlock + 200*time.Millisecond)
-	id2, _ := parseStreamID(xadd(t, c, numberedMsg("alice", 2)))
+	id2, _ := parseEntryID(xadd(t, c, numberedMsg("alice", 2)))
 
 	type result struct {
-		res resumeResult
+		res preamble
 		err error
 	}
 	done := make(chan result, 1)
 	sub := newSubscriber("alice", false, nil, 16)
 	go func() {
-		res, err := hb.resume(t.Context(), ix, sub, id2, 100)
+		res, err := hb.register(t.Context(), ix, sub, &id2, 100)
 		done <- result{res, err}
 	}()
 	time.Sleep(200 * time.Millisecond)

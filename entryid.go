@@ -5,25 +5,25 @@ import (
 	"strings"
 )
 
-// streamID is a Redis Stream entry ID, <ms>-<seq>. The zero value is 0-0,
+// entryID is a Redis Stream entry ID, <ms>-<seq>. The zero value is 0-0,
 // which precedes every entry.
-type streamID struct {
+type entryID struct {
 	ms, seq uint64
 }
 
-// parseStreamID accepts exactly "<ms>-<seq>" with two decimal parts, the
+// parseEntryID accepts exactly "<ms>-<seq>" with two decimal parts, the
 // form Redis gives entries and the handler sends as SSE ids.
-func parseStreamID(s string) (streamID, bool) {
+func parseEntryID(s string) (entryID, bool) {
 	msPart, seqPart, ok := strings.Cut(s, "-")
 	if !ok || !isDecimal(msPart) || !isDecimal(seqPart) {
-		return streamID{}, false
+		return entryID{}, false
 	}
 	ms, err1 := strconv.ParseUint(msPart, 10, 64)
 	seq, err2 := strconv.ParseUint(seqPart, 10, 64)
 	if err1 != nil || err2 != nil {
-		return streamID{}, false
+		return entryID{}, false
 	}
-	return streamID{ms, seq}, true
+	return entryID{ms, seq}, true
 }
 
 func isDecimal(s string) bool {
@@ -38,16 +38,16 @@ func isDecimal(s string) bool {
 	return true
 }
 
-func (a streamID) less(b streamID) bool {
+func (a entryID) less(b entryID) bool {
 	return a.ms < b.ms || (a.ms == b.ms && a.seq < b.seq)
 }
 
-func (a streamID) String() string {
+func (a entryID) String() string {
 	return strconv.FormatUint(a.ms, 10) + "-" + strconv.FormatUint(a.seq, 10)
 }
 
 // appendTo appends the ID's text to dst without allocating.
-func (a streamID) appendTo(dst []byte) []byte {
+func (a entryID) appendTo(dst []byte) []byte {
 	dst = strconv.AppendUint(dst, a.ms, 10)
 	dst = append(dst, '-')
 	return strconv.AppendUint(dst, a.seq, 10)

@@ -1,0 +1,136 @@
+package notify
+
+import (
+	"errors"
+	"net/http"
+	"time"
+
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+)
+
+// frameWriter is where one stream's frames go: the ResponseWriter
+// (rcWriter, below) or a hijacked HTTP/1 connection (hijackWriter,
+// hijack.go).
+type frameWriter interface {
+	// writeFrames writes frames in order and pushes them to the client,
+	// giving up at deadline.
+	writeFrames(frames []*event, deadline time.Time) error
+	// gone is closed when the client has left.
+	gone() <-chan struct{}
+	// close releases the connection once the stream has ended.
+	close()
+}
+
+// stream is one open event stream: the subscriber's queue, drained to a
+// frameWriter by one loop.
+type stream struct {
+	sub          *subscriber
+	ix           *index
+	out          frameWriter
+	stop         <-chan struct{} // closed when the config starts stopping
+	writeTimeout time.Duration
+	logger       *zap.Logger
+}
+
+// run writes first, then each batch of queued events, until the client
+// leaves, the subscriber is closed (its queue overflowed, or the hub is
+// gone), a write fails or times out, or the config stops; then it releases
+// the stream.
+func (s *stream) run(first []*event) {
+	defer s.end()
+	if !s.write(first) {
+		return
+	}
+	var batch []*event
+	for {
+		select {
+		case <-s.out.gone():
+			return
+		case <-s.stop:
+			return
+		case _, ok := <-s.sub.wake:
+			if !ok {
+				return // closed by the hub: the client reconnects
+			}
+			batch = s.sub.take(batch)
+			ok = s.write(batch)
+			clear(batch) // let the events go before the next batch
+			if !ok {
+				return
+			}
+		}
+	}
+}
+
+// write sends frames within write_timeout and reports whether the stream
+// can go on.
+func (s *stream) write(frames []*event) bool {
+	err := s.out.writeFrames(frames, time.Now().Add(s.writeTimeout))
+	if err == nil {
+		return true
+	}
+	if errors.Is(err, errNotFlushable) {
+		s.logger.Error("streaming is impossible here", zap.Error(err))
+	} else if c := s.logger.Check(zapcore.DebugLevel, "stream write failed"); c != nil {
+		c.Write(zap.Error(err))
+	}
+	return false
+}
+
+func (s *stream) end() {
+	s.ix.remove(s.sub)
+	s.out.close()
+	metrics.streamsOpen.Dec()
+}
+
+// errNotFlushable reports a ResponseWriter that cannot flush: events would
+// sit in a buffer instead of reaching the client.
+var errNotFlushable = errors.New("the response cannot be flushed")
+
+// rcWriter writes a stream through its ResponseWriter: HTTP/2 and HTTP/3
+// streams, and HTTP/1 ones whose connection cannot be hijacked.
+type rcWriter struct {
+	w    http.ResponseWriter
+	rc   *http.ResponseController
+	done <-chan struct{}
+}
+
+// newRCWriter sends the status line; headers and frames follow with the
+// first writeFrames.
+func newRCWriter(w http.ResponseWriter, r *http.Request) *rcWriter {
+	rc := http.NewResponseController(w)
+	// An expired read deadline would cancel the request on HTTP/1.1; a
+	// stream reads nothing after its headers.
+	_ = rc.SetReadDeadline(time.Time{})
+	w.WriteHeader(http.StatusOK)
+	return &rcWriter{w: w, rc: rc, done: r.Context().Done()}
+}
+
+func (w *rcWriter) writeFrames(frames []*event, deadline time.Time) error {
+	if err := w.rc.SetWriteDeadline(deadline); err != nil && !errors.Is(err, http.ErrNotSupported) {
+		return err
+	}
+	for _, ev := range frames {
+		if _, err := w.w.Write(ev.wire); err != nil {
+			return err
+		}
+	}
+	if err := w.rc.Flush(); err != nil {
+		if errors.Is(err, http.ErrNotSupported) {
+			return errNotFlushable
+		}
+		return err
+	}
+	// Clear the deadline: HTTP/2 resets a stream whose write deadline
+	// passes even when nothing is being written.
+	if err := w.rc.SetWriteDeadline(time.Time{}); err != nil && !errors.Is(err, http.ErrNotSupported) {
+		return err
+	}
+	return nil
+}
+
+func (w *rcWriter) gone() <-chan struct{} { return w.done }
+
+// close has nothing to release: the request ends when ServeHTTP returns.
+func (w *rcWriter) close() {}

@@ -1,0 +1,100 @@
+package notify
+
+import (
+	"math/rand/v2"
+	"sync"
+)
+
+// subscriber is the queue of one open stream, between the dispatcher that
+// fills it and the stream's writer that empties it. It costs a small struct
+// and a one-slot channel while idle: events wait in q, a slice that grows
+// only while a burst is queued, so no per-stream buffer is reserved up front.
+type subscriber struct {
+	user      string     // canonical user id
+	broadcast bool       // receives messages addressed to "*"
+	beat      *heartbeat // the heartbeat that pings it, or nil
+	beatSlot  uint8      // which tick of its shard's turn pings it (see heartbeat.run)
+	limit     int        // queue bound; reaching it closes the stream
+
+	mu     sync.Mutex
+	q      []*event
+	busy   bool          // an event was queued since the last heartbeat
+	closed bool          // no more events: the stream must end
+	wake   chan struct{} // one slot; signalled when q becomes non-empty, closed with closed
+}
+
+func newSubscriber(user string, broadcast bool, beat *heartbeat, limit int) *subscriber {
+	return &subscriber{
+		user: user, broadcast: broadcast, beat: beat, limit: limit,
+		beatSlot: uint8(rand.N(maxBeatSlots)), wake: make(chan struct{}, 1),
+	}
+}
+
+// push queues ev. delivered reports that it was queued; overflow that the
+// queue was full, in which case the subscriber is now closed (the client
+// reconnects) and the caller counts a drop. Both are false when the
+// subscriber was already closed.
+func (s *subscriber) push(ev *event) (delivered, overflow bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return false, false
+	}
+	if len(s.q) >= s.limit {
+		s.closeLocked()
+		return false, true
+	}
+	s.q = append(s.q, ev)
+	s.busy = true
+	s.signalLocked()
+	return true, false
+}
+
+// ping queues a heartbeat unless the stream carried an event since the last
+// one or still has events queued (they will be written soon anyway).
+func (s *subscriber) ping() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed || len(s.q) > 0 {
+		return
+	}
+	if s.busy {
+		s.busy = false
+		return
+	}
+	s.q = append(s.q, pingEvent)
+	s.signalLocked()
+}
+
+func (s *subscriber) signalLocked() {
+	select {
+	case s.wake <- struct{}{}:
+	default: // already signalled
+	}
+}
+
+// take moves the queued events into buf (reused between calls) and returns it.
+func (s *subscriber) take(buf []*event) []*event {
+	s.mu.Lock()
+	buf, s.q = s.q, buf[:0]
+	if cap(s.q) > 64 {
+		s.q = nil // let a burst's backing array go instead of keeping it per stream
+	}
+	s.mu.Unlock()
+	return buf
+}
+
+// close ends the stream: its wake channel is closed and nothing more is queued.
+func (s *subscriber) close() {
+	s.mu.Lock()
+	s.closeLocked()
+	s.mu.Unlock()
+}
+
+func (s *subscriber) closeLocked() {
+	if !s.closed {
+		s.closed = true
+		s.q = nil
+		close(s.wake)
+	}
+}
