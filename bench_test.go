@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net/http"
 	"strconv"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -176,4 +177,19 @@ func BenchmarkConnect(b *testing.B) {
 		}
 		resp.Body.Close()
 	}
+}
+
+// BenchmarkIndexChurn measures streams connecting and disconnecting from
+// every core at once, each on its own user: what shard locks cost when they
+// are not contended.
+func BenchmarkIndexChurn(b *testing.B) {
+	ix := newIndex(indexKey{recipientField: "recipient_id"})
+	var next atomic.Int64
+	b.RunParallel(func(pb *testing.PB) {
+		s := newSubscriber("user-"+strconv.FormatInt(next.Add(1), 10), false, nil, 8)
+		for pb.Next() {
+			ix.add(s)
+			ix.remove(s)
+		}
+	})
 }
