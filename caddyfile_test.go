@@ -238,34 +238,3 @@ func TestExampleCaddyfileAdapts(t *testing.T) {
 		t.Fatalf("no notify handler in %s", out)
 	}
 }
-
-// TestValidate covers what only a JSON config can get wrong: the Caddyfile
-// parser already refuses these.
-func TestValidate(t *testing.T) {
-	neg := caddy.Duration(-1)
-	tests := []struct {
-		name    string
-		h       Handler
-		wantErr string
-	}{
-		{"ok", Handler{AuthURL: "http://a/"}, ""},
-		{"ok stream", Handler{AuthURL: "http://a/", Stream: "s"}, ""},
-		{"no auth_url", Handler{}, "auth_url is required"},
-		{"channel and stream", Handler{AuthURL: "http://a/", Channel: "c", Stream: "s"}, "channel and stream are alternatives"},
-		{"negative replay_limit", Handler{AuthURL: "http://a/", Stream: "s", ReplayLimit: -1}, "replay_limit, history_entries and history_bytes must be positive"},
-		{"queue too large", Handler{AuthURL: "http://a/", QueueSize: 5000}, "queue_size must be between 1 and 1000"},
-		{"negative timeout", Handler{AuthURL: "http://a/", AuthTimeout: -1}, "auth_timeout must not be negative"},
-		{"negative heartbeat", Handler{AuthURL: "http://a/", Heartbeat: &neg}, "heartbeat must not be negative"},
-		{"bad origin", Handler{AuthURL: "http://a/", CORS: []string{"app.example.com"}}, "is not an origin"},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			h := tt.h
-			h.applyDefaults()
-			err := h.Validate()
-			if (tt.wantErr == "") != (err == nil) || (err != nil && !strings.Contains(err.Error(), tt.wantErr)) {
-				t.Fatalf("Validate() = %v, want %q", err, tt.wantErr)
-			}
-		})
-	}
-}
