@@ -1,8 +1,11 @@
 package notify
 
 import (
+	"fmt"
+	"math"
 	"slices"
 	"strconv"
+	"strings"
 
 	"github.com/dustin/go-humanize"
 
@@ -50,142 +53,140 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //	    write_timeout   <duration>
 //	}
 //
-// auth_url is required; every other subdirective is optional and may appear
-// once, except cors, which may be repeated.
+// Every subdirective may appear once, except cors, which may be repeated.
+//
+// The parser checks syntax only: names, argument counts, repeats, nested
+// blocks, and values that do not parse into their field's type (a duration,
+// a size, a whole number). It fails at adapt time with the file and line.
+// Meaning (auth_url is required, URL shapes, ranges, settings that need
+// stream, origins) is Validate's: it runs when the config loads and gives a
+// Caddyfile the same message as the JSON config it adapts to (issue 7).
 func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	d.Next() // directive name; the matcher was already removed
 	if d.NextArg() {
 		return d.Errf("notify takes no arguments besides a matcher; put settings in its block")
 	}
+	// The subdirectives that take one value, each with the field it goes
+	// into: adding a setting is one line here.
+	single := map[string]func(string) error{
+		"redis":           setString(&h.Redis),
+		"channel":         setString(&h.Channel),
+		"stream":          setString(&h.Stream),
+		"stream_field":    setString(&h.StreamField),
+		"replay_limit":    setInt(&h.ReplayLimit),
+		"history_entries": setInt(&h.HistoryEntries),
+		"history_bytes":   setSize(&h.HistoryBytes),
+		"recipient_field": setString(&h.RecipientField),
+		"auth_url":        setString(&h.AuthURL),
+		"user_field":      setString(&h.UserField),
+		"auth_timeout":    setDuration(&h.AuthTimeout),
+		"auth_cache":      setDuration(&h.AuthCache),
+		"token_query":     setString(&h.TokenQuery),
+		"token_cookie":    setString(&h.TokenCookie),
+		"heartbeat": func(arg string) error {
+			// A pointer: 0 turns heartbeats off, unset means the default.
+			var hb caddy.Duration
+			if err := setDuration(&hb)(arg); err != nil {
+				return err
+			}
+			h.Heartbeat = &hb
+			return nil
+		},
+		"retry":         setDuration(&h.Retry),
+		"queue_size":    setInt(&h.QueueSize),
+		"write_timeout": setDuration(&h.WriteTimeout),
+	}
 	seen := map[string]bool{}
 	for d.NextBlock(0) {
 		opt := d.Val()
+		set, isSingle := single[opt]
+		if !isSingle && opt != "broadcast" && opt != "cors" {
+			return d.Errf("unrecognized notify subdirective %q", opt)
+		}
 		if seen[opt] && opt != "cors" {
 			return d.Errf("%s specified more than once", opt)
 		}
 		seen[opt] = true
+		args := d.RemainingArgs()
+		if d.NextBlock(d.Nesting()) {
+			return d.Errf("%s does not take a block", opt)
+		}
 
-		switch opt {
-		case "broadcast":
-			if d.NextArg() {
+		switch {
+		case opt == "broadcast":
+			if len(args) > 0 {
 				return d.Errf("broadcast takes no arguments")
 			}
 			h.Broadcast = true
-			continue
-		case "cors":
-			origins := d.RemainingArgs()
-			if len(origins) == 0 {
+		case opt == "cors":
+			if len(args) == 0 {
 				return d.Errf("cors needs at least one origin")
 			}
-			for _, o := range origins {
-				if err := checkOrigin(o); err != nil {
-					return d.Errf("cors: %v", err)
-				}
+			for _, o := range args {
 				if !slices.Contains(h.CORS, o) {
 					h.CORS = append(h.CORS, o)
 				}
 			}
-			continue
-		}
-
-		var arg string
-		if !d.AllArgs(&arg) {
+		case len(args) != 1:
 			return d.Errf("%s takes exactly one argument", opt)
-		}
-		if d.NextBlock(d.Nesting()) {
-			return d.Errf("%s does not take a block", opt)
-		}
-		switch opt {
-		case "redis":
-			if !hasPlaceholder(arg) {
-				if err := checkRedisURL(arg); err != nil {
-					return d.Errf("redis: %v", err)
-				}
-			}
-			h.Redis = arg
-		case "channel":
-			if seen["stream"] {
-				return d.Errf("channel and stream are alternatives: name one")
-			}
-			h.Channel = arg
-		case "stream":
-			if seen["channel"] {
-				return d.Errf("channel and stream are alternatives: name one")
-			}
-			h.Stream = arg
-		case "stream_field":
-			h.StreamField = arg
-		case "replay_limit", "history_entries":
-			n, err := strconv.Atoi(arg)
-			if err != nil || n < 1 {
-				return d.Errf("%s must be a positive whole number", opt)
-			}
-			if opt == "replay_limit" {
-				h.ReplayLimit = n
-			} else {
-				h.HistoryEntries = n
-			}
-		case "history_bytes":
-			n, err := humanize.ParseBytes(arg)
-			if err != nil || n < 1 || n > 1<<40 {
-				return d.Errf("history_bytes must be a size such as 32MiB")
-			}
-			h.HistoryBytes = int(n)
-		case "recipient_field":
-			h.RecipientField = arg
-		case "auth_url":
-			if !hasPlaceholder(arg) {
-				if err := checkHTTPURL(arg); err != nil {
-					return d.Errf("auth_url: %v", err)
-				}
-			}
-			h.AuthURL = arg
-		case "user_field":
-			h.UserField = arg
-		case "token_query":
-			h.TokenQuery = arg
-		case "token_cookie":
-			h.TokenCookie = arg
-		case "auth_timeout", "retry", "write_timeout", "heartbeat", "auth_cache":
-			dur, err := caddy.ParseDuration(arg)
-			if err != nil {
-				return d.Errf("parsing %s: %v", opt, err)
-			}
-			if dur < 0 || (dur == 0 && opt != "heartbeat" && opt != "auth_cache") {
-				return d.Errf("%s must be positive", opt)
-			}
-			cd := caddy.Duration(dur)
-			switch opt {
-			case "auth_timeout":
-				h.AuthTimeout = cd
-			case "retry":
-				h.Retry = cd
-			case "write_timeout":
-				h.WriteTimeout = cd
-			case "heartbeat":
-				h.Heartbeat = &cd
-			case "auth_cache":
-				h.AuthCache = cd
-			}
-		case "queue_size":
-			n, err := strconv.Atoi(arg)
-			if err != nil || n < 1 || n > MaxQueueSize {
-				return d.Errf("queue_size must be a whole number from 1 to %d", MaxQueueSize)
-			}
-			h.QueueSize = n
 		default:
-			return d.Errf("unrecognized notify subdirective %q", opt)
-		}
-	}
-	if h.AuthURL == "" {
-		return d.Err("notify: auth_url is required")
-	}
-	if h.Stream == "" {
-		for _, opt := range []string{"stream_field", "replay_limit", "history_entries", "history_bytes"} {
-			if seen[opt] {
-				return d.Errf("%s applies to stream mode only: add stream <key>", opt)
+			if err := set(args[0]); err != nil {
+				return d.Errf("%s: %v", opt, err)
 			}
 		}
 	}
 	return nil
+}
+
+// The setters below only turn text into a field's type; a value of the right
+// type that is out of range or makes no sense is left for Validate.
+
+func setString(field *string) func(string) error {
+	return func(arg string) error {
+		*field = arg
+		return nil
+	}
+}
+
+func setInt(field *int) func(string) error {
+	return func(arg string) error {
+		n, err := strconv.Atoi(arg)
+		if err != nil {
+			return fmt.Errorf("%q is not a whole number", arg)
+		}
+		*field = n
+		return nil
+	}
+}
+
+// setSize reads a size such as 32MiB or 512KB. A leading minus sign is
+// accepted, as it is by setInt, so that a negative size reaches Validate
+// and gets the same message as a negative number in JSON.
+func setSize(field *int) func(string) error {
+	return func(arg string) error {
+		digits, negative := strings.CutPrefix(arg, "-")
+		n, err := humanize.ParseBytes(digits)
+		if err != nil {
+			return fmt.Errorf("%q is not a size such as 32MiB", arg)
+		}
+		if n > math.MaxInt {
+			return fmt.Errorf("%q is too large", arg)
+		}
+		*field = int(n)
+		if negative {
+			*field = -*field
+		}
+		return nil
+	}
+}
+
+func setDuration(field *caddy.Duration) func(string) error {
+	return func(arg string) error {
+		dur, err := caddy.ParseDuration(arg)
+		if err != nil {
+			return fmt.Errorf("%q is not a duration such as 500ms, 15s or 1d", arg)
+		}
+		*field = caddy.Duration(dur)
+		return nil
+	}
 }

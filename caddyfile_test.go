@@ -51,32 +51,27 @@ func TestUnmarshalCaddyfile(t *testing.T) {
 	}
 }
 
+// TestUnmarshalCaddyfileErrors covers the parser's own errors: syntax only.
+// Mistakes of meaning parse fine and are Validate's (see validate_test.go).
 func TestUnmarshalCaddyfileErrors(t *testing.T) {
 	tests := []struct{ name, input, wantErr string }{
-		{"missing auth_url", "notify {\n redis redis://x:1\n}", "auth_url is required"},
-		{"empty block", "notify", "auth_url is required"},
-		{"inline argument", "notify extra {\n auth_url http://a/\n}", "takes no arguments"},
+		{"inline argument", "notify extra {\n auth_url http://a/\n}", "notify takes no arguments besides a matcher"},
 		{"unknown subdirective", "notify {\n auth_url http://a/\n bogus 1\n}", `unrecognized notify subdirective "bogus"`},
+		{"unknown subdirective twice", "notify {\n bogus\n bogus\n}", `unrecognized notify subdirective "bogus"`},
 		{"no value", "notify {\n auth_url\n}", "auth_url takes exactly one argument"},
 		{"two values", "notify {\n auth_url http://a/ http://b/\n}", "auth_url takes exactly one argument"},
 		{"duplicate", "notify {\n auth_url http://a/\n auth_url http://b/\n}", "auth_url specified more than once"},
-		{"relative auth_url", "notify {\n auth_url /check\n}", "not an absolute http:// or https:// URL"},
-		{"ftp auth_url", "notify {\n auth_url ftp://a/\n}", "not an absolute"},
-		{"bad redis", "notify {\n auth_url http://a/\n redis http://x\n}", "not a valid redis:// or rediss:// URL"},
-		{"bad duration", "notify {\n auth_url http://a/\n heartbeat soon\n}", "parsing heartbeat"},
-		{"negative duration", "notify {\n auth_url http://a/\n auth_timeout -1s\n}", "auth_timeout must be positive"},
-		{"zero retry", "notify {\n auth_url http://a/\n retry 0\n}", "retry must be positive"},
-		{"broadcast with argument", "notify {\n auth_url http://a/\n broadcast yes\n}", "broadcast takes no arguments"},
-		{"cors without origin", "notify {\n auth_url http://a/\n cors\n}", "cors needs at least one origin"},
-		{"cors with path", "notify {\n auth_url http://a/\n cors https://a.example/app\n}", "is not an origin"},
-		{"queue too large", "notify {\n auth_url http://a/\n queue_size 1001\n}", "queue_size must be a whole number from 1 to 1000"},
-		{"queue zero", "notify {\n auth_url http://a/\n queue_size 0\n}", "queue_size must be"},
-		{"channel and stream", "notify {\n auth_url http://a/\n channel a\n stream b\n}", "channel and stream are alternatives"},
-		{"stream and channel", "notify {\n auth_url http://a/\n stream b\n channel a\n}", "channel and stream are alternatives"},
-		{"stream option without stream", "notify {\n auth_url http://a/\n replay_limit 5\n}", "replay_limit applies to stream mode only"},
-		{"bad replay_limit", "notify {\n auth_url http://a/\n stream s\n replay_limit -1\n}", "replay_limit must be a positive whole number"},
-		{"bad history_bytes", "notify {\n auth_url http://a/\n stream s\n history_bytes lots\n}", "history_bytes must be a size"},
-		{"nested block", "notify {\n auth_url http://a/ {\n x\n }\n}", "does not take a block"},
+		{"duplicate broadcast", "notify {\n broadcast\n broadcast\n}", "broadcast specified more than once"},
+		{"bad duration", "notify {\n heartbeat soon\n}", `heartbeat: "soon" is not a duration such as 500ms, 15s or 1d`},
+		{"bad number", "notify {\n queue_size many\n}", `queue_size: "many" is not a whole number`},
+		{"fraction", "notify {\n replay_limit 1.5\n}", `replay_limit: "1.5" is not a whole number`},
+		{"bad size", "notify {\n history_bytes lots\n}", `history_bytes: "lots" is not a size such as 32MiB`},
+		{"size past int", "notify {\n history_bytes 9EiB\n}", `history_bytes: "9EiB" is too large`},
+		{"broadcast with argument", "notify {\n broadcast yes\n}", "broadcast takes no arguments"},
+		{"cors without origin", "notify {\n cors\n}", "cors needs at least one origin"},
+		{"nested block", "notify {\n auth_url http://a/ {\n x\n }\n}", "auth_url does not take a block"},
+		{"block on broadcast", "notify {\n broadcast {\n x\n }\n}", "broadcast does not take a block"},
+		{"block on cors", "notify {\n cors https://a.example {\n x\n }\n}", "cors does not take a block"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -89,18 +84,50 @@ func TestUnmarshalCaddyfileErrors(t *testing.T) {
 	}
 }
 
+// TestUnmarshalCaddyfileLeavesMeaningToValidate: values of the right type
+// that make no sense parse, and land in the fields where Validate sees them.
+func TestUnmarshalCaddyfileLeavesMeaningToValidate(t *testing.T) {
+	input := `notify {
+		auth_url     /relative
+		redis        http://not-redis
+		channel      c
+		stream       s
+		queue_size   0
+		retry        -1s
+		history_bytes -2KiB
+		cors         * app.example.com
+	}`
+	var h Handler
+	if err := h.UnmarshalCaddyfile(caddyfile.NewTestDispenser(input)); err != nil {
+		t.Fatal(err)
+	}
+	want := Handler{
+		AuthURL: "/relative", Redis: "http://not-redis", Channel: "c", Stream: "s",
+		Retry: caddy.Duration(-1e9), HistoryBytes: -2048, CORS: []string{"*", "app.example.com"},
+	}
+	got, _ := json.Marshal(h)
+	exp, _ := json.Marshal(want)
+	if string(got) != string(exp) {
+		t.Errorf("parsed\n%s\nwant\n%s", got, exp)
+	}
+	if h.UnmarshalCaddyfile(caddyfile.NewTestDispenser("notify")) != nil {
+		t.Error("an empty notify fails to parse; auth_url is Validate's to require")
+	}
+}
+
 // TestAdaptErrorsNameFileAndLine runs the Caddyfile adapter, as `caddy adapt`
-// does, and checks that a bad notify block fails with its file and line.
+// does, and checks that a syntax error in a notify block names its file and
+// line.
 func TestAdaptErrorsNameFileAndLine(t *testing.T) {
 	tests := []struct{ input, want string }{
-		{"example.com {\n\tnotify /events {\n\t\tredis redis://127.0.0.1:6379\n\t}\n}\n", "Caddyfile:4"},
-		{"example.com {\n\tnotify {\n\t\tauth_url http://a/\n\t\theartbeat often\n\t}\n}\n", "Caddyfile:4"},
-		{"example.com {\n\tnotify {\n\t\tauth_url http://a/\n\t\tqueue 5\n\t}\n}\n", "Caddyfile:4"},
+		{"example.com {\n\tnotify /events {\n\t\tauth_url http://a/\n\t\tauth_url http://b/\n\t}\n}\n", "auth_url specified more than once, at Caddyfile:4"},
+		{"example.com {\n\tnotify {\n\t\tauth_url http://a/\n\t\theartbeat often\n\t}\n}\n", `heartbeat: "often" is not a duration such as 500ms, 15s or 1d, at Caddyfile:4`},
+		{"example.com {\n\tnotify {\n\t\tauth_url http://a/\n\t\tqueue 5\n\t}\n}\n", `unrecognized notify subdirective "queue", at Caddyfile:4`},
 	}
 	for _, tt := range tests {
 		_, _, err := caddyconfig.GetAdapter("caddyfile").Adapt([]byte(tt.input), map[string]any{"filename": "Caddyfile"})
 		if err == nil || !strings.Contains(err.Error(), tt.want) {
-			t.Errorf("adapting %q: err = %v, want it to name %s", tt.input, err, tt.want)
+			t.Errorf("adapting %q: err = %v, want it to contain %q", tt.input, err, tt.want)
 		}
 	}
 }
@@ -236,36 +263,5 @@ func TestExampleCaddyfileAdapts(t *testing.T) {
 	}
 	if !strings.Contains(string(out), `"handler":"notify"`) {
 		t.Fatalf("no notify handler in %s", out)
-	}
-}
-
-// TestValidate covers what only a JSON config can get wrong: the Caddyfile
-// parser already refuses these.
-func TestValidate(t *testing.T) {
-	neg := caddy.Duration(-1)
-	tests := []struct {
-		name    string
-		h       Handler
-		wantErr string
-	}{
-		{"ok", Handler{AuthURL: "http://a/"}, ""},
-		{"ok stream", Handler{AuthURL: "http://a/", Stream: "s"}, ""},
-		{"no auth_url", Handler{}, "auth_url is required"},
-		{"channel and stream", Handler{AuthURL: "http://a/", Channel: "c", Stream: "s"}, "channel and stream are alternatives"},
-		{"negative replay_limit", Handler{AuthURL: "http://a/", Stream: "s", ReplayLimit: -1}, "replay_limit, history_entries and history_bytes must be positive"},
-		{"queue too large", Handler{AuthURL: "http://a/", QueueSize: 5000}, "queue_size must be between 1 and 1000"},
-		{"negative timeout", Handler{AuthURL: "http://a/", AuthTimeout: -1}, "auth_timeout must not be negative"},
-		{"negative heartbeat", Handler{AuthURL: "http://a/", Heartbeat: &neg}, "heartbeat must not be negative"},
-		{"bad origin", Handler{AuthURL: "http://a/", CORS: []string{"app.example.com"}}, "is not an origin"},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			h := tt.h
-			h.applyDefaults()
-			err := h.Validate()
-			if (tt.wantErr == "") != (err == nil) || (err != nil && !strings.Contains(err.Error(), tt.wantErr)) {
-				t.Fatalf("Validate() = %v, want %q", err, tt.wantErr)
-			}
-		})
 	}
 }

@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
+	"slices"
 	"strings"
 	"time"
 
@@ -42,6 +43,9 @@ const (
 	// MaxQueueSize bounds queue_size: a larger queue only delays the
 	// moment a stuck client is closed while holding more memory.
 	MaxQueueSize = 1000
+	// MaxHistoryBytes bounds history_bytes: a sanity limit that catches a
+	// unit typed wrong (TiB for MiB) before it becomes an out-of-memory kill.
+	MaxHistoryBytes = 1 << 40
 )
 
 // Handler streams the Redis messages addressed to the authenticated user as
@@ -63,6 +67,7 @@ type Handler struct {
 	Stream string `json:"stream,omitempty"`
 
 	// Stream mode: the entry field holding the message JSON. Default: data.
+	// This and the three settings below are refused without Stream.
 	StreamField string `json:"stream_field,omitempty"`
 
 	// Stream mode: the most events one resuming stream is replayed; past
@@ -74,7 +79,8 @@ type Handler struct {
 	// resuming streams without Redis. Default: 50000.
 	HistoryEntries int `json:"history_entries,omitempty"`
 
-	// Stream mode: the most bytes of entries kept in memory. Default: 32 MiB.
+	// Stream mode: the most bytes of entries kept in memory. Default: 32 MiB,
+	// at most 1 TiB.
 	HistoryBytes int `json:"history_bytes,omitempty"`
 
 	// JSON field of each message that names its recipient: a string, an
@@ -83,7 +89,8 @@ type Handler struct {
 
 	// Auth API endpoint. Each new stream makes a GET to it with the client's
 	// token as "Authorization: Bearer <token>" and the client's Cookie
-	// header. Required. Global placeholders are resolved at provision time.
+	// header. Required: an absolute http:// or https:// URL once global
+	// placeholders such as {env.AUTH_URL} are resolved at provision time.
 	AuthURL string `json:"auth_url,omitempty"`
 
 	// JSON field of the auth API's 200 response holding the user id (a
@@ -120,8 +127,10 @@ type Handler struct {
 	// handler. When off, such messages reach nobody here.
 	Broadcast bool `json:"broadcast,omitempty"`
 
-	// Origins allowed to open streams from another origin ("*" for any, in
-	// which case credentials are never allowed). Off when empty.
+	// Origins allowed to open streams from another origin, each as
+	// scheme://host[:port]; or "*" alone for any origin, in which case
+	// credentials are never allowed, which is why it cannot be combined
+	// with listed origins. Off when empty.
 	CORS []string `json:"cors,omitempty"`
 
 	// Events that may wait for one slow stream; when exceeded the stream is
@@ -159,21 +168,28 @@ func (Handler) CaddyModule() caddy.ModuleInfo {
 // Provision sets defaults, attaches the shared Redis hub and arranges for
 // streams to end when the config stops. It does not dial Redis: the hub does
 // that in the background, so Caddy starts while Redis is down.
+//
+// Caddy calls Provision before Validate. Provision therefore checks nothing
+// itself: failing here would report the first mistake only, worded apart
+// from Validate's (issue 7). Instead, an invalid config builds nothing (no
+// hub, no auth client, no goroutine) and Provision returns nil, so that
+// Caddy goes on to Validate, which reports every mistake, and then to
+// Cleanup, which copes with the missing state.
 func (h *Handler) Provision(ctx caddy.Context) error {
 	h.logger = ctx.Logger()
 	h.applyDefaults()
-
-	repl := caddy.NewReplacer()
-	h.redisURL = repl.ReplaceKnown(h.Redis, "")
-	authURL := repl.ReplaceKnown(h.AuthURL, "")
-	if err := checkHTTPURL(authURL); err != nil {
-		return fmt.Errorf("auth_url: %w", err)
+	if h.Validate() != nil {
+		return nil
 	}
+
+	h.redisURL = resolvePlaceholders(h.Redis)
 	opts, err := redisOptions(h.redisURL)
 	if err != nil {
-		// The URL may hold a password: never echo it.
-		return errors.New("redis: not a valid redis:// or rediss:// URL")
+		// Unreachable (Validate parsed the same URL), but the URL may hold
+		// a password: never echo it.
+		return errors.New("notify: redis: not a valid redis:// or rediss:// URL")
 	}
+	authURL := resolvePlaceholders(h.AuthURL)
 	h.tokens = tokenSource{query: h.TokenQuery, cookie: h.TokenCookie}
 	h.cors = newCORSPolicy(h.CORS)
 	h.auth = newAuthClient(authURL, h.UserField, time.Duration(h.AuthTimeout), time.Duration(h.AuthCache), h.logger)
@@ -264,36 +280,87 @@ func (h *Handler) applyDefaults() {
 	}
 }
 
-// Validate reports configuration errors; it does not modify h.
+// Validate is the one rulebook of the configuration: the Caddyfile parser
+// checks syntax only and leaves meaning here, so a Caddyfile and a JSON
+// config get the same message for the same mistake. It checks the config as
+// it will run: with defaults applied (to a copy, as Validate must not modify
+// h; Provision has normally applied them already) and global placeholders
+// resolved. It reports every mistake, one per line, in the order of the
+// struct's fields. Each line names the setting as it is written in the
+// Caddyfile and in JSON, after "notify:" so that the lines below the first,
+// which Caddy prints without its module path, still say where they are from.
 func (h *Handler) Validate() error {
+	c := *h
+	c.applyDefaults()
 	var errs []error
-	if h.AuthURL == "" {
-		errs = append(errs, errors.New("auth_url is required"))
+	fail := func(format string, args ...any) {
+		errs = append(errs, fmt.Errorf("notify: "+format, args...))
 	}
-	if h.Channel != "" && h.Stream != "" {
-		errs = append(errs, errors.New("channel and stream are alternatives: set one"))
-	}
-	if h.Stream != "" && (h.ReplayLimit < 1 || h.HistoryEntries < 1 || h.HistoryBytes < 1) {
-		errs = append(errs, errors.New("replay_limit, history_entries and history_bytes must be positive"))
-	}
-	if h.QueueSize < 1 || h.QueueSize > MaxQueueSize {
-		errs = append(errs, fmt.Errorf("queue_size must be between 1 and %d", MaxQueueSize))
-	}
-	for name, d := range map[string]caddy.Duration{
-		"auth_timeout": h.AuthTimeout, "retry": h.Retry, "write_timeout": h.WriteTimeout, "auth_cache": h.AuthCache,
-	} {
+	nonNegative := func(name string, d caddy.Duration) {
 		if d < 0 {
-			errs = append(errs, fmt.Errorf("%s must not be negative", name))
+			fail("%s must not be negative", name)
 		}
 	}
-	if h.heartbeat < 0 {
-		errs = append(errs, errors.New("heartbeat must not be negative"))
+
+	if checkRedisURL(resolvePlaceholders(c.Redis)) != nil {
+		// The URL may hold a password: never echo it, nor what a
+		// placeholder in it resolved to.
+		if hasPlaceholder(c.Redis) {
+			fail("redis: not a valid redis:// or rediss:// URL once placeholders are resolved")
+		} else {
+			fail("redis: not a valid redis:// or rediss:// URL")
+		}
 	}
-	for _, o := range h.CORS {
+	if c.Channel != "" && c.Stream != "" {
+		// Defaults only fill Channel when Stream is empty: both were set.
+		fail("channel and stream are alternatives: set one")
+	}
+	// Defaults only fill the stream settings when Stream is set, so without
+	// it any of them was set by the user and would be silently ignored.
+	streamOnly := func(name string, set bool) {
+		if set && c.Stream == "" {
+			fail("%s applies to stream mode only: set stream, or remove %s", name, name)
+		}
+	}
+	streamOnly("stream_field", c.StreamField != "")
+	streamOnly("replay_limit", c.ReplayLimit != 0)
+	if c.Stream != "" && c.ReplayLimit < 1 {
+		fail("replay_limit must be a positive whole number")
+	}
+	streamOnly("history_entries", c.HistoryEntries != 0)
+	if c.Stream != "" && c.HistoryEntries < 1 {
+		fail("history_entries must be a positive whole number")
+	}
+	streamOnly("history_bytes", c.HistoryBytes != 0)
+	// int64: on 32-bit platforms MaxHistoryBytes does not fit an int.
+	if c.Stream != "" && (c.HistoryBytes < 1 || int64(c.HistoryBytes) > MaxHistoryBytes) {
+		fail("history_bytes must be a size from 1 byte to 1 TiB")
+	}
+	if err := checkAuthURL(c.AuthURL); err != nil {
+		fail("%v", err)
+	}
+	nonNegative("auth_timeout", c.AuthTimeout)
+	nonNegative("auth_cache", c.AuthCache)
+	if c.Heartbeat != nil {
+		nonNegative("heartbeat", *c.Heartbeat)
+	}
+	nonNegative("retry", c.Retry)
+	anyOrigin := false
+	for _, o := range c.CORS {
 		if err := checkOrigin(o); err != nil {
-			errs = append(errs, fmt.Errorf("cors: %w", err))
+			fail("cors: %v", err)
 		}
+		anyOrigin = anyOrigin || o == "*"
 	}
+	if anyOrigin && slices.ContainsFunc(c.CORS, func(o string) bool { return o != "*" }) {
+		// Listed origins get credentials and "*" never does: which one
+		// the user meant cannot be guessed.
+		fail(`cors: "*" allows any origin without credentials; it cannot be combined with listed origins`)
+	}
+	if c.QueueSize < 1 || c.QueueSize > MaxQueueSize {
+		fail("queue_size must be a whole number from 1 to %d", MaxQueueSize)
+	}
+	nonNegative("write_timeout", c.WriteTimeout)
 	return errors.Join(errs...)
 }
 
@@ -323,14 +390,41 @@ func (f stopOnEvent) Handle(context.Context, caddy.Event) error {
 	return nil
 }
 
-// checkHTTPURL requires an absolute http or https URL.
+// checkAuthURL checks auth_url as written (raw) and once its global
+// placeholders are resolved, naming the placeholder when it is the cause.
+func checkAuthURL(raw string) error {
+	if raw == "" {
+		return errors.New("auth_url is required")
+	}
+	u := resolvePlaceholders(raw)
+	switch {
+	case u == "":
+		return fmt.Errorf("auth_url %s resolves to an empty value", raw)
+	case hasPlaceholder(u):
+		// Only global placeholders ({env.*}, {file.*}, {system.*}) are
+		// known at startup; request ones would differ for each request.
+		return fmt.Errorf("auth_url %s holds a placeholder that is unknown at startup; only global ones such as {env.AUTH_URL} are resolved", raw)
+	}
+	if err := checkHTTPURL(u); err != nil {
+		return fmt.Errorf("auth_url: %w", err)
+	}
+	return nil
+}
+
+// checkHTTPURL requires an absolute http or https URL. It never echoes a
+// password the URL may hold.
 func checkHTTPURL(raw string) error {
 	u, err := url.Parse(raw)
 	if err != nil {
-		return fmt.Errorf("invalid URL: %w", err)
+		// url.Error repeats the whole URL; keep only the reason.
+		var ue *url.Error
+		if errors.As(err, &ue) {
+			err = ue.Err
+		}
+		return fmt.Errorf("not a valid URL: %v", err)
 	}
 	if (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		return fmt.Errorf("%q is not an absolute http:// or https:// URL", raw)
+		return fmt.Errorf("%q is not an absolute http:// or https:// URL", u.Redacted())
 	}
 	return nil
 }
@@ -343,8 +437,13 @@ func checkRedisURL(raw string) error {
 	return nil
 }
 
-// hasPlaceholder reports whether s holds a placeholder to resolve later.
+// hasPlaceholder reports whether s holds a placeholder: one to resolve, or,
+// after resolvePlaceholders, one that could not be.
 func hasPlaceholder(s string) bool { return strings.Contains(s, "{") }
+
+// resolvePlaceholders replaces the global placeholders in s ({env.*} and
+// the like); request placeholders, unknown at startup, are left in place.
+func resolvePlaceholders(s string) string { return caddy.NewReplacer().ReplaceKnown(s, "") }
 
 // Interface guards
 var (

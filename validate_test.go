@@ -1,0 +1,265 @@
+package notify
+
+import (
+	"context"
+	"encoding/json"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/caddyconfig"
+)
+
+// siteJSON puts one notify handler object, given without its "handler"
+// key, in the config the Caddyfile ":8080 { notify { ... } }" adapts to:
+// the JSON path of the tests below then fails with exactly the text of the
+// Caddyfile path.
+func siteJSON(t *testing.T, handler string) string {
+	t.Helper()
+	var h map[string]any
+	if err := json.Unmarshal([]byte(handler), &h); err != nil {
+		t.Fatalf("decoding %s: %v", handler, err)
+	}
+	h["handler"] = "notify"
+	b, _ := json.Marshal(h)
+	return `{"apps":{"http":{"servers":{"srv0":{"listen":[":8080"],"routes":[{"handle":[` + string(b) + `]}]}}}}}`
+}
+
+// adaptNotify adapts a Caddyfile site holding one notify block. Mistakes of
+// meaning must not fail here: the parser checks syntax only.
+func adaptNotify(t *testing.T, block string) string {
+	t.Helper()
+	src := ":8080 {\n\tnotify {\n" + block + "\n\t}\n}\n"
+	out, _, err := caddyconfig.GetAdapter("caddyfile").Adapt([]byte(src), map[string]any{"filename": "Caddyfile"})
+	if err != nil {
+		t.Fatalf("adapting %q: %v", block, err)
+	}
+	return string(out)
+}
+
+// loadErr provisions and validates a JSON config as loading it does
+// (caddy run, reload, caddy adapt --validate), without starting it.
+func loadErr(t *testing.T, cfgJSON string) error {
+	t.Helper()
+	var cfg caddy.Config
+	if err := json.Unmarshal([]byte(cfgJSON), &cfg); err != nil {
+		t.Fatalf("decoding %s: %v", cfgJSON, err)
+	}
+	return caddy.Validate(&cfg)
+}
+
+// notifyLines returns the lines of Validate's error inside Caddy's error:
+// the first line's Caddy prefix ("loading … http.handlers.notify: invalid
+// configuration: ") is cut off.
+func notifyLines(t *testing.T, err error) []string {
+	t.Helper()
+	const marker = "http.handlers.notify: invalid configuration: "
+	_, msg, ok := strings.Cut(err.Error(), marker)
+	if !ok {
+		t.Fatalf("not an error of Validate: %v", err)
+	}
+	return strings.Split(msg, "\n")
+}
+
+// TestSameErrorFromCaddyfileAndJSON builds each mistake both ways, a
+// Caddyfile block through the adapter and the JSON handler object a JSON
+// user would write, loads each, and requires the same error (issue 7).
+func TestSameErrorFromCaddyfileAndJSON(t *testing.T) {
+	const auth = "\t\tauth_url http://a/\n"
+	const authJSON = `"auth_url":"http://a/",`
+	t.Setenv("NOTIFY_TEST_RELATIVE_URL", "/check")
+	t.Setenv("NOTIFY_TEST_EMPTY", "")
+	tests := []struct {
+		name, caddyfile, handler string
+		want                     string // Validate's message; "" when both load
+	}{
+		{"valid", auth, `{"auth_url":"http://a/"}`, ""},
+		{"valid stream", auth + "stream s\nreplay_limit 10\nhistory_bytes 1MiB",
+			`{"auth_url":"http://a/","stream":"s","replay_limit":10,"history_bytes":1048576}`, ""},
+		{"missing auth_url", "redis redis://127.0.0.1:6379", `{"redis":"redis://127.0.0.1:6379"}`,
+			"notify: auth_url is required"},
+		{"relative auth_url", "auth_url /check", `{"auth_url":"/check"}`,
+			`notify: auth_url: "/check" is not an absolute http:// or https:// URL`},
+		{"ftp auth_url", "auth_url ftp://a/", `{"auth_url":"ftp://a/"}`,
+			`notify: auth_url: "ftp://a/" is not an absolute http:// or https:// URL`},
+		{"auth_url from env, relative", "auth_url {env.NOTIFY_TEST_RELATIVE_URL}", `{"auth_url":"{env.NOTIFY_TEST_RELATIVE_URL}"}`,
+			`notify: auth_url: "/check" is not an absolute http:// or https:// URL`},
+		{"auth_url from env, empty", "auth_url {env.NOTIFY_TEST_EMPTY}", `{"auth_url":"{env.NOTIFY_TEST_EMPTY}"}`,
+			"notify: auth_url {env.NOTIFY_TEST_EMPTY} resolves to an empty value"},
+		{"auth_url with a request placeholder", "auth_url https://{http.request.host}/auth", `{"auth_url":"https://{http.request.host}/auth"}`,
+			"notify: auth_url https://{http.request.host}/auth holds a placeholder that is unknown at startup; only global ones such as {env.AUTH_URL} are resolved"},
+		{"bad redis", auth + "redis http://user:s3cret@cache:6379", `{` + authJSON + `"redis":"http://user:s3cret@cache:6379"}`,
+			"notify: redis: not a valid redis:// or rediss:// URL"},
+		{"bad redis from env", auth + "redis {env.NOTIFY_TEST_EMPTY}", `{` + authJSON + `"redis":"{env.NOTIFY_TEST_EMPTY}"}`,
+			"notify: redis: not a valid redis:// or rediss:// URL once placeholders are resolved"},
+		{"channel and stream", auth + "channel c\nstream s", `{` + authJSON + `"channel":"c","stream":"s"}`,
+			"notify: channel and stream are alternatives: set one"},
+		{"stream_field without stream", auth + "stream_field body", `{` + authJSON + `"stream_field":"body"}`,
+			"notify: stream_field applies to stream mode only: set stream, or remove stream_field"},
+		{"replay_limit without stream", auth + "replay_limit 5", `{` + authJSON + `"replay_limit":5}`,
+			"notify: replay_limit applies to stream mode only: set stream, or remove replay_limit"},
+		{"history_entries without stream", auth + "history_entries 5", `{` + authJSON + `"history_entries":5}`,
+			"notify: history_entries applies to stream mode only: set stream, or remove history_entries"},
+		{"history_bytes without stream", auth + "history_bytes 64MiB", `{` + authJSON + `"history_bytes":67108864}`,
+			"notify: history_bytes applies to stream mode only: set stream, or remove history_bytes"},
+		{"negative replay_limit", auth + "stream s\nreplay_limit -1", `{` + authJSON + `"stream":"s","replay_limit":-1}`,
+			"notify: replay_limit must be a positive whole number"},
+		{"negative history_entries", auth + "stream s\nhistory_entries -1", `{` + authJSON + `"stream":"s","history_entries":-1}`,
+			"notify: history_entries must be a positive whole number"},
+		{"negative history_bytes", auth + "stream s\nhistory_bytes -1KiB", `{` + authJSON + `"stream":"s","history_bytes":-1024}`,
+			"notify: history_bytes must be a size from 1 byte to 1 TiB"},
+		{"history_bytes above 1 TiB", auth + "stream s\nhistory_bytes 2TiB", `{` + authJSON + `"stream":"s","history_bytes":2199023255552}`,
+			"notify: history_bytes must be a size from 1 byte to 1 TiB"},
+		// JSON cannot say "queue_size": 0 apart from leaving it out (0 is
+		// the unset value of an omitempty field, as in every Caddy module),
+		// so a 0 means the default from both front ends, like the other
+		// counts and sizes.
+		{"queue_size 0", auth + "queue_size 0", `{` + authJSON + `"queue_size":0}`, ""},
+		{"queue_size 1001", auth + "queue_size 1001", `{` + authJSON + `"queue_size":1001}`,
+			"notify: queue_size must be a whole number from 1 to 1000"},
+		{"negative queue_size", auth + "queue_size -1", `{` + authJSON + `"queue_size":-1}`,
+			"notify: queue_size must be a whole number from 1 to 1000"},
+		{"negative auth_timeout", auth + "auth_timeout -1s", `{` + authJSON + `"auth_timeout":"-1s"}`,
+			"notify: auth_timeout must not be negative"},
+		{"negative auth_cache", auth + "auth_cache -1s", `{` + authJSON + `"auth_cache":"-1s"}`,
+			"notify: auth_cache must not be negative"},
+		{"negative heartbeat", auth + "heartbeat -1s", `{` + authJSON + `"heartbeat":"-1s"}`,
+			"notify: heartbeat must not be negative"},
+		{"negative retry", auth + "retry -1ms", `{` + authJSON + `"retry":-1000000}`,
+			"notify: retry must not be negative"},
+		{"negative write_timeout", auth + "write_timeout -1s", `{` + authJSON + `"write_timeout":"-1s"}`,
+			"notify: write_timeout must not be negative"},
+		{"cors origin with a path", auth + "cors https://a.example/app", `{` + authJSON + `"cors":["https://a.example/app"]}`,
+			`notify: cors: "https://a.example/app" is not an origin such as https://app.example.com`},
+		{"cors origin without scheme", auth + "cors app.example.com", `{` + authJSON + `"cors":["app.example.com"]}`,
+			`notify: cors: "app.example.com" is not an origin such as https://app.example.com`},
+		{"cors * with listed origins", auth + "cors https://a.example\ncors *", `{` + authJSON + `"cors":["https://a.example","*"]}`,
+			`notify: cors: "*" allows any origin without credentials; it cannot be combined with listed origins`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			fromCaddyfile := loadErr(t, adaptNotify(t, tt.caddyfile))
+			fromJSON := loadErr(t, siteJSON(t, tt.handler))
+			if tt.want == "" {
+				if fromCaddyfile != nil || fromJSON != nil {
+					t.Fatalf("want both to load; Caddyfile: %v; JSON: %v", fromCaddyfile, fromJSON)
+				}
+				return
+			}
+			if fromCaddyfile == nil || fromJSON == nil {
+				t.Fatalf("want %q from both; Caddyfile: %v; JSON: %v", tt.want, fromCaddyfile, fromJSON)
+			}
+			if fromCaddyfile.Error() != fromJSON.Error() {
+				t.Errorf("different errors\nCaddyfile: %v\nJSON:      %v", fromCaddyfile, fromJSON)
+			}
+			if got := notifyLines(t, fromJSON); !slices.Equal(got, []string{tt.want}) {
+				t.Errorf("got %q, want %q", got, tt.want)
+			}
+			if strings.Contains(fromCaddyfile.Error(), "s3cret") || strings.Contains(fromJSON.Error(), "s3cret") {
+				t.Errorf("the Redis password is in the error: %v", fromJSON)
+			}
+		})
+	}
+}
+
+// TestValidateReportsAllInFieldOrder: several mistakes come out together,
+// one per line, in the order of Handler's fields, whichever order they were
+// written in. Run it with -count=20: Validate must not depend on map order.
+func TestValidateReportsAllInFieldOrder(t *testing.T) {
+	block := `		write_timeout -1s
+		queue_size    5000
+		cors          * https://a.example app.example.com
+		retry         -1s
+		heartbeat     -1s
+		auth_cache    -1s
+		auth_timeout  -1s
+		history_bytes 1MiB
+		replay_limit  5
+		redis         http://user:s3cret@x`
+	handler := `{"write_timeout":"-1s","queue_size":5000,"cors":["*","https://a.example","app.example.com"],` +
+		`"retry":"-1s","heartbeat":"-1s","auth_cache":"-1s","auth_timeout":"-1s","history_bytes":1048576,` +
+		`"replay_limit":5,"redis":"http://user:s3cret@x"}`
+	want := []string{
+		"notify: redis: not a valid redis:// or rediss:// URL",
+		"notify: replay_limit applies to stream mode only: set stream, or remove replay_limit",
+		"notify: history_bytes applies to stream mode only: set stream, or remove history_bytes",
+		"notify: auth_url is required",
+		"notify: auth_timeout must not be negative",
+		"notify: auth_cache must not be negative",
+		"notify: heartbeat must not be negative",
+		"notify: retry must not be negative",
+		`notify: cors: "app.example.com" is not an origin such as https://app.example.com`,
+		`notify: cors: "*" allows any origin without credentials; it cannot be combined with listed origins`,
+		"notify: queue_size must be a whole number from 1 to 1000",
+		"notify: write_timeout must not be negative",
+	}
+	fromCaddyfile := loadErr(t, adaptNotify(t, block))
+	fromJSON := loadErr(t, siteJSON(t, handler))
+	if fromCaddyfile == nil || fromJSON == nil {
+		t.Fatalf("Caddyfile: %v; JSON: %v", fromCaddyfile, fromJSON)
+	}
+	if fromCaddyfile.Error() != fromJSON.Error() {
+		t.Errorf("different errors\nCaddyfile: %v\nJSON:      %v", fromCaddyfile, fromJSON)
+	}
+	if got := notifyLines(t, fromJSON); !slices.Equal(got, want) {
+		t.Errorf("got\n%s\nwant\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+}
+
+// TestProvisionBuildsNothingWhenInvalid: Caddy provisions before it
+// validates, so Provision must neither fail on Validate's mistakes (its
+// message would win) nor build on them; Cleanup then finds nothing to undo.
+func TestProvisionBuildsNothingWhenInvalid(t *testing.T) {
+	ctx, cancel := caddy.NewContext(caddy.Context{Context: context.Background()})
+	defer cancel()
+	before := liveHubs()
+	h := Handler{AuthURL: "relative", Redis: "http://user:s3cret@x", QueueSize: -1}
+	if err := h.Provision(ctx); err != nil {
+		t.Fatalf("Provision: %v; want nil and Validate to report", err)
+	}
+	if h.hub != nil || h.auth != nil || h.stop != nil || liveHubs() != before {
+		t.Error("Provision built on an invalid config")
+	}
+	if h.Validate() == nil {
+		t.Error("Validate accepted an invalid config")
+	}
+	if err := h.Cleanup(); err != nil {
+		t.Errorf("Cleanup: %v", err)
+	}
+}
+
+// TestValidate covers Validate called on its own, as caddy.Validator: it
+// applies the defaults to a copy and leaves h as it was.
+func TestValidate(t *testing.T) {
+	t.Setenv("NOTIFY_TEST_AUTH_URL", "https://auth.example/check")
+	t.Setenv("NOTIFY_TEST_REDIS_URL", "redis://127.0.0.1:6379/1")
+	tests := []struct {
+		name    string
+		h       Handler
+		wantErr string
+	}{
+		{"ok", Handler{AuthURL: "http://a/"}, ""},
+		{"ok stream", Handler{AuthURL: "http://a/", Stream: "s"}, ""},
+		{"ok placeholders", Handler{AuthURL: "{env.NOTIFY_TEST_AUTH_URL}", Redis: "{env.NOTIFY_TEST_REDIS_URL}"}, ""},
+		{"ok cors *", Handler{AuthURL: "http://a/", CORS: []string{"*"}}, ""},
+		{"ok heartbeat off", Handler{AuthURL: "http://a/", Heartbeat: new(caddy.Duration(0))}, ""},
+		{"no auth_url", Handler{}, "notify: auth_url is required"},
+		{"auth_url password", Handler{AuthURL: "ftp://u:s3cret@a/"}, `notify: auth_url: "ftp://u:xxxxx@a/" is not an absolute http:// or https:// URL`},
+		{"unparsable auth_url", Handler{AuthURL: "http://a/\x7f"}, "notify: auth_url: not a valid URL: net/url: invalid control character in URL"},
+		{"empty cors origin", Handler{AuthURL: "http://a/", CORS: []string{""}}, `notify: cors: "" is not an origin such as https://app.example.com`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			h := tt.h
+			before, _ := json.Marshal(h)
+			err := h.Validate()
+			if (tt.wantErr == "") != (err == nil) || (err != nil && err.Error() != tt.wantErr) {
+				t.Fatalf("Validate() = %v, want %q", err, tt.wantErr)
+			}
+			if after, _ := json.Marshal(h); string(after) != string(before) {
+				t.Errorf("Validate modified the config:\n%s\nbecame\n%s", before, after)
+			}
+		})
+	}
+}
