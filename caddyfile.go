@@ -51,6 +51,8 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //	    cors            <origin...>
 //	    queue_size      <events>
 //	    write_timeout   <duration>
+//	    max_message_size <size>
+//	    queue_bytes     <size>
 //	}
 //
 // Every subdirective may appear once, except cors, which may be repeated.
@@ -92,9 +94,11 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			h.Heartbeat = &hb
 			return nil
 		},
-		"retry":         setDuration(&h.Retry),
-		"queue_size":    setInt(&h.QueueSize),
-		"write_timeout": setDuration(&h.WriteTimeout),
+		"retry":            setDuration(&h.Retry),
+		"queue_size":       setInt(&h.QueueSize),
+		"write_timeout":    setDuration(&h.WriteTimeout),
+		"max_message_size": setSize(&h.MaxMessageSize),
+		"queue_bytes":      setSize(&h.QueueBytes),
 	}
 	seen := map[string]bool{}
 	for d.NextBlock(0) {

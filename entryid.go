@@ -1,6 +1,7 @@
 package notify
 
 import (
+	"math"
 	"strconv"
 	"strings"
 )
@@ -51,4 +52,25 @@ func (a entryID) appendTo(dst []byte) []byte {
 	dst = strconv.AppendUint(dst, a.ms, 10)
 	dst = append(dst, '-')
 	return strconv.AppendUint(dst, a.seq, 10)
+}
+
+// prev returns the greatest ID below a, or 0-0 for 0-0: "after a.prev()"
+// includes a itself.
+func (a entryID) prev() entryID {
+	switch {
+	case a.seq > 0:
+		return entryID{a.ms, a.seq - 1}
+	case a.ms > 0:
+		return entryID{a.ms - 1, math.MaxUint64}
+	default:
+		return a
+	}
+}
+
+// laterID returns the later of a and b.
+func laterID(a, b entryID) entryID {
+	if a.less(b) {
+		return b
+	}
+	return a
 }

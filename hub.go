@@ -37,6 +37,9 @@ type source struct {
 	channel string
 	stream  string
 	history historyConfig
+	// maxMessageSize drops bigger messages unparsed and sizes each read
+	// from a Redis Stream.
+	maxMessageSize int
 
 	// beforeRead, when set, runs before each XREAD: a seam for tests that
 	// need the reader to lag behind Redis. Not part of the hub key.
@@ -54,8 +57,8 @@ func hubKey(rawURL string, o *redis.UniversalOptions, src source) string {
 	if u, err := url.Parse(rawURL); err == nil {
 		query = u.Query().Encode()
 	}
-	return fmt.Sprintf("%q %q %q %d %s %q %q %q %d %d", o.Addrs, o.Username, o.Password, o.DB, tlsName, query,
-		src.channel, src.stream, src.history.entries, src.history.bytes)
+	return fmt.Sprintf("%q %q %q %d %s %q %q %q %d %d %d", o.Addrs, o.Username, o.Password, o.DB, tlsName, query,
+		src.channel, src.stream, src.history.entries, src.history.bytes, src.maxMessageSize)
 }
 
 // hub owns one Redis client and one reader of a source, and the indexes of
@@ -100,6 +103,9 @@ type sourceReader interface {
 // newHub creates a hub and starts its reader goroutine, which dials Redis in
 // the background: Caddy starts even when Redis is down.
 func newHub(opts *redis.UniversalOptions, src source, logger *zap.Logger) *hub {
+	if src.maxMessageSize <= 0 {
+		src.maxMessageSize = DefaultMaxMessageSize
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	hb := &hub{
 		client:  redis.NewUniversalClient(opts),
@@ -114,7 +120,7 @@ func newHub(opts *redis.UniversalOptions, src source, logger *zap.Logger) *hub {
 	if src.stream != "" {
 		hb.reader = newStreamReader(hb, src)
 	} else {
-		hb.reader = newPubsubReader(hb, src.channel)
+		hb.reader = newPubsubReader(hb, src.channel, src.maxMessageSize)
 	}
 	go func() {
 		defer close(hb.done)

@@ -40,12 +40,17 @@ const (
 	DefaultReplayLimit    = 1000
 	DefaultHistoryEntries = 50_000
 	DefaultHistoryBytes   = 32 << 20
+	DefaultMaxMessageSize = 1 << 20
+	DefaultQueueBytes     = 4 << 20
 	// MaxQueueSize bounds queue_size: a larger queue only delays the
 	// moment a stuck client is closed while holding more memory.
 	MaxQueueSize = 1000
 	// MaxHistoryBytes bounds history_bytes: a sanity limit that catches a
 	// unit typed wrong (TiB for MiB) before it becomes an out-of-memory kill.
 	MaxHistoryBytes = 1 << 40
+	// MaxMessageSizeLimit bounds max_message_size: Redis itself refuses
+	// bulk strings over 512 MiB.
+	MaxMessageSizeLimit = 512 << 20
 )
 
 // Handler streams the Redis messages addressed to the authenticated user as
@@ -142,6 +147,17 @@ type Handler struct {
 	// Default: 10s.
 	WriteTimeout caddy.Duration `json:"write_timeout,omitempty"`
 
+	// The largest message (pub/sub) or stream entry (all its fields) that
+	// is delivered, in bytes; a bigger one is dropped and counted as
+	// too_large without being parsed. It also sizes every read from a
+	// Redis Stream (see README, "Memory"). Default: 1 MiB.
+	MaxMessageSize int `json:"max_message_size,omitempty"`
+
+	// The most bytes of events that may wait for one stream, counting what
+	// it is writing; past it the stream is closed like a full queue_size
+	// (the client reconnects). At least max_message_size. Default: 4 MiB.
+	QueueBytes int `json:"queue_bytes,omitempty"`
+
 	redisURL   string // Redis with placeholders resolved
 	heartbeat  time.Duration
 	tokens     tokenSource
@@ -211,10 +227,11 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	}
 
 	h.retryFrame = retryEvent(time.Duration(h.Retry))
-	src := source{channel: h.Channel}
+	src := source{channel: h.Channel, maxMessageSize: h.MaxMessageSize}
 	ixKey := indexKey{recipientField: h.RecipientField}
 	if h.Stream != "" {
-		src = source{stream: h.Stream, history: historyConfig{entries: h.HistoryEntries, bytes: h.HistoryBytes}}
+		src = source{stream: h.Stream, history: historyConfig{entries: h.HistoryEntries, bytes: h.HistoryBytes},
+			maxMessageSize: h.MaxMessageSize}
 		ixKey.dataField = h.StreamField
 	}
 	key := hubKey(h.redisURL, opts, src)
@@ -277,6 +294,12 @@ func (h *Handler) applyDefaults() {
 	}
 	if h.WriteTimeout == 0 {
 		h.WriteTimeout = caddy.Duration(DefaultWriteTimeout)
+	}
+	if h.MaxMessageSize == 0 {
+		h.MaxMessageSize = DefaultMaxMessageSize
+	}
+	if h.QueueBytes == 0 {
+		h.QueueBytes = max(DefaultQueueBytes, h.MaxMessageSize)
 	}
 }
 
@@ -361,6 +384,12 @@ func (h *Handler) Validate() error {
 		fail("queue_size must be a whole number from 1 to %d", MaxQueueSize)
 	}
 	nonNegative("write_timeout", c.WriteTimeout)
+	if c.MaxMessageSize < 1 || c.MaxMessageSize > MaxMessageSizeLimit {
+		fail("max_message_size must be a size from 1 byte to 512 MiB")
+	}
+	if c.QueueBytes < c.MaxMessageSize {
+		fail("queue_bytes must be at least max_message_size (%d bytes)", c.MaxMessageSize)
+	}
 	return errors.Join(errs...)
 }
 

@@ -17,12 +17,13 @@ const idleCheck = 30 * time.Second
 type pubsubReader struct {
 	hub     *hub
 	channel string
+	maxSize int // max_message_size
 	pubsub  *redis.PubSub
 }
 
-func newPubsubReader(hb *hub, channel string) *pubsubReader {
+func newPubsubReader(hb *hub, channel string, maxSize int) *pubsubReader {
 	// No channel yet: this does not dial.
-	return &pubsubReader{hub: hb, channel: channel, pubsub: hb.client.Subscribe(context.Background())}
+	return &pubsubReader{hub: hb, channel: channel, maxSize: maxSize, pubsub: hb.client.Subscribe(context.Background())}
 }
 
 func (p *pubsubReader) close() error { return p.pubsub.Close() }
@@ -72,7 +73,7 @@ func (p *pubsubReader) run(ctx context.Context) {
 				hb.setUp(true, nil)
 			}
 		case *redis.Message:
-			p.dispatch([]byte(m.Payload))
+			p.dispatch(stringBytes(m.Payload))
 		}
 	}
 }
@@ -82,6 +83,10 @@ func (p *pubsubReader) run(ctx context.Context) {
 func (p *pubsubReader) dispatch(payload []byte) {
 	hb := p.hub
 	metrics.messagesReceived.Inc()
+	if len(payload) > p.maxSize {
+		hb.drop(dropTooLarge)
+		return
+	}
 	var ev *event
 	for _, ix := range *hb.routes.Load() {
 		users, broadcast, reason := route(payload, ix.key.recipientField)

@@ -18,6 +18,7 @@ const (
 	dropNoRecipient      dropReason = "no_recipient"      // field missing, null, "" or []
 	dropInvalidRecipient dropReason = "invalid_recipient" // field of another type
 	dropSlowClient       dropReason = "slow_client"       // a stream's queue was full
+	dropTooLarge         dropReason = "too_large"         // over max_message_size: not parsed
 )
 
 // recipients extracts the recipients of a published message from its field

@@ -19,7 +19,13 @@ const (
 	// readBlock bounds one XREAD BLOCK; it is also how long Destruct may
 	// wait for the reader.
 	readBlock = time.Second
-	readCount = 1000 // entries per XREAD
+	// readBudget bounds the bytes of one read from Redis (XREAD, a page of
+	// the window's loading or of a replay) when every entry is within
+	// max_message_size: Redis has no byte limit, so a read asks for at most
+	// readBudget/max_message_size entries (16 with the default 1 MiB), and
+	// never more than maxPage.
+	readBudget = 16 << 20
+	maxPage    = 1000
 )
 
 // streamReader reads a Redis Stream for a hub.
@@ -27,7 +33,12 @@ type streamReader struct {
 	hub        *hub
 	key        string // the stream's key
 	history    historyConfig
+	maxSize    int   // max_message_size
+	page       int64 // entries per read: see readBudget
 	beforeRead func()
+	// replays bounds the resumes reading from Redis at once, so that their
+	// pages and kept events stay within a known budget.
+	replays chan struct{}
 
 	// mu guards win, moved and every index's hist. It is held while an
 	// entry is appended and dispatched, which is what makes a resume's
@@ -40,7 +51,9 @@ type streamReader struct {
 func newStreamReader(hb *hub, src source) *streamReader {
 	return &streamReader{
 		hub: hb, key: src.stream, history: src.history, beforeRead: src.beforeRead,
-		win: newWindow(src.history),
+		maxSize: src.maxMessageSize, page: int64(min(max(readBudget/src.maxMessageSize, 1), maxPage)),
+		replays: make(chan struct{}, maxReplays),
+		win:     newWindow(src.history),
 	}
 }
 
@@ -83,27 +96,83 @@ func (r *streamReader) run(ctx context.Context) {
 	}
 }
 
-// loadWindow fills the window with the newest entries of the stream.
+// loadWindow fills the window with the newest entries of the stream, in
+// pages, until history_entries or history_bytes is reached, and works out
+// from XINFO STREAM what the window covers: a resume from an older ID must
+// go to Redis, where a trim or a deletion before this start is seen.
 func (r *streamReader) loadWindow(ctx context.Context) error {
-	msgs, err := r.hub.client.XRevRangeN(ctx, r.key, "+", "-", int64(r.history.entries)).Result()
+	// XINFO first: an entry added after it is newer than lastGenerated and
+	// is loaded now or read by the first XREAD.
+	info, err := r.info(ctx)
 	if err != nil {
-		return fmt.Errorf("reading stream history: %w", err)
+		return err
 	}
+	var msgs []redis.XMessage // newest first
+	bytes, full, end := 0, false, "+"
+	for !full {
+		page, err := r.hub.client.XRevRangeN(ctx, r.key, end, "-", r.page).Result()
+		if err != nil {
+			return fmt.Errorf("reading stream history: %w", err)
+		}
+		for _, m := range page {
+			// An entry costs about twice its fields in the window: the
+			// field map and the frame built from it.
+			size := entryBaseSize + 2*min(fieldsSize(m.Values), r.maxSize)
+			if len(msgs) == r.history.entries || bytes+size > r.history.bytes {
+				full = true
+				break
+			}
+			msgs = append(msgs, m)
+			bytes += size
+		}
+		if int64(len(page)) < r.page {
+			break
+		}
+		end = "(" + page[len(page)-1].ID
+	}
+
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if len(msgs) == r.history.entries {
-		// The stream may hold older entries than those loaded.
-		id, _ := parseEntryID(msgs[len(msgs)-1].ID)
-		r.win.coverAfter = id
-		msgs = msgs[:len(msgs)-1]
-	}
 	for i := len(msgs) - 1; i >= 0; i-- {
 		if id, ok := parseEntryID(msgs[i].ID); ok {
 			r.appendEntry(id, msgs[i].Values, false)
 		}
 	}
+	w := r.win
+	w.last = laterID(w.last, info.lastGenerated)
+	switch {
+	case !info.exists:
+		// Nothing was ever read: every ID is unknown until entries come.
+	case w.n == 0:
+		// Nothing retained (trimmed to 0, or entries larger than the
+		// window): the window covers nothing before its end.
+		w.coverAfter = laterID(w.coverAfter, w.last)
+	default:
+		oldest := w.at(w.firstSeq).id
+		if full || info.removed > 0 || oldest != info.first {
+			// Older entries exist, or existed: resumes from before the
+			// oldest entry loaded go to Redis, which tells what is gone.
+			w.coverAfter = laterID(w.coverAfter, oldest.prev())
+		}
+		if info.removed > 0 {
+			// XDEL leaves holes a window loaded now cannot see.
+			w.coverAfter = laterID(w.coverAfter, info.maxDeleted)
+		}
+	}
 	r.signalMovedLocked()
 	return nil
+}
+
+// fieldsSize is the bytes of an entry's field names and values.
+func fieldsSize(fields map[string]any) int {
+	n := 0
+	for k, v := range fields {
+		n += len(k)
+		if s, ok := v.(string); ok {
+			n += len(s)
+		}
+	}
+	return n
 }
 
 // read performs one XREAD BLOCK from the last entry read and dispatches
@@ -117,7 +186,7 @@ func (r *streamReader) read(ctx context.Context) error {
 	r.mu.Unlock()
 	res, err := r.hub.client.XRead(ctx, &redis.XReadArgs{
 		Streams: []string{r.key, last.String()},
-		Count:   readCount,
+		Count:   r.page,
 		Block:   readBlock,
 	}).Result()
 	if errors.Is(err, redis.Nil) {
@@ -153,10 +222,11 @@ func (r *streamReader) signalMovedLocked() {
 	}
 }
 
-// entryPayload extracts the message of a stream entry from its data field.
+// entryPayload extracts the message of a stream entry from its data field,
+// without copying it.
 func entryPayload(fields map[string]any, dataField string) ([]byte, bool) {
 	s, ok := fields[dataField].(string)
-	return []byte(s), ok
+	return stringBytes(s), ok
 }
 
 // entryBaseSize approximates what a window entry and its field map cost
@@ -167,11 +237,15 @@ const entryBaseSize = 320
 // when live, delivers it. Called with mu held.
 func (r *streamReader) appendEntry(id entryID, fields map[string]any, live bool) {
 	hb, w := r.hub, r.win
-	e := winEntry{id: id, fields: fields, size: entryBaseSize}
-	for k, v := range fields {
-		if s, ok := v.(string); ok {
-			e.size += len(k) + len(s)
+	e := winEntry{id: id, fields: fields, size: entryBaseSize + fieldsSize(fields)}
+	if e.size-entryBaseSize > r.maxSize {
+		// Kept as a placeholder, so that the window stays continuous,
+		// without its fields: they are never parsed.
+		if live {
+			hb.drop(dropTooLarge)
 		}
+		w.push(winEntry{id: id, size: entryBaseSize})
+		return
 	}
 	type routed struct {
 		ix        *index

@@ -11,23 +11,27 @@ import (
 	"github.com/redis/go-redis/v9"
 )
 
-// Resuming a stream-mode stream after the client's Last-Event-ID: what the
-// window holds is replayed from memory, older entries are read from Redis in
-// pages, and the subscriber is registered under the reader's mutex so that
-// the first live event it gets is the one after the last one replayed.
+// Resuming a stream-mode stream after the client's Last-Event-ID. The
+// subscriber is registered first, under the reader's mutex, at the newest
+// entry read: live events after it queue up while the replay is put
+// together, and the window's part of the replay is taken at that same
+// moment. Only what the window no longer holds is read from Redis, a fixed
+// range that the moving window cannot outrun.
 
 const (
-	// rangePage is the XRANGE page size of a replay from Redis.
-	rangePage = 1000
-	// maxResumeRounds bounds how often a replay from Redis chases a window
-	// that moves faster than the pages can be read.
-	maxResumeRounds = 8
+	// maxReplays bounds the resumes reading from Redis at once, per
+	// stream reader; others wait their turn (a resume from memory never
+	// waits).
+	maxReplays = 2
+	// replayBudget bounds the bytes of events one resume keeps from Redis;
+	// past it, the oldest are cut and the client gets a replay_limit reset.
+	replayBudget = 16 << 20
 	// lagWait is how long a resume from an ID this instance has not read
 	// yet (another instance delivered it) waits for the reader.
 	lagWait = time.Second
 )
 
-// replay is the state of one resume.
+// replay is the state of one resume's reading from Redis.
 type replay struct {
 	ix    *index
 	sub   *subscriber
@@ -35,60 +39,33 @@ type replay struct {
 	limit int     // replay_limit
 
 	fetched   []*event // matches read from Redis, oldest first
-	overLimit bool     // older matches were dropped from fetched
-	cursor    entryID  // Redis has been read up to here
+	overLimit bool     // older matches were not kept
 	truncated bool     // entries after `after` were removed from Redis
-	infoRead  bool
 }
 
 // resume registers sub so that it receives every event after `after`
 // exactly once, and returns the events to replay first.
 func (r *streamReader) resume(ctx context.Context, ix *index, sub *subscriber, after entryID, limit int) (preamble, error) {
-	rp := &replay{ix: ix, sub: sub, after: after, limit: limit, cursor: after}
-	for range maxResumeRounds {
-		p, joined, last, coverAfter := r.tryJoin(rp)
-		if joined {
-			return p, nil
-		}
-		if last.less(after) {
-			p, done, err := r.resumeAhead(ctx, rp, last)
-			if err != nil || done {
-				return p, err
-			}
-			continue
-		}
-		if err := r.fetch(ctx, rp, coverAfter); err != nil {
+	if p, done, err := r.resumeAhead(ctx, ix, sub, after); done || err != nil {
+		return p, err
+	}
+	rp := &replay{ix: ix, sub: sub, after: after, limit: limit}
+
+	r.mu.Lock()
+	w := r.win
+	fromWindow := ix.hist.replay(w, ix.key.dataField, sub.user, sub.broadcast, laterID(after, w.coverAfter))
+	until, end := w.coverAfter, w.last
+	ix.add(sub)
+	r.mu.Unlock()
+
+	if after.less(until) {
+		// (after, until] is no longer in the window.
+		if err := r.fetch(ctx, rp, until); err != nil {
+			ix.remove(sub)
 			return preamble{}, err
 		}
 	}
-	return preamble{}, errors.New("stream history moves faster than it can be replayed")
-}
-
-// tryJoin registers rp's subscriber when everything it missed is in the
-// window or already fetched, and returns its preamble. Otherwise it returns
-// the window's bounds: its newest entry, and the ID after which it holds
-// everything.
-func (r *streamReader) tryJoin(rp *replay) (p preamble, joined bool, last, coverAfter entryID) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	w := r.win
-	if w.last.less(rp.after) || (rp.after.less(w.coverAfter) && rp.cursor.less(w.coverAfter)) {
-		return preamble{}, false, w.last, w.coverAfter
-	}
-	var events []*event
-	for _, ev := range rp.fetched {
-		if !w.coverAfter.less(ev.id) { // newer ones are in the window
-			events = append(events, ev)
-		}
-	}
-	fromRedis := len(events)
-	from := rp.after
-	if from.less(w.coverAfter) {
-		from = w.coverAfter
-	}
-	events = append(events, rp.ix.hist.replay(w, rp.ix.key.dataField, rp.sub.user, rp.sub.broadcast, from)...)
-	rp.ix.add(rp.sub)
-	return rp.finish(events, fromRedis, w.last), true, w.last, w.coverAfter
+	return rp.finish(append(rp.fetched, fromWindow...), len(rp.fetched), end), nil
 }
 
 // finish applies replay_limit and the reset rules to the events to replay;
@@ -112,118 +89,113 @@ func (rp *replay) finish(events []*event, fromRedis int, end entryID) preamble {
 }
 
 // resumeAhead handles an ID newer than the last entry read. When Redis
-// never generated it, the stream was deleted or recreated: the subscriber
-// is registered with an unknown_last_event_id reset carrying the current
-// end. Otherwise the reader lags behind the instance that sent the ID, and
-// resumeAhead waits for it to move (done is false: try again).
-func (r *streamReader) resumeAhead(ctx context.Context, rp *replay, last entryID) (p preamble, done bool, _ error) {
-	info, err := r.info(ctx)
-	if err != nil {
-		return preamble{}, true, err
-	}
-	if info.lastGenerated.less(rp.after) {
-		r.mu.Lock()
-		end := r.win.last
-		rp.ix.add(rp.sub)
-		r.mu.Unlock()
-		return preamble{reset: resetEvent(resetUnknownID, &end), reason: resetUnknownID}, true, nil
-	}
-	if !r.waitMoved(ctx, last) {
-		return preamble{}, true, errors.New("stream reader is behind")
-	}
-	return preamble{}, false, nil
-}
-
-// waitMoved waits up to lagWait for the reader to read past last.
-func (r *streamReader) waitMoved(ctx context.Context, last entryID) bool {
+// never generated it, the stream was deleted or recreated: sub is
+// registered with an unknown_last_event_id reset carrying the current end
+// (done). Otherwise the reader lags behind the instance that sent the ID,
+// and resumeAhead waits up to lagWait for it to catch up.
+func (r *streamReader) resumeAhead(ctx context.Context, ix *index, sub *subscriber, after entryID) (p preamble, done bool, _ error) {
 	t := time.NewTimer(lagWait)
 	defer t.Stop()
+	checked := false
 	for {
 		r.mu.Lock()
-		if last.less(r.win.last) {
+		last := r.win.last
+		if !last.less(after) {
 			r.mu.Unlock()
-			return true
+			return preamble{}, false, nil
 		}
 		if r.moved == nil {
 			r.moved = make(chan struct{})
 		}
 		moved := r.moved
 		r.mu.Unlock()
+		if !checked {
+			info, err := r.info(ctx)
+			if err != nil {
+				return preamble{}, true, err
+			}
+			if info.lastGenerated.less(after) {
+				r.mu.Lock()
+				end := r.win.last
+				ix.add(sub)
+				r.mu.Unlock()
+				return preamble{reset: resetEvent(resetUnknownID, &end), reason: resetUnknownID}, true, nil
+			}
+			checked = true
+		}
 		select {
 		case <-moved:
 		case <-t.C:
-			return false
+			return preamble{}, true, errors.New("stream reader is behind")
 		case <-ctx.Done():
-			return false
+			return preamble{}, true, ctx.Err()
 		}
 	}
 }
 
-// fetch reads from Redis the entries after rp.cursor up to until, the ID
-// after which the window holds everything.
+// fetch reads from Redis the entries after rp.after up to until, the ID
+// after which the window holds everything: newest first, in pages, keeping
+// the subscriber's matches until replay_limit+1 of them or replayBudget
+// bytes are kept (older ones would be cut anyway), then XINFO STREAM, which
+// shows whatever was trimmed or deleted before or during the reading.
 func (r *streamReader) fetch(ctx context.Context, rp *replay, until entryID) error {
-	if !rp.infoRead {
-		info, err := r.info(ctx)
-		if err != nil {
-			return err
-		}
-		rp.truncated = info.trimmedAfter(rp.after)
-		rp.infoRead = true
+	select {
+	case r.replays <- struct{}{}:
+	case <-ctx.Done():
+		return ctx.Err()
 	}
-	next, err := r.fetchRange(ctx, rp, until)
+	defer func() { <-r.replays }()
+
+	var newer []*event // matches, newest first
+	kept := 0
+	start, end := "("+rp.after.String(), until.String()
+	for done := false; !done; {
+		msgs, err := r.hub.client.XRevRangeN(ctx, r.key, end, start, r.page).Result()
+		metrics.replayRedisCommands.Inc()
+		if err != nil {
+			return fmt.Errorf("reading stream history: %w", err)
+		}
+		done = int64(len(msgs)) < r.page
+		for _, m := range msgs {
+			end = "(" + m.ID
+			ev := rp.match(m, r.maxSize)
+			if ev == nil {
+				continue
+			}
+			if len(newer) > rp.limit || kept+len(ev.wire) > replayBudget {
+				rp.overLimit, done = true, true
+				break
+			}
+			newer = append(newer, ev)
+			kept += len(ev.wire)
+		}
+	}
+	slices.Reverse(newer)
+	rp.fetched = newer
+
+	info, err := r.info(ctx)
 	if err != nil {
 		return err
 	}
-	if next == rp.cursor {
-		// Redis holds nothing after the cursor, yet the window has moved
-		// past it: those entries were trimmed and evicted.
-		rp.truncated = true
-		next = until
-	}
-	rp.cursor = next
+	rp.truncated = info.trimmedAfter(rp.after)
 	return nil
 }
 
-// fetchRange reads entries after rp.cursor from Redis in pages until it
-// reaches until or the end of the stream, and keeps the subscriber's
-// matches, at most about 2×(limit+1) of them. It returns the newest ID read,
-// or rp.cursor when there was none.
-func (r *streamReader) fetchRange(ctx context.Context, rp *replay, until entryID) (next entryID, _ error) {
-	next = rp.cursor
-	keep := rp.limit + 1
-	for {
-		msgs, err := r.hub.client.XRangeN(ctx, r.key, "("+next.String(), "+", rangePage).Result()
-		metrics.replayRedisCommands.Inc()
-		if err != nil {
-			return rp.cursor, fmt.Errorf("reading stream history: %w", err)
-		}
-		for _, m := range msgs {
-			id, ok := parseEntryID(m.ID)
-			if !ok {
-				continue
-			}
-			next = id
-			payload, ok := entryPayload(m.Values, rp.ix.key.dataField)
-			if !ok {
-				continue
-			}
-			users, broadcast, reason := route(payload, rp.ix.key.recipientField)
-			if reason != "" {
-				continue
-			}
-			if slices.Contains(users, rp.sub.user) || (rp.sub.broadcast && broadcast) {
-				rp.fetched = append(rp.fetched, entryEvent(id, payload))
-			}
-		}
-		if len(rp.fetched) > 2*keep {
-			// Bound the memory one far-behind client can take.
-			rp.fetched = append(rp.fetched[:0], rp.fetched[len(rp.fetched)-keep:]...)
-			rp.overLimit = true
-		}
-		if len(msgs) < rangePage || !next.less(until) {
-			return next, nil
-		}
+// match returns the frame of entry m when it is for the subscriber, or nil.
+func (rp *replay) match(m redis.XMessage, maxSize int) *event {
+	id, ok := parseEntryID(m.ID)
+	if !ok || fieldsSize(m.Values) > maxSize {
+		return nil
 	}
+	payload, ok := entryPayload(m.Values, rp.ix.key.dataField)
+	if !ok {
+		return nil
+	}
+	users, broadcast, reason := route(payload, rp.ix.key.recipientField)
+	if reason != "" || !(slices.Contains(users, rp.sub.user) || (rp.sub.broadcast && broadcast)) {
+		return nil
+	}
+	return entryEvent(id, payload)
 }
 
 // xinfo is what XINFO STREAM says about the stream.
@@ -240,11 +212,14 @@ type xinfo struct {
 // entry, so this is a false alarm when the client's next entry is exactly
 // that one. A stream from which nothing was ever removed is never trimmed.
 func (st xinfo) trimmedAfter(id entryID) bool {
-	if !st.exists {
+	switch {
+	case !st.exists:
 		return true
-	}
-	if st.removed <= 0 {
+	case st.removed <= 0:
 		return false
+	case st.first == entryID{}:
+		// Empty: everything up to the last ID ever generated is gone.
+		return id.less(st.lastGenerated)
 	}
 	return id.less(st.first) || id.less(st.maxDeleted)
 }

@@ -1,8 +1,10 @@
 package notify
 
 import (
+	"bytes"
 	"strconv"
 	"time"
+	"unsafe"
 )
 
 // Every SSE frame the handler writes is built here.
@@ -21,13 +23,22 @@ var pingEvent = &event{wire: []byte(": ping\n\n")}
 
 // messageEvent frames a pub/sub message: data fields only.
 func messageEvent(payload []byte) *event {
-	return &event{wire: appendEvent(nil, "", payload)}
+	return &event{wire: appendEvent(make([]byte, 0, frameSize("", payload)), "", payload)}
 }
 
 // entryEvent frames the message of a Redis Stream entry, with the entry ID as
 // the SSE id so that the client can resume after it.
 func entryEvent(id entryID, payload []byte) *event {
-	return &event{id: id, wire: appendEvent(nil, id.String(), payload)}
+	sid := id.String()
+	return &event{id: id, wire: appendEvent(make([]byte, 0, frameSize(sid, payload)), sid, payload)}
+}
+
+// frameSize is at least the length of appendEvent's output, so that a frame
+// is allocated once at its size instead of growing by doubling: for a large
+// message that would cost several times its size.
+func frameSize(id string, data []byte) int {
+	lines := 1 + bytes.Count(data, []byte{'\n'}) + bytes.Count(data, []byte{'\r'})
+	return len("id: \n") + len(id) + len(data) + lines*len("data: \n") + 1
 }
 
 // positionEvent is an id field alone: EventSource records it as its last
@@ -108,4 +119,11 @@ func appendDataLine(dst, line []byte) []byte {
 	dst = append(dst, "data: "...)
 	dst = append(dst, line...)
 	return append(dst, '\n')
+}
+
+// stringBytes returns the bytes of s without copying them, for a message
+// that is only read: go-redis hands messages over as strings, and copying a
+// large one would double what it costs while it is delivered.
+func stringBytes(s string) []byte {
+	return unsafe.Slice(unsafe.StringData(s), len(s))
 }

@@ -60,7 +60,7 @@ func (w *window) push(e winEntry) uint64 {
 
 func (w *window) evict() {
 	old := &w.ring[w.head]
-	w.coverAfter = old.id
+	w.coverAfter = laterID(w.coverAfter, old.id)
 	w.bytes -= old.size
 	*old = winEntry{}
 	w.head = (w.head + 1) % len(w.ring)
