@@ -21,9 +21,9 @@ func BenchmarkDispatch(b *testing.B) {
 		b.Run(fmt.Sprintf("others=%d", others), func(b *testing.B) {
 			ix := newIndex(indexKey{recipientField: "recipient_id"})
 			for i := range others {
-				ix.add(newSubscriber("other-"+strconv.Itoa(i), false, nil, 8))
+				ix.add(newSubscriber("other-"+strconv.Itoa(i), false, nil, queueLimit{events: 8}))
 			}
-			target := newSubscriber("42", false, nil, 1<<30)
+			target := newSubscriber("42", false, nil, queueLimit{events: 1 << 30})
 			ix.add(target)
 			payload := []byte(`{"recipient_id":42,"type":"order_paid","order":{"id":1234,"total":"19.99"}}`)
 			buf := make([]*event, 0, 1024)
@@ -47,7 +47,7 @@ func BenchmarkDeliver(b *testing.B) {
 	ix := newIndex(indexKey{recipientField: "recipient_id"})
 	var subs []*subscriber
 	for range 100 {
-		s := newSubscriber("u", false, nil, 1<<30)
+		s := newSubscriber("u", false, nil, queueLimit{events: 1 << 30})
 		subs = append(subs, s)
 		ix.add(s)
 	}
@@ -135,7 +135,7 @@ func BenchmarkResumeStorm(b *testing.B) {
 				// The client's last event: its own entry `behind` entries ago.
 				pos := entries - behind + i%users
 				after, _ := parseEntryID(ids[pos])
-				sub := newSubscriber(user, false, nil, 8)
+				sub := newSubscriber(user, false, nil, queueLimit{events: 8})
 				res, err := hb.register(b.Context(), ix, sub, &after, 1000)
 				if err != nil {
 					b.Fatal(err)
@@ -186,7 +186,7 @@ func BenchmarkIndexChurn(b *testing.B) {
 	ix := newIndex(indexKey{recipientField: "recipient_id"})
 	var next atomic.Int64
 	b.RunParallel(func(pb *testing.PB) {
-		s := newSubscriber("user-"+strconv.FormatInt(next.Add(1), 10), false, nil, 8)
+		s := newSubscriber("user-"+strconv.FormatInt(next.Add(1), 10), false, nil, queueLimit{events: 8})
 		for pb.Next() {
 			ix.add(s)
 			ix.remove(s)

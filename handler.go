@@ -120,7 +120,7 @@ func (h *Handler) serveStream(w http.ResponseWriter, r *http.Request, user strin
 		return nil
 	}
 
-	sub := newSubscriber(user, h.Broadcast, h.beat, h.QueueSize)
+	sub := newSubscriber(user, h.Broadcast, h.beat, queueLimit{events: h.QueueSize, bytes: h.QueueBytes})
 	pre, err := h.hub.register(r.Context(), h.index, sub, from, h.ReplayLimit)
 	if err != nil {
 		if r.Context().Err() != nil {
@@ -136,7 +136,7 @@ func (h *Handler) serveStream(w http.ResponseWriter, r *http.Request, user strin
 	}
 	metrics.streamsOpened.WithLabelValues("ok").Inc()
 	metrics.streamsOpen.Inc()
-	s := &stream{sub: sub, ix: h.index, stop: h.stopCtx.Done(), writeTimeout: time.Duration(h.WriteTimeout), logger: h.logger}
+	s := &stream{sub: sub, ix: h.index, stop: h.stopCtx, writeTimeout: time.Duration(h.WriteTimeout), logger: h.logger}
 	first := pre.frames(h.retryFrame)
 	if r.ProtoMajor == 1 {
 		if hw := h.hijack(w); hw != nil {

@@ -104,6 +104,10 @@ func (w *hijackWriter) writeFrames(frames []*event, deadline time.Time) error {
 
 func (w *hijackWriter) gone() <-chan struct{} { return w.goneCh }
 
+// abort closes the connection, which fails a pending write and every
+// later one.
+func (w *hijackWriter) abort() { _ = w.conn.Close() }
+
 // read waits for the client to close the connection (EOF or reset), or for
 // close to close it, and then closes goneCh. Anything the client sends is
 // discarded.

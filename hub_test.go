@@ -22,7 +22,7 @@ func TestHubLifecycleLeaksNothing(t *testing.T) {
 	}
 	hb := newHub(opts, source{channel: "ch"}, zap.NewNop())
 	ix := hb.attach(indexKey{recipientField: "to"})
-	s := newSubscriber("u1", false, nil, 8)
+	s := newSubscriber("u1", false, nil, queueLimit{events: 8})
 	ix.add(s)
 	if !hb.waitUp(t.Context(), 5*time.Second) {
 		t.Fatal("hub did not subscribe")

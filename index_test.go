@@ -17,10 +17,10 @@ func drain(s *subscriber) []string {
 
 func TestIndexDeliver(t *testing.T) {
 	ix := newIndex(indexKey{recipientField: "recipient_id"})
-	alice1 := newSubscriber("alice", false, nil, 10)
-	alice2 := newSubscriber("alice", true, nil, 10)
-	bob := newSubscriber("bob", true, nil, 10)
-	carol := newSubscriber("carol", false, nil, 10)
+	alice1 := newSubscriber("alice", false, nil, queueLimit{events: 10})
+	alice2 := newSubscriber("alice", true, nil, queueLimit{events: 10})
+	bob := newSubscriber("bob", true, nil, queueLimit{events: 10})
+	carol := newSubscriber("carol", false, nil, queueLimit{events: 10})
 	for _, s := range []*subscriber{alice1, alice2, bob, carol} {
 		ix.add(s)
 	}
@@ -59,8 +59,8 @@ func TestIndexDeliver(t *testing.T) {
 
 func TestIndexOverflowClosesOnlyTheFullStream(t *testing.T) {
 	ix := newIndex(indexKey{recipientField: "recipient_id"})
-	slow := newSubscriber("alice", false, nil, 3)
-	fast := newSubscriber("alice", false, nil, 3)
+	slow := newSubscriber("alice", false, nil, queueLimit{events: 3})
+	fast := newSubscriber("alice", false, nil, queueLimit{events: 3})
 	ix.add(slow)
 	ix.add(fast)
 	var overflow int

@@ -1,8 +1,10 @@
 package notify
 
 import (
+	"context"
 	"errors"
 	"net/http"
+	"sync/atomic"
 	"time"
 
 	"go.uber.org/zap"
@@ -18,6 +20,9 @@ type frameWriter interface {
 	writeFrames(frames []*event, deadline time.Time) error
 	// gone is closed when the client has left.
 	gone() <-chan struct{}
+	// abort makes a pending or later writeFrames fail at once; it may be
+	// called from another goroutine.
+	abort()
 	// close releases the connection once the stream has ended.
 	close()
 }
@@ -28,7 +33,7 @@ type stream struct {
 	sub          *subscriber
 	ix           *index
 	out          frameWriter
-	stop         <-chan struct{} // closed when the config starts stopping
+	stop         context.Context // done when the config starts stopping
 	writeTimeout time.Duration
 	logger       *zap.Logger
 }
@@ -39,6 +44,10 @@ type stream struct {
 // the stream.
 func (s *stream) run(first []*event) {
 	defer s.end()
+	// A write blocked on a client that does not read (or an HTTP/2 client
+	// that opens no flow-control window) must not hold up a config stop:
+	// it is aborted. AfterFunc costs no goroutine until the stop.
+	defer context.AfterFunc(s.stop, s.out.abort)()
 	if !s.write(first) {
 		return
 	}
@@ -47,7 +56,7 @@ func (s *stream) run(first []*event) {
 		select {
 		case <-s.out.gone():
 			return
-		case <-s.stop:
+		case <-s.stop.Done():
 			return
 		case _, ok := <-s.sub.wake:
 			if !ok {
@@ -59,6 +68,7 @@ func (s *stream) run(first []*event) {
 			if !ok {
 				return
 			}
+			s.sub.written()
 		}
 	}
 }
@@ -91,9 +101,10 @@ var errNotFlushable = errors.New("the response cannot be flushed")
 // rcWriter writes a stream through its ResponseWriter: HTTP/2 and HTTP/3
 // streams, and HTTP/1 ones whose connection cannot be hijacked.
 type rcWriter struct {
-	w    http.ResponseWriter
-	rc   *http.ResponseController
-	done <-chan struct{}
+	w       http.ResponseWriter
+	rc      *http.ResponseController
+	done    <-chan struct{}
+	aborted atomic.Bool
 }
 
 // newRCWriter sends the status line; headers and frames follow with the
@@ -110,6 +121,11 @@ func newRCWriter(w http.ResponseWriter, r *http.Request) *rcWriter {
 func (w *rcWriter) writeFrames(frames []*event, deadline time.Time) error {
 	if err := w.rc.SetWriteDeadline(deadline); err != nil && !errors.Is(err, http.ErrNotSupported) {
 		return err
+	}
+	// Checked after the deadline is set: an abort that comes later sets
+	// its own deadline after this one.
+	if w.aborted.Load() {
+		return errAborted
 	}
 	for _, ev := range frames {
 		if _, err := w.w.Write(ev.wire); err != nil {
@@ -131,6 +147,17 @@ func (w *rcWriter) writeFrames(frames []*event, deadline time.Time) error {
 }
 
 func (w *rcWriter) gone() <-chan struct{} { return w.done }
+
+// abort sets a write deadline in the past: HTTP/2 resets the stream at
+// once, which ends a write waiting for flow control; HTTP/1 and HTTP/3
+// writes fail with a timeout.
+func (w *rcWriter) abort() {
+	w.aborted.Store(true)
+	_ = w.rc.SetWriteDeadline(time.Now())
+}
+
+// errAborted is the error of a write after abort.
+var errAborted = errors.New("stream aborted: the config is stopping")
 
 // close has nothing to release: the request ends when ServeHTTP returns.
 func (w *rcWriter) close() {}

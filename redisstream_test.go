@@ -531,7 +531,7 @@ func TestResumeWaitsForALaggingReader(t *testing.T) {
 		err error
 	}
 	done := make(chan result, 1)
-	sub := newSubscriber("alice", false, nil, 16)
+	sub := newSubscriber("alice", false, nil, queueLimit{events: 16})
 	go func() {
 		res, err := hb.register(t.Context(), ix, sub, &id2, 100)
 		done <- result{res, err}

@@ -14,16 +14,25 @@ type subscriber struct {
 	broadcast bool       // receives messages addressed to "*"
 	beat      *heartbeat // the heartbeat that pings it, or nil
 	beatSlot  uint8      // which tick of its shard's turn pings it (see heartbeat.run)
-	limit     int        // queue bound; reaching it closes the stream
+	limit     queueLimit
 
-	mu     sync.Mutex
-	q      []*event
-	busy   bool          // an event was queued since the last heartbeat
+	mu      sync.Mutex
+	q       []*event
+	queued  int           // bytes of the frames in q
+	writing int           // bytes of the frames taken and not yet written
+	busy    bool          // an event was queued since the last heartbeat
 	closed bool          // no more events: the stream must end
 	wake   chan struct{} // one slot; signalled when q becomes non-empty, closed with closed
 }
 
-func newSubscriber(user string, broadcast bool, beat *heartbeat, limit int) *subscriber {
+// queueLimit bounds what may wait for one stream; reaching either bound
+// closes it.
+type queueLimit struct {
+	events int // queue_size
+	bytes  int // queue_bytes, counting what the writer holds; 0: no bound
+}
+
+func newSubscriber(user string, broadcast bool, beat *heartbeat, limit queueLimit) *subscriber {
 	return &subscriber{
 		user: user, broadcast: broadcast, beat: beat, limit: limit,
 		beatSlot: uint8(rand.N(maxBeatSlots)), wake: make(chan struct{}, 1),
@@ -40,11 +49,15 @@ func (s *subscriber) push(ev *event) (delivered, overflow bool) {
 	if s.closed {
 		return false, false
 	}
-	if len(s.q) >= s.limit {
+	// One event is always let through, however large: max_message_size
+	// bounds it, and queue_bytes is at least that.
+	held := s.queued + s.writing
+	if len(s.q) >= s.limit.events || (s.limit.bytes > 0 && held > 0 && held+len(ev.wire) > s.limit.bytes) {
 		s.closeLocked()
 		return false, true
 	}
 	s.q = append(s.q, ev)
+	s.queued += len(ev.wire)
 	s.busy = true
 	s.signalLocked()
 	return true, false
@@ -73,15 +86,24 @@ func (s *subscriber) signalLocked() {
 	}
 }
 
-// take moves the queued events into buf (reused between calls) and returns it.
+// take moves the queued events into buf (reused between calls) and returns
+// it; they count against queue_bytes until written is called.
 func (s *subscriber) take(buf []*event) []*event {
 	s.mu.Lock()
 	buf, s.q = s.q, buf[:0]
+	s.writing, s.queued = s.queued, 0
 	if cap(s.q) > 64 {
 		s.q = nil // let a burst's backing array go instead of keeping it per stream
 	}
 	s.mu.Unlock()
 	return buf
+}
+
+// written reports that the events last taken have been written.
+func (s *subscriber) written() {
+	s.mu.Lock()
+	s.writing = 0
+	s.mu.Unlock()
 }
 
 // close ends the stream: its wake channel is closed and nothing more is queued.
@@ -94,7 +116,7 @@ func (s *subscriber) close() {
 func (s *subscriber) closeLocked() {
 	if !s.closed {
 		s.closed = true
-		s.q = nil
+		s.q, s.queued = nil, 0
 		close(s.wake)
 	}
 }
