@@ -1,0 +1,173 @@
+package notify
+
+import (
+	"fmt"
+	"net"
+	"net/http"
+	"runtime"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	"go.uber.org/zap"
+)
+
+// bigMessage is a message for user of exactly size bytes.
+func bigMessage(user string, n, size int) string {
+	head := fmt.Sprintf(`{"recipient_id":%q,"n":%d,"pad":"`, user, n)
+	return head + strings.Repeat("x", size-len(head)-2) + `"}`
+}
+
+// Messages and entries over max_message_size are dropped unparsed and
+// counted as too_large; those at the limit are delivered.
+func TestTooLargeMessagesAreDropped(t *testing.T) {
+	const limit = 4096
+	for _, mode := range []string{"channel", "stream"} {
+		t.Run(mode, func(t *testing.T) {
+			rs := startRedis(t)
+			auth := startAuthAPI(t, users("alice"))
+			base := serve(t, rs, auth, `
+	metrics /metrics
+	notify /events {
+		redis %[1]s
+		auth_url %[2]s
+		`+mode+` notifications
+		max_message_size 4KiB
+	}`)
+			c := rs.client()
+			t.Cleanup(func() { c.Close() })
+			publish := func(msg string) {
+				if mode == "channel" {
+					rs.publish(t, "notifications", msg)
+					return
+				}
+				// The entry's size counts its field name ("data").
+				if err := c.XAdd(t.Context(), &redis.XAddArgs{Stream: "notifications", Values: []any{"data", msg}}).Err(); err != nil {
+					t.Fatal(err)
+				}
+			}
+			overhead := 0
+			if mode == "stream" {
+				overhead = len("data")
+			}
+			before := metricValue(t, base+"/metrics", `caddy_notify_dropped_total{reason="too_large"}`)
+			s := openStream(t, request(t, base+"/events", "alice-token"))
+			publish(bigMessage("alice", 1, limit+1-overhead))
+			publish(bigMessage("alice", 2, limit-overhead))
+			publish(`{"recipient_id":"alice","n":3}`)
+			for _, want := range []string{bigMessage("alice", 2, limit-overhead), `{"recipient_id":"alice","n":3}`} {
+				if ev := s.next(t, 5*time.Second); ev.data != want {
+					t.Fatalf("got %.60q…, want %.60q…", ev.data, want)
+				}
+			}
+			if d := metricValue(t, base+"/metrics", `caddy_notify_dropped_total{reason="too_large"}`) - before; d != 1 {
+				t.Errorf("too_large drops rose by %v, want 1", d)
+			}
+		})
+	}
+}
+
+// smallWindowClient opens HTTP/1.1 connections with a 4 KiB receive
+// buffer, so that a stream it does not read backs up into the server soon.
+var smallWindowClient = &http.Client{Transport: &http.Transport{
+	DisableKeepAlives: true,
+	DialContext: (&net.Dialer{Control: func(_, _ string, c syscall.RawConn) error {
+		var serr error
+		err := c.Control(func(fd uintptr) {
+			serr = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 4096)
+		})
+		if err != nil {
+			return err
+		}
+		return serr
+	}}).DialContext,
+}}
+
+// A stream that never reads holds at most about queue_bytes of events in
+// the process, then it is closed as a slow client: with 1 MB messages and
+// queue_size 1000, only queue_bytes (4 MiB) can close it early.
+func TestNonReadingStreamHoldsAtMostQueueBytes(t *testing.T) {
+	rs := startRedis(t)
+	auth := startAuthAPI(t, users("alice"))
+	base := serve(t, rs, auth, `
+	metrics /metrics
+	notify /events {
+		redis %[1]s
+		auth_url %[2]s
+		queue_size 1000
+		queue_bytes 4MiB
+		write_timeout 1h
+	}`)
+	resp, err := smallWindowClient.Do(request(t, base+"/events", "alice-token"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { resp.Body.Close() })
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("status %d", resp.StatusCode)
+	}
+	drops := func() float64 {
+		return metricValue(t, base+"/metrics", `caddy_notify_dropped_total{reason="slow_client"}`)
+	}
+	before := drops()
+	heapBefore := heapInUse()
+	peak := heapBefore
+	const size = 1_000_000
+	msg := bigMessage("alice", 0, size)
+	published := 0
+	for ; published < 300 && drops() == before; published++ {
+		rs.publish(t, DefaultChannel, msg)
+		// Paced: Caddy keeps up, so what grows is the stream's queue.
+		time.Sleep(5 * time.Millisecond)
+		peak = max(peak, heapInUse())
+	}
+	if drops() == before {
+		t.Fatalf("the stream is still open after %d MB", published)
+	}
+	// The kernel's socket buffers take several MB before the writer blocks
+	// (not process memory); the process holds queue_bytes at most.
+	t.Logf("closed after %d messages of 1 MB; heap rose by at most %d MiB", published, (peak-heapBefore)>>20)
+	if published >= 100 {
+		t.Errorf("closed after %d MB: queue_bytes is not enforced", published)
+	}
+	if grew := peak - heapBefore; grew > 24<<20 {
+		t.Errorf("the heap rose by %d MiB while one stream did not read, want at most about queue_bytes (4 MiB) plus what Redis messages in flight take", grew>>20)
+	}
+}
+
+// heapInUse returns the bytes of live heap after a collection.
+func heapInUse() uint64 {
+	runtime.GC()
+	var m runtime.MemStats
+	runtime.ReadMemStats(&m)
+	return m.HeapAlloc
+}
+
+// Delivering a message allocates its frame once and nothing else in
+// proportion to its size: with go-redis's own copy, a message costs about
+// twice its size while it is delivered.
+func TestDispatchAllocatesOneFrame(t *testing.T) {
+	ix := newIndex(indexKey{recipientField: "recipient_id"})
+	s := newSubscriber("alice", false, nil, queueLimit{events: 8})
+	ix.add(s)
+	hb := &hub{logger: zap.NewNop()}
+	hb.routes.Store(&[]*index{ix})
+	p := &pubsubReader{hub: hb, maxSize: 64 << 20}
+	payload := []byte(bigMessage("alice", 1, 20<<20))
+
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	p.dispatch(payload)
+	runtime.ReadMemStats(&after)
+	if got := s.take(nil); len(got) != 1 {
+		t.Fatalf("%d events delivered, want 1", len(got))
+	}
+	allocated := after.TotalAlloc - before.TotalAlloc
+	if limit := uint64(len(payload)) * 11 / 10; allocated > limit {
+		t.Errorf("dispatching a %d MiB message allocated %d MiB, want at most %d MiB (its frame)",
+			len(payload)>>20, allocated>>20, limit>>20)
+	}
+}
