@@ -138,6 +138,7 @@ func (h *Handler) serveStream(w http.ResponseWriter, r *http.Request, user strin
 	metrics.streamsOpen.Inc()
 	s := &stream{sub: sub, ix: h.index, stop: h.stopCtx, writeTimeout: time.Duration(h.WriteTimeout), logger: h.logger}
 	first := pre.frames(h.retryFrame)
+	s.firstWritten = pre.done
 	if r.ProtoMajor == 1 {
 		if hw := h.hijack(w); hw != nil {
 			// The stream goes on without the request (hijack.go).

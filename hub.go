@@ -198,6 +198,14 @@ type preamble struct {
 	reason    string   // the reset's reason
 	replay    []*event // missed events, oldest first
 	fromRedis int      // how many of replay came from Redis rather than memory
+	written   func()   // if not nil, called once the preamble is written (or failed to be)
+}
+
+// done reports that the preamble was written or never will be.
+func (p preamble) done() {
+	if p.written != nil {
+		p.written()
+	}
 }
 
 // frames returns the preamble's frames in order, after first.

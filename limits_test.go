@@ -5,7 +5,9 @@ import (
 	"net"
 	"net/http"
 	"runtime"
+	"runtime/debug"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -169,5 +171,139 @@ func TestDispatchAllocatesOneFrame(t *testing.T) {
 	if limit := uint64(len(payload)) * 11 / 10; allocated > limit {
 		t.Errorf("dispatching a %d MiB message allocated %d MiB, want at most %d MiB (its frame)",
 			len(payload)>>20, allocated>>20, limit>>20)
+	}
+}
+
+// heapPeak samples the heap until stop is called and returns the highest
+// HeapAlloc seen. The collector runs often meanwhile, so that the peak
+// follows what is live rather than when garbage happens to be collected.
+func heapPeak(t *testing.T) (stop func() uint64) {
+	old := debug.SetGCPercent(10)
+	done := make(chan struct{})
+	result := make(chan uint64, 1)
+	go func() {
+		var peak uint64
+		var m runtime.MemStats
+		for {
+			runtime.ReadMemStats(&m)
+			peak = max(peak, m.HeapAlloc)
+			select {
+			case <-done:
+				result <- peak
+				return
+			case <-time.After(5 * time.Millisecond):
+			}
+		}
+	}()
+	var once sync.Once
+	var peak uint64
+	stop = func() uint64 {
+		once.Do(func() {
+			close(done)
+			peak = <-result
+			debug.SetGCPercent(old)
+		})
+		return peak
+	}
+	t.Cleanup(func() { stop() })
+	return stop
+}
+
+// Stream mode with 300 entries of 1 MB: loading the window at start stays
+// within history_bytes, clients resuming from the beginning get 200 with a
+// reset where the replay budget cuts their history, and the shared reader
+// keeps delivering to everybody else meanwhile.
+func TestStreamMemoryIsBoundedInBytes(t *testing.T) {
+	rs := startRedis(t)
+	c := rs.client()
+	t.Cleanup(func() { c.Close() })
+	const size, entries = 1_000_000, 300
+	pipe := c.Pipeline()
+	for i := 1; i <= entries; i++ {
+		pipe.XAdd(t.Context(), &redis.XAddArgs{Stream: testStream, Values: []any{"data", bigMessage("alice", i, size)}})
+		if i%20 == 0 {
+			if _, err := pipe.Exec(t.Context()); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	runtime.GC()
+	base := heapInUse()
+	peak := heapPeak(t)
+	url := streamSetup(t, rs, "history_bytes 32MiB") + "/events"
+	live := openStream(t, request(t, url, "bob-token"))
+	if grew := peak() - base; grew > 96<<20 {
+		t.Errorf("starting on %d MB of entries took %d MiB of heap, want history_bytes (32 MiB) and one read (16 MiB) at most, with slack", entries, grew>>20)
+	} else {
+		t.Logf("start: heap peak %d MiB above the baseline", grew>>20)
+	}
+
+	peak = heapPeak(t)
+	type result struct {
+		status int
+		events []sseEvent
+		err    error
+	}
+	results := make(chan result, 8)
+	for range 8 {
+		go func() {
+			req := request(t, url, "alice-token")
+			req.Header.Set("Last-Event-ID", "1-0")
+			resp, err := streamClient.Do(req)
+			if err != nil {
+				results <- result{err: err}
+				return
+			}
+			defer resp.Body.Close()
+			r := result{status: resp.StatusCode}
+			if resp.StatusCode == http.StatusOK {
+				s := newSSEStream(resp)
+				go s.read()
+				defer s.close()
+				for {
+					select {
+					case ev := <-s.events:
+						if ev.retry != "" || ev.comment != "" {
+							continue
+						}
+						r.events = append(r.events, ev)
+						if ev.data == `{"recipient_id":"alice","n":0}` {
+							results <- r
+							return
+						}
+					case <-time.After(30 * time.Second):
+						r.err = fmt.Errorf("stalled after %d events", len(r.events))
+						results <- r
+						return
+					}
+				}
+			}
+			results <- r
+		}()
+	}
+	// Meanwhile, live delivery goes on.
+	for i := range 5 {
+		start := time.Now()
+		xadd(t, c, fmt.Sprintf(`{"recipient_id":"bob","n":%d}`, i))
+		ev := live.next(t, 5*time.Second)
+		if d := time.Since(start); d > time.Second {
+			t.Errorf("a live event took %s during the replays (%q)", d, ev.data)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	xadd(t, c, `{"recipient_id":"alice","n":0}`)
+	for range 8 {
+		r := <-results
+		if r.err != nil || r.status != http.StatusOK {
+			t.Fatalf("resume: status %d, %v", r.status, r.err)
+		}
+		if len(r.events) < 2 || r.events[0].data != `{"reason":"replay_limit"}` {
+			t.Fatalf("resume began with %d events, first %.60q…, want the replay_limit reset", len(r.events), r.events[0].data)
+		}
+	}
+	if grew := peak() - base; grew > 160<<20 {
+		t.Errorf("8 resumes over %d MB of history took %d MiB of heap, want the window plus two replays' budgets", entries, grew>>20)
+	} else {
+		t.Logf("8 resumes: heap peak %d MiB above the baseline", grew>>20)
 	}
 }

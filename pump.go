@@ -36,6 +36,7 @@ type stream struct {
 	stop         context.Context // done when the config starts stopping
 	writeTimeout time.Duration
 	logger       *zap.Logger
+	firstWritten func() // called once the first frames are written or failed
 }
 
 // run writes first, then each batch of queued events, until the client
@@ -48,7 +49,11 @@ func (s *stream) run(first []*event) {
 	// that opens no flow-control window) must not hold up a config stop:
 	// it is aborted. AfterFunc costs no goroutine until the stop.
 	defer context.AfterFunc(s.stop, s.out.abort)()
-	if !s.write(first) {
+	ok := s.write(first)
+	if s.firstWritten != nil {
+		s.firstWritten()
+	}
+	if !ok {
 		return
 	}
 	var batch []*event

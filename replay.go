@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -19,9 +20,9 @@ import (
 // range that the moving window cannot outrun.
 
 const (
-	// maxReplays bounds the resumes reading from Redis at once, per
-	// stream reader; others wait their turn (a resume from memory never
-	// waits).
+	// maxReplays bounds the resumes that read from Redis, per stream
+	// reader, from their first page until their replay is written to the
+	// client; others wait their turn (a resume from memory never waits).
 	maxReplays = 2
 	// replayBudget bounds the bytes of events one resume keeps from Redis;
 	// past it, the oldest are cut and the client gets a replay_limit reset.
@@ -58,14 +59,26 @@ func (r *streamReader) resume(ctx context.Context, ix *index, sub *subscriber, a
 	ix.add(sub)
 	r.mu.Unlock()
 
-	if after.less(until) {
-		// (after, until] is no longer in the window.
-		if err := r.fetch(ctx, rp, until); err != nil {
-			ix.remove(sub)
-			return preamble{}, err
-		}
+	if !after.less(until) {
+		return rp.finish(fromWindow, 0, end), nil
 	}
-	return rp.finish(append(rp.fetched, fromWindow...), len(rp.fetched), end), nil
+	// (after, until] is no longer in the window: it is read from Redis,
+	// holding a replay slot until the stream has written it.
+	select {
+	case r.replays <- struct{}{}:
+	case <-ctx.Done():
+		ix.remove(sub)
+		return preamble{}, ctx.Err()
+	}
+	release := sync.OnceFunc(func() { <-r.replays })
+	if err := r.fetch(ctx, rp, until); err != nil {
+		release()
+		ix.remove(sub)
+		return preamble{}, err
+	}
+	p := rp.finish(append(rp.fetched, fromWindow...), len(rp.fetched), end)
+	p.written = release
+	return p, nil
 }
 
 // finish applies replay_limit and the reset rules to the events to replay;
@@ -139,13 +152,6 @@ func (r *streamReader) resumeAhead(ctx context.Context, ix *index, sub *subscrib
 // bytes are kept (older ones would be cut anyway), then XINFO STREAM, which
 // shows whatever was trimmed or deleted before or during the reading.
 func (r *streamReader) fetch(ctx context.Context, rp *replay, until entryID) error {
-	select {
-	case r.replays <- struct{}{}:
-	case <-ctx.Done():
-		return ctx.Err()
-	}
-	defer func() { <-r.replays }()
-
 	var newer []*event // matches, newest first
 	kept := 0
 	start, end := "("+rp.after.String(), until.String()
