@@ -81,16 +81,32 @@ func (h *Handler) hijack(w http.ResponseWriter) *hijackWriter {
 	return &hijackWriter{conn: conn, head: responseHead(w.Header()), goneCh: make(chan struct{})}
 }
 
-func (w *hijackWriter) writeFrames(frames []*event, deadline time.Time) error {
-	if err := w.conn.SetWriteDeadline(deadline); err != nil {
-		return err
-	}
+func (w *hijackWriter) writeFrames(frames []*event, timeout time.Duration) error {
 	if w.head != nil {
 		w.bufs = append(w.bufs, w.head)
 		w.head = nil
 	}
-	for _, ev := range frames {
+	size := 0
+	for i, ev := range frames {
 		w.bufs = append(w.bufs, ev.wire)
+		size += len(ev.wire)
+		if size >= writeChunk || i == len(frames)-1 {
+			if err := w.flush(timeout); err != nil {
+				return err
+			}
+			size = 0
+		}
+	}
+	if len(w.bufs) > 0 { // the head alone
+		return w.flush(timeout)
+	}
+	return nil
+}
+
+// flush writes bufs with one writev within timeout.
+func (w *hijackWriter) flush(timeout time.Duration) error {
+	if err := w.conn.SetWriteDeadline(time.Now().Add(timeout)); err != nil {
+		return err
 	}
 	v := w.bufs // WriteTo consumes its receiver
 	_, err := v.WriteTo(w.conn)

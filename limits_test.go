@@ -231,6 +231,11 @@ func TestStreamMemoryIsBoundedInBytes(t *testing.T) {
 	base := heapInUse()
 	peak := heapPeak(t)
 	url := streamSetup(t, rs, "history_bytes 32MiB") + "/events"
+	waitFor(t, 30*time.Second, "the window loaded", func() bool {
+		ok := false
+		hubs.Range(func(_, v any) bool { ok = v.(*hub).isUp(); return true })
+		return ok
+	})
 	live := openStream(t, request(t, url, "bob-token"))
 	if grew := peak() - base; grew > 96<<20 {
 		t.Errorf("starting on %d MB of entries took %d MiB of heap, want history_bytes (32 MiB) and one read (16 MiB) at most, with slack", entries, grew>>20)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net/http"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -16,8 +17,8 @@ import (
 // hijack.go).
 type frameWriter interface {
 	// writeFrames writes frames in order and pushes them to the client,
-	// giving up at deadline.
-	writeFrames(frames []*event, deadline time.Time) error
+	// giving up when a chunk of writeChunk bytes takes longer than timeout.
+	writeFrames(frames []*event, timeout time.Duration) error
 	// gone is closed when the client has left.
 	gone() <-chan struct{}
 	// abort makes a pending or later writeFrames fail at once; it may be
@@ -81,7 +82,7 @@ func (s *stream) run(first []*event) {
 // write sends frames within write_timeout and reports whether the stream
 // can go on.
 func (s *stream) write(frames []*event) bool {
-	err := s.out.writeFrames(frames, time.Now().Add(s.writeTimeout))
+	err := s.out.writeFrames(frames, s.writeTimeout)
 	if err == nil {
 		return true
 	}
@@ -99,6 +100,11 @@ func (s *stream) end() {
 	metrics.streamsOpen.Dec()
 }
 
+// writeChunk is how many bytes write_timeout covers at a time: a large
+// replay or burst gets a fresh deadline for each chunk, so a client that
+// reads slowly but steadily is not cut off while one that stops is.
+const writeChunk = 256 << 10
+
 // errNotFlushable reports a ResponseWriter that cannot flush: events would
 // sit in a buffer instead of reaching the client.
 var errNotFlushable = errors.New("the response cannot be flushed")
@@ -110,6 +116,11 @@ type rcWriter struct {
 	rc      *http.ResponseController
 	done    <-chan struct{}
 	aborted atomic.Bool
+
+	// mu keeps abort, which runs on its own goroutine, from touching the
+	// ResponseWriter once the handler is done with it.
+	mu     sync.Mutex
+	closed bool
 }
 
 // newRCWriter sends the status line; headers and frames follow with the
@@ -123,17 +134,22 @@ func newRCWriter(w http.ResponseWriter, r *http.Request) *rcWriter {
 	return &rcWriter{w: w, rc: rc, done: r.Context().Done()}
 }
 
-func (w *rcWriter) writeFrames(frames []*event, deadline time.Time) error {
-	if err := w.rc.SetWriteDeadline(deadline); err != nil && !errors.Is(err, http.ErrNotSupported) {
-		return err
-	}
-	// Checked after the deadline is set: an abort that comes later sets
-	// its own deadline after this one.
-	if w.aborted.Load() {
-		return errAborted
-	}
-	for _, ev := range frames {
+func (w *rcWriter) writeFrames(frames []*event, timeout time.Duration) error {
+	size := 0
+	for i, ev := range frames {
+		if i == 0 || size >= writeChunk {
+			if err := w.setDeadline(timeout); err != nil {
+				return err
+			}
+			size = 0
+		}
 		if _, err := w.w.Write(ev.wire); err != nil {
+			return err
+		}
+		size += len(ev.wire)
+	}
+	if size >= writeChunk {
+		if err := w.setDeadline(timeout); err != nil {
 			return err
 		}
 	}
@@ -151,6 +167,19 @@ func (w *rcWriter) writeFrames(frames []*event, deadline time.Time) error {
 	return nil
 }
 
+// setDeadline sets the write deadline timeout from now, unless the writer
+// was aborted: checked after the deadline is set, since an abort that comes
+// later sets its own deadline after this one.
+func (w *rcWriter) setDeadline(timeout time.Duration) error {
+	if err := w.rc.SetWriteDeadline(time.Now().Add(timeout)); err != nil && !errors.Is(err, http.ErrNotSupported) {
+		return err
+	}
+	if w.aborted.Load() {
+		return errAborted
+	}
+	return nil
+}
+
 func (w *rcWriter) gone() <-chan struct{} { return w.done }
 
 // abort sets a write deadline in the past: HTTP/2 resets the stream at
@@ -158,11 +187,30 @@ func (w *rcWriter) gone() <-chan struct{} { return w.done }
 // writes fail with a timeout.
 func (w *rcWriter) abort() {
 	w.aborted.Store(true)
-	_ = w.rc.SetWriteDeadline(time.Now())
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if !w.closed {
+		// Straight to net/http's (or quic-go's) writer, whose deadline
+		// methods are safe from another goroutine; Caddy's wrappers keep
+		// state of their own that the stream's goroutine writes.
+		_ = http.NewResponseController(innermostWriter(w.w)).SetWriteDeadline(time.Now())
+	}
 }
 
 // errAborted is the error of a write after abort.
 var errAborted = errors.New("stream aborted: the config is stopping")
 
-// close has nothing to release: the request ends when ServeHTTP returns.
-func (w *rcWriter) close() {}
+// close marks the writer done. Unless the client has left, the response is
+// reset with a write deadline in the past: an HTTP/2 stream whose client
+// opens no window would otherwise stay open, holding the unsent rest of its
+// response, after the handler returns.
+func (w *rcWriter) close() {
+	w.mu.Lock()
+	w.closed = true
+	w.mu.Unlock()
+	select {
+	case <-w.done:
+	default:
+		_ = w.rc.SetWriteDeadline(time.Now())
+	}
+}

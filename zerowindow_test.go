@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"strconv"
+	"sync"
 	"testing"
 	"time"
 
@@ -17,6 +18,7 @@ import (
 type zeroWindowClient struct {
 	t      *testing.T
 	conn   net.Conn
+	wmu    sync.Mutex // the framer's writes come from two goroutines
 	framer *http2.Framer
 	resets chan uint32 // stream IDs the server reset
 	heads  chan uint32 // stream IDs whose response HEADERS came
@@ -37,7 +39,9 @@ func dialZeroWindow(t *testing.T, addr string) *zeroWindowClient {
 	if err := c.framer.WriteSettings(http2.Setting{ID: http2.SettingInitialWindowSize, Val: 0}); err != nil {
 		t.Fatal(err)
 	}
-	go c.read()
+	done := make(chan struct{})
+	go func() { defer close(done); c.read() }()
+	t.Cleanup(func() { conn.Close(); <-done })
 	return c
 }
 
@@ -51,15 +55,17 @@ func (c *zeroWindowClient) read() {
 		switch f := f.(type) {
 		case *http2.SettingsFrame:
 			if !f.IsAck() {
+				c.wmu.Lock()
 				_ = c.framer.WriteSettingsAck()
+				c.wmu.Unlock()
 			}
 		case *http2.HeadersFrame:
 			c.heads <- f.StreamID
 		case *http2.RSTStreamFrame:
 			c.resets <- f.StreamID
-		case *http2.GoAwayFrame:
-			return
 		}
+		// A GOAWAY (a reload shuts the old server down gracefully) ends
+		// nothing by itself: the streams it leaves open must be reset.
 	}
 }
 
@@ -74,9 +80,12 @@ func (c *zeroWindowClient) open(id uint32, authority, token string) {
 	} {
 		_ = enc.WriteField(hpack.HeaderField{Name: f[0], Value: f[1]})
 	}
-	if err := c.framer.WriteHeaders(http2.HeadersFrameParam{
+	c.wmu.Lock()
+	err := c.framer.WriteHeaders(http2.HeadersFrameParam{
 		StreamID: id, BlockFragment: block.Bytes(), EndStream: true, EndHeaders: true,
-	}); err != nil {
+	})
+	c.wmu.Unlock()
+	if err != nil {
 		c.t.Fatal(err)
 	}
 }
