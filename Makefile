@@ -5,11 +5,13 @@ GO ?= go
 
 ## demo: Caddy with the module, a demo auth API and an embedded Redis, on http://localhost:8080
 demo:
-	$(GO) run ./examples/demo
+	cd examples && $(GO) run ./demo
 
 ## test: the whole suite under the race detector, against real redis-server processes
 test: check-test-deps
 	$(GO) test -race -count=1 ./...
+	cd examples && $(GO) test -race -count=1 ./...
+	cd bench && $(GO) test -race -count=1 ./...
 
 ## build: a Caddy binary with the module, as ./caddy
 build:
