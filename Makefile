@@ -3,16 +3,17 @@
 # The repository holds three Go modules (see README, "Repository layout"):
 # the plugin at the root, the demo in examples/, the load tool in bench/.
 GO ?= go
+STATICCHECK ?= honnef.co/go/tools/cmd/staticcheck@v0.8.2
 
-.PHONY: demo test test-deps build fuzz bench bench-load bench-go
+.PHONY: demo test test-deps lint build fuzz bench bench-load bench-go
 
 ## demo: Caddy with the module, a demo auth API and an embedded Redis, on http://localhost:8080
 demo:
 	cd examples && $(GO) run ./demo
 
 ## test: the whole set-up and the whole suite: installs redis-server and chromium when
-## missing (scripts/test-deps.sh), then runs every module's tests under the race detector
-test: test-deps
+## missing (scripts/test-deps.sh), lints, then runs every module's tests under the race detector
+test: test-deps lint
 	$(GO) test -race -count=1 ./...
 	cd examples && $(GO) test -race -count=1 ./...
 	cd bench && $(GO) test -race -count=1 ./...
@@ -20,6 +21,16 @@ test: test-deps
 ## test-deps: install (as root, with apt-get) or name what the tests need besides Go
 test-deps:
 	@bash scripts/test-deps.sh
+
+## lint: gofmt, go vet and staticcheck (pinned) in every module
+lint:
+	@unformatted=$$(gofmt -l .); if [ -n "$$unformatted" ]; then echo "gofmt -l: these files need gofmt -w:" >&2; echo "$$unformatted" >&2; exit 1; fi
+	$(GO) vet ./...
+	$(GO) run $(STATICCHECK) ./...
+	cd examples && $(GO) vet ./...
+	cd examples && $(GO) run $(STATICCHECK) ./...
+	cd bench && $(GO) vet ./...
+	cd bench && $(GO) run $(STATICCHECK) ./...
 
 ## build: a Caddy binary with the module, as ./caddy
 build:
