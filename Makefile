@@ -1,15 +1,36 @@
 # caddy-notify: common tasks. `make demo` runs the demo, `make test` the tests.
+#
+# The repository holds three Go modules (see README, "Repository layout"):
+# the plugin at the root, the demo in examples/, the load tool in bench/.
 GO ?= go
+STATICCHECK ?= honnef.co/go/tools/cmd/staticcheck@v0.8.2
 
-.PHONY: demo test build fuzz bench bench-load bench-go check-test-deps
+.PHONY: demo test test-deps lint build fuzz bench bench-load bench-go
 
 ## demo: Caddy with the module, a demo auth API and an embedded Redis, on http://localhost:8080
 demo:
-	$(GO) run ./examples/demo
+	cd examples && $(GO) run ./demo
 
-## test: the whole suite under the race detector, against real redis-server processes
-test: check-test-deps
+## test: the whole set-up and the whole suite: installs redis-server and chromium when
+## missing (scripts/test-deps.sh), lints, then runs every module's tests under the race detector
+test: test-deps lint
 	$(GO) test -race -count=1 ./...
+	cd examples && $(GO) test -race -count=1 ./...
+	cd bench && $(GO) test -race -count=1 ./...
+
+## test-deps: install (as root, with apt-get) or name what the tests need besides Go
+test-deps:
+	@bash scripts/test-deps.sh
+
+## lint: gofmt, go vet and staticcheck (pinned) in every module
+lint:
+	@unformatted=$$(gofmt -l .); if [ -n "$$unformatted" ]; then echo "gofmt -l: these files need gofmt -w:" >&2; echo "$$unformatted" >&2; exit 1; fi
+	$(GO) vet ./...
+	$(GO) run $(STATICCHECK) ./...
+	cd examples && $(GO) vet ./...
+	cd examples && $(GO) run $(STATICCHECK) ./...
+	cd bench && $(GO) vet ./...
+	cd bench && $(GO) run $(STATICCHECK) ./...
 
 ## build: a Caddy binary with the module, as ./caddy
 build:
@@ -33,9 +54,3 @@ bench-load: bench
 ## bench-go: Go benchmarks of the hot paths, benchstat-friendly (count 6, written to bench.out)
 bench-go:
 	$(GO) test -run '^$$' -bench . -benchmem -count 6 . | tee bench.out
-
-# The tests start their own redis-server and drive the demo page in
-# Chromium; they install nothing, but say what is missing.
-check-test-deps:
-	@command -v redis-server >/dev/null || { echo "make test: redis-server is missing; install it with: apt-get install -y redis-server" >&2; exit 1; }
-	@command -v chromium >/dev/null || [ -x /usr/bin/chromium ] || { echo "make test: chromium is missing (the demo's end-to-end test needs it); install it with: apt-get install -y chromium" >&2; exit 1; }

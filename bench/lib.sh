@@ -1,10 +1,11 @@
 # bench/lib.sh — helpers shared by bench/run.sh and bench/profile.sh; source
 # it after setting OUT (the output directory) and GO.
 
-# build_tools: Caddy with the module and the load tool, into $OUT; sets LOAD.
+# build_tools: Caddy with the module (root module) and the load tool (the
+# bench module, built from its own directory), into $OUT; sets LOAD.
 build_tools() {
 	$GO build -o "$OUT/caddy" ./cmd/caddy
-	$GO build -o "$OUT/notify-load" ./cmd/notify-load
+	$GO -C bench build -o "$OUT/notify-load" ./notify-load
 	LOAD=$OUT/notify-load
 }
 

@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # bench/run.sh — load runs of caddy-notify, side by side with nchan.
 #
-# Builds ./cmd/caddy and ./cmd/notify-load, starts its own redis-server (on a
-# free port) and the load tool's auth API, then for each workload starts a
-# fresh server (Caddy with a generated Caddyfile; then nginx+nchan when
-# installed), runs cmd/notify-load against it, and stops it. Prints one
-# table with both sides and ratios at the end. Everything listens on
-# 127.0.0.1 only; every run is bounded and the script cleans up after itself.
+# Builds ./cmd/caddy and the load tool (bench/notify-load, in the bench
+# module), starts its own redis-server (on a free port) and the load tool's
+# auth API, then for each workload starts a fresh server (Caddy with a
+# generated Caddyfile; then nginx+nchan when installed), runs the load tool
+# against it, and stops it. Prints one table with both sides and ratios at
+# the end. Everything listens on 127.0.0.1 only; every run is bounded and the
+# script cleans up after itself.
 #
 #   make bench-load                                   # all workloads, 20 s each
 #   BENCH_DURATION=5 BENCH_WORKLOADS="a b c" make bench

@@ -2,9 +2,12 @@
 // embedded miniredis unless REDIS_URL is set), a demo auth API and web page,
 // and Caddy with the notify handler in front of them.
 //
-//	go run ./examples/demo                # http://localhost:8080
-//	DEMO_ADDR=:9000 go run ./examples/demo
-//	REDIS_URL=redis://127.0.0.1:6379/0 go run ./examples/demo
+// It lives in the examples module (examples/go.mod), so run it from there,
+// or with `make demo` from the repository root:
+//
+//	cd examples && go run ./demo                # http://localhost:8080
+//	DEMO_ADDR=:9000 go run ./demo
+//	REDIS_URL=redis://127.0.0.1:6379/0 go run ./demo
 //
 // Ctrl-C stops it.
 package main
