@@ -21,8 +21,8 @@ type subscriber struct {
 	queued  int           // bytes of the frames in q
 	writing int           // bytes of the frames taken and not yet written
 	busy    bool          // an event was queued since the last heartbeat
-	closed bool          // no more events: the stream must end
-	wake   chan struct{} // one slot; signalled when q becomes non-empty, closed with closed
+	closed  bool          // no more events: the stream must end
+	wake    chan struct{} // one slot; signalled when q becomes non-empty, closed with closed
 }
 
 // queueLimit bounds what may wait for one stream; reaching either bound
