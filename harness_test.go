@@ -45,19 +45,28 @@ type redisServer struct {
 	done chan struct{}
 }
 
-// startRedis starts redis-server on a free loopback port; it is killed when
-// the test ends. extra are further command-line options.
-func startRedis(t testing.TB, extra ...string) *redisServer {
+// newRedisServer prepares a redis-server on port without starting it: a
+// test that needs Redis down at first calls start later. extra are further
+// command-line options. The server is killed when the test ends.
+func newRedisServer(t testing.TB, port int, extra ...string) *redisServer {
 	t.Helper()
 	path, err := exec.LookPath("redis-server")
 	if err != nil {
 		t.Fatalf("redis-server is not installed (apt-get install -y redis-server): %v", err)
 	}
-	rs := &redisServer{t: t, port: freePort(t)}
-	rs.args = append([]string{path, "--port", strconv.Itoa(rs.port), "--bind", "127.0.0.1",
+	rs := &redisServer{t: t, port: port}
+	rs.args = append([]string{path, "--port", strconv.Itoa(port), "--bind", "127.0.0.1",
 		"--save", "", "--appendonly", "no", "--dir", t.TempDir(), "--logfile", "redis.log"}, extra...)
-	rs.start()
 	t.Cleanup(rs.stop)
+	return rs
+}
+
+// startRedis starts redis-server on a free loopback port; it is killed when
+// the test ends. extra are further command-line options.
+func startRedis(t testing.TB, extra ...string) *redisServer {
+	t.Helper()
+	rs := newRedisServer(t, freePort(t), extra...)
+	rs.start()
 	return rs
 }
 

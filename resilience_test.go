@@ -80,13 +80,13 @@ func TestRedisDownAndBack(t *testing.T) {
 
 func TestCaddyStartsWithRedisDown(t *testing.T) {
 	auth := startAuthAPI(t, users("alice"))
+	rs := newRedisServer(t, freePort(t)) // started below
 	port := freePort(t)
-	redisPort := freePort(t) // nothing listens yet
 	loadCaddyfile(t, site(port, fmt.Sprintf(`
 	notify {
-		redis redis://127.0.0.1:%d
+		redis %s
 		auth_url %s
-	}`, redisPort, auth.URL)))
+	}`, rs.URL(), auth.URL)))
 	url := fmt.Sprintf("http://127.0.0.1:%d/", port)
 	resp, err := http.DefaultClient.Do(request(t, url, "alice-token"))
 	if err != nil {
@@ -96,10 +96,7 @@ func TestCaddyStartsWithRedisDown(t *testing.T) {
 	if resp.StatusCode != http.StatusServiceUnavailable {
 		t.Fatalf("status %d, want 503", resp.StatusCode)
 	}
-	rs := &redisServer{t: t, port: redisPort}
-	rs.args = startRedisArgs(t, redisPort)
 	rs.start()
-	t.Cleanup(rs.stop)
 	var s *sseStream
 	waitFor(t, 10*time.Second, "stream accepted once Redis is up", func() bool {
 		resp, err := streamClient.Do(request(t, url, "alice-token"))
@@ -233,17 +230,4 @@ func TestSlowClientIsClosed(t *testing.T) {
 	waitFor(t, 5*time.Second, "slow stream's handler returned", func() bool {
 		return metricValue(t, base+"/metrics", "caddy_notify_streams_open") == 1
 	})
-}
-
-// startRedisArgs builds the redis-server command line startRedis uses.
-func startRedisArgs(t testing.TB, port int) []string {
-	rs := startRedis(t)
-	rs.stop()
-	args := append([]string(nil), rs.args...)
-	for i, a := range args {
-		if a == "--port" {
-			args[i+1] = fmt.Sprint(port)
-		}
-	}
-	return args
 }
