@@ -28,18 +28,17 @@ func TestAuthErrors(t *testing.T) {
 		"arrayresponse": {200, `["alice"]`},
 	})
 	dead := fmt.Sprintf("http://127.0.0.1:%d/check", freePort(t)) // nothing listens there
-	port := freePort(t)
-	loadCaddyfile(t, site(port, fmt.Sprintf(`
+	cfg := &caddyConfig{redis: rs, auth: auth, vars: map[string]string{"dead": dead}, routes: `
 	notify /events {
-		redis %[1]s
-		auth_url %[2]s
+		redis {redis}
+		auth_url {auth}
 		auth_timeout 300ms
 	}
 	notify /dead {
-		redis %[1]s
-		auth_url %[3]s
-	}`, rs.URL(), auth.URL, dead)))
-	base := fmt.Sprintf("http://127.0.0.1:%d", port)
+		redis {redis}
+		auth_url {dead}
+	}`}
+	base := cfg.load(t)
 
 	tests := []struct {
 		name      string
@@ -127,14 +126,14 @@ func TestTokenSources(t *testing.T) {
 	auth := startAuthAPI(t, users("alice", "bob"))
 	base := serve(t, rs, auth, `
 	notify /events {
-		redis %s
-		auth_url %s
+		redis {redis}
+		auth_url {auth}
 		token_query access_token
 		token_cookie session
 	}
 	notify /headeronly {
-		redis %[1]s
-		auth_url %[2]s
+		redis {redis}
+		auth_url {auth}
 	}`)
 
 	t.Run("query", func(t *testing.T) {
@@ -226,8 +225,8 @@ func TestAuthClientPooled(t *testing.T) {
 	auth := startAuthAPI(t, users("alice"))
 	base := serve(t, rs, auth, `
 	notify {
-		redis %[1]s
-		auth_url %[2]s
+		redis {redis}
+		auth_url {auth}
 	}`)
 	for range 5 {
 		s := openStream(t, request(t, base+"/", "alice-token"))
@@ -246,8 +245,8 @@ func TestAuthDedupesConcurrentChecks(t *testing.T) {
 	auth.setDelay(time.Second)
 	base := serve(t, rs, auth, `
 	notify {
-		redis %[1]s
-		auth_url %[2]s
+		redis {redis}
+		auth_url {auth}
 	}`)
 	url := base + "/"
 	const n = 20
@@ -278,8 +277,8 @@ func TestAuthCache(t *testing.T) {
 	auth := startAuthAPI(t, users("alice", "bob"))
 	base := serve(t, rs, auth, `
 	notify {
-		redis %[1]s
-		auth_url %[2]s
+		redis {redis}
+		auth_url {auth}
 		auth_cache 400ms
 	}`)
 	url := base + "/"

@@ -212,23 +212,73 @@ func tryLoadCaddyfile(caddyfile string) error {
 	return caddy.Load(cfg, true)
 }
 
-// site builds a Caddyfile with one HTTP site on port holding the given
-// route body, with the global options tests need.
-func site(port int, body string) string {
-	return fmt.Sprintf(`{
-	admin off
-	auto_https off
-	grace_period 5s
-	persist_config off
-	log {
-		level ERROR
+// caddyConfig is a Caddyfile with one HTTP site on 127.0.0.1 and the global
+// options every test needs. routes, global and log are written as they stand
+// in the file, indented with tabs; leading newlines and trailing blanks are
+// dropped. In them, {redis} stands for the Redis server's URL, {auth} for the
+// auth API's, and {name} for vars[name].
+type caddyConfig struct {
+	redis  *redisServer
+	auth   *authAPI
+	routes string            // the site block's body
+	global string            // further global options
+	log    string            // the global log block's body; default: level ERROR
+	vars   map[string]string // further placeholders
+	// eternalGrace leaves grace_period unset: Caddy's default, which waits
+	// for open streams forever.
+	eternalGrace bool
+	port         int // the site's port; load picks a free one when 0
+}
+
+// serve runs routes as a Caddy site on a free port, as caddyConfig describes,
+// and returns its base URL.
+func serve(t testing.TB, rs *redisServer, auth *authAPI, routes string) string {
+	t.Helper()
+	c := &caddyConfig{redis: rs, auth: auth, routes: routes}
+	return c.load(t)
+}
+
+// load runs c in this process, replacing any config loaded before, and
+// returns the site's base URL. Caddy is stopped when the test ends.
+func (c *caddyConfig) load(t testing.TB) string {
+	t.Helper()
+	if c.port == 0 {
+		c.port = freePort(t)
 	}
+	loadCaddyfile(t, c.caddyfile())
+	return c.base()
 }
-http://127.0.0.1:%d {
-%s
+
+// reload replaces the running config with c, as a config reload does.
+func (c *caddyConfig) reload() error { return tryLoadCaddyfile(c.caddyfile()) }
+
+func (c *caddyConfig) base() string { return fmt.Sprintf("http://127.0.0.1:%d", c.port) }
+
+func (c *caddyConfig) caddyfile() string {
+	vars := []string{"{redis}", c.redis.URL(), "{auth}", c.auth.URL}
+	for name, v := range c.vars {
+		vars = append(vars, "{"+name+"}", v)
+	}
+	expand := strings.NewReplacer(vars...).Replace
+	var b strings.Builder
+	b.WriteString("{\n\tadmin off\n\tauto_https off\n\tpersist_config off\n")
+	if !c.eternalGrace {
+		b.WriteString("\tgrace_period 5s\n")
+	}
+	log := "\t\tlevel ERROR"
+	if c.log != "" {
+		log = block(c.log)
+	}
+	fmt.Fprintf(&b, "\tlog {\n%s\n\t}\n", expand(log))
+	if c.global != "" {
+		fmt.Fprintf(&b, "%s\n", expand(block(c.global)))
+	}
+	fmt.Fprintf(&b, "}\nhttp://127.0.0.1:%d {\n%s\n}\n", c.port, expand(block(c.routes)))
+	return b.String()
 }
-`, port, body)
-}
+
+// block trims a Caddyfile fragment written in a raw string literal.
+func block(s string) string { return strings.TrimRight(strings.TrimLeft(s, "\n"), " \t\n") }
 
 // sseEvent is one event (or comment, when comment is set) read from a stream.
 type sseEvent struct {
@@ -458,14 +508,4 @@ func jsonBody(t testing.TB, r io.Reader) map[string]string {
 		t.Fatalf("decoding JSON body: %v", err)
 	}
 	return m
-}
-
-// serve runs one Caddy site on a free port with routes, a Caddyfile
-// fragment in which %[1]s is the Redis URL and %[2]s the auth API's URL,
-// and returns its base URL.
-func serve(t testing.TB, rs *redisServer, auth *authAPI, routes string) string {
-	t.Helper()
-	port := freePort(t)
-	loadCaddyfile(t, site(port, fmt.Sprintf(routes, rs.URL(), auth.URL)))
-	return fmt.Sprintf("http://127.0.0.1:%d", port)
 }

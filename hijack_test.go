@@ -51,8 +51,8 @@ func TestHijackedStreamsLeaveTheRequestGoroutine(t *testing.T) {
 	auth := startAuthAPI(t, users("alice"))
 	base := serve(t, rs, auth, `
 	notify {
-		redis %[1]s
-		auth_url %[2]s
+		redis {redis}
+		auth_url {auth}
 		heartbeat 50ms
 	}`)
 	url := base + "/"
@@ -136,8 +136,8 @@ func TestHijackedResponseHead(t *testing.T) {
 	base := serve(t, rs, auth, `
 	header X-Frame-Options DENY
 	notify /events {
-		redis %[1]s
-		auth_url %[2]s
+		redis {redis}
+		auth_url {auth}
 		cors http://app.example
 	}`)
 
@@ -201,8 +201,8 @@ func TestHijackedStreamEndsWithConnectionClose(t *testing.T) {
 	auth := startAuthAPI(t, users("alice"))
 	base := serve(t, rs, auth, `
 	notify {
-		redis %[1]s
-		auth_url %[2]s
+		redis {redis}
+		auth_url {auth}
 		queue_size 1
 	}`)
 	s := openStream(t, request(t, base+"/", "alice-token"))

@@ -12,18 +12,18 @@ func TestMethodsAndCORS(t *testing.T) {
 	auth := startAuthAPI(t, users("alice"))
 	base := serve(t, rs, auth, `
 	notify /plain {
-		redis %[1]s
-		auth_url %[2]s
+		redis {redis}
+		auth_url {auth}
 	}
 	notify /listed {
-		redis %[1]s
-		auth_url %[2]s
+		redis {redis}
+		auth_url {auth}
 		cors https://app.example.com
 		cors https://admin.example.com http://localhost:3000
 	}
 	notify /any {
-		redis %[1]s
-		auth_url %[2]s
+		redis {redis}
+		auth_url {auth}
 		cors *
 	}`)
 
@@ -112,14 +112,14 @@ func TestHeartbeat(t *testing.T) {
 	auth := startAuthAPI(t, users("alice"))
 	base := serve(t, rs, auth, `
 	notify /fast {
-		redis %[1]s
-		auth_url %[2]s
+		redis {redis}
+		auth_url {auth}
 		heartbeat 100ms
 		retry 1500ms
 	}
 	notify /off {
-		redis %[1]s
-		auth_url %[2]s
+		redis {redis}
+		auth_url {auth}
 		heartbeat 0
 	}`)
 	fast := openStream(t, request(t, base+"/fast", "alice-token"))

@@ -15,21 +15,27 @@ import (
 
 const testStream = "events"
 
-// streamSetup runs Caddy with one stream-mode handler; extra goes into its
-// block.
-func streamSetup(t *testing.T, rs *redisServer, extra string) (url string) {
+// streamSetup runs Caddy with one stream-mode handler at /events, with
+// options (one per line) added to its block.
+func streamSetup(t *testing.T, rs *redisServer, options ...string) *caddyConfig {
 	t.Helper()
-	auth := startAuthAPI(t, users("u1", "u2", "u3", "alice", "bob"))
-	port := freePort(t)
-	loadCaddyfile(t, site(port, fmt.Sprintf(`
+	routes := `
 	metrics /metrics
 	notify /events {
-		redis %s
-		stream %s
-		auth_url %s
-		%s
-	}`, rs.URL(), testStream, auth.URL, extra)))
-	return fmt.Sprintf("http://127.0.0.1:%d", port)
+		redis {redis}
+		stream {stream}
+		auth_url {auth}`
+	for _, o := range options {
+		routes += "\n\t\t" + o
+	}
+	cfg := &caddyConfig{
+		redis:  rs,
+		auth:   startAuthAPI(t, users("u1", "u2", "u3", "alice", "bob")),
+		vars:   map[string]string{"stream": testStream},
+		routes: routes + "\n\t}",
+	}
+	cfg.load(t)
+	return cfg
 }
 
 // xadd appends a message to the test stream and returns its entry ID.
@@ -147,7 +153,7 @@ func (c *sequenceClient) check(ev sseEvent) {
 
 func TestStreamDeliveryCarriesEntryIDs(t *testing.T) {
 	rs := startRedis(t)
-	base := streamSetup(t, rs, "")
+	base := streamSetup(t, rs).base()
 	c := rs.client()
 	t.Cleanup(func() { c.Close() })
 	s := openStream(t, request(t, base+"/events", "alice-token"))
@@ -174,7 +180,7 @@ func TestStreamResume(t *testing.T) {
 	c := rs.client()
 	t.Cleanup(func() { c.Close() })
 	// A window of 20 entries: resumes further back go to Redis.
-	base := streamSetup(t, rs, "history_entries 20")
+	base := streamSetup(t, rs, "history_entries 20").base()
 	url := base + "/events"
 	clients := map[string]*sequenceClient{}
 	for _, u := range []string{"u1", "u2", "u3"} {
@@ -237,7 +243,7 @@ func TestStreamResumeEdgeCases(t *testing.T) {
 	rs := startRedis(t)
 	c := rs.client()
 	t.Cleanup(func() { c.Close() })
-	base := streamSetup(t, rs, "history_entries 5\n\t\treplay_limit 4")
+	base := streamSetup(t, rs, "history_entries 5", "replay_limit 4").base()
 	url := base + "/events"
 	var ids []string
 	for i := 1; i <= 30; i++ {
@@ -338,7 +344,7 @@ func TestStreamTrimmedBeyondWindow(t *testing.T) {
 	rs := startRedis(t)
 	c := rs.client()
 	t.Cleanup(func() { c.Close() })
-	base := streamSetup(t, rs, "history_entries 3")
+	base := streamSetup(t, rs, "history_entries 3").base()
 	var ids []string
 	for i := 1; i <= 20; i++ {
 		ids = append(ids, xadd(t, c, numberedMsg("bob", i)))
@@ -376,7 +382,7 @@ func TestStreamTrimmedBeyondWindow(t *testing.T) {
 // loses or repeats entries published between its two steps.
 func TestStreamHistoryToLiveUnderLoad(t *testing.T) {
 	rs := startRedis(t)
-	base := streamSetup(t, rs, "history_entries 200\n\t\treplay_limit 10000")
+	base := streamSetup(t, rs, "history_entries 200", "replay_limit 10000").base()
 	url := base + "/events"
 	alice := newSequenceClient(t, url, "alice")
 	bob := newSequenceClient(t, url, "bob")
@@ -419,8 +425,8 @@ func TestStreamSurvivesRedisFailures(t *testing.T) {
 	rs := startRedis(t, "--appendonly", "yes", "--appendfsync", "always")
 	c := rs.client()
 	t.Cleanup(func() { c.Close() })
-	base := streamSetup(t, rs, "")
-	url := base + "/events"
+	cfg := streamSetup(t, rs)
+	url := cfg.base() + "/events"
 	clients := []*sequenceClient{newSequenceClient(t, url, "u1"), newSequenceClient(t, url, "u2")}
 	sent := map[string]int{}
 	publish := func(c *redis.Client, n int) {
@@ -459,17 +465,7 @@ func TestStreamSurvivesRedisFailures(t *testing.T) {
 		// Same config, reloaded: streams end, clients resume with
 		// Last-Event-ID while events keep coming.
 		publish(c, 3)
-		auth := startAuthAPI(t, users("u1", "u2"))
-		port := strings.TrimPrefix(base, "http://127.0.0.1:")
-		var p int
-		fmt.Sscan(port, &p)
-		if err := tryLoadCaddyfile(site(p, fmt.Sprintf(`
-	metrics /metrics
-	notify /events {
-		redis %s
-		stream %s
-		auth_url %s
-	}`, rs.URL(), testStream, auth.URL))); err != nil {
+		if err := cfg.reload(); err != nil {
 			t.Fatal(err)
 		}
 		publish(c, 3)
@@ -575,30 +571,22 @@ func TestIndexAttachedToARunningStream(t *testing.T) {
 	rs := startRedis(t)
 	c := rs.client()
 	t.Cleanup(func() { c.Close() })
-	auth := startAuthAPI(t, users("alice", "bob"))
-	port := freePort(t)
-	one := fmt.Sprintf(`
-	metrics /metrics
-	notify /events {
-		redis %s
-		stream %s
-		auth_url %s
-	}`, rs.URL(), testStream, auth.URL)
-	loadCaddyfile(t, site(port, one))
-	base := fmt.Sprintf("http://127.0.0.1:%d", port)
+	cfg := streamSetup(t, rs)
+	base := cfg.base()
 	openStream(t, request(t, base+"/events", "alice-token")) // the reader is up
 	var ids []string
 	for i := 1; i <= 5; i++ {
 		ids = append(ids, xadd(t, c, fmt.Sprintf(`{"recipient_id":"alice","to":"bob","n":%d}`, i)))
 	}
 	waitReaderAt(t, ids[len(ids)-1])
-	if err := tryLoadCaddyfile(site(port, one+fmt.Sprintf(`
+	cfg.routes += `
 	notify /to {
-		redis %s
-		stream %s
-		auth_url %s
+		redis {redis}
+		stream {stream}
+		auth_url {auth}
 		recipient_field to
-	}`, rs.URL(), testStream, auth.URL))); err != nil {
+	}`
+	if err := cfg.reload(); err != nil {
 		t.Fatal(err)
 	}
 	memBefore := metricValue(t, base+"/metrics", `caddy_notify_replayed_events_total{source="memory"}`)
@@ -625,7 +613,7 @@ func TestNewStreamGetsAStartingPosition(t *testing.T) {
 	rs := startRedis(t)
 	c := rs.client()
 	t.Cleanup(func() { c.Close() })
-	base := streamSetup(t, rs, "")
+	base := streamSetup(t, rs).base()
 	last := xadd(t, c, numberedMsg("bob", 1)) // someone else's, before alice connects
 	waitReaderAt(t, last)
 	s := openStream(t, request(t, base+"/events", "alice-token"))

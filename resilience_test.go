@@ -14,8 +14,8 @@ func TestRedisDownAndBack(t *testing.T) {
 	auth := startAuthAPI(t, users("alice"))
 	base := serve(t, rs, auth, `
 	notify {
-		redis %[1]s
-		auth_url %[2]s
+		redis {redis}
+		auth_url {auth}
 	}
 	`)
 	url := base + "/"
@@ -81,13 +81,11 @@ func TestRedisDownAndBack(t *testing.T) {
 func TestCaddyStartsWithRedisDown(t *testing.T) {
 	auth := startAuthAPI(t, users("alice"))
 	rs := newRedisServer(t, freePort(t)) // started below
-	port := freePort(t)
-	loadCaddyfile(t, site(port, fmt.Sprintf(`
+	url := serve(t, rs, auth, `
 	notify {
-		redis %s
-		auth_url %s
-	}`, rs.URL(), auth.URL)))
-	url := fmt.Sprintf("http://127.0.0.1:%d/", port)
+		redis {redis}
+		auth_url {auth}
+	}`) + "/"
 	resp, err := http.DefaultClient.Do(request(t, url, "alice-token"))
 	if err != nil {
 		t.Fatal(err)
@@ -123,8 +121,8 @@ func TestMalformedMessagesAreDropped(t *testing.T) {
 	base := serve(t, rs, auth, `
 	metrics /metrics
 	notify /events {
-		redis %[1]s
-		auth_url %[2]s
+		redis {redis}
+		auth_url {auth}
 		broadcast
 	}`)
 	metricsURL := base + "/metrics"
@@ -182,8 +180,8 @@ func TestSlowClientIsClosed(t *testing.T) {
 	base := serve(t, rs, auth, `
 	metrics /metrics
 	notify /events {
-		redis %[1]s
-		auth_url %[2]s
+		redis {redis}
+		auth_url {auth}
 		queue_size 8
 		write_timeout 1s
 	}`)
