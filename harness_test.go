@@ -203,12 +203,21 @@ func loadCaddyfile(t testing.TB, caddyfile string) {
 	})
 }
 
+// tryLoadCaddyfile is loadCaddyfile without the test: it reports errors, and
+// refuses a config the adapter warned about (a test that expects a warning
+// adapts the Caddyfile itself).
 func tryLoadCaddyfile(caddyfile string) error {
 	cfg, warnings, err := caddyconfig.GetAdapter("caddyfile").Adapt([]byte(caddyfile), map[string]any{"filename": "Caddyfile"})
 	if err != nil {
 		return fmt.Errorf("adapting: %w", err)
 	}
-	_ = warnings
+	if len(warnings) > 0 {
+		msgs := make([]string, len(warnings))
+		for i, w := range warnings {
+			msgs[i] = w.String()
+		}
+		return fmt.Errorf("adapter warnings:\n%s\nin:\n%s", strings.Join(msgs, "\n"), caddyfile)
+	}
 	return caddy.Load(cfg, true)
 }
 
