@@ -289,11 +289,30 @@ func (c *caddyConfig) caddyfile() string {
 // block trims a Caddyfile fragment written in a raw string literal.
 func block(s string) string { return strings.TrimRight(strings.TrimLeft(s, "\n"), " \t\n") }
 
-// sseEvent is one event (or comment, when comment is set) read from a stream.
+// frameKind says what a frame read from a stream is.
+type frameKind int
+
+const (
+	frameEnd      frameKind = iota // the stream ended; there are no more frames
+	frameRetry                     // the retry field
+	frameComment                   // a comment, such as the heartbeat ": ping"
+	framePosition                  // an id field alone: EventSource records it, dispatches nothing
+	frameEvent                     // an event: data, with an id in stream mode and a name for resets
+)
+
+// sseEvent is one frame read from a stream: the fields of its kind are set.
 type sseEvent struct {
-	id, data, comment string
-	retry             string
-	position          bool // an id field alone: no event is dispatched
+	kind    frameKind
+	id      string
+	name    string // the event field, e.g. "reset"; "" for a message
+	data    string
+	comment string
+	retry   string
+}
+
+func (e sseEvent) String() string {
+	kind := [...]string{"end", "retry", "comment", "position", "event"}[e.kind]
+	return fmt.Sprintf("%s{id:%q name:%q data:%q comment:%q retry:%q}", kind, e.id, e.name, e.data, e.comment, e.retry)
 }
 
 // sseStream is an open event stream.
@@ -370,11 +389,17 @@ func (s *sseStream) read() {
 		line = strings.TrimSuffix(line, "\n")
 		switch {
 		case line == "":
-			// An id field alone (a stream-mode starting position) is
-			// passed on too: EventSource records it as its last ID.
-			ev.position = data == nil && ev.comment == "" && ev.retry == "" && ev.id != ""
-			if data != nil || ev.comment != "" || ev.retry != "" || ev.position {
-				ev.data = strings.Join(data, "\n")
+			switch {
+			case ev.retry != "":
+				ev.kind = frameRetry
+			case ev.comment != "":
+				ev.kind = frameComment
+			case data != nil:
+				ev.kind, ev.data = frameEvent, strings.Join(data, "\n")
+			case ev.id != "":
+				ev.kind = framePosition
+			}
+			if ev.kind != frameEnd {
 				select {
 				case s.events <- ev:
 				case <-s.quit:
@@ -392,6 +417,8 @@ func (s *sseStream) read() {
 				data = append(data, value)
 			case "id":
 				ev.id = value
+			case "event":
+				ev.name = value
 			case "retry":
 				ev.retry = value
 			}
@@ -399,52 +426,53 @@ func (s *sseStream) read() {
 	}
 }
 
-// next returns the next event that is not a comment or retry field.
-func (s *sseStream) next(t testing.TB, timeout time.Duration) sseEvent {
+// nextFrame returns the next frame of any kind; once the stream has ended
+// and every frame before the end was read, a frame of kind frameEnd. It
+// fails the test when nothing comes within timeout.
+func (s *sseStream) nextFrame(t testing.TB, timeout time.Duration) sseEvent {
 	t.Helper()
-	ev, ok := s.nextOrEnd(t, timeout)
-	if !ok {
-		t.Fatalf("stream ended while waiting for an event: %v", s.err)
+	select {
+	case ev := <-s.events:
+		return ev
+	case <-s.done:
+		select { // frames parsed before the end come first
+		case ev := <-s.events:
+			return ev
+		default:
+			return sseEvent{kind: frameEnd}
+		}
+	case <-time.After(timeout):
+		t.Fatalf("no frame within %s", timeout)
+		return sseEvent{}
 	}
-	return ev
 }
 
-// nextOrEnd is next, but reports the end of the stream instead of failing.
-func (s *sseStream) nextOrEnd(t testing.TB, timeout time.Duration) (sseEvent, bool) {
+// next returns the next event within timeout, passing over the retry field,
+// comments and positions. It fails the test when the stream ends first.
+func (s *sseStream) next(t testing.TB, timeout time.Duration) sseEvent {
 	t.Helper()
+	deadline := time.Now().Add(timeout)
 	for {
-		ev, ok := s.nextFrame(t, timeout)
-		if !ok || !ev.position {
-			return ev, ok
+		left := time.Until(deadline)
+		if left <= 0 {
+			t.Fatalf("no event within %s", timeout)
+		}
+		switch ev := s.nextFrame(t, left); ev.kind {
+		case frameEvent:
+			return ev
+		case frameEnd:
+			t.Fatalf("stream ended while waiting for an event: %v", s.err)
 		}
 	}
 }
 
-// nextFrame returns the next event or id-only position, skipping comments
-// and the retry field; ok is false when the stream ended.
-func (s *sseStream) nextFrame(t testing.TB, timeout time.Duration) (sseEvent, bool) {
+// expect reads one frame for each of want and fails the test unless they
+// are want, in order: a frame want does not list, a heartbeat too, fails it.
+func (s *sseStream) expect(t testing.TB, want ...sseEvent) {
 	t.Helper()
-	deadline := time.After(timeout)
-	for {
-		select {
-		case ev := <-s.events:
-			if ev.comment != "" || ev.retry != "" {
-				continue
-			}
-			return ev, true
-		case <-s.done:
-			// drain what was parsed before the end
-			select {
-			case ev := <-s.events:
-				if ev.comment == "" && ev.retry == "" {
-					return ev, true
-				}
-				continue
-			default:
-			}
-			return sseEvent{}, false
-		case <-deadline:
-			t.Fatalf("no event within %s", timeout)
+	for i, w := range want {
+		if f := s.nextFrame(t, 5*time.Second); f != w {
+			t.Fatalf("frame %d: got %+v, want %+v", i, f, w)
 		}
 	}
 }

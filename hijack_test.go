@@ -65,9 +65,7 @@ func TestHijackedStreamsLeaveTheRequestGoroutine(t *testing.T) {
 		streams = append(streams, openStream(t, request(t, url, "alice-token")))
 	}
 	for _, s := range streams {
-		if ev := <-s.events; ev.retry != "3000" {
-			t.Fatalf("first frame %+v, want retry 3000", ev)
-		}
+		s.expect(t, sseEvent{kind: frameRetry, retry: "3000"})
 	}
 	if got := testutil.ToFloat64(metrics.streamsOpen) - openBefore; got != n {
 		t.Fatalf("streams_open rose by %v, want %d", got, n)
@@ -100,14 +98,7 @@ func TestHijackedStreamsLeaveTheRequestGoroutine(t *testing.T) {
 			t.Fatalf("got %q", ev.data)
 		}
 	}
-	waitFor(t, 2*time.Second, "a heartbeat comment", func() bool {
-		select {
-		case ev := <-streams[0].events:
-			return ev.comment == " ping"
-		default:
-			return false
-		}
-	})
+	streams[0].expect(t, sseEvent{kind: frameComment, comment: " ping"})
 
 	for _, s := range streams {
 		s.close()

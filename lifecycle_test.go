@@ -85,17 +85,7 @@ func TestDisconnectReleasesEverything(t *testing.T) {
 		t.Fatalf("streams_open rose by %v, want 20", got)
 	}
 	// Heartbeats flow while the streams are open.
-	if ev := <-streams[0].events; ev.retry == "" {
-		t.Fatalf("first frame %+v, want the retry field", ev)
-	}
-	waitFor(t, 2*time.Second, "a heartbeat comment", func() bool {
-		select {
-		case ev := <-streams[0].events:
-			return ev.comment == " ping"
-		default:
-			return false
-		}
-	})
+	streams[0].expect(t, sseEvent{kind: frameRetry, retry: "3000"}, sseEvent{kind: frameComment, comment: " ping"})
 	for _, s := range streams {
 		s.close()
 	}

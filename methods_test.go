@@ -125,31 +125,11 @@ func TestHeartbeat(t *testing.T) {
 	fast := openStream(t, request(t, base+"/fast", "alice-token"))
 	off := openStream(t, request(t, base+"/off", "alice-token"))
 
-	if ev := <-fast.events; ev.retry != "1500" {
-		t.Fatalf("first frame %+v, want retry 1500", ev)
-	}
-	for range 3 {
-		select {
-		case ev := <-fast.events:
-			if ev.comment != " ping" {
-				t.Fatalf("idle stream got %+v, want a ping comment", ev)
-			}
-		case <-time.After(2 * time.Second):
-			t.Fatal("no heartbeat on an idle stream")
-		}
-	}
-	if ev := <-off.events; ev.retry != "3000" {
-		t.Fatalf("first frame %+v, want retry 3000", ev)
-	}
+	ping := sseEvent{kind: frameComment, comment: " ping"}
+	fast.expect(t, sseEvent{kind: frameRetry, retry: "1500"}, ping, ping, ping)
+	off.expect(t, sseEvent{kind: frameRetry, retry: "3000"})
 	// With heartbeats off, the only thing that arrives is the event.
 	time.Sleep(300 * time.Millisecond) // three intervals of /fast
 	rs.publish(t, DefaultChannel, `{"recipient_id":"alice"}`)
-	select {
-	case ev := <-off.events:
-		if ev.data != `{"recipient_id":"alice"}` {
-			t.Fatalf("heartbeat 0 stream got %+v before the event", ev)
-		}
-	case <-time.After(5 * time.Second):
-		t.Fatal("no event")
-	}
+	off.expect(t, sseEvent{kind: frameEvent, data: `{"recipient_id":"alice"}`})
 }
