@@ -3,6 +3,7 @@ package notify
 import (
 	"fmt"
 	"net/http"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -226,15 +227,30 @@ func TestAuthDedupesConcurrentChecks(t *testing.T) {
 	}
 }
 
+// TestAuthCache drives the cache of a running handler through its clock:
+// the cache sees time only through it, so entries expire exactly at
+// auth_cache, however long the requests take.
 func TestAuthCache(t *testing.T) {
 	rs := startRedis(t)
 	auth := startAuthAPI(t, users("alice", "bob"))
+	const ttl = time.Minute
 	base := serve(t, rs, auth, `
 	notify {
 		redis {redis}
 		auth_url {auth}
-		auth_cache 400ms
+		auth_cache 1m
 	}`)
+	hs := runningHandlers(t)
+	if len(hs) != 1 || hs[0].auth.cache == nil {
+		t.Fatalf("%d running handlers, want one with an auth cache", len(hs))
+	}
+	start := time.Now()
+	var elapsed atomic.Int64 // nanoseconds since start, on the cache's clock
+	cache := hs[0].auth.cache
+	cache.mu.Lock()
+	cache.now = func() time.Time { return start.Add(time.Duration(elapsed.Load())) }
+	cache.mu.Unlock()
+
 	url := base + "/"
 	status := func(token, cookie string) int {
 		req := request(t, url, token)
@@ -249,27 +265,30 @@ func TestAuthCache(t *testing.T) {
 		return resp.StatusCode
 	}
 	steps := []struct {
-		name, token, cookie string
-		status              int
-		calls               int64 // total auth API calls after the step
+		name          string
+		advance       time.Duration // the clock moves on by this much before the step
+		token, cookie string
+		status        int
+		calls         int64 // total auth API calls after the step
 	}{
-		{"first check", "alice-token", "", 200, 1},
-		{"cached", "alice-token", "", 200, 1},
-		{"other token", "bob-token", "", 200, 2},
-		{"other cookie", "alice-token", "s=1", 200, 3},
-		{"refusal", "nobody", "", 401, 4},
-		{"refusals are not cached", "nobody", "", 401, 5},
+		{"first check", 0, "alice-token", "", 200, 1},
+		{"cached", 0, "alice-token", "", 200, 1},
+		{"other token", 0, "bob-token", "", 200, 2},
+		{"other cookie", 0, "alice-token", "s=1", 200, 3},
+		{"refusal", 0, "nobody", "", 401, 4},
+		{"refusals are not cached", 0, "nobody", "", 401, 5},
+		{"cached until just before auth_cache", ttl - time.Nanosecond, "alice-token", "", 200, 5},
+		{"expired at auth_cache", time.Nanosecond, "alice-token", "", 200, 6},
+		{"cached again", 0, "alice-token", "", 200, 6},
+		{"every entry expires", 0, "bob-token", "", 200, 7},
 	}
 	for _, st := range steps {
+		elapsed.Add(int64(st.advance))
 		if got := status(st.token, st.cookie); got != st.status {
 			t.Fatalf("%s: status %d, want %d", st.name, got, st.status)
 		}
 		if got := auth.calls.Load(); got != st.calls {
 			t.Fatalf("%s: %d auth API calls, want %d", st.name, got, st.calls)
 		}
-	}
-	time.Sleep(500 * time.Millisecond) // past auth_cache
-	if status("alice-token", "") != 200 || auth.calls.Load() != 6 {
-		t.Fatalf("expired entry reused: %d calls", auth.calls.Load())
 	}
 }

@@ -22,6 +22,7 @@ import (
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig"
 	_ "github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	_ "github.com/caddyserver/caddy/v2/modules/standard"
 )
 
@@ -219,6 +220,34 @@ func tryLoadCaddyfile(caddyfile string) error {
 		return fmt.Errorf("adapter warnings:\n%s\nin:\n%s", strings.Join(msgs, "\n"), caddyfile)
 	}
 	return caddy.Load(cfg, true)
+}
+
+// runningHandlers returns the notify handlers of the running config, in
+// route order, for a test to reach their state.
+func runningHandlers(t testing.TB) []*Handler {
+	t.Helper()
+	app, err := caddy.ActiveContext().App("http")
+	if err != nil {
+		t.Fatalf("the running http app: %v", err)
+	}
+	var hs []*Handler
+	var walk func(caddyhttp.RouteList)
+	walk = func(routes caddyhttp.RouteList) {
+		for _, r := range routes {
+			for _, mh := range r.Handlers {
+				switch h := mh.(type) {
+				case *Handler:
+					hs = append(hs, h)
+				case *caddyhttp.Subroute:
+					walk(h.Routes)
+				}
+			}
+		}
+	}
+	for _, srv := range app.(*caddyhttp.App).Servers {
+		walk(srv.Routes)
+	}
+	return hs
 }
 
 // caddyConfig is a Caddyfile with one HTTP site on 127.0.0.1 and the global
