@@ -16,9 +16,10 @@ import (
 	"github.com/caddyserver/caddy/v2"
 )
 
-// provisioned sets h up as Provision does, without a Caddy config: its hub
-// reads from rs, which the caller may leave unstarted. A request that gets
-// past every refusal then waits redisWait for Redis and gets 503.
+// provisioned sets h up as Provision does, without a Caddy config (whose
+// events app Provision needs): its own hub subscribes to a channel on rs,
+// which the caller may leave unstarted. A request that gets past every
+// refusal then waits redisWait for Redis and gets 503.
 func provisioned(t *testing.T, h *Handler, rs *redisServer) *Handler {
 	t.Helper()
 	h.Redis = rs.URL()
@@ -52,9 +53,10 @@ func provisioned(t *testing.T, h *Handler, rs *redisServer) *Handler {
 func TestRefusals(t *testing.T) {
 	auth := startAuthAPI(t, users("alice"))
 	rs := newRedisServer(t, freePort(t)) // never started
+	listed := []string{"https://app.example.com", "https://admin.example.com", "http://localhost:3000"}
 	handlers := map[string]*Handler{
 		"plain":  provisioned(t, &Handler{AuthURL: auth.URL}, rs),
-		"listed": provisioned(t, &Handler{AuthURL: auth.URL, CORS: []string{"https://app.example.com", "https://admin.example.com", "http://localhost:3000"}}, rs),
+		"listed": provisioned(t, &Handler{AuthURL: auth.URL, CORS: listed}, rs),
 		"any":    provisioned(t, &Handler{AuthURL: auth.URL, CORS: []string{"*"}}, rs),
 		"query":  provisioned(t, &Handler{AuthURL: auth.URL, TokenQuery: "access_token", TokenCookie: "session"}, rs),
 		"stream": provisioned(t, &Handler{AuthURL: auth.URL, Stream: "events"}, rs),
@@ -63,6 +65,7 @@ func TestRefusals(t *testing.T) {
 		preflightHeaders = "Authorization, Last-Event-ID, Cache-Control"
 		malformedID      = "Malformed Last-Event-ID: expected <ms>-<seq>."
 	)
+	challenge := map[string]string{"WWW-Authenticate": "Bearer"} // a token refused before the auth API
 	type refusal struct {
 		name    string
 		handler string
@@ -119,29 +122,29 @@ func TestRefusals(t *testing.T) {
 
 		// Tokens
 		{name: "no credentials", handler: "plain", method: "GET", target: "/",
-			status: 401, error: "Credentials are not provided.", reply: map[string]string{"WWW-Authenticate": "Bearer"}},
+			status: 401, error: "Credentials are not provided.", reply: challenge},
 		{name: "empty authorization", handler: "plain", method: "GET", target: "/",
 			header: map[string]string{"Authorization": ""},
-			status: 401, error: "Credentials are not provided.", reply: map[string]string{"WWW-Authenticate": "Bearer"}},
+			status: 401, error: "Credentials are not provided.", reply: challenge},
 		{name: "bearer without token", handler: "plain", method: "GET", target: "/",
 			header: map[string]string{"Authorization": "Bearer "},
-			status: 401, error: "Credentials are not provided.", reply: map[string]string{"WWW-Authenticate": "Bearer"}},
+			status: 401, error: "Credentials are not provided.", reply: challenge},
 		{name: "basic scheme", handler: "plain", method: "GET", target: "/",
 			header: map[string]string{"Authorization": "Basic YWxpY2U6cHc="},
-			status: 401, error: "Incorrect token type.", reply: map[string]string{"WWW-Authenticate": "Bearer"}},
+			status: 401, error: "Incorrect token type.", reply: challenge},
 		{name: "token scheme", handler: "plain", method: "GET", target: "/",
 			header: map[string]string{"Authorization": "Token abc"},
-			status: 401, error: "Incorrect token type.", reply: map[string]string{"WWW-Authenticate": "Bearer"}},
+			status: 401, error: "Incorrect token type.", reply: challenge},
 		{name: "control characters in a query token", handler: "query", method: "GET",
 			target: "/?access_token=alice-token%0D%0AX-Evil:%201",
-			status: 401, error: "Invalid token.", reply: map[string]string{"WWW-Authenticate": "Bearer"}},
+			status: 401, error: "Invalid token.", reply: challenge},
 		{name: "a non-bearer header hides query and cookie", handler: "query", method: "GET",
 			target: "/?access_token=alice-token",
 			header: map[string]string{"Authorization": "Basic eDp5", "Cookie": "session=alice-token"},
-			status: 401, error: "Incorrect token type.", reply: map[string]string{"WWW-Authenticate": "Bearer"}},
+			status: 401, error: "Incorrect token type.", reply: challenge},
 		{name: "query and cookie ignored when not configured", handler: "plain", method: "GET",
 			target: "/?access_token=alice-token", header: map[string]string{"Cookie": "session=alice-token"},
-			status: 401, error: "Credentials are not provided.", reply: map[string]string{"WWW-Authenticate": "Bearer"}},
+			status: 401, error: "Credentials are not provided.", reply: challenge},
 		{name: "listed origin on an error", handler: "listed", method: "GET", target: "/",
 			header: map[string]string{"Origin": "http://localhost:3000"},
 			status: 401, error: "Credentials are not provided.", reply: map[string]string{
