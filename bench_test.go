@@ -157,8 +157,8 @@ func BenchmarkConnect(b *testing.B) {
 	auth := startAuthAPI(b, users("alice"))
 	base := serve(b, rs, auth, `
 	notify {
-		redis %[1]s
-		auth_url %[2]s
+		redis {redis}
+		auth_url {auth}
 	}`)
 	req := func() *http.Request {
 		r, _ := http.NewRequest(http.MethodGet, base+"/", nil)

@@ -1,7 +1,6 @@
 package notify
 
 import (
-	"fmt"
 	"net/http"
 	"testing"
 	"time"
@@ -13,29 +12,26 @@ import (
 func TestStreamsOverHTTP2(t *testing.T) {
 	rs := startRedis(t)
 	auth := startAuthAPI(t, users("alice", "bob"))
-	port := freePort(t)
-	loadCaddyfile(t, fmt.Sprintf(`{
-	admin off
-	auto_https off
-	persist_config off
-	grace_period 5s
+	cfg := &caddyConfig{
+		redis: rs,
+		auth:  auth,
+		global: `
 	servers {
 		protocols h1 h2c
-	}
-}
-http://127.0.0.1:%d {
+	}`,
+		routes: `
 	notify {
-		redis %s
-		auth_url %s
+		redis {redis}
+		auth_url {auth}
 		write_timeout 300ms
+	}`,
 	}
-}`, port, rs.URL(), auth.URL))
+	url := cfg.load(t) + "/"
 	var protos http.Protocols
 	protos.SetUnencryptedHTTP2(true)
 	tr := &http.Transport{Protocols: &protos}
 	t.Cleanup(tr.CloseIdleConnections)
 	client := &http.Client{Transport: tr}
-	url := fmt.Sprintf("http://127.0.0.1:%d/", port)
 
 	open := func(token string) *sseStream {
 		resp, err := client.Do(request(t, url, token))

@@ -22,6 +22,7 @@ import (
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig"
 	_ "github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	_ "github.com/caddyserver/caddy/v2/modules/standard"
 )
 
@@ -45,19 +46,28 @@ type redisServer struct {
 	done chan struct{}
 }
 
-// startRedis starts redis-server on a free loopback port; it is killed when
-// the test ends. extra are further command-line options.
-func startRedis(t testing.TB, extra ...string) *redisServer {
+// newRedisServer prepares a redis-server on port without starting it: a
+// test that needs Redis down at first calls start later. extra are further
+// command-line options. The server is killed when the test ends.
+func newRedisServer(t testing.TB, port int, extra ...string) *redisServer {
 	t.Helper()
 	path, err := exec.LookPath("redis-server")
 	if err != nil {
 		t.Fatalf("redis-server is not installed (apt-get install -y redis-server): %v", err)
 	}
-	rs := &redisServer{t: t, port: freePort(t)}
-	rs.args = append([]string{path, "--port", strconv.Itoa(rs.port), "--bind", "127.0.0.1",
+	rs := &redisServer{t: t, port: port}
+	rs.args = append([]string{path, "--port", strconv.Itoa(port), "--bind", "127.0.0.1",
 		"--save", "", "--appendonly", "no", "--dir", t.TempDir(), "--logfile", "redis.log"}, extra...)
-	rs.start()
 	t.Cleanup(rs.stop)
+	return rs
+}
+
+// startRedis starts redis-server on a free loopback port; it is killed when
+// the test ends. extra are further command-line options.
+func startRedis(t testing.TB, extra ...string) *redisServer {
+	t.Helper()
+	rs := newRedisServer(t, freePort(t), extra...)
+	rs.start()
 	return rs
 }
 
@@ -194,38 +204,144 @@ func loadCaddyfile(t testing.TB, caddyfile string) {
 	})
 }
 
+// tryLoadCaddyfile is loadCaddyfile without the test: it reports errors, and
+// refuses a config the adapter warned about (a test that expects a warning
+// adapts the Caddyfile itself).
 func tryLoadCaddyfile(caddyfile string) error {
 	cfg, warnings, err := caddyconfig.GetAdapter("caddyfile").Adapt([]byte(caddyfile), map[string]any{"filename": "Caddyfile"})
 	if err != nil {
 		return fmt.Errorf("adapting: %w", err)
 	}
-	_ = warnings
+	if len(warnings) > 0 {
+		msgs := make([]string, len(warnings))
+		for i, w := range warnings {
+			msgs[i] = w.String()
+		}
+		return fmt.Errorf("adapter warnings:\n%s\nin:\n%s", strings.Join(msgs, "\n"), caddyfile)
+	}
 	return caddy.Load(cfg, true)
 }
 
-// site builds a Caddyfile with one HTTP site on port holding the given
-// route body, with the global options tests need.
-func site(port int, body string) string {
-	return fmt.Sprintf(`{
-	admin off
-	auto_https off
-	grace_period 5s
-	persist_config off
-	log {
-		level ERROR
+// runningHandlers returns the notify handlers of the running config, in
+// route order, for a test to reach their state.
+func runningHandlers(t testing.TB) []*Handler {
+	t.Helper()
+	app, err := caddy.ActiveContext().App("http")
+	if err != nil {
+		t.Fatalf("the running http app: %v", err)
 	}
-}
-http://127.0.0.1:%d {
-%s
-}
-`, port, body)
+	var hs []*Handler
+	var walk func(caddyhttp.RouteList)
+	walk = func(routes caddyhttp.RouteList) {
+		for _, r := range routes {
+			for _, mh := range r.Handlers {
+				switch h := mh.(type) {
+				case *Handler:
+					hs = append(hs, h)
+				case *caddyhttp.Subroute:
+					walk(h.Routes)
+				}
+			}
+		}
+	}
+	for _, srv := range app.(*caddyhttp.App).Servers {
+		walk(srv.Routes)
+	}
+	return hs
 }
 
-// sseEvent is one event (or comment, when comment is set) read from a stream.
+// caddyConfig is a Caddyfile with one HTTP site on 127.0.0.1 and the global
+// options every test needs. routes, global and log are written as they stand
+// in the file, indented with tabs; leading newlines and trailing blanks are
+// dropped. In them, {redis} stands for the Redis server's URL, {auth} for the
+// auth API's, and {name} for vars[name].
+type caddyConfig struct {
+	redis  *redisServer
+	auth   *authAPI
+	routes string            // the site block's body
+	global string            // further global options
+	log    string            // the global log block's body; default: level ERROR
+	vars   map[string]string // further placeholders
+	// eternalGrace leaves grace_period unset: Caddy's default, which waits
+	// for open streams forever.
+	eternalGrace bool
+	port         int // the site's port; load picks a free one when 0
+}
+
+// serve runs routes as a Caddy site on a free port, as caddyConfig describes,
+// and returns its base URL.
+func serve(t testing.TB, rs *redisServer, auth *authAPI, routes string) string {
+	t.Helper()
+	c := &caddyConfig{redis: rs, auth: auth, routes: routes}
+	return c.load(t)
+}
+
+// load runs c in this process, replacing any config loaded before, and
+// returns the site's base URL. Caddy is stopped when the test ends.
+func (c *caddyConfig) load(t testing.TB) string {
+	t.Helper()
+	if c.port == 0 {
+		c.port = freePort(t)
+	}
+	loadCaddyfile(t, c.caddyfile())
+	return c.base()
+}
+
+// reload replaces the running config with c, as a config reload does.
+func (c *caddyConfig) reload() error { return tryLoadCaddyfile(c.caddyfile()) }
+
+func (c *caddyConfig) base() string { return fmt.Sprintf("http://127.0.0.1:%d", c.port) }
+
+func (c *caddyConfig) caddyfile() string {
+	vars := []string{"{redis}", c.redis.URL(), "{auth}", c.auth.URL}
+	for name, v := range c.vars {
+		vars = append(vars, "{"+name+"}", v)
+	}
+	expand := strings.NewReplacer(vars...).Replace
+	var b strings.Builder
+	b.WriteString("{\n\tadmin off\n\tauto_https off\n\tpersist_config off\n")
+	if !c.eternalGrace {
+		b.WriteString("\tgrace_period 5s\n")
+	}
+	log := "\t\tlevel ERROR"
+	if c.log != "" {
+		log = block(c.log)
+	}
+	fmt.Fprintf(&b, "\tlog {\n%s\n\t}\n", expand(log))
+	if c.global != "" {
+		fmt.Fprintf(&b, "%s\n", expand(block(c.global)))
+	}
+	fmt.Fprintf(&b, "}\nhttp://127.0.0.1:%d {\n%s\n}\n", c.port, expand(block(c.routes)))
+	return b.String()
+}
+
+// block trims a Caddyfile fragment written in a raw string literal.
+func block(s string) string { return strings.TrimRight(strings.TrimLeft(s, "\n"), " \t\n") }
+
+// frameKind says what a frame read from a stream is.
+type frameKind int
+
+const (
+	frameEnd      frameKind = iota // the stream ended; there are no more frames
+	frameRetry                     // the retry field
+	frameComment                   // a comment, such as the heartbeat ": ping"
+	framePosition                  // an id field alone: EventSource records it, dispatches nothing
+	frameEvent                     // an event: data, with an id in stream mode and a name for resets
+)
+
+// sseEvent is one frame read from a stream: the fields of its kind are set.
 type sseEvent struct {
-	id, data, comment string
-	retry             string
-	position          bool // an id field alone: no event is dispatched
+	kind    frameKind
+	id      string
+	name    string // the event field, e.g. "reset"; "" for a message
+	data    string
+	comment string
+	retry   string
+}
+
+func (e sseEvent) String() string {
+	kind := [...]string{"end", "retry", "comment", "position", "event"}[e.kind]
+	return fmt.Sprintf("%s{id:%q name:%q data:%q comment:%q retry:%q}", kind, e.id, e.name, e.data, e.comment, e.retry)
 }
 
 // sseStream is an open event stream.
@@ -302,11 +418,17 @@ func (s *sseStream) read() {
 		line = strings.TrimSuffix(line, "\n")
 		switch {
 		case line == "":
-			// An id field alone (a stream-mode starting position) is
-			// passed on too: EventSource records it as its last ID.
-			ev.position = data == nil && ev.comment == "" && ev.retry == "" && ev.id != ""
-			if data != nil || ev.comment != "" || ev.retry != "" || ev.position {
-				ev.data = strings.Join(data, "\n")
+			switch {
+			case ev.retry != "":
+				ev.kind = frameRetry
+			case ev.comment != "":
+				ev.kind = frameComment
+			case data != nil:
+				ev.kind, ev.data = frameEvent, strings.Join(data, "\n")
+			case ev.id != "":
+				ev.kind = framePosition
+			}
+			if ev.kind != frameEnd {
 				select {
 				case s.events <- ev:
 				case <-s.quit:
@@ -324,6 +446,8 @@ func (s *sseStream) read() {
 				data = append(data, value)
 			case "id":
 				ev.id = value
+			case "event":
+				ev.name = value
 			case "retry":
 				ev.retry = value
 			}
@@ -331,52 +455,53 @@ func (s *sseStream) read() {
 	}
 }
 
-// next returns the next event that is not a comment or retry field.
-func (s *sseStream) next(t testing.TB, timeout time.Duration) sseEvent {
+// nextFrame returns the next frame of any kind; once the stream has ended
+// and every frame before the end was read, a frame of kind frameEnd. It
+// fails the test when nothing comes within timeout.
+func (s *sseStream) nextFrame(t testing.TB, timeout time.Duration) sseEvent {
 	t.Helper()
-	ev, ok := s.nextOrEnd(t, timeout)
-	if !ok {
-		t.Fatalf("stream ended while waiting for an event: %v", s.err)
+	select {
+	case ev := <-s.events:
+		return ev
+	case <-s.done:
+		select { // frames parsed before the end come first
+		case ev := <-s.events:
+			return ev
+		default:
+			return sseEvent{kind: frameEnd}
+		}
+	case <-time.After(timeout):
+		t.Fatalf("no frame within %s", timeout)
+		return sseEvent{}
 	}
-	return ev
 }
 
-// nextOrEnd is next, but reports the end of the stream instead of failing.
-func (s *sseStream) nextOrEnd(t testing.TB, timeout time.Duration) (sseEvent, bool) {
+// next returns the next event within timeout, passing over the retry field,
+// comments and positions. It fails the test when the stream ends first.
+func (s *sseStream) next(t testing.TB, timeout time.Duration) sseEvent {
 	t.Helper()
+	deadline := time.Now().Add(timeout)
 	for {
-		ev, ok := s.nextFrame(t, timeout)
-		if !ok || !ev.position {
-			return ev, ok
+		left := time.Until(deadline)
+		if left <= 0 {
+			t.Fatalf("no event within %s", timeout)
+		}
+		switch ev := s.nextFrame(t, left); ev.kind {
+		case frameEvent:
+			return ev
+		case frameEnd:
+			t.Fatalf("stream ended while waiting for an event: %v", s.err)
 		}
 	}
 }
 
-// nextFrame returns the next event or id-only position, skipping comments
-// and the retry field; ok is false when the stream ended.
-func (s *sseStream) nextFrame(t testing.TB, timeout time.Duration) (sseEvent, bool) {
+// expect reads one frame for each of want and fails the test unless they
+// are want, in order: a frame want does not list, a heartbeat too, fails it.
+func (s *sseStream) expect(t testing.TB, want ...sseEvent) {
 	t.Helper()
-	deadline := time.After(timeout)
-	for {
-		select {
-		case ev := <-s.events:
-			if ev.comment != "" || ev.retry != "" {
-				continue
-			}
-			return ev, true
-		case <-s.done:
-			// drain what was parsed before the end
-			select {
-			case ev := <-s.events:
-				if ev.comment == "" && ev.retry == "" {
-					return ev, true
-				}
-				continue
-			default:
-			}
-			return sseEvent{}, false
-		case <-deadline:
-			t.Fatalf("no event within %s", timeout)
+	for i, w := range want {
+		if f := s.nextFrame(t, 5*time.Second); f != w {
+			t.Fatalf("frame %d: got %+v, want %+v", i, f, w)
 		}
 	}
 }
@@ -449,14 +574,4 @@ func jsonBody(t testing.TB, r io.Reader) map[string]string {
 		t.Fatalf("decoding JSON body: %v", err)
 	}
 	return m
-}
-
-// serve runs one Caddy site on a free port with routes, a Caddyfile
-// fragment in which %[1]s is the Redis URL and %[2]s the auth API's URL,
-// and returns its base URL.
-func serve(t testing.TB, rs *redisServer, auth *authAPI, routes string) string {
-	t.Helper()
-	port := freePort(t)
-	loadCaddyfile(t, site(port, fmt.Sprintf(routes, rs.URL(), auth.URL)))
-	return fmt.Sprintf("http://127.0.0.1:%d", port)
 }

@@ -51,8 +51,8 @@ func TestHijackedStreamsLeaveTheRequestGoroutine(t *testing.T) {
 	auth := startAuthAPI(t, users("alice"))
 	base := serve(t, rs, auth, `
 	notify {
-		redis %[1]s
-		auth_url %[2]s
+		redis {redis}
+		auth_url {auth}
 		heartbeat 50ms
 	}`)
 	url := base + "/"
@@ -65,9 +65,7 @@ func TestHijackedStreamsLeaveTheRequestGoroutine(t *testing.T) {
 		streams = append(streams, openStream(t, request(t, url, "alice-token")))
 	}
 	for _, s := range streams {
-		if ev := <-s.events; ev.retry != "3000" {
-			t.Fatalf("first frame %+v, want retry 3000", ev)
-		}
+		s.expect(t, sseEvent{kind: frameRetry, retry: "3000"})
 	}
 	if got := testutil.ToFloat64(metrics.streamsOpen) - openBefore; got != n {
 		t.Fatalf("streams_open rose by %v, want %d", got, n)
@@ -100,14 +98,7 @@ func TestHijackedStreamsLeaveTheRequestGoroutine(t *testing.T) {
 			t.Fatalf("got %q", ev.data)
 		}
 	}
-	waitFor(t, 2*time.Second, "a heartbeat comment", func() bool {
-		select {
-		case ev := <-streams[0].events:
-			return ev.comment == " ping"
-		default:
-			return false
-		}
-	})
+	streams[0].expect(t, sseEvent{kind: frameComment, comment: " ping"})
 
 	for _, s := range streams {
 		s.close()
@@ -136,8 +127,8 @@ func TestHijackedResponseHead(t *testing.T) {
 	base := serve(t, rs, auth, `
 	header X-Frame-Options DENY
 	notify /events {
-		redis %[1]s
-		auth_url %[2]s
+		redis {redis}
+		auth_url {auth}
 		cors http://app.example
 	}`)
 
@@ -201,8 +192,8 @@ func TestHijackedStreamEndsWithConnectionClose(t *testing.T) {
 	auth := startAuthAPI(t, users("alice"))
 	base := serve(t, rs, auth, `
 	notify {
-		redis %[1]s
-		auth_url %[2]s
+		redis {redis}
+		auth_url {auth}
 		queue_size 1
 	}`)
 	s := openStream(t, request(t, base+"/", "alice-token"))

@@ -49,7 +49,8 @@ func TestHubLifecycleLeaksNothing(t *testing.T) {
 // promptly.
 func TestHubDestructWhileRedisDown(t *testing.T) {
 	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
-	opts, _ := redisOptions(fmt.Sprintf("redis://127.0.0.1:%d", freePort(t)))
+	rs := newRedisServer(t, freePort(t)) // never started
+	opts, _ := redisOptions(rs.URL())
 	hb := newHub(opts, source{channel: "ch"}, zap.NewNop())
 	if hb.waitUp(t.Context(), 300*time.Millisecond) {
 		t.Fatal("up without a server")
@@ -68,17 +69,15 @@ func TestHubDestructWhileRedisDown(t *testing.T) {
 // reconnection attempts happen in between.
 func TestHubLogsEachStateChangeOnce(t *testing.T) {
 	core, logs := observer.New(zapcore.InfoLevel)
-	port := freePort(t)
-	opts, _ := redisOptions(fmt.Sprintf("redis://127.0.0.1:%d", port))
+	rs := newRedisServer(t, freePort(t)) // started below
+	opts, _ := redisOptions(rs.URL())
 	hb := newHub(opts, source{channel: "ch"}, zap.New(core))
 	t.Cleanup(func() { _ = hb.Destruct() })
 
 	// Several backoff rounds (100, 200, 400 ms …) pass while Redis is down.
 	waitFor(t, 5*time.Second, "first failure logged", func() bool { return logs.Len() >= 1 })
 	time.Sleep(800 * time.Millisecond)
-	rs := &redisServer{t: t, port: port, args: startRedisArgs(t, port)}
 	rs.start()
-	t.Cleanup(rs.stop)
 	if !hb.waitUp(t.Context(), 10*time.Second) {
 		t.Fatal("hub did not subscribe once Redis came up")
 	}

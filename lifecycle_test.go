@@ -1,7 +1,6 @@
 package notify
 
 import (
-	"fmt"
 	"runtime"
 	"strings"
 	"testing"
@@ -67,8 +66,8 @@ func TestDisconnectReleasesEverything(t *testing.T) {
 	auth := startAuthAPI(t, users("alice"))
 	base := serve(t, rs, auth, `
 	notify {
-		redis %[1]s
-		auth_url %[2]s
+		redis {redis}
+		auth_url {auth}
 		heartbeat 50ms
 	}`)
 	url := base + "/"
@@ -86,17 +85,7 @@ func TestDisconnectReleasesEverything(t *testing.T) {
 		t.Fatalf("streams_open rose by %v, want 20", got)
 	}
 	// Heartbeats flow while the streams are open.
-	if ev := <-streams[0].events; ev.retry == "" {
-		t.Fatalf("first frame %+v, want the retry field", ev)
-	}
-	waitFor(t, 2*time.Second, "a heartbeat comment", func() bool {
-		select {
-		case ev := <-streams[0].events:
-			return ev.comment == " ping"
-		default:
-			return false
-		}
-	})
+	streams[0].expect(t, sseEvent{kind: frameRetry, retry: "3000"}, sseEvent{kind: frameComment, comment: " ping"})
 	for _, s := range streams {
 		s.close()
 	}
@@ -113,24 +102,22 @@ func TestDisconnectReleasesEverything(t *testing.T) {
 func TestOneSubscriptionPerChannel(t *testing.T) {
 	rs := startRedis(t)
 	auth := startAuthAPI(t, users("alice", "bob"))
-	port := freePort(t)
 	// Two handlers on one channel (different recipient fields), one on another.
-	loadCaddyfile(t, site(port, fmt.Sprintf(`
+	base := serve(t, rs, auth, `
 	notify /a {
-		redis %[1]s
-		auth_url %[2]s
+		redis {redis}
+		auth_url {auth}
 	}
 	notify /b {
-		redis %[1]s
-		auth_url %[2]s
+		redis {redis}
+		auth_url {auth}
 		recipient_field to
 	}
 	notify /c {
-		redis %[1]s
-		auth_url %[2]s
+		redis {redis}
+		auth_url {auth}
 		channel other
-	}`, rs.URL(), auth.URL)))
-	base := fmt.Sprintf("http://127.0.0.1:%d", port)
+	}`)
 	var streams []*sseStream
 	for range 10 {
 		streams = append(streams, openStream(t, request(t, base+"/a", "alice-token")))
@@ -168,21 +155,18 @@ func TestOneSubscriptionPerChannel(t *testing.T) {
 func TestReloadEndsStreamsAndKeepsSubscription(t *testing.T) {
 	rs := startRedis(t)
 	auth := startAuthAPI(t, users("alice"))
-	port := freePort(t)
-	cfg := func(heartbeat string) string {
-		return site(port, fmt.Sprintf(`
+	cfg := &caddyConfig{redis: rs, auth: auth, vars: map[string]string{"heartbeat": "15s"}, routes: `
 	notify {
-		redis %s
-		auth_url %s
-		heartbeat %s
-	}`, rs.URL(), auth.URL, heartbeat))
-	}
-	loadCaddyfile(t, cfg("15s"))
-	url := fmt.Sprintf("http://127.0.0.1:%d/", port)
+		redis {redis}
+		auth_url {auth}
+		heartbeat {heartbeat}
+	}`}
+	url := cfg.load(t) + "/"
 	old := openStream(t, request(t, url, "alice-token"))
 
+	cfg.vars["heartbeat"] = "20s"
 	reloaded := make(chan error, 1)
-	go func() { reloaded <- tryLoadCaddyfile(cfg("20s")) }()
+	go func() { reloaded <- cfg.reload() }()
 	select {
 	case err := <-reloaded:
 		if err != nil {
@@ -202,12 +186,8 @@ func TestReloadEndsStreamsAndKeepsSubscription(t *testing.T) {
 	}
 
 	// Changing the Redis settings replaces the hub: the old one is destroyed.
-	rs2 := startRedis(t)
-	if err := tryLoadCaddyfile(site(port, fmt.Sprintf(`
-	notify {
-		redis %s
-		auth_url %s
-	}`, rs2.URL(), auth.URL))); err != nil {
+	cfg.redis = startRedis(t)
+	if err := cfg.reload(); err != nil {
 		t.Fatal(err)
 	}
 	s.waitEnded(t, 2*time.Second)
@@ -220,22 +200,13 @@ func TestReloadEndsStreamsAndKeepsSubscription(t *testing.T) {
 func TestStopEndsStreams(t *testing.T) {
 	rs := startRedis(t)
 	auth := startAuthAPI(t, users("alice"))
-	port := freePort(t)
 	// Eternal grace period, as by default: the module must end its streams.
-	if err := tryLoadCaddyfile(fmt.Sprintf(`{
-	admin off
-	auto_https off
-	persist_config off
-}
-http://127.0.0.1:%d {
+	cfg := &caddyConfig{redis: rs, auth: auth, eternalGrace: true, routes: `
 	notify {
-		redis %s
-		auth_url %s
-	}
-}`, port, rs.URL(), auth.URL)); err != nil {
-		t.Fatal(err)
-	}
-	s := openStream(t, request(t, fmt.Sprintf("http://127.0.0.1:%d/", port), "alice-token"))
+		redis {redis}
+		auth_url {auth}
+	}`}
+	s := openStream(t, request(t, cfg.load(t)+"/", "alice-token"))
 	stopped := make(chan error, 1)
 	go func() { stopped <- caddy.Stop() }()
 	select {

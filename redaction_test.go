@@ -14,11 +14,10 @@ import (
 func TestQueryTokenRedactedFromAccessLog(t *testing.T) {
 	rs := startRedis(t)
 	auth := startAuthAPI(t, users("alice"))
-	port := freePort(t)
 	logFile := filepath.Join(t.TempDir(), "access.log")
-	loadCaddyfile(t, site(port, fmt.Sprintf(`
+	cfg := &caddyConfig{redis: rs, auth: auth, vars: map[string]string{"log": logFile}, routes: `
 	log {
-		output file %s
+		output file {log}
 		format filter {
 			request>uri query {
 				replace access_token REDACTED
@@ -26,11 +25,11 @@ func TestQueryTokenRedactedFromAccessLog(t *testing.T) {
 		}
 	}
 	notify {
-		redis %s
-		auth_url %s
+		redis {redis}
+		auth_url {auth}
 		token_query access_token
-	}`, logFile, rs.URL(), auth.URL)))
-	s := openStream(t, request(t, fmt.Sprintf("http://127.0.0.1:%d/?access_token=alice-token&x=1", port), ""))
+	}`}
+	s := openStream(t, request(t, cfg.load(t)+"/?access_token=alice-token&x=1", ""))
 	s.close()
 	<-s.done
 	var log string
@@ -54,35 +53,30 @@ func TestTokensNeverLogged(t *testing.T) {
 		"secret-nouser": {200, `{"echo":"secret-nouser"}`},
 		"secret-403":    {403, `{}`},
 	})
-	port := freePort(t)
 	logFile := filepath.Join(t.TempDir(), "caddy.log")
 	dead := fmt.Sprintf("http://127.0.0.1:%d/", freePort(t))
-	cfg := fmt.Sprintf(`{
-	admin off
-	auto_https off
-	persist_config off
-	grace_period 5s
-	log {
+	cfg := &caddyConfig{
+		redis: rs,
+		auth:  auth,
+		vars:  map[string]string{"log": logFile, "dead": dead},
+		log: `
 		level DEBUG
-		output file %[1]s
-	}
-}
-http://127.0.0.1:%[2]d {
+		output file {log}`,
+		routes: `
 	log {
-		output file %[1]s
+		output file {log}
 	}
 	notify /events {
-		redis %[3]s
-		auth_url %[4]s
+		redis {redis}
+		auth_url {auth}
 		token_query t
 	}
 	notify /dead {
-		redis %[3]s
-		auth_url %[5]s
+		redis {redis}
+		auth_url {dead}
+	}`,
 	}
-}`, logFile, port, rs.URL(), auth.URL, dead)
-	loadCaddyfile(t, cfg)
-	base := fmt.Sprintf("http://127.0.0.1:%d", port)
+	base := cfg.load(t)
 	for _, tok := range []string{"secret-ok", "secret-500", "secret-nouser", "secret-403", "secret-unknown"} {
 		for _, path := range []string{"/events", "/dead"} {
 			req := request(t, base+path, tok)

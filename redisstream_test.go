@@ -3,8 +3,6 @@ package notify
 import (
 	"encoding/json"
 	"fmt"
-	"net/http"
-	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -15,21 +13,27 @@ import (
 
 const testStream = "events"
 
-// streamSetup runs Caddy with one stream-mode handler; extra goes into its
-// block.
-func streamSetup(t *testing.T, rs *redisServer, extra string) (url string) {
+// streamSetup runs Caddy with one stream-mode handler at /events, with
+// options (one per line) added to its block.
+func streamSetup(t *testing.T, rs *redisServer, options ...string) *caddyConfig {
 	t.Helper()
-	auth := startAuthAPI(t, users("u1", "u2", "u3", "alice", "bob"))
-	port := freePort(t)
-	loadCaddyfile(t, site(port, fmt.Sprintf(`
+	routes := `
 	metrics /metrics
 	notify /events {
-		redis %s
-		stream %s
-		auth_url %s
-		%s
-	}`, rs.URL(), testStream, auth.URL, extra)))
-	return fmt.Sprintf("http://127.0.0.1:%d", port)
+		redis {redis}
+		stream {stream}
+		auth_url {auth}`
+	for _, o := range options {
+		routes += "\n\t\t" + o
+	}
+	cfg := &caddyConfig{
+		redis:  rs,
+		auth:   startAuthAPI(t, users("u1", "u2", "u3", "alice", "bob")),
+		vars:   map[string]string{"stream": testStream},
+		routes: routes + "\n\t}",
+	}
+	cfg.load(t)
+	return cfg
 }
 
 // xadd appends a message to the test stream and returns its entry ID.
@@ -113,14 +117,13 @@ func (c *sequenceClient) reconnect() {
 func (c *sequenceClient) readUntil(n int) {
 	c.t.Helper()
 	for c.next <= n {
-		ev, ok := c.s.nextFrame(c.t, 10*time.Second)
-		switch {
-		case !ok:
+		switch ev := c.s.nextFrame(c.t, 10*time.Second); ev.kind {
+		case frameEnd:
 			c.reconnects++
 			c.connect()
-		case ev.position:
+		case framePosition:
 			c.lastID = ev.id // as EventSource does
-		default:
+		case frameEvent:
 			c.check(ev)
 		}
 	}
@@ -147,7 +150,7 @@ func (c *sequenceClient) check(ev sseEvent) {
 
 func TestStreamDeliveryCarriesEntryIDs(t *testing.T) {
 	rs := startRedis(t)
-	base := streamSetup(t, rs, "")
+	base := streamSetup(t, rs).base()
 	c := rs.client()
 	t.Cleanup(func() { c.Close() })
 	s := openStream(t, request(t, base+"/events", "alice-token"))
@@ -174,7 +177,7 @@ func TestStreamResume(t *testing.T) {
 	c := rs.client()
 	t.Cleanup(func() { c.Close() })
 	// A window of 20 entries: resumes further back go to Redis.
-	base := streamSetup(t, rs, "history_entries 20")
+	base := streamSetup(t, rs, "history_entries 20").base()
 	url := base + "/events"
 	clients := map[string]*sequenceClient{}
 	for _, u := range []string{"u1", "u2", "u3"} {
@@ -237,7 +240,9 @@ func TestStreamResumeEdgeCases(t *testing.T) {
 	rs := startRedis(t)
 	c := rs.client()
 	t.Cleanup(func() { c.Close() })
-	base := streamSetup(t, rs, "history_entries 5\n\t\treplay_limit 4")
+	// Heartbeats off: a stream sends exactly its retry field, its
+	// preamble and its live events.
+	base := streamSetup(t, rs, "history_entries 5", "replay_limit 4", "heartbeat 0").base()
 	url := base + "/events"
 	var ids []string
 	for i := 1; i <= 30; i++ {
@@ -246,89 +251,46 @@ func TestStreamResumeEdgeCases(t *testing.T) {
 	// Let the reader see them all.
 	waitReaderAt(t, ids[len(ids)-1])
 
-	open := func(lastID string) *sseStream {
+	open := func(t *testing.T, lastID string) *sseStream {
+		t.Helper()
 		req := request(t, url, "alice-token")
 		req.Header.Set("Last-Event-ID", lastID)
-		return openStream(t, req)
+		s := openStream(t, req)
+		s.expect(t, sseEvent{kind: frameRetry, retry: "3000"})
+		return s
 	}
-	nextAny := func(s *sseStream) sseEvent {
-		for {
-			select {
-			case ev := <-s.events:
-				if ev.retry != "" || ev.comment != "" {
-					continue
-				}
-				return ev
-			case <-time.After(5 * time.Second):
-				t.Fatal("no event")
-			}
-		}
+	msg := func(n int) sseEvent { return sseEvent{kind: frameEvent, id: ids[n-1], data: numberedMsg("alice", n)} }
+	reset := func(reason, id string) sseEvent {
+		return sseEvent{kind: frameEvent, name: "reset", id: id, data: `{"reason":"` + reason + `"}`}
 	}
 
 	t.Run("replay limit", func(t *testing.T) {
-		s := open(ids[9]) // 20 missed, limit 4
-		if ev := nextAny(s); ev.data != `{"reason":"replay_limit"}` || ev.id != "" {
-			t.Fatalf("first event %+v, want the replay_limit reset", ev)
-		}
-		for i := 27; i <= 30; i++ {
-			if ev := nextAny(s); ev.data != numberedMsg("alice", i) || ev.id != ids[i-1] {
-				t.Fatalf("got %+v, want message %d", ev, i)
-			}
-		}
+		s := open(t, ids[9]) // 20 missed, limit 4
+		s.expect(t, reset("replay_limit", ""), msg(27), msg(28), msg(29), msg(30))
 	})
 	t.Run("within the limit, from redis", func(t *testing.T) {
-		s := open(ids[26]) // 3 missed, older than the 5-entry window? no: 27..30 are 4 entries
-		for i := 28; i <= 30; i++ {
-			if ev := nextAny(s); ev.data != numberedMsg("alice", i) {
-				t.Fatalf("got %+v, want message %d", ev, i)
-			}
-		}
-	})
-	t.Run("malformed id", func(t *testing.T) {
-		for _, bad := range []string{"abc", "12", "12-", "-3", "1-2-3", "1.5-0", "1-0x1", "+1-0", "1 -0", "99999999999999999999999-0"} {
-			req := request(t, url, "alice-token")
-			req.Header.Set("Last-Event-ID", bad)
-			resp, err := http.DefaultClient.Do(req)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if resp.StatusCode != http.StatusBadRequest {
-				t.Errorf("Last-Event-ID %q: status %d, want 400", bad, resp.StatusCode)
-			}
-			if got := jsonBody(t, resp.Body)["error"]; !strings.Contains(got, "Last-Event-ID") {
-				t.Errorf("error %q", got)
-			}
-			resp.Body.Close()
-		}
+		s := open(t, ids[26]) // 3 missed, older than the 5-entry window? no: 27..30 are 4 entries
+		s.expect(t, msg(28), msg(29), msg(30))
 	})
 	t.Run("id from the future", func(t *testing.T) {
-		s := open("99999999999999-0")
-		ev := nextAny(s)
-		if ev.data != `{"reason":"unknown_last_event_id"}` || ev.id != ids[len(ids)-1] {
-			t.Fatalf("first event %+v, want the unknown_last_event_id reset with id %s", ev, ids[len(ids)-1])
-		}
-		id := xadd(t, c, numberedMsg("alice", 31))
-		if ev := nextAny(s); ev.id != id {
-			t.Fatalf("live event %+v, want id %s", ev, id)
-		}
-		ids = append(ids, id)
+		s := open(t, "99999999999999-0")
+		s.expect(t, reset("unknown_last_event_id", ids[len(ids)-1]))
+		ids = append(ids, xadd(t, c, numberedMsg("alice", 31)))
+		s.expect(t, msg(31))
 	})
 	t.Run("trimmed history", func(t *testing.T) {
 		if err := c.XTrimMaxLen(t.Context(), testStream, 3).Err(); err != nil {
 			t.Fatal(err)
 		}
-		s := open(ids[2]) // 4..31 missed; only 29..31 retained
-		ev := nextAny(s)
-		if ev.data != `{"reason":"history_truncated"}` && ev.data != `{"reason":"replay_limit"}` {
-			t.Fatalf("first event %+v, want a reset", ev)
+		s := open(t, ids[2]) // 4..31 missed; only 29..31 retained
+		f := s.nextFrame(t, 5*time.Second)
+		if f.kind != frameEvent || f.name != "reset" ||
+			f.data != `{"reason":"history_truncated"}` && f.data != `{"reason":"replay_limit"}` {
+			t.Fatalf("first frame %+v, want a history_truncated or replay_limit reset", f)
 		}
 		// The window (5 entries: 27..31) and Redis (29..31) together
 		// still hold the newest; the limit keeps 4 of them.
-		for i := 28; i <= 31; i++ {
-			if ev := nextAny(s); ev.data != numberedMsg("alice", i) {
-				t.Fatalf("got %+v, want message %d", ev, i)
-			}
-		}
+		s.expect(t, msg(28), msg(29), msg(30), msg(31))
 	})
 }
 
@@ -338,7 +300,7 @@ func TestStreamTrimmedBeyondWindow(t *testing.T) {
 	rs := startRedis(t)
 	c := rs.client()
 	t.Cleanup(func() { c.Close() })
-	base := streamSetup(t, rs, "history_entries 3")
+	base := streamSetup(t, rs, "history_entries 3", "heartbeat 0").base()
 	var ids []string
 	for i := 1; i <= 20; i++ {
 		ids = append(ids, xadd(t, c, numberedMsg("bob", i)))
@@ -350,24 +312,14 @@ func TestStreamTrimmedBeyondWindow(t *testing.T) {
 	req := request(t, base+"/events", "bob-token")
 	req.Header.Set("Last-Event-ID", ids[4]) // 6..10 are gone
 	s := openStream(t, req)
-	var got []string
-	for len(got) < 11 {
-		select {
-		case ev := <-s.events:
-			if ev.retry == "" && ev.comment == "" {
-				got = append(got, ev.data)
-			}
-		case <-time.After(5 * time.Second):
-			t.Fatalf("stalled after %q", got)
-		}
+	want := []sseEvent{
+		{kind: frameRetry, retry: "3000"},
+		{kind: frameEvent, name: "reset", data: `{"reason":"history_truncated"}`},
 	}
-	want := []string{`{"reason":"history_truncated"}`}
 	for i := 11; i <= 20; i++ {
-		want = append(want, numberedMsg("bob", i))
+		want = append(want, sseEvent{kind: frameEvent, id: ids[i-1], data: numberedMsg("bob", i)})
 	}
-	if fmt.Sprint(got) != fmt.Sprint(want) {
-		t.Fatalf("got\n%q\nwant\n%q", got, want)
-	}
+	s.expect(t, want...)
 }
 
 // TestStreamHistoryToLiveUnderLoad publishes continuously for two users
@@ -376,7 +328,7 @@ func TestStreamTrimmedBeyondWindow(t *testing.T) {
 // loses or repeats entries published between its two steps.
 func TestStreamHistoryToLiveUnderLoad(t *testing.T) {
 	rs := startRedis(t)
-	base := streamSetup(t, rs, "history_entries 200\n\t\treplay_limit 10000")
+	base := streamSetup(t, rs, "history_entries 200", "replay_limit 10000").base()
 	url := base + "/events"
 	alice := newSequenceClient(t, url, "alice")
 	bob := newSequenceClient(t, url, "bob")
@@ -419,8 +371,8 @@ func TestStreamSurvivesRedisFailures(t *testing.T) {
 	rs := startRedis(t, "--appendonly", "yes", "--appendfsync", "always")
 	c := rs.client()
 	t.Cleanup(func() { c.Close() })
-	base := streamSetup(t, rs, "")
-	url := base + "/events"
+	cfg := streamSetup(t, rs)
+	url := cfg.base() + "/events"
 	clients := []*sequenceClient{newSequenceClient(t, url, "u1"), newSequenceClient(t, url, "u2")}
 	sent := map[string]int{}
 	publish := func(c *redis.Client, n int) {
@@ -459,17 +411,7 @@ func TestStreamSurvivesRedisFailures(t *testing.T) {
 		// Same config, reloaded: streams end, clients resume with
 		// Last-Event-ID while events keep coming.
 		publish(c, 3)
-		auth := startAuthAPI(t, users("u1", "u2"))
-		port := strings.TrimPrefix(base, "http://127.0.0.1:")
-		var p int
-		fmt.Sscan(port, &p)
-		if err := tryLoadCaddyfile(site(p, fmt.Sprintf(`
-	metrics /metrics
-	notify /events {
-		redis %s
-		stream %s
-		auth_url %s
-	}`, rs.URL(), testStream, auth.URL))); err != nil {
+		if err := cfg.reload(); err != nil {
 			t.Fatal(err)
 		}
 		publish(c, 3)
@@ -575,30 +517,22 @@ func TestIndexAttachedToARunningStream(t *testing.T) {
 	rs := startRedis(t)
 	c := rs.client()
 	t.Cleanup(func() { c.Close() })
-	auth := startAuthAPI(t, users("alice", "bob"))
-	port := freePort(t)
-	one := fmt.Sprintf(`
-	metrics /metrics
-	notify /events {
-		redis %s
-		stream %s
-		auth_url %s
-	}`, rs.URL(), testStream, auth.URL)
-	loadCaddyfile(t, site(port, one))
-	base := fmt.Sprintf("http://127.0.0.1:%d", port)
+	cfg := streamSetup(t, rs)
+	base := cfg.base()
 	openStream(t, request(t, base+"/events", "alice-token")) // the reader is up
 	var ids []string
 	for i := 1; i <= 5; i++ {
 		ids = append(ids, xadd(t, c, fmt.Sprintf(`{"recipient_id":"alice","to":"bob","n":%d}`, i)))
 	}
 	waitReaderAt(t, ids[len(ids)-1])
-	if err := tryLoadCaddyfile(site(port, one+fmt.Sprintf(`
+	cfg.routes += `
 	notify /to {
-		redis %s
-		stream %s
-		auth_url %s
+		redis {redis}
+		stream {stream}
+		auth_url {auth}
 		recipient_field to
-	}`, rs.URL(), testStream, auth.URL))); err != nil {
+	}`
+	if err := cfg.reload(); err != nil {
 		t.Fatal(err)
 	}
 	memBefore := metricValue(t, base+"/metrics", `caddy_notify_replayed_events_total{source="memory"}`)
@@ -625,19 +559,16 @@ func TestNewStreamGetsAStartingPosition(t *testing.T) {
 	rs := startRedis(t)
 	c := rs.client()
 	t.Cleanup(func() { c.Close() })
-	base := streamSetup(t, rs, "")
+	base := streamSetup(t, rs).base()
 	last := xadd(t, c, numberedMsg("bob", 1)) // someone else's, before alice connects
 	waitReaderAt(t, last)
 	s := openStream(t, request(t, base+"/events", "alice-token"))
-	pos, ok := s.nextFrame(t, 5*time.Second)
-	if !ok || !pos.position || pos.id != last {
-		t.Fatalf("first frame %+v, want an id-only position %s", pos, last)
-	}
+	s.expect(t, sseEvent{kind: frameRetry, retry: "3000"}, sseEvent{kind: framePosition, id: last})
 	s.close() // gone before any event of its own
 	xadd(t, c, numberedMsg("alice", 1))
 	xadd(t, c, numberedMsg("alice", 2))
 	req := request(t, base+"/events", "alice-token")
-	req.Header.Set("Last-Event-ID", pos.id)
+	req.Header.Set("Last-Event-ID", last) // the position
 	s2 := openStream(t, req)
 	for i := 1; i <= 2; i++ {
 		if ev := s2.next(t, 5*time.Second); ev.data != numberedMsg("alice", i) {

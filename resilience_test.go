@@ -14,8 +14,8 @@ func TestRedisDownAndBack(t *testing.T) {
 	auth := startAuthAPI(t, users("alice"))
 	base := serve(t, rs, auth, `
 	notify {
-		redis %[1]s
-		auth_url %[2]s
+		redis {redis}
+		auth_url {auth}
 	}
 	`)
 	url := base + "/"
@@ -80,14 +80,12 @@ func TestRedisDownAndBack(t *testing.T) {
 
 func TestCaddyStartsWithRedisDown(t *testing.T) {
 	auth := startAuthAPI(t, users("alice"))
-	port := freePort(t)
-	redisPort := freePort(t) // nothing listens yet
-	loadCaddyfile(t, site(port, fmt.Sprintf(`
+	rs := newRedisServer(t, freePort(t)) // started below
+	url := serve(t, rs, auth, `
 	notify {
-		redis redis://127.0.0.1:%d
-		auth_url %s
-	}`, redisPort, auth.URL)))
-	url := fmt.Sprintf("http://127.0.0.1:%d/", port)
+		redis {redis}
+		auth_url {auth}
+	}`) + "/"
 	resp, err := http.DefaultClient.Do(request(t, url, "alice-token"))
 	if err != nil {
 		t.Fatal(err)
@@ -96,10 +94,7 @@ func TestCaddyStartsWithRedisDown(t *testing.T) {
 	if resp.StatusCode != http.StatusServiceUnavailable {
 		t.Fatalf("status %d, want 503", resp.StatusCode)
 	}
-	rs := &redisServer{t: t, port: redisPort}
-	rs.args = startRedisArgs(t, redisPort)
 	rs.start()
-	t.Cleanup(rs.stop)
 	var s *sseStream
 	waitFor(t, 10*time.Second, "stream accepted once Redis is up", func() bool {
 		resp, err := streamClient.Do(request(t, url, "alice-token"))
@@ -126,8 +121,8 @@ func TestMalformedMessagesAreDropped(t *testing.T) {
 	base := serve(t, rs, auth, `
 	metrics /metrics
 	notify /events {
-		redis %[1]s
-		auth_url %[2]s
+		redis {redis}
+		auth_url {auth}
 		broadcast
 	}`)
 	metricsURL := base + "/metrics"
@@ -185,8 +180,8 @@ func TestSlowClientIsClosed(t *testing.T) {
 	base := serve(t, rs, auth, `
 	metrics /metrics
 	notify /events {
-		redis %[1]s
-		auth_url %[2]s
+		redis {redis}
+		auth_url {auth}
 		queue_size 8
 		write_timeout 1s
 	}`)
@@ -233,17 +228,4 @@ func TestSlowClientIsClosed(t *testing.T) {
 	waitFor(t, 5*time.Second, "slow stream's handler returned", func() bool {
 		return metricValue(t, base+"/metrics", "caddy_notify_streams_open") == 1
 	})
-}
-
-// startRedisArgs builds the redis-server command line startRedis uses.
-func startRedisArgs(t testing.TB, port int) []string {
-	rs := startRedis(t)
-	rs.stop()
-	args := append([]string(nil), rs.args...)
-	for i, a := range args {
-		if a == "--port" {
-			args[i+1] = fmt.Sprint(port)
-		}
-	}
-	return args
 }

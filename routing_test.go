@@ -20,12 +20,12 @@ func routingSetup(t *testing.T) (base string, rs *redisServer) {
 	auth.replies["big-token"] = authReply{200, `{"user_id":9007199254740993}`}
 	base = serve(t, rs, auth, `
 	notify /events {
-		redis %[1]s
-		auth_url %[2]s
+		redis {redis}
+		auth_url {auth}
 	}
 	notify /all {
-		redis %[1]s
-		auth_url %[2]s
+		redis {redis}
+		auth_url {auth}
 		broadcast
 	}`)
 	return base, rs

@@ -34,7 +34,8 @@ https://127.0.0.1:%[2]d {
 		redis %s
 		auth_url %s
 	}
-}`, t.TempDir(), port, rs.URL(), auth.URL))
+}
+`, t.TempDir(), port, rs.URL(), auth.URL))
 	url := fmt.Sprintf("https://127.0.0.1:%d/", port)
 	// The internal CA issues the site's certificate in the background.
 	probe := &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}} //nolint:gosec // test CA
