@@ -33,8 +33,8 @@ func TestTooLargeMessagesAreDropped(t *testing.T) {
 			base := serve(t, rs, auth, `
 	metrics /metrics
 	notify /events {
-		redis %[1]s
-		auth_url %[2]s
+		redis {redis}
+		auth_url {auth}
 		`+mode+` notifications
 		max_message_size 4KiB
 	}`)
@@ -96,8 +96,8 @@ func TestNonReadingStreamHoldsAtMostQueueBytes(t *testing.T) {
 	base := serve(t, rs, auth, `
 	metrics /metrics
 	notify /events {
-		redis %[1]s
-		auth_url %[2]s
+		redis {redis}
+		auth_url {auth}
 		queue_size 1000
 		queue_bytes 4MiB
 		write_timeout 1h
@@ -230,7 +230,7 @@ func TestStreamMemoryIsBoundedInBytes(t *testing.T) {
 	runtime.GC()
 	base := heapInUse()
 	peak := heapPeak(t)
-	url := streamSetup(t, rs, "history_bytes 32MiB") + "/events"
+	url := streamSetup(t, rs, "history_bytes 32MiB").base() + "/events"
 	waitFor(t, 30*time.Second, "the window loaded", func() bool {
 		ok := false
 		hubs.Range(func(_, v any) bool { ok = v.(*hub).isUp(); return true })

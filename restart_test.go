@@ -78,7 +78,7 @@ func TestResumeAfterStartOnATrimmedStream(t *testing.T) {
 				ids = append(ids, xadd(t, c, numberedMsg("alice", i)))
 			}
 			tt.change(t, rs, ids)
-			url := streamSetup(t, rs, "") + "/events"
+			url := streamSetup(t, rs).base() + "/events"
 
 			req := request(t, url, "alice-token")
 			req.Header.Set("Last-Event-ID", ids[tt.from])
@@ -120,8 +120,9 @@ func describe(ev sseEvent, ids []string) string {
 		}
 		return id
 	}
-	var r struct{ Reason string }
-	if json.Unmarshal([]byte(ev.data), &r) == nil && r.Reason != "" {
+	if ev.name == "reset" {
+		var r struct{ Reason string }
+		_ = json.Unmarshal([]byte(ev.data), &r)
 		s := "reset " + r.Reason
 		if ev.id != "" {
 			s += " id=" + pos(ev.id)

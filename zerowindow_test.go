@@ -2,7 +2,6 @@ package notify
 
 import (
 	"bytes"
-	"fmt"
 	"net"
 	"strconv"
 	"sync"
@@ -114,25 +113,26 @@ func (c *zeroWindowClient) waitResets(ids []uint32, within time.Duration) {
 func TestZeroWindowHTTP2Client(t *testing.T) {
 	rs := startRedis(t)
 	auth := startAuthAPI(t, users("alice"))
-	port := freePort(t)
-	config := func(writeTimeout string) string {
-		return fmt.Sprintf(`{
-	admin off
-	auto_https off
-	persist_config off
-	grace_period 5s
+	cfg := &caddyConfig{
+		redis: rs,
+		auth:  auth,
+		global: `
 	servers {
 		protocols h1 h2c
-	}
-}
-http://127.0.0.1:%d {
+	}`,
+		routes: `
 	notify {
-		redis %s
-		auth_url %s
-		write_timeout %s
+		redis {redis}
+		auth_url {auth}
+		write_timeout {write_timeout}
+	}`,
+		port: freePort(t),
 	}
-}`, port, rs.URL(), auth.URL, writeTimeout)
+	load := func(t *testing.T, writeTimeout string) {
+		cfg.vars = map[string]string{"write_timeout": writeTimeout}
+		cfg.load(t)
 	}
+	port := cfg.port
 	addr := "127.0.0.1:" + strconv.Itoa(port)
 	ids := []uint32{1, 3, 5, 7, 9, 11, 13, 15, 17, 19}
 	openAll := func(t *testing.T) *zeroWindowClient {
@@ -154,17 +154,17 @@ http://127.0.0.1:%d {
 	}
 
 	t.Run("write_timeout", func(t *testing.T) {
-		loadCaddyfile(t, config("1s"))
+		load(t, "1s")
 		c := openAll(t)
 		c.waitResets(ids, 3*time.Second)
 		waitFor(t, 2*time.Second, "streams released", func() bool { return openSubscribers() == 0 })
 	})
 	t.Run("config stop", func(t *testing.T) {
-		loadCaddyfile(t, config("1h"))
+		load(t, "1h")
 		c := openAll(t)
 		time.Sleep(200 * time.Millisecond) // every stream is blocked writing
 		start := time.Now()
-		loadCaddyfile(t, config("1h30m")) // a reload stops the old config
+		load(t, "1h30m") // a reload stops the old config
 		c.waitResets(ids, time.Second)
 		t.Logf("streams reset %s after the reload began", time.Since(start))
 		waitFor(t, 2*time.Second, "streams released", func() bool { return openSubscribers() == 0 })
