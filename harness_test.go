@@ -39,11 +39,12 @@ func freePort(t testing.TB) int {
 
 // redisServer is a real redis-server process owned by one test.
 type redisServer struct {
-	t    testing.TB
-	port int
-	args []string
-	cmd  *exec.Cmd
-	done chan struct{}
+	t        testing.TB
+	port     int
+	password string // from --requirepass, for the test's own clients
+	args     []string
+	cmd      *exec.Cmd
+	done     chan struct{}
 }
 
 // newRedisServer prepares a redis-server on port without starting it: a
@@ -56,6 +57,11 @@ func newRedisServer(t testing.TB, port int, extra ...string) *redisServer {
 		t.Fatalf("redis-server is not installed (apt-get install -y redis-server): %v", err)
 	}
 	rs := &redisServer{t: t, port: port}
+	for i, a := range extra {
+		if a == "--requirepass" && i+1 < len(extra) {
+			rs.password = extra[i+1]
+		}
+	}
 	rs.args = append([]string{path, "--port", strconv.Itoa(port), "--bind", "127.0.0.1",
 		"--save", "", "--appendonly", "no", "--dir", t.TempDir(), "--logfile", "redis.log"}, extra...)
 	t.Cleanup(rs.stop)
@@ -100,8 +106,7 @@ func (rs *redisServer) stop() {
 }
 
 func (rs *redisServer) client() *redis.Client {
-	c := redis.NewClient(&redis.Options{Addr: rs.Addr(), MaxRetries: -1})
-	return c
+	return redis.NewClient(&redis.Options{Addr: rs.Addr(), Password: rs.password, MaxRetries: -1})
 }
 
 // publish sends payload to channel and returns how many subscribers got it.
@@ -265,7 +270,10 @@ type caddyConfig struct {
 	// eternalGrace leaves grace_period unset: Caddy's default, which waits
 	// for open streams forever.
 	eternalGrace bool
-	port         int // the site's port; load picks a free one when 0
+	// autoHTTPS leaves automatic HTTPS on (it does nothing for an http://
+	// site, but logs the whole adjusted config at debug level).
+	autoHTTPS bool
+	port      int // the site's port; load picks a free one when 0
 }
 
 // serve runs routes as a Caddy site on a free port, as caddyConfig describes,
@@ -299,7 +307,10 @@ func (c *caddyConfig) caddyfile() string {
 	}
 	expand := strings.NewReplacer(vars...).Replace
 	var b strings.Builder
-	b.WriteString("{\n\tadmin off\n\tauto_https off\n\tpersist_config off\n")
+	b.WriteString("{\n\tadmin off\n\tpersist_config off\n")
+	if !c.autoHTTPS {
+		b.WriteString("\tauto_https off\n")
+	}
 	if !c.eternalGrace {
 		b.WriteString("\tgrace_period 5s\n")
 	}
