@@ -2,7 +2,9 @@ package notify
 
 import (
 	"encoding/json"
+	"errors"
 	"flag"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
@@ -254,6 +256,12 @@ func jsonEqual(t *testing.T, a, b []byte) bool {
 // TestExampleCaddyfileAdapts keeps examples/Caddyfile valid.
 func TestExampleCaddyfileAdapts(t *testing.T) {
 	raw, err := os.ReadFile("examples/Caddyfile")
+	if errors.Is(err, fs.ErrNotExist) {
+		// examples/ is a module of its own: a copy of this module taken
+		// from the module cache does not hold it. In the repository it is
+		// always there.
+		t.Skip("examples/Caddyfile is not part of this module's copy")
+	}
 	if err != nil {
 		t.Fatal(err)
 	}
