@@ -43,6 +43,7 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //	    user_field      <field>
 //	    auth_timeout    <duration>
 //	    auth_cache      <duration>
+//	    auth_concurrency <requests>
 //	    token_query     <parameter>
 //	    token_cookie    <cookie>
 //	    heartbeat       <duration>
@@ -71,20 +72,21 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	// The subdirectives that take one value, each with the field it goes
 	// into: adding a setting is one line here.
 	single := map[string]func(string) error{
-		"redis":           setString(&h.Redis),
-		"channel":         setString(&h.Channel),
-		"stream":          setString(&h.Stream),
-		"stream_field":    setString(&h.StreamField),
-		"replay_limit":    setInt(&h.ReplayLimit),
-		"history_entries": setInt(&h.HistoryEntries),
-		"history_bytes":   setSize(&h.HistoryBytes),
-		"recipient_field": setString(&h.RecipientField),
-		"auth_url":        setString(&h.AuthURL),
-		"user_field":      setString(&h.UserField),
-		"auth_timeout":    setDuration(&h.AuthTimeout),
-		"auth_cache":      setDuration(&h.AuthCache),
-		"token_query":     setString(&h.TokenQuery),
-		"token_cookie":    setString(&h.TokenCookie),
+		"redis":            setString(&h.Redis),
+		"channel":          setString(&h.Channel),
+		"stream":           setString(&h.Stream),
+		"stream_field":     setString(&h.StreamField),
+		"replay_limit":     setInt(&h.ReplayLimit),
+		"history_entries":  setInt(&h.HistoryEntries),
+		"history_bytes":    setSize(&h.HistoryBytes),
+		"recipient_field":  setString(&h.RecipientField),
+		"auth_url":         setString(&h.AuthURL),
+		"user_field":       setString(&h.UserField),
+		"auth_timeout":     setDuration(&h.AuthTimeout),
+		"auth_cache":       setDuration(&h.AuthCache),
+		"auth_concurrency": setInt(&h.AuthConcurrency),
+		"token_query":      setString(&h.TokenQuery),
+		"token_cookie":     setString(&h.TokenCookie),
 		"heartbeat": func(arg string) error {
 			// A pointer: 0 turns heartbeats off, unset means the default.
 			var hb caddy.Duration

@@ -45,6 +45,14 @@ const (
 	// MaxQueueSize bounds queue_size: a larger queue only delays the
 	// moment a stuck client is closed while holding more memory.
 	MaxQueueSize = 1000
+	// DefaultAuthConcurrency is the default of auth_concurrency: as many
+	// requests as connections the handler opened to the auth API before
+	// the setting existed.
+	DefaultAuthConcurrency = 64
+	// MaxAuthConcurrency bounds auth_concurrency: a sanity limit, far
+	// above what one auth API serves, that still bounds the connections
+	// and goroutines one handler may hold for it.
+	MaxAuthConcurrency = 10_000
 	// MaxHistoryBytes bounds history_bytes: a sanity limit that catches a
 	// unit typed wrong (TiB for MiB) before it becomes an out-of-memory kill.
 	MaxHistoryBytes = 1 << 40
@@ -110,6 +118,14 @@ type Handler struct {
 	// same token and cookies. Off (0) by default: a token revoked at the
 	// auth API keeps opening streams until its entry expires.
 	AuthCache caddy.Duration `json:"auth_cache,omitempty"`
+
+	// The most auth API requests this handler has in flight at once: a
+	// request sent keeps its slot until the auth API answers or
+	// AuthTimeout passes, even when the client has left. Checks waiting
+	// for a slot are served in turn across client addresses, so one
+	// address's backlog cannot hold up another's. Default: 64, at most
+	// 10000.
+	AuthConcurrency int `json:"auth_concurrency,omitempty"`
 
 	// Query parameter from which the token is also accepted when the request
 	// has no Authorization header. Off when empty. Beware: query strings
@@ -282,6 +298,9 @@ func (h *Handler) applyDefaults() {
 	if h.AuthTimeout == 0 {
 		h.AuthTimeout = caddy.Duration(DefaultAuthTimeout)
 	}
+	if h.AuthConcurrency == 0 {
+		h.AuthConcurrency = DefaultAuthConcurrency
+	}
 	h.heartbeat = DefaultHeartbeat
 	if h.Heartbeat != nil {
 		h.heartbeat = time.Duration(*h.Heartbeat)
@@ -364,6 +383,9 @@ func (h *Handler) Validate() error {
 	}
 	nonNegative("auth_timeout", c.AuthTimeout)
 	nonNegative("auth_cache", c.AuthCache)
+	if c.AuthConcurrency < 1 || c.AuthConcurrency > MaxAuthConcurrency {
+		fail("auth_concurrency must be a whole number from 1 to %d", MaxAuthConcurrency)
+	}
 	if c.Heartbeat != nil {
 		nonNegative("heartbeat", *c.Heartbeat)
 	}
