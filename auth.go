@@ -1,24 +1,26 @@
 package notify
 
 import (
+	"container/list"
 	"context"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
+	"net/netip"
 	"strings"
+	"sync"
 	"time"
 
 	"go.uber.org/zap"
-	"golang.org/x/sync/singleflight"
+
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 )
 
-const (
-	// maxAuthBody bounds how much of an auth API response is read.
-	maxAuthBody = 64 << 10
-	// maxAuthConns bounds the connections to the auth API per handler.
-	maxAuthConns = 64
-)
+// maxAuthBody bounds how much of an auth API response is read.
+const maxAuthBody = 64 << 10
 
 // authError is a refusal with the status and JSON error message the client
 // gets. err, when set, is the cause, for the log only.
@@ -99,7 +101,8 @@ func checkToken(t string) (string, *authError) {
 
 // authClient asks the site's auth API who a token belongs to. One client,
 // with pooled keep-alive connections, serves every stream of a handler.
-// Concurrent checks of the same credentials share one call, and successful
+// Concurrent checks of the same credentials share one call (a flight), at
+// most auth_concurrency calls are in flight at once (slots), and successful
 // answers may be cached for a short time.
 type authClient struct {
 	url       string
@@ -107,18 +110,42 @@ type authClient struct {
 	timeout   time.Duration
 	client    *http.Client
 	logger    *zap.Logger
+	slots     *authSlots
+	cache     *authCache // nil when auth_cache is off
 
-	inflight singleflight.Group
-	cache    *authCache // nil when auth_cache is off
+	mu      sync.Mutex
+	flights map[[sha256.Size]byte]*flight // checks not yet answered, by credentials
 }
 
-func newAuthClient(url, userField string, timeout, cacheTTL time.Duration, logger *zap.Logger) *authClient {
+// flight is one auth API check shared by every request with the same
+// credentials. Unlike singleflight, it keeps track of its waiters: until its
+// request is sent it is abandoned as soon as the last of them leaves, and it
+// is sent only if one of them is still there, so a client that opens a
+// stream and resets it at once (issue 8) costs the auth API nothing. Once
+// sent, it runs to the end, detached from the clients: closing the
+// connection would hide the work from us, not from the auth API; new
+// requests with the same credentials join it.
+type flight struct {
+	key           [sha256.Size]byte
+	token, cookie string
+
+	// Guarded by authClient.mu.
+	waiters list.List   // of the waits' contexts: done when the client leaves or gives up
+	sent    bool        // the request is out: the flight can no longer be abandoned
+	place   *slotWaiter // its place in the slot queue until send runs
+
+	done chan struct{} // closed when id and err are set
+	id   string
+	err  *authError
+}
+
+func newAuthClient(url, userField string, timeout, cacheTTL time.Duration, concurrency int, logger *zap.Logger) *authClient {
 	tr := http.DefaultTransport.(*http.Transport).Clone()
-	// A connect storm queues for a bounded pool of connections instead of
-	// dialing thousands (and running out of file descriptors); a call
-	// waiting for a connection still ends at auth_timeout.
-	tr.MaxIdleConnsPerHost = maxAuthConns
-	tr.MaxConnsPerHost = maxAuthConns
+	// The slots already keep the requests in flight to concurrency; the
+	// pool matches them, so that no request waits for a connection and no
+	// connection is dialled only to be closed as idle.
+	tr.MaxIdleConnsPerHost = concurrency
+	tr.MaxConnsPerHost = concurrency
 	var cache *authCache
 	if cacheTTL > 0 {
 		cache = newAuthCache(cacheTTL)
@@ -128,7 +155,9 @@ func newAuthClient(url, userField string, timeout, cacheTTL time.Duration, logge
 		userField: userField,
 		timeout:   timeout,
 		logger:    logger,
+		slots:     newAuthSlots(concurrency),
 		cache:     cache,
+		flights:   make(map[[sha256.Size]byte]*flight),
 		client: &http.Client{
 			Transport: tr,
 			// A redirect is a misconfigured auth_url; following it could
@@ -141,36 +170,167 @@ func newAuthClient(url, userField string, timeout, cacheTTL time.Duration, logge
 func (a *authClient) close() { a.client.CloseIdleConnections() }
 
 // userID returns the canonical user id for token (and the client's
-// cookies), or the refusal for the client. A connect storm of many streams
-// with the same credentials makes one auth API call, not one per stream.
-func (a *authClient) userID(ctx context.Context, token, cookie string) (string, *authError) {
+// cookies), or the refusal for the client. client is the key under which
+// the check queues for a slot (see clientKey). A connect storm of many
+// streams with the same credentials makes one auth API call, not one per
+// stream; a request whose client has left makes none. The wait, slot
+// included, ends at auth_timeout with 504.
+func (a *authClient) userID(ctx context.Context, client, token, cookie string) (string, *authError) {
 	key := credentialsKey(token, cookie)
 	if a.cache != nil {
 		if id, ok := a.cache.get(key); ok {
 			return id, nil
 		}
 	}
-	// The shared call must not end when the first of its waiters leaves:
-	// it runs detached, bounded by auth_timeout.
-	ch := a.inflight.DoChan(string(key[:]), func() (any, error) {
-		id, aerr := a.check(context.WithoutCancel(ctx), token, cookie)
-		if aerr != nil {
-			return nil, aerr
-		}
-		if a.cache != nil {
-			a.cache.put(key, id)
-		}
-		return id, nil
-	})
-	select {
-	case res := <-ch:
-		if res.Err != nil {
-			return "", res.Err.(*authError)
-		}
-		return res.Val.(string), nil
-	case <-ctx.Done():
-		return "", &authError{status: http.StatusBadGateway, msg: "Authentication service unavailable.", err: ctx.Err()}
+	if ctx.Err() != nil {
+		// A stream reset before its check starts asks nothing.
+		metrics.authAbandoned.Inc()
+		return "", clientGone(ctx)
 	}
+	wait, cancel := context.WithTimeout(ctx, a.timeout)
+	defer cancel()
+	f, me := a.join(wait, key, client, token, cookie)
+	select {
+	case <-f.done:
+		return f.id, f.err
+	case <-wait.Done():
+	}
+	select {
+	case <-f.done: // answered at the same moment: take the answer
+		return f.id, f.err
+	default:
+	}
+	a.leave(f, me)
+	if ctx.Err() != nil {
+		return "", clientGone(ctx)
+	}
+	return "", &authError{status: http.StatusGatewayTimeout, msg: "Authentication service timed out.",
+		err: errors.New("no answer within auth_timeout, waiting for a slot included")}
+}
+
+func clientGone(ctx context.Context) *authError {
+	return &authError{status: http.StatusBadGateway, msg: "Authentication service unavailable.", err: ctx.Err()}
+}
+
+// join adds a waiter, whose wait ends with ctx, to the flight for key,
+// starting one (and queueing it for a slot under client) when there is
+// none. It returns the flight and the waiter's place among its waiters.
+func (a *authClient) join(ctx context.Context, key [sha256.Size]byte, client, token, cookie string) (*flight, *list.Element) {
+	a.mu.Lock()
+	if f := a.flights[key]; f != nil {
+		me := f.waiters.PushBack(ctx)
+		a.mu.Unlock()
+		return f, me
+	}
+	f := &flight{key: key, token: token, cookie: cookie, done: make(chan struct{})}
+	me := f.waiters.PushBack(ctx)
+	a.flights[key] = f
+	a.mu.Unlock()
+	place := a.slots.acquire(client, func() { go a.send(f) })
+	if place != nil {
+		a.mu.Lock()
+		// The caller still waits, so f cannot be abandoned yet; if send
+		// has run already, place is stale and cancel will say so.
+		if !f.sent {
+			f.place = place
+		}
+		a.mu.Unlock()
+	}
+	return f, me
+}
+
+// leave removes a waiter that gave up. The last one to leave a flight not
+// yet sent abandons it: its place in the slot queue is given up at once,
+// and the credentials are free for a new flight.
+func (a *authClient) leave(f *flight, me *list.Element) {
+	a.mu.Lock()
+	f.waiters.Remove(me)
+	if f.waiters.Len() > 0 || f.sent {
+		a.mu.Unlock()
+		return
+	}
+	if a.flights[f.key] == f {
+		delete(a.flights, f.key)
+	}
+	place := f.place
+	f.place = nil
+	a.mu.Unlock()
+	if a.slots.cancel(place) {
+		metrics.authAbandoned.Inc()
+	}
+	// Otherwise send has the slot, or had it and gave it back.
+}
+
+// send makes the flight's call on the slot it was granted. It runs in its
+// own goroutine, detached from the clients, and keeps the slot until the
+// auth API answers or auth_timeout passes.
+func (a *authClient) send(f *flight) {
+	a.mu.Lock()
+	f.place = nil
+	if !f.wanted() {
+		// Every waiter has left, or is about to: their clients are gone.
+		// They find f out of the map and need nothing more from it.
+		if a.flights[f.key] == f {
+			delete(a.flights, f.key)
+		}
+		a.mu.Unlock()
+		a.slots.release()
+		metrics.authAbandoned.Inc()
+		return
+	}
+	f.sent = true
+	a.mu.Unlock()
+
+	id, aerr := a.check(context.Background(), f.token, f.cookie)
+	a.slots.release()
+	if aerr == nil && a.cache != nil {
+		// Before the flight ends, so that the next request finds one or
+		// the other.
+		a.cache.put(f.key, id)
+	}
+	a.mu.Lock()
+	if a.flights[f.key] == f {
+		delete(a.flights, f.key)
+	}
+	a.mu.Unlock()
+	f.id, f.err = id, aerr
+	close(f.done)
+}
+
+// wanted reports whether a waiter still waits. One whose client has left
+// (or whose wait timed out) may not have woken up to leave the flight yet:
+// its context says so at once. authClient.mu is held.
+func (f *flight) wanted() bool {
+	for e := f.waiters.Front(); e != nil; e = e.Next() {
+		if e.Value.(context.Context).Err() == nil {
+			return true
+		}
+	}
+	return false
+}
+
+// clientKey names the client whose checks share one turn in the slot
+// queue: the client IP as Caddy determined it (honouring trusted_proxies),
+// or else the host of the connection's remote address. An IPv6 client
+// counts by its /64, the smallest block one subscriber usually holds:
+// otherwise one host could take as many turns as it has addresses.
+func clientKey(r *http.Request) string {
+	ip, _ := caddyhttp.GetVar(r.Context(), caddyhttp.ClientIPVarKey).(string)
+	if ip == "" {
+		ip = r.RemoteAddr
+		if host, _, err := net.SplitHostPort(ip); err == nil {
+			ip = host
+		}
+	}
+	addr, err := netip.ParseAddr(ip)
+	if err != nil {
+		return ip // a Unix socket ("@") or an address Caddy did not parse
+	}
+	if addr = addr.Unmap(); addr.Is6() {
+		p, _ := addr.WithZone("").Prefix(64)
+		return p.String()
+	}
+	return addr.String()
 }
 
 // check makes one auth API call and records its latency.
@@ -198,6 +358,8 @@ func (a *authClient) call(ctx context.Context, token, cookie string) (id, result
 	if cookie != "" {
 		req.Header.Set("Cookie", cookie)
 	}
+	metrics.authInFlight.Inc()
+	defer metrics.authInFlight.Dec()
 	resp, err := a.client.Do(req)
 	if err != nil {
 		return transportError(ctx, err)

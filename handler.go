@@ -62,7 +62,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.
 		h.refuse(w, http.StatusServiceUnavailable, "Notifications are temporarily unavailable.")
 		return nil
 	}
-	user, aerr := h.auth.userID(r.Context(), token, r.Header.Get("Cookie"))
+	user, aerr := h.auth.userID(r.Context(), clientKey(r), token, r.Header.Get("Cookie"))
 	if aerr != nil {
 		if r.Context().Err() != nil {
 			return nil // the client left while we waited

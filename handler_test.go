@@ -34,7 +34,7 @@ func provisioned(t *testing.T, h *Handler, rs *redisServer) *Handler {
 	h.logger = zap.NewNop()
 	h.tokens = tokenSource{query: h.TokenQuery, cookie: h.TokenCookie}
 	h.cors = newCORSPolicy(h.CORS)
-	h.auth = newAuthClient(h.AuthURL, h.UserField, time.Duration(h.AuthTimeout), time.Duration(h.AuthCache), h.logger)
+	h.auth = newAuthClient(h.AuthURL, h.UserField, time.Duration(h.AuthTimeout), time.Duration(h.AuthCache), h.AuthConcurrency, h.logger)
 	t.Cleanup(h.auth.close)
 	h.stopCtx, h.stop = context.WithCancel(t.Context())
 	t.Cleanup(h.stop)

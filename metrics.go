@@ -18,6 +18,8 @@ type notifyMetrics struct {
 	deliveries          prometheus.Counter
 	drops               *prometheus.CounterVec
 	authDuration        *prometheus.HistogramVec
+	authInFlight        prometheus.Gauge
+	authAbandoned       prometheus.Counter
 	redisSubscriptions  *prometheus.GaugeVec
 	redisReconnects     prometheus.Counter
 	replayed            *prometheus.CounterVec
@@ -53,6 +55,14 @@ func newMetrics() *notifyMetrics {
 			Help:    "Auth API call latency by result: ok, denied, error, timeout.",
 			Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10},
 		}, []string{"result"}),
+		authInFlight: prometheus.NewGauge(prometheus.GaugeOpts{
+			Namespace: ns, Subsystem: sub, Name: "auth_in_flight",
+			Help: "Auth API requests sent and not yet answered (at most auth_concurrency per handler).",
+		}),
+		authAbandoned: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: ns, Subsystem: sub, Name: "auth_abandoned_total",
+			Help: "Auth checks never sent because every client waiting for them had left.",
+		}),
 		redisSubscriptions: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Namespace: ns, Subsystem: sub, Name: "redis_subscriptions",
 			Help: "Redis subscriptions by state: up or down (reconnecting).",
@@ -79,7 +89,8 @@ func newMetrics() *notifyMetrics {
 func (m *notifyMetrics) collectors() []prometheus.Collector {
 	return []prometheus.Collector{
 		m.streamsOpen, m.streamsOpened, m.messagesReceived, m.deliveries,
-		m.drops, m.authDuration, m.redisSubscriptions, m.redisReconnects,
+		m.drops, m.authDuration, m.authInFlight, m.authAbandoned,
+		m.redisSubscriptions, m.redisReconnects,
 		m.replayed, m.replayRedisCommands, m.resets,
 	}
 }

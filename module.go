@@ -224,7 +224,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	authURL := resolvePlaceholders(h.AuthURL)
 	h.tokens = tokenSource{query: h.TokenQuery, cookie: h.TokenCookie}
 	h.cors = newCORSPolicy(h.CORS)
-	h.auth = newAuthClient(authURL, h.UserField, time.Duration(h.AuthTimeout), time.Duration(h.AuthCache), h.logger)
+	h.auth = newAuthClient(authURL, h.UserField, time.Duration(h.AuthTimeout), time.Duration(h.AuthCache), h.AuthConcurrency, h.logger)
 
 	if err := metrics.register(ctx.GetMetricsRegistry()); err != nil {
 		return fmt.Errorf("registering metrics: %w", err)
