@@ -256,6 +256,7 @@ func TestFlightSentCallOutlivesItsClients(t *testing.T) {
 func TestFlightTimesOutWaitingForASlot(t *testing.T) {
 	api := startGatedAuthAPI(t, "slow", "x")
 	a := newTestAuthClient(t, api.URL, 300*time.Millisecond, 1)
+	inFlight := testutil.ToFloat64(metrics.authInFlight)
 	slow := a.checkAsync(t.Context(), "198.51.100.1", "slow")
 	api.next(t)
 	start := time.Now()
@@ -269,6 +270,9 @@ func TestFlightTimesOutWaitingForASlot(t *testing.T) {
 	if r := result(t, slow); r.err == nil || r.err.status != http.StatusGatewayTimeout {
 		t.Fatalf("slow check: %q, %v; want 504", r.id, r.err)
 	}
+	// x may have been granted the slot slow gave back, and sent: it too
+	// ends at auth_timeout.
+	waitFor(t, 2*time.Second, "auth_in_flight back", func() bool { return testutil.ToFloat64(metrics.authInFlight) == inFlight })
 }
 
 // TestFlightStress checks many requests over few credentials, leaving at
