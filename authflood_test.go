@@ -80,28 +80,20 @@ func startFloodAuthAPI(t testing.TB, delay time.Duration, replies map[string]aut
 	return a
 }
 
-// serveH2C runs a Caddy site speaking HTTP/1.1 and h2c with one notify
-// handler; block is its body with %[1]s for Redis and %[2]s for the auth
-// API. It returns the site's host:port.
-func serveH2C(t testing.TB, rs *redisServer, authURL, block string) string {
+// serveH2C runs routes as a Caddy site speaking HTTP/1.1 and h2c, with
+// {auth} standing for auth's URL, and returns the site's host:port.
+func serveH2C(t testing.TB, rs *redisServer, auth *floodAuthAPI, routes string) string {
 	t.Helper()
-	port := freePort(t)
-	loadCaddyfile(t, fmt.Sprintf(`{
-	admin off
-	auto_https off
-	persist_config off
-	grace_period 5s
+	cfg := &caddyConfig{
+		redis: rs,
+		auth:  &authAPI{Server: auth.Server},
+		global: `
 	servers {
 		protocols h1 h2c
+	}`,
+		routes: routes,
 	}
-	log {
-		level ERROR
-	}
-}
-http://127.0.0.1:%d {
-	%s
-}`, port, fmt.Sprintf(block, rs.URL(), authURL)))
-	return fmt.Sprintf("127.0.0.1:%d", port)
+	return strings.TrimPrefix(cfg.load(t), "http://")
 }
 
 // randomToken returns a token the auth API has never seen.
@@ -278,9 +270,10 @@ func TestAuthRapidResetFreshTokens(t *testing.T) {
 	)
 	rs := startRedis(t)
 	auth := startFloodAuthAPI(t, authDelay, users("alice"))
-	addr := serveH2C(t, rs, auth.URL, fmt.Sprintf(`notify {
-		redis %%[1]s
-		auth_url %%[2]s
+	addr := serveH2C(t, rs, auth, fmt.Sprintf(`
+	notify {
+		redis {redis}
+		auth_url {auth}
 		auth_concurrency %d
 	}`, slots))
 	url := "http://" + addr + "/"
@@ -377,11 +370,12 @@ func TestAuthRapidResetOneToken(t *testing.T) {
 	)
 	rs := startRedis(t)
 	auth := startFloodAuthAPI(t, 5*time.Millisecond, users("alice"))
-	addr := serveH2C(t, rs, auth.URL, fmt.Sprintf(`route {
+	addr := serveH2C(t, rs, auth, fmt.Sprintf(`
+	route {
 		hold_until_reset
 		notify {
-			redis %%[1]s
-			auth_url %%[2]s
+			redis {redis}
+			auth_url {auth}
 			auth_concurrency %d
 		}
 	}`, slots))
@@ -415,9 +409,10 @@ func TestAuthHTTP1Flood(t *testing.T) {
 	)
 	rs := startRedis(t)
 	auth := startFloodAuthAPI(t, authDelay, users("alice"))
-	addr := serveH2C(t, rs, auth.URL, fmt.Sprintf(`notify {
-		redis %%[1]s
-		auth_url %%[2]s
+	addr := serveH2C(t, rs, auth, fmt.Sprintf(`
+	notify {
+		redis {redis}
+		auth_url {auth}
 		auth_concurrency %d
 	}`, slots))
 	// Warm up: Redis subscribed, one pooled connection to the auth API.
