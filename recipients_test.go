@@ -159,3 +159,31 @@ func FuzzRecipients(f *testing.F) {
 }
 
 var errNotJSON = errors.New("not valid JSON")
+
+// BenchmarkRecipientsLarge parses the recipient of a 1 MiB message whose
+// field comes last, after a large string and a large array: the cost must be
+// one pass over the bytes, with no allocation that grows with them.
+func BenchmarkRecipientsLarge(b *testing.B) {
+	var p bytes.Buffer
+	p.WriteString(`{"type":"report","body":"`)
+	for p.Len() < 512<<10 {
+		p.WriteString(`lorem ipsum \"dolor\" sit amet, \u00e9t\u00e9 `)
+	}
+	p.WriteString(`","rows":[`)
+	for i := 0; p.Len() < 1<<20; i++ {
+		if i > 0 {
+			p.WriteByte(',')
+		}
+		p.WriteString(`{"id":1234,"total":19.99,"tags":["a","b"],"ok":true}`)
+	}
+	p.WriteString(`],"recipient_id":42}`)
+	payload := p.Bytes()
+	b.SetBytes(int64(len(payload)))
+	b.ReportAllocs()
+	b.ResetTimer()
+	for range b.N {
+		if _, reason := recipients(payload, "recipient_id"); reason != "" {
+			b.Fatal(reason)
+		}
+	}
+}
