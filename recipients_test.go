@@ -47,6 +47,27 @@ func TestRecipients(t *testing.T) {
 		{`"a"`, nil, dropMalformed},
 		{`null`, nil, dropMalformed},
 		{``, nil, dropMalformed},
+		{"\t\n{\"recipient_id\":\"a\"}\r\n ", []string{"a"}, ""},
+		{`{"x":{"y":[1,{"z":"]}"}],"w":{}},"v":[[],{}],"recipient_id":"a"}`, []string{"a"}, ""},
+		{`{"recipient_id":"\"\\\/\b\f\n\r\t"}`, []string{"\"\\/\b\f\n\r\t"}, ""},
+		{`{"recipient_id":[ "a" , 1 ]}`, []string{"1", "a"}, ""},
+		{`{"recipient_id":-0}`, []string{"-0"}, ""},
+		{`{"recipient_id":{"id":"]"}}`, nil, dropInvalidRecipient},
+		{`{"recipient_id":["a",{"id":"]"}]}`, nil, dropInvalidRecipient},
+		{`{"recipient_id":["a",false]}`, nil, dropInvalidRecipient},
+
+		// Keys compare by their decoded text, and the last duplicate wins.
+		{`{"recipient\u005fid":"a"}`, []string{"a"}, ""},
+		{`{"recipient_id":"a","recipient\u005Fid":"b"}`, []string{"b"}, ""},
+		{`{"recipient\u005fid":"a","recipient_id":"b"}`, []string{"b"}, ""},
+		{`{"recipient_id":true,"recipient_id":"a"}`, []string{"a"}, ""},
+		{`{"recipient_id":"a","recipient_id":true}`, nil, dropInvalidRecipient},
+		{`{"recipient_id":"a","recipient_id":null}`, nil, dropNoRecipient},
+		{`{"recipient_id\u0000":"a"}`, nil, dropNoRecipient},
+		{`{"recipient_id\ud800":"a"}`, nil, dropNoRecipient},
+		{"{\"recipient_id\xff\":\"a\"}", nil, dropNoRecipient},
+		{`{"Recipient_id":"a"}`, nil, dropNoRecipient},
+
 		// Ids are valid Unicode text: what encoding/json would replace
 		// with U+FFFD is refused, so that distinct ids never become one
 		// (issue 8 §5). U+FFFD itself is an id like any other.
@@ -72,6 +93,37 @@ func TestRecipients(t *testing.T) {
 		{"{\"recipient_id\":[\"\ufffd\",\"\\uFFFD\"]}", []string{"\ufffd"}, ""},
 		{"{\"x\":\"\xff\\ud800\",\"recipient_id\":\"a\"}", []string{"a"}, ""}, // other fields are not read
 
+		// Malformed exactly when encoding/json refused the payload.
+		{`{"recipient_id":"a"} x`, nil, dropMalformed},
+		{`{"recipient_id":"a"}{}`, nil, dropMalformed},
+		{`{"recipient_id":"a",}`, nil, dropMalformed},
+		{`{,"recipient_id":"a"}`, nil, dropMalformed},
+		{`{"recipient_id" "a"}`, nil, dropMalformed},
+		{`{"recipient_id":"a" "x":1}`, nil, dropMalformed},
+		{`{recipient_id:"a"}`, nil, dropMalformed},
+		{`{"recipient_id":tru}`, nil, dropMalformed},
+		{`{"recipient_id":nul}`, nil, dropMalformed},
+		{`{"recipient_id":-}`, nil, dropMalformed},
+		{`{"recipient_id":1.}`, nil, dropMalformed},
+		{`{"recipient_id":.1}`, nil, dropMalformed},
+		{`{"recipient_id":1e}`, nil, dropMalformed},
+		{`{"recipient_id":1e+}`, nil, dropMalformed},
+		{`{"recipient_id":+1}`, nil, dropMalformed},
+		{`{"recipient_id":"\q"}`, nil, dropMalformed},
+		{`{"recipient_id":"\u12"}`, nil, dropMalformed},
+		{`{"recipient_id":"\u12g4"}`, nil, dropMalformed},
+		{"{\"recipient_id\":\"a\x01\"}", nil, dropMalformed},
+		{"{\"recipient_id\":\"a\nb\"}", nil, dropMalformed},
+		{`{"recipient_id":[1,]}`, nil, dropMalformed},
+		{`{"recipient_id":[1 2]}`, nil, dropMalformed},
+		{`{"x":[1}`, nil, dropMalformed},
+		{`{"x":{"a":1]}`, nil, dropMalformed},
+		{`{"x":{"a"}}`, nil, dropMalformed},
+		{`{"x":{1:2}}`, nil, dropMalformed},
+		{"\f{}", nil, dropMalformed},
+		{"\xef\xbb\xbf{}", nil, dropMalformed}, // a byte order mark
+		{`{`, nil, dropMalformed},
+		{` `, nil, dropMalformed},
 	}
 	for _, tt := range tests {
 		t.Run(tt.payload, func(t *testing.T) {
@@ -183,6 +235,54 @@ func TestRecipientIDsNeverCollapse(t *testing.T) {
 	}
 	if got := len(streams["\ufffd"].take(nil)); got != sent {
 		t.Errorf("the U+FFFD user got %d messages, want the %d addressed to it", got, sent)
+	}
+}
+
+// TestRecipientsNestingLimit checks that the scanner keeps encoding/json's
+// nesting limit: a payload it refused as malformed is still malformed.
+func TestRecipientsNestingLimit(t *testing.T) {
+	for _, depth := range []int{maxDepth - 1, maxDepth, maxDepth + 1} {
+		for _, c := range []struct{ open, close string }{{"[", "]"}, {`{"a":`, "}"}} {
+			// The message itself is level 1.
+			payload := []byte(`{"recipient_id":"a","x":` + strings.Repeat(c.open, depth-1) + "1" +
+				strings.Repeat(c.close, depth-1) + "}")
+			wantOK := json.Unmarshal(payload, new(map[string]json.RawMessage)) == nil
+			if wantOK != (depth <= maxDepth) {
+				t.Fatalf("encoding/json's limit is no longer %d", maxDepth)
+			}
+			if _, reason := recipients(payload, "recipient_id"); (reason == "") != wantOK {
+				t.Errorf("depth %d of %q: reason %q, encoding/json ok %v", depth, c.open, reason, wantOK)
+			}
+		}
+	}
+}
+
+// TestRecipientsAllocs guards the point of the scanner: the ids (and the
+// slice holding them) are the only allocations, whatever the size of the
+// message; a refused message allocates nothing.
+func TestRecipientsAllocs(t *testing.T) {
+	large := `{"body":"` + strings.Repeat(`x\"`, 100_000) + `","rows":[` + strings.Repeat(`{"a":[1,"b"]},`, 10_000) + `0],`
+	for _, tt := range []struct {
+		payload string
+		allocs  float64
+	}{
+		{`{"recipient_id":42,"type":"order_paid"}`, 2},
+		{`{"recipient_id":"\u00e9t\u00e9","type":"order_paid"}`, 2},
+		{large + `"recipient_id":"alice"}`, 2},
+		{`{"recipient_id":["alice",42,"carol"]}`, 4},
+		{large + `"recipient_id":true}`, 0},
+		{`{"recipient_id":["a",2,"\ud800"]}`, 0},
+		{large + `"recipient_id":[]}`, 0},
+		{large + `"recipient_id":"alice"`, 0},
+	} {
+		p := []byte(tt.payload)
+		if got := testing.AllocsPerRun(10, func() { recipients(p, "recipient_id") }); got != tt.allocs {
+			t.Errorf("%.40q…: %v allocations, want %v", tt.payload, got, tt.allocs)
+		}
+	}
+	body := []byte(`{"user_id":"alice","name":"Alice","roles":["admin"]}`)
+	if got := testing.AllocsPerRun(10, func() { userIDFromAuth(body, "user_id") }); got != 1 {
+		t.Errorf("userIDFromAuth: %v allocations, want 1", got)
 	}
 }
 
