@@ -3,10 +3,12 @@ package notify
 import (
 	"bytes"
 	"encoding/json"
-	"errors"
+	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
+	"unicode/utf8"
 )
 
 func TestRecipients(t *testing.T) {
@@ -45,7 +47,83 @@ func TestRecipients(t *testing.T) {
 		{`"a"`, nil, dropMalformed},
 		{`null`, nil, dropMalformed},
 		{``, nil, dropMalformed},
-		{"{\"recipient_id\":\"\xff\"}", []string{"\ufffd"}, ""}, // invalid UTF-8 is replaced, as encoding/json does
+		{"\t\n{\"recipient_id\":\"a\"}\r\n ", []string{"a"}, ""},
+		{`{"x":{"y":[1,{"z":"]}"}],"w":{}},"v":[[],{}],"recipient_id":"a"}`, []string{"a"}, ""},
+		{`{"recipient_id":"\"\\\/\b\f\n\r\t"}`, []string{"\"\\/\b\f\n\r\t"}, ""},
+		{`{"recipient_id":[ "a" , 1 ]}`, []string{"1", "a"}, ""},
+		{`{"recipient_id":-0}`, []string{"-0"}, ""},
+		{`{"recipient_id":{"id":"]"}}`, nil, dropInvalidRecipient},
+		{`{"recipient_id":["a",{"id":"]"}]}`, nil, dropInvalidRecipient},
+		{`{"recipient_id":["a",false]}`, nil, dropInvalidRecipient},
+
+		// Keys compare by their decoded text, and the last duplicate wins.
+		{`{"recipient\u005fid":"a"}`, []string{"a"}, ""},
+		{`{"recipient_id":"a","recipient\u005Fid":"b"}`, []string{"b"}, ""},
+		{`{"recipient\u005fid":"a","recipient_id":"b"}`, []string{"b"}, ""},
+		{`{"recipient_id":true,"recipient_id":"a"}`, []string{"a"}, ""},
+		{`{"recipient_id":"a","recipient_id":true}`, nil, dropInvalidRecipient},
+		{`{"recipient_id":"a","recipient_id":null}`, nil, dropNoRecipient},
+		{`{"recipient_id\u0000":"a"}`, nil, dropNoRecipient},
+		{`{"recipient_id\ud800":"a"}`, nil, dropNoRecipient},
+		{"{\"recipient_id\xff\":\"a\"}", nil, dropNoRecipient},
+		{`{"Recipient_id":"a"}`, nil, dropNoRecipient},
+
+		// Ids are valid Unicode text: what encoding/json would replace
+		// with U+FFFD is refused, so that distinct ids never become one
+		// (issue 8 §5). U+FFFD itself is an id like any other.
+		{"{\"recipient_id\":\"\xff\"}", nil, dropInvalidRecipient},
+		{"{\"recipient_id\":\"\xfe\"}", nil, dropInvalidRecipient},
+		{"{\"recipient_id\":\"a\xc3\"}", nil, dropInvalidRecipient},        // truncated sequence
+		{"{\"recipient_id\":\"\xc0\xaf\"}", nil, dropInvalidRecipient},     // overlong "/"
+		{"{\"recipient_id\":\"\xed\xa0\x80\"}", nil, dropInvalidRecipient}, // a surrogate in UTF-8
+		{"{\"recipient_id\":\"\xc3\\u00a9\"}", nil, dropInvalidRecipient},  // broken sequence, then an escape
+		{`{"recipient_id":"\ud800"}`, nil, dropInvalidRecipient},
+		{`{"recipient_id":"\uDFFF"}`, nil, dropInvalidRecipient},
+		{`{"recipient_id":"a\udbff"}`, nil, dropInvalidRecipient},
+		{`{"recipient_id":"\ud800\ud800"}`, nil, dropInvalidRecipient},
+		{`{"recipient_id":"\udc00\ud800"}`, nil, dropInvalidRecipient}, // low before high
+		{`{"recipient_id":"\ud800\u0041"}`, nil, dropInvalidRecipient},
+		{`{"recipient_id":"\ud800\\udc00"}`, nil, dropInvalidRecipient}, // the second is text, not an escape
+		{`{"recipient_id":["a","\ud800"]}`, nil, dropInvalidRecipient},
+		{"{\"recipient_id\":[null,\"\xff\"]}", nil, dropInvalidRecipient},
+		{`{"recipient_id":"\\ud800"}`, []string{`\ud800`}, ""},
+		{`{"recipient_id":"\ud83d\ude00"}`, []string{"\U0001F600"}, ""},
+		{`{"recipient_id":"\uDBFF\uDFFF"}`, []string{"\U0010FFFF"}, ""},
+		{`{"recipient_id":"\ufffd"}`, []string{"\ufffd"}, ""},
+		{"{\"recipient_id\":[\"\ufffd\",\"\\uFFFD\"]}", []string{"\ufffd"}, ""},
+		{"{\"x\":\"\xff\\ud800\",\"recipient_id\":\"a\"}", []string{"a"}, ""}, // other fields are not read
+
+		// Malformed exactly when encoding/json refused the payload.
+		{`{"recipient_id":"a"} x`, nil, dropMalformed},
+		{`{"recipient_id":"a"}{}`, nil, dropMalformed},
+		{`{"recipient_id":"a",}`, nil, dropMalformed},
+		{`{,"recipient_id":"a"}`, nil, dropMalformed},
+		{`{"recipient_id" "a"}`, nil, dropMalformed},
+		{`{"recipient_id":"a" "x":1}`, nil, dropMalformed},
+		{`{recipient_id:"a"}`, nil, dropMalformed},
+		{`{"recipient_id":tru}`, nil, dropMalformed},
+		{`{"recipient_id":nul}`, nil, dropMalformed},
+		{`{"recipient_id":-}`, nil, dropMalformed},
+		{`{"recipient_id":1.}`, nil, dropMalformed},
+		{`{"recipient_id":.1}`, nil, dropMalformed},
+		{`{"recipient_id":1e}`, nil, dropMalformed},
+		{`{"recipient_id":1e+}`, nil, dropMalformed},
+		{`{"recipient_id":+1}`, nil, dropMalformed},
+		{`{"recipient_id":"\q"}`, nil, dropMalformed},
+		{`{"recipient_id":"\u12"}`, nil, dropMalformed},
+		{`{"recipient_id":"\u12g4"}`, nil, dropMalformed},
+		{"{\"recipient_id\":\"a\x01\"}", nil, dropMalformed},
+		{"{\"recipient_id\":\"a\nb\"}", nil, dropMalformed},
+		{`{"recipient_id":[1,]}`, nil, dropMalformed},
+		{`{"recipient_id":[1 2]}`, nil, dropMalformed},
+		{`{"x":[1}`, nil, dropMalformed},
+		{`{"x":{"a":1]}`, nil, dropMalformed},
+		{`{"x":{"a"}}`, nil, dropMalformed},
+		{`{"x":{1:2}}`, nil, dropMalformed},
+		{"\f{}", nil, dropMalformed},
+		{"\xef\xbb\xbf{}", nil, dropMalformed}, // a byte order mark
+		{`{`, nil, dropMalformed},
+		{` `, nil, dropMalformed},
 	}
 	for _, tt := range tests {
 		t.Run(tt.payload, func(t *testing.T) {
@@ -76,6 +154,24 @@ func TestUserIDFromAuth(t *testing.T) {
 		{`{"id":"42"}`, "", false},
 		{`42`, "", false},
 		{`not json`, "", false},
+		{`{"user_id":"42"} x`, "", false},
+		{`{"user_\u0069d":"42"}`, "42", true},
+		{`{"user_id":"\u002a"}`, "", false}, // "*" written as an escape
+		{`{"user_id":"\ufffd"}`, "\ufffd", true},
+		{"{\"user_id\":\"\ufffd\"}", "\ufffd", true},
+		{"{\"user_id\":\"\xff\"}", "", false},
+		{"{\"user_id\":\"a\xfe\"}", "", false},
+		{"{\"user_id\":\"\xed\xbf\xbf\"}", "", false},
+		{`{"user_id":"\ud800"}`, "", false},
+		{`{"user_id":"\udfff"}`, "", false},
+		{`{"user_id":"\ud800x"}`, "", false},
+		{`{"user_id":"\ud83d\ude00"}`, "\U0001F600", true},
+		{`{"user_id":"` + strings.Repeat("a", maxUserIDLen) + `"}`, strings.Repeat("a", maxUserIDLen), true},
+		{`{"user_id":"` + strings.Repeat("a", maxUserIDLen+1) + `"}`, "", false},
+		{`{"user_id":"` + strings.Repeat(`\u00e9`, maxUserIDLen/2) + `"}`, strings.Repeat("é", maxUserIDLen/2), true},
+		{`{"user_id":"` + strings.Repeat(`\u00e9`, maxUserIDLen/2) + `a"}`, "", false}, // 1,025 bytes decoded
+		{`{"user_id":` + strings.Repeat("9", maxUserIDLen) + `}`, strings.Repeat("9", maxUserIDLen), true},
+		{`{"user_id":` + strings.Repeat("9", maxUserIDLen+1) + `}`, "", false},
 	}
 	for _, tt := range tests {
 		got, ok := userIDFromAuth([]byte(tt.body), "user_id")
@@ -85,59 +181,153 @@ func TestUserIDFromAuth(t *testing.T) {
 	}
 }
 
+// TestRecipientIDsNeverCollapse routes messages addressed to ids that
+// encoding/json would all have read as U+FFFD to users whose ids came from
+// the auth API in the same forms, matched by exact text as the index does:
+// only the U+FFFD user, named as such, is ever reached, and the other forms
+// are refused on both sides (issue 8 §5).
+func TestRecipientIDsNeverCollapse(t *testing.T) {
+	// Bodies of JSON strings, as published and as the auth API sends them.
+	invalid := []string{
+		"\xfe", "\xff", "\xff\xfe", "\xef\xbf", "\xed\xa0\x80", "\xc0\x80",
+		`\ud800`, `\udbff`, `\udc00`, `\udfff`, `\ud800\ud800`, `\udfff\udbff`, `\ud800\u0041`, `\ud800\\udc00`,
+	}
+	replacement := []string{"\ufffd", `\ufffd`, `\uFFFD`}
+
+	received := make(map[string]int) // by the id of each signed-in user
+	for _, text := range slices.Concat(invalid, replacement) {
+		id, ok := userIDFromAuth([]byte(`{"user_id":"`+text+`"}`), "user_id")
+		if slices.Contains(invalid, text) {
+			if ok {
+				t.Errorf("auth id %q accepted as %q", text, id)
+			}
+			continue
+		}
+		if !ok || id != "\ufffd" {
+			t.Fatalf("auth id %q = %q, %v; want U+FFFD", text, id, ok)
+		}
+		received[id] = 0
+	}
+
+	sent := 0
+	for _, text := range slices.Concat(invalid, replacement) {
+		for _, payload := range []string{
+			`{"recipient_id":"` + text + `"}`,
+			`{"recipient_id":["` + text + `"]}`,
+			`{"recipient_id":["\ufffd","` + text + `"]}`,
+		} {
+			users, _, reason := route([]byte(payload), "recipient_id")
+			if slices.Contains(invalid, text) {
+				if reason != dropInvalidRecipient || users != nil {
+					t.Errorf("%q: got %q, %q; want invalid_recipient", payload, users, reason)
+				}
+				continue
+			}
+			if reason != "" || !slices.Equal(users, []string{"\ufffd"}) {
+				t.Errorf("%q: got %q, %q; want U+FFFD", payload, users, reason)
+			}
+			for _, u := range users {
+				if _, ok := received[u]; ok {
+					received[u]++
+				}
+			}
+			sent++
+		}
+	}
+	if len(received) != 1 || received["\ufffd"] != sent {
+		t.Errorf("messages received by user: %v; want only U+FFFD, with the %d addressed to it", received, sent)
+	}
+}
+
+// TestRecipientsNestingLimit checks that the scanner keeps encoding/json's
+// nesting limit: a payload it refused as malformed is still malformed.
+func TestRecipientsNestingLimit(t *testing.T) {
+	for _, depth := range []int{maxDepth - 1, maxDepth, maxDepth + 1} {
+		for _, c := range []struct{ open, close string }{{"[", "]"}, {`{"a":`, "}"}} {
+			// The message itself is level 1.
+			payload := []byte(`{"recipient_id":"a","x":` + strings.Repeat(c.open, depth-1) + "1" +
+				strings.Repeat(c.close, depth-1) + "}")
+			wantOK := json.Unmarshal(payload, new(map[string]json.RawMessage)) == nil
+			if wantOK != (depth <= maxDepth) {
+				t.Fatalf("encoding/json's limit is no longer %d", maxDepth)
+			}
+			if _, reason := recipients(payload, "recipient_id"); (reason == "") != wantOK {
+				t.Errorf("depth %d of %q: reason %q, encoding/json ok %v", depth, c.open, reason, wantOK)
+			}
+		}
+	}
+}
+
+// TestRecipientsAllocs guards the point of the scanner: the ids (and the
+// slice holding them) are the only allocations, whatever the size of the
+// message; a refused message allocates nothing.
+func TestRecipientsAllocs(t *testing.T) {
+	large := `{"body":"` + strings.Repeat(`x\"`, 100_000) + `","rows":[` + strings.Repeat(`{"a":[1,"b"]},`, 10_000) + `0],`
+	for _, tt := range []struct {
+		payload string
+		allocs  float64
+	}{
+		{`{"recipient_id":42,"type":"order_paid"}`, 2},
+		{`{"recipient_id":"\u00e9t\u00e9","type":"order_paid"}`, 2},
+		{large + `"recipient_id":"alice"}`, 2},
+		{`{"recipient_id":["alice",42,"carol"]}`, 4},
+		{large + `"recipient_id":true}`, 0},
+		{`{"recipient_id":["a",2,"\ud800"]}`, 0},
+		{large + `"recipient_id":[]}`, 0},
+		{large + `"recipient_id":"alice"`, 0},
+	} {
+		p := []byte(tt.payload)
+		if got := testing.AllocsPerRun(10, func() { recipients(p, "recipient_id") }); got != tt.allocs {
+			t.Errorf("%.40q…: %v allocations, want %v", tt.payload, got, tt.allocs)
+		}
+	}
+	body := []byte(`{"user_id":"alice","name":"Alice","roles":["admin"]}`)
+	if got := testing.AllocsPerRun(10, func() { userIDFromAuth(body, "user_id") }); got != 1 {
+		t.Errorf("userIDFromAuth: %v allocations, want 1", got)
+	}
+}
+
 // FuzzRecipients checks recipients against a decoding with encoding/json's
 // generic decoder: it never panics, accepts only JSON objects, and returns
-// exactly the distinct string and integer ids of the field.
+// exactly the distinct string and integer ids of the field, refusing the
+// strings that encoding/json would have had to repair (oracleTextOK).
 func FuzzRecipients(f *testing.F) {
 	for _, s := range []string{
 		`{"recipient_id":"42"}`, `{"recipient_id":[8,"8",null]}`, `{"recipient_id":1.5}`,
 		`{"recipient_id":"*"}`, `[]`, `{"recipient_id":-0}`, `{"recipient_id":[true]}`, `{}`,
+		`{"recipient\u005fid":"a","recipient_id":"b"}`, `{"recipient_id":["\ud83d\ude00","\ufffd"]}`,
+		`{"recipient_id":"\udc00\ud800"}`, "{\"recipient_id\":[\"\xff\"]}", `{"x":[{"y":"]"}],"recipient_id":1}`,
 	} {
 		f.Add([]byte(s))
 	}
 	f.Fuzz(func(t *testing.T, payload []byte) {
 		got, reason := recipients(payload, "recipient_id")
-		var obj map[string]any
-		errDecode := errNotJSON
-		if json.Valid(payload) {
-			dec := json.NewDecoder(bytes.NewReader(payload))
-			dec.UseNumber()
-			errDecode = dec.Decode(&obj)
-		}
-		if reason == dropMalformed {
-			if errDecode == nil && obj != nil {
-				t.Fatalf("valid object %q reported malformed", payload)
+		// The oracle: json.Unmarshal refuses exactly what the
+		// scanner must call malformed (Valid rules out trailing data
+		// a Decoder would leave unread).
+		var obj map[string]json.RawMessage
+		if !json.Valid(payload) || json.Unmarshal(payload, &obj) != nil || obj == nil {
+			if reason != dropMalformed {
+				t.Fatalf("invalid payload %q accepted: %q, %q", payload, got, reason)
 			}
 			return
 		}
-		if errDecode != nil || obj == nil {
-			t.Fatalf("invalid payload %q accepted: %q, %q", payload, got, reason)
+		if reason == dropMalformed {
+			t.Fatalf("valid object %q reported malformed", payload)
+		}
+		raw, found := obj["recipient_id"]
+		var elems []json.RawMessage
+		if !found || json.Unmarshal(raw, &elems) != nil {
+			elems = []json.RawMessage{raw} // absent (nil) or not an array
 		}
 		var want []string
 		invalid := false
-		add := func(v any) {
-			switch v := v.(type) {
-			case nil:
-			case string:
-				if v != "" {
-					want = append(want, v)
-				}
-			case json.Number:
-				if strings.ContainsAny(string(v), ".eE") {
-					invalid = true
-				} else {
-					want = append(want, string(v))
-				}
-			default:
-				invalid = true
+		for _, e := range elems {
+			id, ok, valid := oracleID(e)
+			invalid = invalid || !valid
+			if ok {
+				want = append(want, id)
 			}
-		}
-		if arr, ok := obj["recipient_id"].([]any); ok {
-			for _, e := range arr {
-				add(e)
-			}
-		} else {
-			add(obj["recipient_id"])
 		}
 		slices.Sort(want)
 		want = slices.Compact(want)
@@ -158,4 +348,128 @@ func FuzzRecipients(f *testing.F) {
 	})
 }
 
-var errNotJSON = errors.New("not valid JSON")
+// FuzzUserIDFromAuth checks userIDFromAuth against encoding/json the same
+// way: a usable id is a non-empty string of valid text or an integer, at most
+// maxUserIDLen bytes, and never "*".
+func FuzzUserIDFromAuth(f *testing.F) {
+	for _, s := range []string{
+		`{"user_id":"42"}`, `{"user_id":42}`, `{"user_id":4.2e1}`, `{"user_id":"*"}`, `{"user_id":"\u002a"}`,
+		`{"user_\u0069d":"a","user_id":"b"}`, `{"user_id":"\ud800"}`, "{\"user_id\":\"\xff\"}",
+		`{"user_id":"\ufffd"}`, `{"user_id":null}`, `{"user_id":["42"]}`, `[{"user_id":"42"}]`, `{}`,
+		`{"user_id":"` + strings.Repeat(`\u00e9`, maxUserIDLen/2) + `"}`,
+	} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, body []byte) {
+		got, ok := userIDFromAuth(body, "user_id")
+		var want string
+		var wantOK bool
+		var obj map[string]json.RawMessage
+		if json.Valid(body) && json.Unmarshal(body, &obj) == nil && obj != nil {
+			if raw, found := obj["user_id"]; found {
+				id, ok, valid := oracleID(raw)
+				if ok && valid && id != "*" && len(id) <= maxUserIDLen {
+					want, wantOK = id, true
+				}
+			}
+		}
+		if got != want || ok != wantOK {
+			t.Fatalf("%q: got %q, %v; want %q, %v", body, got, ok, want, wantOK)
+		}
+	})
+}
+
+// oracleID reads one id as encoding/json decodes it, for the fuzzers: see
+// scalarID. raw is nil for an absent field.
+func oracleID(raw json.RawMessage) (id string, ok, valid bool) {
+	if raw == nil {
+		return "", false, true
+	}
+	var v any
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	dec.UseNumber()
+	if err := dec.Decode(&v); err != nil {
+		panic(err) // raw came out of a successful decoding
+	}
+	switch v := v.(type) {
+	case nil:
+		return "", false, true
+	case string:
+		if !oracleTextOK(raw) {
+			return "", false, false
+		}
+		return v, v != "", true
+	case json.Number:
+		if strings.ContainsAny(string(v), ".eE") {
+			return "", false, false
+		}
+		return string(v), true, true
+	default:
+		return "", false, false
+	}
+}
+
+// jsonEscape matches the escapes of a JSON string from left to right, so
+// that in \\ud800 the second backslash is text, not the start of an escape.
+var jsonEscape = regexp.MustCompile(`\\(?:u([0-9a-fA-F]{4})|.)`)
+
+// oracleTextOK reports whether raw, a JSON string json.Valid accepts, is text
+// encoding/json decodes without repair: valid UTF-8, and each escaped
+// surrogate a high one directly followed by an escaped low one. It is written
+// apart from nextPiece, which it checks.
+func oracleTextOK(raw []byte) bool {
+	if !utf8.Valid(raw) {
+		return false
+	}
+	esc := jsonEscape.FindAllSubmatchIndex(raw, -1)
+	unit := func(m []int) rune {
+		if m[2] < 0 {
+			return -1 // not a \u escape
+		}
+		u, _ := strconv.ParseUint(string(raw[m[2]:m[3]]), 16, 16)
+		return rune(u)
+	}
+	for k := 0; k < len(esc); k++ {
+		switch u := unit(esc[k]); {
+		case 0xdc00 <= u && u <= 0xdfff:
+			return false
+		case 0xd800 <= u && u <= 0xdbff:
+			if k+1 == len(esc) || esc[k+1][0] != esc[k][1] {
+				return false
+			}
+			if low := unit(esc[k+1]); low < 0xdc00 || low > 0xdfff {
+				return false
+			}
+			k++
+		}
+	}
+	return true
+}
+
+// BenchmarkRecipientsLarge parses the recipient of a 1 MiB message whose
+// field comes last, after a large string and a large array: the cost must be
+// one pass over the bytes, with no allocation that grows with them.
+func BenchmarkRecipientsLarge(b *testing.B) {
+	var p bytes.Buffer
+	p.WriteString(`{"type":"report","body":"`)
+	for p.Len() < 512<<10 {
+		p.WriteString(`lorem ipsum \"dolor\" sit amet, \u00e9t\u00e9 `)
+	}
+	p.WriteString(`","rows":[`)
+	for i := 0; p.Len() < 1<<20; i++ {
+		if i > 0 {
+			p.WriteByte(',')
+		}
+		p.WriteString(`{"id":1234,"total":19.99,"tags":["a","b"],"ok":true}`)
+	}
+	p.WriteString(`],"recipient_id":42}`)
+	payload := p.Bytes()
+	b.SetBytes(int64(len(payload)))
+	b.ReportAllocs()
+	b.ResetTimer()
+	for range b.N {
+		if _, reason := recipients(payload, "recipient_id"); reason != "" {
+			b.Fatal(reason)
+		}
+	}
+}
