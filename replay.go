@@ -107,6 +107,12 @@ func (rp *replay) finish(events []*event, fromRedis int, end entryID) preamble {
 // (done). Otherwise the reader lags behind the instance that sent the ID,
 // and resumeAhead waits up to lagWait for it to catch up.
 func (r *streamReader) resumeAhead(ctx context.Context, ix *index, sub *subscriber, after entryID) (p preamble, done bool, _ error) {
+	r.mu.Lock()
+	ahead := r.win.last.less(after)
+	r.mu.Unlock()
+	if !ahead {
+		return preamble{}, false, nil // the usual case: no timer
+	}
 	t := time.NewTimer(lagWait)
 	defer t.Stop()
 	checked := false
