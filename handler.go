@@ -52,6 +52,19 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.
 		h.refuse(w, http.StatusBadRequest, "Malformed Last-Event-ID: expected <ms>-<seq>.")
 		return nil
 	}
+	// max_streams is checked before the auth call, and counts the checks
+	// under way: a flood of requests cannot turn into auth API load past it.
+	if !h.limits.reserve() {
+		hdr.Set("Retry-After", h.retryAfter)
+		h.refuse(w, http.StatusServiceUnavailable, "Too many streams.")
+		return nil
+	}
+	handedOff := false // serveStream releases the place
+	defer func() {
+		if !handedOff {
+			h.limits.unreserve()
+		}
+	}()
 	// Checked before the auth call: during an outage, clients retrying must
 	// not turn into load on the auth API.
 	if !h.hub.waitUp(r.Context(), redisWait) {
@@ -76,7 +89,14 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.
 	if repl, ok := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer); ok {
 		repl.Set("http.notify.user_id", user)
 	}
-	return h.serveStream(w, r, user, from)
+	if !h.limits.reserveUser(user) {
+		hdr.Set("Retry-After", h.retryAfter)
+		h.refuse(w, http.StatusTooManyRequests, "Too many streams for this user.")
+		return nil
+	}
+	handedOff = true
+	h.serveStream(w, r, user, token, from)
+	return nil
 }
 
 // lastEventID returns where a stream-mode client resumes: the Last-Event-ID
@@ -109,34 +129,52 @@ func (h *Handler) lastEventID(r *http.Request) (from *entryID, ok bool) {
 // nothing published after the client sees the 200 can be missed, then
 // hands the response to the stream's write loop (pump.go) over a hijacked
 // HTTP/1 connection or the ResponseWriter.
-func (h *Handler) serveStream(w http.ResponseWriter, r *http.Request, user string, from *entryID) error {
+//
+// The stream holds the places it took in the handler's limits (and its
+// credentials' place in reauth) until it ends.
+func (h *Handler) serveStream(w http.ResponseWriter, r *http.Request, user, token string, from *entryID) {
 	hdr := w.Header()
 	hdr.Set("Content-Type", "text/event-stream")
 	hdr.Set("Cache-Control", "no-cache")
 	hdr.Set("X-Accel-Buffering", "no") // an nginx in front must not buffer
+	sub := newSubscriber(user, h.Broadcast, h.beat, queueLimit{events: h.QueueSize, bytes: h.QueueBytes})
+	release := func() {
+		h.limits.releaseUser(user)
+		h.limits.unreserve()
+	}
 	if r.Method == http.MethodHead {
+		release()
 		w.WriteHeader(http.StatusOK)
 		metrics.streamsOpened.WithLabelValues("ok").Inc()
-		return nil
+		return
+	}
+	if h.reauth != nil {
+		g := h.reauth.join(sub, clientKey(r), token, r.Header.Get("Cookie"))
+		release = func() {
+			h.reauth.leave(g, sub)
+			h.limits.releaseUser(user)
+			h.limits.unreserve()
+		}
 	}
 
-	sub := newSubscriber(user, h.Broadcast, h.beat, queueLimit{events: h.QueueSize, bytes: h.QueueBytes})
 	pre, err := h.hub.register(r.Context(), h.index, sub, from, h.ReplayLimit)
 	if err != nil {
+		release()
 		if r.Context().Err() != nil {
-			return nil
+			return
 		}
 		h.logger.Warn("resuming stream failed", zap.Error(err))
 		hdr.Set("Retry-After", "1")
 		h.refuse(w, http.StatusServiceUnavailable, "Notifications are temporarily unavailable.")
-		return nil
+		return
 	}
 	if from != nil {
 		pre.record(h.logger)
 	}
 	metrics.streamsOpened.WithLabelValues("ok").Inc()
 	metrics.streamsOpen.Inc()
-	s := &stream{sub: sub, ix: h.index, stop: h.stopCtx, writeTimeout: time.Duration(h.WriteTimeout), logger: h.logger}
+	s := &stream{sub: sub, ix: h.index, stop: h.stopCtx, writeTimeout: time.Duration(h.WriteTimeout),
+		logger: h.logger, released: release}
 	first := pre.frames(h.retryFrame)
 	s.firstWritten = pre.done
 	if r.ProtoMajor == 1 {
@@ -145,12 +183,11 @@ func (h *Handler) serveStream(w http.ResponseWriter, r *http.Request, user strin
 			s.out = hw
 			go hw.read()
 			go s.run(first)
-			return nil
+			return
 		}
 	}
 	s.out = newRCWriter(w, r)
 	s.run(first)
-	return nil
 }
 
 // refuse answers a request that gets no stream, with a JSON error body.

@@ -155,7 +155,9 @@ func startAuthAPI(t testing.TB, replies map[string]authReply) *authAPI {
 			}
 		}
 		token, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+		a.mu.Lock()
 		rep, known := a.replies[token]
+		a.mu.Unlock()
 		if !ok || !known {
 			rep = authReply{http.StatusUnauthorized, `{"detail":"Invalid token"}`}
 		}
@@ -165,6 +167,13 @@ func startAuthAPI(t testing.TB, replies map[string]authReply) *authAPI {
 	}))
 	t.Cleanup(a.Close)
 	return a
+}
+
+// setReply changes the answer for token from now on.
+func (a *authAPI) setReply(token string, rep authReply) {
+	a.mu.Lock()
+	a.replies[token] = rep
+	a.mu.Unlock()
 }
 
 func (a *authAPI) setDelay(d time.Duration) {

@@ -5,41 +5,45 @@ import (
 	"time"
 )
 
-// maxBeatSlots is how many ticks, at most, share one shard's heartbeats.
+// maxBeatSlots is how many ticks, at most, share one shard's turn.
 const maxBeatSlots = 16
 
-// heartbeat pings the idle streams of one handler. One ticker per handler
-// replaces a timer per stream: the interval is cut into up to
-// numShards×maxBeatSlots ticks (no shorter than about 5 ms each), and a tick
-// pings the streams of one shard whose random slot matches, so pings are
-// spread evenly over the interval instead of thousands of them competing
-// with events at one instant.
-type heartbeat struct {
-	interval time.Duration
-	slots    int
-}
-
-func newHeartbeat(interval time.Duration) *heartbeat {
+// spread calls visit once per interval for every stream of ix, until ctx
+// ends, spreading the calls evenly over the interval: one ticker cuts it
+// into up to numShards×maxBeatSlots ticks (no shorter than about 5 ms
+// each), and a tick visits the streams of one shard whose random slot
+// matches, so that thousands of streams are never visited at one instant.
+// It replaces a timer per stream.
+func spread(ctx context.Context, interval time.Duration, ix *index, visit func(*subscriber)) {
 	slots := int(min(max(interval/(numShards*5*time.Millisecond), 1), maxBeatSlots))
-	return &heartbeat{interval: interval, slots: slots}
-}
-
-// run pings the streams of ix that this heartbeat covers (an index may be
-// shared by handlers with other intervals) until ctx ends.
-func (hb *heartbeat) run(ctx context.Context, ix *index) {
-	t := time.NewTicker(max(hb.interval/time.Duration(numShards*hb.slots), time.Millisecond))
+	t := time.NewTicker(max(interval/time.Duration(numShards*slots), time.Millisecond))
 	defer t.Stop()
 	for tick := 0; ; tick++ {
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
-			shard, slot := tick%numShards, (tick/numShards)%hb.slots
+			shard, slot := tick%numShards, (tick/numShards)%slots
 			ix.eachInShard(shard, func(s *subscriber) {
-				if s.beat == hb && int(s.beatSlot)%hb.slots == slot {
-					s.ping()
+				if int(s.beatSlot)%slots == slot {
+					visit(s)
 				}
 			})
 		}
 	}
+}
+
+// heartbeat pings the idle streams of one handler.
+type heartbeat struct {
+	interval time.Duration
+}
+
+// run pings the streams of ix that this heartbeat covers (an index may be
+// shared by handlers with other intervals) until ctx ends.
+func (hb *heartbeat) run(ctx context.Context, ix *index) {
+	spread(ctx, hb.interval, ix, func(s *subscriber) {
+		if s.beat == hb {
+			s.ping()
+		}
+	})
 }

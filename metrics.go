@@ -25,6 +25,8 @@ type notifyMetrics struct {
 	replayed            *prometheus.CounterVec
 	replayRedisCommands prometheus.Counter
 	resets              *prometheus.CounterVec
+	revoked             *prometheus.CounterVec
+	reauthChecks        *prometheus.CounterVec
 }
 
 func newMetrics() *notifyMetrics {
@@ -83,6 +85,14 @@ func newMetrics() *notifyMetrics {
 			Namespace: ns, Subsystem: sub, Name: "resets_total",
 			Help: "Reset events sent to resuming streams, by reason: history_truncated, unknown_last_event_id, replay_limit.",
 		}, []string{"reason"}),
+		revoked: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: ns, Subsystem: sub, Name: "revoked_total",
+			Help: "Streams ended with a revoked event, by reason: unauthorized, forbidden, user_changed, disconnected.",
+		}, []string{"reason"}),
+		reauthChecks: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: ns, Subsystem: sub, Name: "reauth_checks_total",
+			Help: "Checks of open streams' credentials (reauth), by result: ok, denied, error, timeout.",
+		}, []string{"result"}),
 	}
 }
 
@@ -91,7 +101,7 @@ func (m *notifyMetrics) collectors() []prometheus.Collector {
 		m.streamsOpen, m.streamsOpened, m.messagesReceived, m.deliveries,
 		m.drops, m.authDuration, m.authInFlight, m.authAbandoned,
 		m.redisSubscriptions, m.redisReconnects,
-		m.replayed, m.replayRedisCommands, m.resets,
+		m.replayed, m.replayRedisCommands, m.resets, m.revoked, m.reauthChecks,
 	}
 }
 

@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"net/url"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -127,6 +128,21 @@ type Handler struct {
 	// 10000.
 	AuthConcurrency int `json:"auth_concurrency,omitempty"`
 
+	// How often each open stream's credentials (the token and the Cookie
+	// header it was opened with) are checked again against the auth API.
+	// A 401, a 403 or another user id ends the stream with a revoked event;
+	// an auth API that is down, answers 5xx or times out ends none. Off (0)
+	// by default.
+	Reauth caddy.Duration `json:"reauth,omitempty"`
+
+	// The most open streams of one user on this handler, in this Caddy
+	// instance; past it, 429. Off (0) by default.
+	MaxStreamsPerUser int `json:"max_streams_per_user,omitempty"`
+
+	// The most open streams on this handler, in this Caddy instance; past
+	// it, 503 before the auth API is asked. Off (0) by default.
+	MaxStreams int `json:"max_streams,omitempty"`
+
 	// Query parameter from which the token is also accepted when the request
 	// has no Authorization header. Off when empty. Beware: query strings
 	// land in access logs and browser history.
@@ -182,8 +198,11 @@ type Handler struct {
 	hub        *hub
 	hubKey     string
 	index      *index
-	beat       *heartbeat      // nil when heartbeats are off
-	retryFrame *event          // every stream's first frame
+	beat       *heartbeat // nil when heartbeats are off
+	retryFrame *event     // every stream's first frame
+	retryAfter string     // the retry delay in whole seconds, for Retry-After
+	limits     *streamLimits
+	reauth     *reauther       // nil when reauth is off
 	stopCtx    context.Context // done when this config starts stopping
 	stop       context.CancelFunc
 	logger     *zap.Logger
@@ -243,6 +262,8 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	}
 
 	h.retryFrame = retryEvent(time.Duration(h.Retry))
+	h.retryAfter = strconv.Itoa(int((time.Duration(h.Retry) + time.Second - 1) / time.Second))
+	h.limits = newStreamLimits(h.MaxStreams, h.MaxStreamsPerUser)
 	src := source{channel: h.Channel, maxMessageSize: h.MaxMessageSize}
 	ixKey := indexKey{recipientField: h.RecipientField}
 	if h.Stream != "" {
@@ -262,8 +283,12 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	h.index = h.hub.attach(ixKey)
 
 	if h.heartbeat > 0 {
-		h.beat = newHeartbeat(h.heartbeat)
+		h.beat = &heartbeat{interval: h.heartbeat}
 		go h.beat.run(h.stopCtx, h.index)
+	}
+	if h.Reauth > 0 {
+		h.reauth = newReauther(time.Duration(h.Reauth), h.auth, h.logger)
+		go h.reauth.run(h.stopCtx)
 	}
 	return nil
 }
@@ -385,6 +410,13 @@ func (h *Handler) Validate() error {
 	nonNegative("auth_cache", c.AuthCache)
 	if c.AuthConcurrency < 1 || c.AuthConcurrency > MaxAuthConcurrency {
 		fail("auth_concurrency must be a whole number from 1 to %d", MaxAuthConcurrency)
+	}
+	nonNegative("reauth", c.Reauth)
+	if c.MaxStreamsPerUser < 0 {
+		fail("max_streams_per_user must not be negative")
+	}
+	if c.MaxStreams < 0 {
+		fail("max_streams must not be negative")
 	}
 	if c.Heartbeat != nil {
 		nonNegative("heartbeat", *c.Heartbeat)

@@ -38,6 +38,7 @@ type stream struct {
 	writeTimeout time.Duration
 	logger       *zap.Logger
 	firstWritten func() // called once the first frames are written or failed
+	released     func() // called when the stream has ended, or nil
 }
 
 // run writes first, then each batch of queued events, until the client
@@ -68,10 +69,11 @@ func (s *stream) run(first []*event) {
 			if !ok {
 				return // closed by the hub: the client reconnects
 			}
-			batch = s.sub.take(batch)
+			var last bool
+			batch, last = s.sub.take(batch)
 			ok = s.write(batch)
 			clear(batch) // let the events go before the next batch
-			if !ok {
+			if !ok || last {
 				return
 			}
 			s.sub.written()
@@ -98,6 +100,9 @@ func (s *stream) end() {
 	s.ix.remove(s.sub)
 	s.out.close()
 	metrics.streamsOpen.Dec()
+	if s.released != nil {
+		s.released()
+	}
 }
 
 // writeChunk is how many bytes write_timeout covers at a time: a large

@@ -504,7 +504,7 @@ func TestResumeWaitsForALaggingReader(t *testing.T) {
 	case <-time.After(5 * time.Second):
 		t.Fatal("no live event after the resume")
 	}
-	got := sub.take(nil)
+	got, _ := sub.take(nil)
 	if len(got) != 1 || got[0].id.String() != id3 {
 		t.Fatalf("live events %v, want only entry 3 (%s)", got, id3)
 	}

@@ -73,6 +73,20 @@ func resetEvent(reason string, id *entryID) *event {
 	return &event{wire: b}
 }
 
+// Reasons carried by the revoked event.
+const (
+	revokedUnauthorized = "unauthorized" // the auth API answered 401 to a re-check
+	revokedForbidden    = "forbidden"    // it answered 403
+	revokedUserChanged  = "user_changed" // it answered 200 for another user
+	revokedDisconnected = "disconnected" // the application ended the user's streams
+)
+
+// revokedEvent is the last frame of a stream whose user lost access: the
+// client must not reconnect with the same credentials.
+func revokedEvent(reason string) *event {
+	return &event{wire: []byte("event: revoked\ndata: {\"reason\":\"" + reason + "\"}\n\n")}
+}
+
 // retryEvent is the retry field that tells EventSource how long to wait
 // before reconnecting; a stream's first frame.
 func retryEvent(d time.Duration) *event {

@@ -13,7 +13,7 @@ type subscriber struct {
 	user      string     // canonical user id
 	broadcast bool       // receives messages addressed to "*"
 	beat      *heartbeat // the heartbeat that pings it, or nil
-	beatSlot  uint8      // which tick of its shard's turn pings it (see heartbeat.run)
+	beatSlot  uint8      // which tick of its shard's turn visits it (see spread)
 	limit     queueLimit
 
 	mu      sync.Mutex
@@ -22,6 +22,7 @@ type subscriber struct {
 	writing int           // bytes of the frames taken and not yet written
 	busy    bool          // an event was queued since the last heartbeat
 	closed  bool          // no more events: the stream must end
+	final   bool          // q ends with the stream's last frame (revoked): nothing more is queued
 	wake    chan struct{} // one slot; signalled when q becomes non-empty, closed with closed
 }
 
@@ -46,7 +47,7 @@ func newSubscriber(user string, broadcast bool, beat *heartbeat, limit queueLimi
 func (s *subscriber) push(ev *event) (delivered, overflow bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.closed {
+	if s.closed || s.final {
 		return false, false
 	}
 	// One event is always let through, however large: max_message_size
@@ -68,7 +69,7 @@ func (s *subscriber) push(ev *event) (delivered, overflow bool) {
 func (s *subscriber) ping() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.closed || len(s.q) > 0 {
+	if s.closed || s.final || len(s.q) > 0 {
 		return
 	}
 	if s.busy {
@@ -86,17 +87,36 @@ func (s *subscriber) signalLocked() {
 	}
 }
 
-// take moves the queued events into buf (reused between calls) and returns
-// it; they count against queue_bytes until written is called.
-func (s *subscriber) take(buf []*event) []*event {
+// revoke replaces whatever waits with ev, the stream's last frame: the
+// writer writes it and ends the stream. It reports false when the stream
+// was already ending.
+func (s *subscriber) revoke(ev *event) bool {
 	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed || s.final {
+		return false
+	}
+	clear(s.q)
+	s.q = append(s.q[:0], ev)
+	s.queued = len(ev.wire)
+	s.final = true
+	s.signalLocked()
+	return true
+}
+
+// take moves the queued events into buf (reused between calls) and returns
+// it; they count against queue_bytes until written is called. last reports
+// that they end the stream.
+func (s *subscriber) take(buf []*event) (batch []*event, last bool) {
+	s.mu.Lock()
+	last = s.final
 	buf, s.q = s.q, buf[:0]
 	s.writing, s.queued = s.queued, 0
 	if cap(s.q) > 64 {
 		s.q = nil // let a burst's backing array go instead of keeping it per stream
 	}
 	s.mu.Unlock()
-	return buf
+	return buf, last
 }
 
 // written reports that the events last taken have been written.

@@ -30,7 +30,7 @@ func TestSubscriberQueueBytes(t *testing.T) {
 			t.Fatalf("push %d: delivered %v, overflow %v", i, delivered, overflow)
 		}
 	}
-	batch := s.take(nil)
+	batch, _ := s.take(nil)
 	if len(batch) != 3 {
 		t.Fatalf("took %d events, want 3", len(batch))
 	}

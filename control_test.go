@@ -1,0 +1,198 @@
+package notify
+
+import (
+	"fmt"
+	"net"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+)
+
+// revokedFrame is the last frame of a revoked stream.
+func revokedFrame(reason string) sseEvent {
+	return sseEvent{kind: frameEvent, name: "revoked", data: `{"reason":"` + reason + `"}`}
+}
+
+// With reauth, a token the auth API starts refusing ends its streams with
+// the right revoked event, while other users' streams go on.
+func TestReauthRevokesStreams(t *testing.T) {
+	tests := []struct {
+		name   string
+		reply  authReply
+		reason string
+	}{
+		{"401", authReply{http.StatusUnauthorized, `{}`}, revokedUnauthorized},
+		{"403", authReply{http.StatusForbidden, `{}`}, revokedForbidden},
+		{"another user", authReply{http.StatusOK, `{"user_id":"mallory"}`}, revokedUserChanged},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			rs := startRedis(t)
+			auth := startAuthAPI(t, users("alice", "bob"))
+			base := serve(t, rs, auth, `
+	metrics /metrics
+	notify /events {
+		redis {redis}
+		auth_url {auth}
+		reauth 500ms
+		heartbeat 0
+	}`)
+			open := func(token string) *sseStream {
+				s := openStream(t, request(t, base+"/events", token))
+				s.expect(t, sseEvent{kind: frameRetry, retry: "3000"})
+				return s
+			}
+			alice := []*sseStream{open("alice-token"), open("alice-token")}
+			bob := open("bob-token")
+			revokedBefore := metricValue(t, base+"/metrics", `caddy_notify_revoked_total{reason="`+tt.reason+`"}`)
+
+			auth.setReply("alice-token", tt.reply)
+			start := time.Now()
+			for _, s := range alice {
+				s.expect(t, revokedFrame(tt.reason), sseEvent{kind: frameEnd})
+			}
+			if d := time.Since(start); d > 2*time.Second {
+				t.Errorf("revoked after %s, want within about two intervals", d)
+			}
+			if got := metricValue(t, base+"/metrics", `caddy_notify_revoked_total{reason="`+tt.reason+`"}`) - revokedBefore; got != 2 {
+				t.Errorf("revoked_total{reason=%q} rose by %v, want 2", tt.reason, got)
+			}
+			rs.publish(t, DefaultChannel, `{"recipient_id":"bob","n":1}`)
+			bob.expect(t, sseEvent{kind: frameEvent, data: `{"recipient_id":"bob","n":1}`})
+		})
+	}
+}
+
+// An auth API that goes down during re-checks ends no stream; the failures
+// are counted, and the checks go on.
+func TestReauthSurvivesAuthOutage(t *testing.T) {
+	rs := startRedis(t)
+	auth := startAuthAPI(t, users("alice"))
+	base := serve(t, rs, auth, `
+	metrics /metrics
+	notify /events {
+		redis {redis}
+		auth_url {auth}
+		auth_timeout 300ms
+		reauth 300ms
+		heartbeat 0
+	}`)
+	s := openStream(t, request(t, base+"/events", "alice-token"))
+	s.expect(t, sseEvent{kind: frameRetry, retry: "3000"})
+	errorsBefore := metricValue(t, base+"/metrics", `caddy_notify_reauth_checks_total{result="error"}`)
+	timeoutsBefore := metricValue(t, base+"/metrics", `caddy_notify_reauth_checks_total{result="timeout"}`)
+
+	auth.setReply("alice-token", authReply{http.StatusInternalServerError, `{}`})
+	waitFor(t, 5*time.Second, "failed re-checks counted", func() bool {
+		return metricValue(t, base+"/metrics", `caddy_notify_reauth_checks_total{result="error"}`) >= errorsBefore+2
+	})
+	auth.setDelay(time.Second) // past auth_timeout
+	waitFor(t, 5*time.Second, "timed-out re-checks counted", func() bool {
+		return metricValue(t, base+"/metrics", `caddy_notify_reauth_checks_total{result="timeout"}`) >= timeoutsBefore+2
+	})
+	auth.Close() // unreachable
+	time.Sleep(time.Second)
+	rs.publish(t, DefaultChannel, `{"recipient_id":"alice","n":1}`)
+	s.expect(t, sseEvent{kind: frameEvent, data: `{"recipient_id":"alice","n":1}`})
+}
+
+// 1,000 streams of 10 users cost about 10 auth calls per reauth interval:
+// streams opened with the same credentials share one check.
+func TestReauthChecksOncePerCredentials(t *testing.T) {
+	rs := startRedis(t)
+	names := make([]string, 10)
+	for i := range names {
+		names[i] = fmt.Sprintf("u%d", i)
+	}
+	auth := startAuthAPI(t, users(names...))
+	base := serve(t, rs, auth, `
+	notify /events {
+		redis {redis}
+		auth_url {auth}
+		reauth 1s
+		heartbeat 0
+	}`)
+	addr := strings.TrimPrefix(base, "http://")
+	// Raw connections that send their request and read only the answer's
+	// first bytes: 1,000 streams without 3,000 client goroutines.
+	for i := range 1000 {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		fmt.Fprintf(c, "GET /events HTTP/1.1\r\nHost: %s\r\nAuthorization: Bearer %s-token\r\n\r\n", addr, names[i%10])
+		buf := make([]byte, 12)
+		if _, err := c.Read(buf); err != nil || string(buf) != "HTTP/1.1 200" {
+			t.Fatalf("stream %d: %q, %v", i, buf, err)
+		}
+	}
+	before := auth.calls.Load()
+	time.Sleep(3 * time.Second)
+	calls := auth.calls.Load() - before
+	t.Logf("%d auth calls in 3 intervals for 1,000 streams of 10 users", calls)
+	if calls < 20 || calls > 40 {
+		t.Errorf("%d auth calls in 3 reauth intervals, want about 30 (10 per interval)", calls)
+	}
+}
+
+// max_streams_per_user refuses a user's third stream with 429 after
+// authentication, while another user's stream opens; max_streams refuses
+// the fourth stream with 503 before the auth API is asked.
+func TestStreamLimits(t *testing.T) {
+	rs := startRedis(t)
+	auth := startAuthAPI(t, users("alice", "bob"))
+	base := serve(t, rs, auth, `
+	notify /per-user {
+		redis {redis}
+		auth_url {auth}
+		max_streams_per_user 2
+	}
+	notify /all {
+		redis {redis}
+		auth_url {auth}
+		max_streams 3
+	}`)
+	refused := func(path, token string, status int, msg string) {
+		t.Helper()
+		resp, err := http.DefaultClient.Do(request(t, base+path, token))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		if resp.StatusCode != status || resp.Header.Get("Retry-After") != "3" {
+			t.Fatalf("%s: status %d, Retry-After %q; want %d, 3", path, resp.StatusCode, resp.Header.Get("Retry-After"), status)
+		}
+		if got := jsonBody(t, resp.Body); got["error"] != msg || len(got) != 1 {
+			t.Fatalf("%s: body %v, want error %q", path, got, msg)
+		}
+	}
+
+	a1 := openStream(t, request(t, base+"/per-user", "alice-token"))
+	openStream(t, request(t, base+"/per-user", "alice-token"))
+	refused("/per-user", "alice-token", http.StatusTooManyRequests, "Too many streams for this user.")
+	openStream(t, request(t, base+"/per-user", "bob-token"))
+	a1.close()
+	waitFor(t, 5*time.Second, "alice's place freed", func() bool {
+		resp, err := streamClient.Do(request(t, base+"/per-user", "alice-token"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if resp.StatusCode != http.StatusOK {
+			resp.Body.Close()
+			return false
+		}
+		t.Cleanup(func() { resp.Body.Close() })
+		return true
+	})
+
+	for range 3 {
+		openStream(t, request(t, base+"/all", "bob-token"))
+	}
+	calls := auth.calls.Load()
+	refused("/all", "bob-token", http.StatusServiceUnavailable, "Too many streams.")
+	if got := auth.calls.Load(); got != calls {
+		t.Errorf("the auth API was called %d times for a refused stream, want 0", got-calls)
+	}
+}
