@@ -88,6 +88,8 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 		"reauth":               setDuration(&h.Reauth),
 		"max_streams_per_user": setInt(&h.MaxStreamsPerUser),
 		"max_streams":          setInt(&h.MaxStreams),
+		"presence":             setString(&h.Presence),
+		"presence_interval":    setDuration(&h.PresenceInterval),
 		"token_query":          setString(&h.TokenQuery),
 		"token_cookie":         setString(&h.TokenCookie),
 		"heartbeat": func(arg string) error {

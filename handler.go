@@ -137,7 +137,7 @@ func (h *Handler) serveStream(w http.ResponseWriter, r *http.Request, user, toke
 	hdr.Set("Content-Type", "text/event-stream")
 	hdr.Set("Cache-Control", "no-cache")
 	hdr.Set("X-Accel-Buffering", "no") // an nginx in front must not buffer
-	sub := newSubscriber(user, h.Broadcast, h.beat, queueLimit{events: h.QueueSize, bytes: h.QueueBytes})
+	sub := newSubscriber(user, h.Broadcast, h.group, queueLimit{events: h.QueueSize, bytes: h.QueueBytes})
 	release := func() {
 		h.limits.releaseUser(user)
 		h.limits.unreserve()
@@ -150,11 +150,13 @@ func (h *Handler) serveStream(w http.ResponseWriter, r *http.Request, user, toke
 	}
 	if h.reauth != nil {
 		g := h.reauth.join(sub, clientKey(r), token, r.Header.Get("Cookie"))
-		release = func() {
-			h.reauth.leave(g, sub)
-			h.limits.releaseUser(user)
-			h.limits.unreserve()
-		}
+		released := release
+		release = func() { h.reauth.leave(g, sub); released() }
+	}
+	if h.presence != nil {
+		h.presence.join(user)
+		released := release
+		release = func() { h.presence.leave(user); released() }
 	}
 
 	pre, err := h.hub.register(r.Context(), h.index, sub, from, h.ReplayLimit)

@@ -33,16 +33,17 @@ func spread(ctx context.Context, interval time.Duration, ix *index, visit func(*
 	}
 }
 
-// heartbeat pings the idle streams of one handler.
-type heartbeat struct {
-	interval time.Duration
+// streamGroup identifies the streams of one handler in an index that
+// several handlers may share (same Redis source and fields): its heartbeat
+// and its control channel act on its own streams only.
+type streamGroup struct {
+	heartbeat time.Duration // 0: off
 }
 
-// run pings the streams of ix that this heartbeat covers (an index may be
-// shared by handlers with other intervals) until ctx ends.
-func (hb *heartbeat) run(ctx context.Context, ix *index) {
-	spread(ctx, hb.interval, ix, func(s *subscriber) {
-		if s.beat == hb {
+// beat pings the group's idle streams in ix until ctx ends.
+func (g *streamGroup) beat(ctx context.Context, ix *index) {
+	spread(ctx, g.heartbeat, ix, func(s *subscriber) {
+		if s.group == g {
 			s.ping()
 		}
 	})

@@ -27,6 +27,7 @@ type notifyMetrics struct {
 	resets              *prometheus.CounterVec
 	revoked             *prometheus.CounterVec
 	reauthChecks        *prometheus.CounterVec
+	presenceCommands    prometheus.Counter
 }
 
 func newMetrics() *notifyMetrics {
@@ -93,6 +94,10 @@ func newMetrics() *notifyMetrics {
 			Namespace: ns, Subsystem: sub, Name: "reauth_checks_total",
 			Help: "Checks of open streams' credentials (reauth), by result: ok, denied, error, timeout.",
 		}, []string{"result"}),
+		presenceCommands: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: ns, Subsystem: sub, Name: "presence_commands_total",
+			Help: "Redis commands sent to keep presence (ZADD batches and prunes).",
+		}),
 	}
 }
 
@@ -101,7 +106,7 @@ func (m *notifyMetrics) collectors() []prometheus.Collector {
 		m.streamsOpen, m.streamsOpened, m.messagesReceived, m.deliveries,
 		m.drops, m.authDuration, m.authInFlight, m.authAbandoned,
 		m.redisSubscriptions, m.redisReconnects,
-		m.replayed, m.replayRedisCommands, m.resets, m.revoked, m.reauthChecks,
+		m.replayed, m.replayRedisCommands, m.resets, m.revoked, m.reauthChecks, m.presenceCommands,
 	}
 }
 

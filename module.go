@@ -28,21 +28,22 @@ func init() {
 
 // Defaults of the optional settings.
 const (
-	DefaultRedis          = "redis://127.0.0.1:6379/0"
-	DefaultChannel        = "notifications"
-	DefaultRecipientField = "recipient_id"
-	DefaultUserField      = "user_id"
-	DefaultAuthTimeout    = 5 * time.Second
-	DefaultHeartbeat      = 15 * time.Second
-	DefaultRetry          = 3 * time.Second
-	DefaultQueueSize      = 256
-	DefaultWriteTimeout   = 10 * time.Second
-	DefaultStreamField    = "data"
-	DefaultReplayLimit    = 1000
-	DefaultHistoryEntries = 50_000
-	DefaultHistoryBytes   = 32 << 20
-	DefaultMaxMessageSize = 1 << 20
-	DefaultQueueBytes     = 4 << 20
+	DefaultRedis            = "redis://127.0.0.1:6379/0"
+	DefaultChannel          = "notifications"
+	DefaultRecipientField   = "recipient_id"
+	DefaultUserField        = "user_id"
+	DefaultAuthTimeout      = 5 * time.Second
+	DefaultHeartbeat        = 15 * time.Second
+	DefaultRetry            = 3 * time.Second
+	DefaultQueueSize        = 256
+	DefaultWriteTimeout     = 10 * time.Second
+	DefaultStreamField      = "data"
+	DefaultReplayLimit      = 1000
+	DefaultHistoryEntries   = 50_000
+	DefaultHistoryBytes     = 32 << 20
+	DefaultMaxMessageSize   = 1 << 20
+	DefaultQueueBytes       = 4 << 20
+	DefaultPresenceInterval = 10 * time.Second
 	// MaxQueueSize bounds queue_size: a larger queue only delays the
 	// moment a stuck client is closed while holding more memory.
 	MaxQueueSize = 1000
@@ -143,6 +144,17 @@ type Handler struct {
 	// it, 503 before the auth API is asked. Off (0) by default.
 	MaxStreams int `json:"max_streams,omitempty"`
 
+	// A Redis sorted set the module keeps with the ids of the users who
+	// have an open stream on any instance, scored with the Unix time in
+	// milliseconds until which they count as online: ZSCORE <key> <id> >=
+	// now means online. Off when empty.
+	Presence string `json:"presence,omitempty"`
+
+	// How often each instance refreshes its users in Presence; a user
+	// counts as online for three intervals after the last refresh, so goes
+	// offline at most that long after its last stream closes. Default: 10s.
+	PresenceInterval caddy.Duration `json:"presence_interval,omitempty"`
+
 	// Query parameter from which the token is also accepted when the request
 	// has no Authorization header. Off when empty. Beware: query strings
 	// land in access logs and browser history.
@@ -190,22 +202,24 @@ type Handler struct {
 	// (the client reconnects). At least max_message_size. Default: 4 MiB.
 	QueueBytes int `json:"queue_bytes,omitempty"`
 
-	redisURL   string // Redis with placeholders resolved
-	heartbeat  time.Duration
-	tokens     tokenSource
-	cors       corsPolicy
-	auth       *authClient
-	hub        *hub
-	hubKey     string
-	index      *index
-	beat       *heartbeat // nil when heartbeats are off
-	retryFrame *event     // every stream's first frame
-	retryAfter string     // the retry delay in whole seconds, for Retry-After
-	limits     *streamLimits
-	reauth     *reauther       // nil when reauth is off
-	stopCtx    context.Context // done when this config starts stopping
-	stop       context.CancelFunc
-	logger     *zap.Logger
+	redisURL    string // Redis with placeholders resolved
+	heartbeat   time.Duration
+	tokens      tokenSource
+	cors        corsPolicy
+	auth        *authClient
+	hub         *hub
+	hubKey      string
+	index       *index
+	group       *streamGroup
+	retryFrame  *event // every stream's first frame
+	retryAfter  string // the retry delay in whole seconds, for Retry-After
+	limits      *streamLimits
+	presence    *presence // nil when presence is off
+	presenceKey string
+	reauth      *reauther       // nil when reauth is off
+	stopCtx     context.Context // done when this config starts stopping
+	stop        context.CancelFunc
+	logger      *zap.Logger
 }
 
 // CaddyModule returns the Caddy module information.
@@ -282,9 +296,19 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	h.hub, h.hubKey = v.(*hub), key // set only on success: Cleanup relies on it
 	h.index = h.hub.attach(ixKey)
 
+	h.group = &streamGroup{heartbeat: h.heartbeat}
 	if h.heartbeat > 0 {
-		h.beat = &heartbeat{interval: h.heartbeat}
-		go h.beat.run(h.stopCtx, h.index)
+		go h.group.beat(h.stopCtx, h.index)
+	}
+	if h.Presence != "" {
+		key := "presence " + redisKey(h.redisURL, opts) + fmt.Sprintf(" %q %d", h.Presence, h.PresenceInterval)
+		v, _, err := hubs.LoadOrNew(key, func() (caddy.Destructor, error) {
+			return newPresence(opts, h.Presence, time.Duration(h.PresenceInterval), caddy.Log().Named("notify.presence")), nil
+		})
+		if err != nil {
+			return fmt.Errorf("creating presence keeper: %w", err)
+		}
+		h.presence, h.presenceKey = v.(*presence), key
 	}
 	if h.Reauth > 0 {
 		h.reauth = newReauther(time.Duration(h.Reauth), h.auth, h.logger)
@@ -338,6 +362,9 @@ func (h *Handler) applyDefaults() {
 	}
 	if h.WriteTimeout == 0 {
 		h.WriteTimeout = caddy.Duration(DefaultWriteTimeout)
+	}
+	if h.Presence != "" && h.PresenceInterval == 0 {
+		h.PresenceInterval = caddy.Duration(DefaultPresenceInterval)
 	}
 	if h.MaxMessageSize == 0 {
 		h.MaxMessageSize = DefaultMaxMessageSize
@@ -418,6 +445,11 @@ func (h *Handler) Validate() error {
 	if c.MaxStreams < 0 {
 		fail("max_streams must not be negative")
 	}
+	if c.PresenceInterval < 0 {
+		fail("presence_interval must not be negative")
+	} else if c.PresenceInterval > 0 && c.Presence == "" {
+		fail("presence_interval applies to presence only: set presence, or remove presence_interval")
+	}
 	if c.Heartbeat != nil {
 		nonNegative("heartbeat", *c.Heartbeat)
 	}
@@ -456,12 +488,17 @@ func (h *Handler) Cleanup() error {
 	if h.auth != nil {
 		h.auth.close()
 	}
-	if h.hub == nil {
-		return nil
+	var errs []error
+	if h.presence != nil {
+		_, err := hubs.Delete(h.presenceKey)
+		errs = append(errs, err)
 	}
-	h.hub.detach(h.index)
-	_, err := hubs.Delete(h.hubKey)
-	return err
+	if h.hub != nil {
+		h.hub.detach(h.index)
+		_, err := hubs.Delete(h.hubKey)
+		errs = append(errs, err)
+	}
+	return errors.Join(errs...)
 }
 
 // stopOnEvent adapts a cancel func to caddyevents.Handler.

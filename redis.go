@@ -1,6 +1,11 @@
 package notify
 
-import "github.com/redis/go-redis/v9"
+import (
+	"fmt"
+	"net/url"
+
+	"github.com/redis/go-redis/v9"
+)
 
 // redisOptions parses a redis:// or rediss:// URL, query options included
 // (dial_timeout, pool_size, max_retries, ...), into options for a
@@ -38,4 +43,19 @@ func redisOptions(rawURL string) (*redis.UniversalOptions, error) {
 		ConnMaxLifetime: o.ConnMaxLifetime,
 		TLSConfig:       o.TLSConfig,
 	}, nil
+}
+
+// redisKey identifies a Redis deployment and how it is reached: the same
+// servers, credentials, database, TLS mode and URL options. Keys embed
+// credentials: never log them.
+func redisKey(rawURL string, o *redis.UniversalOptions) string {
+	tlsName := "-"
+	if o.TLSConfig != nil {
+		tlsName = "tls:" + o.TLSConfig.ServerName
+	}
+	query := ""
+	if u, err := url.Parse(rawURL); err == nil {
+		query = u.Query().Encode()
+	}
+	return fmt.Sprintf("%q %q %q %d %s %q", o.Addrs, o.Username, o.Password, o.DB, tlsName, query)
 }

@@ -10,10 +10,10 @@ import (
 // and a one-slot channel while idle: events wait in q, a slice that grows
 // only while a burst is queued, so no per-stream buffer is reserved up front.
 type subscriber struct {
-	user      string     // canonical user id
-	broadcast bool       // receives messages addressed to "*"
-	beat      *heartbeat // the heartbeat that pings it, or nil
-	beatSlot  uint8      // which tick of its shard's turn visits it (see spread)
+	user      string       // canonical user id
+	broadcast bool         // receives messages addressed to "*"
+	group     *streamGroup // its handler's
+	beatSlot  uint8        // which tick of its shard's turn visits it (see spread)
 	limit     queueLimit
 
 	mu      sync.Mutex
@@ -33,9 +33,9 @@ type queueLimit struct {
 	bytes  int // queue_bytes, counting what the writer holds; 0: no bound
 }
 
-func newSubscriber(user string, broadcast bool, beat *heartbeat, limit queueLimit) *subscriber {
+func newSubscriber(user string, broadcast bool, group *streamGroup, limit queueLimit) *subscriber {
 	return &subscriber{
-		user: user, broadcast: broadcast, beat: beat, limit: limit,
+		user: user, broadcast: broadcast, group: group, limit: limit,
 		beatSlot: uint8(rand.N(maxBeatSlots)), wake: make(chan struct{}, 1),
 	}
 }

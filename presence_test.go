@@ -1,0 +1,93 @@
+package notify
+
+import (
+	"fmt"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	"go.uber.org/zap"
+)
+
+// onlineUntil returns user's score in the presence set, in Unix ms, or 0.
+func onlineUntil(t *testing.T, rs *redisServer, key, user string) int64 {
+	t.Helper()
+	c := rs.client()
+	defer c.Close()
+	score, err := c.ZScore(t.Context(), key, user).Result()
+	if err != nil {
+		return 0
+	}
+	return int64(score)
+}
+
+func isOnline(t *testing.T, rs *redisServer, key, user string) bool {
+	return onlineUntil(t, rs, key, user) >= time.Now().UnixMilli()
+}
+
+// A user is online within a second of opening a first stream, stays online
+// while any of its streams is open, and goes offline about three intervals
+// after the last one closed.
+func TestPresence(t *testing.T) {
+	rs := startRedis(t)
+	auth := startAuthAPI(t, users("alice", "bob"))
+	base := serve(t, rs, auth, `
+	notify /events {
+		redis {redis}
+		auth_url {auth}
+		presence online
+		presence_interval 300ms
+	}`)
+	start := time.Now()
+	a1 := openStream(t, request(t, base+"/events", "alice-token"))
+	waitFor(t, time.Second, "alice online", func() bool { return isOnline(t, rs, "online", "alice") })
+	t.Logf("online %s after the stream opened", time.Since(start))
+	a2 := openStream(t, request(t, base+"/events", "alice-token"))
+	if isOnline(t, rs, "online", "bob") {
+		t.Fatal("bob is online without a stream")
+	}
+
+	a1.close()
+	time.Sleep(1200 * time.Millisecond) // four intervals: alice's other stream keeps her online
+	if !isOnline(t, rs, "online", "alice") {
+		t.Fatal("alice went offline while a stream of hers was open")
+	}
+	a2.close()
+	closed := time.Now()
+	waitFor(t, 3*time.Second, "alice offline", func() bool { return !isOnline(t, rs, "online", "alice") })
+	if d := time.Since(closed); d < 300*time.Millisecond {
+		t.Errorf("offline %s after the last stream closed: sooner than one interval", d)
+	} else {
+		t.Logf("offline %s after the last stream closed (three intervals: 900ms)", d)
+	}
+	// Stale members are pruned at the next refresh.
+	waitFor(t, 3*time.Second, "alice pruned", func() bool { return onlineUntil(t, rs, "online", "alice") == 0 })
+}
+
+// Refreshing 10,000 users costs 11 Redis commands per interval: ZADD in
+// batches of 1,000 members, and one prune.
+func TestPresenceRefreshIsBatched(t *testing.T) {
+	rs := startRedis(t)
+	opts, err := redisOptions(rs.URL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := newPresence(opts, "online", 500*time.Millisecond, zap.NewNop())
+	t.Cleanup(func() { _ = p.Destruct() })
+	for i := range 10_000 {
+		p.join("user-" + strconv.Itoa(i))
+	}
+	c := rs.client()
+	t.Cleanup(func() { c.Close() })
+	waitFor(t, 3*time.Second, "10,000 members", func() bool { return c.ZCard(t.Context(), "online").Val() == 10_000 })
+	before := testutil.ToFloat64(metrics.presenceCommands)
+	time.Sleep(2 * time.Second) // four intervals
+	per := (testutil.ToFloat64(metrics.presenceCommands) - before) / 4
+	if per < 10 || per > 12*1.5 {
+		t.Errorf("%.1f Redis commands per interval for 10,000 users, want 11 (10 batches of 1,000 and a prune)", per)
+	}
+	if got := fmt.Sprint(c.ZScore(t.Context(), "online", "user-9999").Val() >= float64(time.Now().UnixMilli())); got != "true" {
+		t.Error("user-9999 not online")
+	}
+}
