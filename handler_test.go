@@ -9,7 +9,6 @@ import (
 	"slices"
 	"strconv"
 	"testing"
-	"time"
 
 	"go.uber.org/zap"
 
@@ -32,13 +31,10 @@ func provisioned(t *testing.T, h *Handler, rs *redisServer) *Handler {
 		t.Fatal(err)
 	}
 	h.logger = zap.NewNop()
-	h.tokens = tokenSource{query: h.TokenQuery, cookie: h.TokenCookie}
-	h.cors = newCORSPolicy(h.CORS)
-	h.auth = newAuthClient(h.AuthURL, h.UserField, time.Duration(h.AuthTimeout), time.Duration(h.AuthCache), h.AuthConcurrency, h.logger)
+	h.setUpRequests(h.AuthURL)
 	t.Cleanup(h.auth.close)
 	h.stopCtx, h.stop = context.WithCancel(t.Context())
 	t.Cleanup(h.stop)
-	h.retryFrame = retryEvent(time.Duration(h.Retry))
 	h.hub = newHub(opts, source{channel: DefaultChannel}, zap.NewNop())
 	t.Cleanup(func() { _ = h.hub.Destruct() })
 	h.index = h.hub.attach(indexKey{recipientField: h.RecipientField})

@@ -254,10 +254,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		// a password: never echo it.
 		return errors.New("notify: redis: not a valid redis:// or rediss:// URL")
 	}
-	authURL := resolvePlaceholders(h.AuthURL)
-	h.tokens = tokenSource{query: h.TokenQuery, cookie: h.TokenCookie}
-	h.cors = newCORSPolicy(h.CORS)
-	h.auth = newAuthClient(authURL, h.UserField, time.Duration(h.AuthTimeout), time.Duration(h.AuthCache), h.AuthConcurrency, h.logger)
+	h.setUpRequests(resolvePlaceholders(h.AuthURL))
 
 	if err := metrics.register(ctx.GetMetricsRegistry()); err != nil {
 		return fmt.Errorf("registering metrics: %w", err)
@@ -275,9 +272,6 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		return fmt.Errorf("watching stopping event: %w", err)
 	}
 
-	h.retryFrame = retryEvent(time.Duration(h.Retry))
-	h.retryAfter = strconv.Itoa(int((time.Duration(h.Retry) + time.Second - 1) / time.Second))
-	h.limits = newStreamLimits(h.MaxStreams, h.MaxStreamsPerUser)
 	src := source{channel: h.Channel, maxMessageSize: h.MaxMessageSize}
 	ixKey := indexKey{recipientField: h.RecipientField}
 	if h.Stream != "" {
@@ -296,7 +290,6 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	h.hub, h.hubKey = v.(*hub), key // set only on success: Cleanup relies on it
 	h.index = h.hub.attach(ixKey)
 
-	h.group = &streamGroup{heartbeat: h.heartbeat}
 	if h.heartbeat > 0 {
 		go h.group.beat(h.stopCtx, h.index)
 	}
@@ -315,6 +308,19 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		go h.reauth.run(h.stopCtx)
 	}
 	return nil
+}
+
+// setUpRequests builds what serving requests needs besides Redis: token
+// sources, CORS, the auth client, the retry frame, the limits and the
+// streams' group. Part of Provision, on a config Validate accepted.
+func (h *Handler) setUpRequests(authURL string) {
+	h.tokens = tokenSource{query: h.TokenQuery, cookie: h.TokenCookie}
+	h.cors = newCORSPolicy(h.CORS)
+	h.auth = newAuthClient(authURL, h.UserField, time.Duration(h.AuthTimeout), time.Duration(h.AuthCache), h.AuthConcurrency, h.logger)
+	h.retryFrame = retryEvent(time.Duration(h.Retry))
+	h.retryAfter = strconv.Itoa(int((time.Duration(h.Retry) + time.Second - 1) / time.Second))
+	h.limits = newStreamLimits(h.MaxStreams, h.MaxStreamsPerUser)
+	h.group = &streamGroup{heartbeat: h.heartbeat}
 }
 
 func (h *Handler) applyDefaults() {
