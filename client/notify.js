@@ -67,6 +67,11 @@ const LEASE_TTL = 3000;
 const LEASE_TICK = 500;
 const LEASE_SETTLE = 100;
 
+// A leader that stops after a refusal or a `revoked` event keeps its place
+// this long, so that the other tabs hear why and stop too before one of
+// them could take the lead and try again.
+const STOP_GRACE = 500;
+
 /**
  * Opens a notification stream; see NotifyClient.
  * @param {string | URL} url
@@ -114,10 +119,11 @@ export class NotifyClient {
   #failures = 0;
   #retry = 3000;
 
+  #suspended = false;
   #onOnline = () => this.#wake?.();
-  #onPageHide = () => this.#election?.pageHide();
+  #onPageHide = () => this.#suspend();
   #onPageShow = (e) => {
-    if (e.persisted) this.#election?.pageShow();
+    if (e.persisted) this.#resume();
   };
 
   /**
@@ -143,21 +149,53 @@ export class NotifyClient {
     if (this.#lastId !== null) this.#known = this.#lastId;
 
     globalThis.addEventListener?.('online', this.#onOnline);
+    globalThis.addEventListener?.('pagehide', this.#onPageHide);
+    globalThis.addEventListener?.('pageshow', this.#onPageShow);
     const shared = this.#o.shared && typeof BroadcastChannel === 'function' && (hasLocks() || localStorageOrNull());
-    if (!shared) {
+    if (shared) {
+      this.#channel = new BroadcastChannel(this.#key);
+      this.#channel.onmessage = (e) => this.#onRelay(e.data);
+    }
+    this.#join();
+  }
+
+  // Takes this tab's place: the leader when not shared, else a follower
+  // that asks who leads and queues for the lead.
+  #join() {
+    if (!this.#channel) {
       this.#becomeLeader();
       return;
     }
-    this.#channel = new BroadcastChannel(this.#key);
-    this.#channel.onmessage = (e) => this.#onRelay(e.data);
     this.#role = 'follower';
+    this.#leaderTab = null;
     if (this.#lastId !== null) this.#beginSync();
     this.#post({ t: 'hello', tab: this.#tab });
-    globalThis.addEventListener?.('pagehide', this.#onPageHide);
-    globalThis.addEventListener?.('pageshow', this.#onPageShow);
     this.#election = hasLocks()
       ? new LockElection(this.#key, () => this.#becomeLeader())
       : new LeaseElection(this.#key, this.#tab, () => this.#becomeLeader(), () => this.#stepDown(), () => this.#post({ t: 'bye', tab: this.#tab }));
+  }
+
+  // The page is hidden for good, or put into the back/forward cache: a
+  // frozen page must hold neither a stream nor the lead, so both go now
+  // (another tab takes over at once). If the page comes back from the
+  // cache, it joins again and catches up from its last ID.
+  #suspend() {
+    if (this.#closed || this.#suspended) return;
+    this.#suspended = true;
+    this.#gen++;
+    this.#abort?.abort();
+    this.#wake?.();
+    if (this.#sync) clearTimeout(this.#sync.timer);
+    this.#sync = null;
+    this.#election?.close();
+    this.#election = null;
+    this.#role = 'none';
+  }
+
+  #resume() {
+    if (this.#closed || !this.#suspended) return;
+    this.#suspended = false;
+    this.#join();
   }
 
   /** The connection state, as last reported to onStateChange. */
@@ -211,15 +249,17 @@ export class NotifyClient {
     this.#leaderTab = null;
   }
 
-  #shutdown() {
+  #shutdown(graceful = false) {
     this.#closed = true;
     this.#gen++;
     this.#abort?.abort();
     this.#wake?.();
     if (this.#sync) clearTimeout(this.#sync.timer);
     this.#sync = null;
-    this.#election?.close();
+    const election = this.#election;
     this.#election = null;
+    if (graceful && election) setTimeout(() => election.close(), STOP_GRACE);
+    else election?.close();
     if (this.#channel) {
       this.#channel.close();
       this.#channel = null;
@@ -396,7 +436,7 @@ export class NotifyClient {
 
   #finish(state) {
     if (this.#closed) return;
-    this.#shutdown();
+    this.#shutdown(true);
     this.#setState(state);
   }
 
@@ -486,7 +526,7 @@ export class NotifyClient {
   }
 
   #onRelay(m) {
-    if (this.#closed || !m || typeof m !== 'object') return;
+    if (this.#closed || this.#suspended || !m || typeof m !== 'object') return;
     const leader = this.#role === 'leader';
     switch (m.t) {
       case 'hello': // a tab opened: it learns the leader, then asks what it missed
@@ -625,9 +665,6 @@ class LockElection {
       });
   }
 
-  pageHide() {}
-  pageShow() {}
-
   close() {
     this.#abort.abort();
     this.#release?.();
@@ -713,16 +750,6 @@ class LeaseElection {
   freed() {
     if (this.#closed || this.#leader) return;
     setTimeout(() => this.check(), Math.random() * 50);
-  }
-
-  pageHide() {
-    // The page may be going into the back/forward cache rather than away:
-    // either way it stops leading now.
-    this.#giveUp();
-  }
-
-  pageShow() {
-    if (!this.#closed) this.check();
   }
 
   #giveUp() {
