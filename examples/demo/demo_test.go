@@ -45,6 +45,9 @@ func TestDemoEndToEnd(t *testing.T) {
 	page.do("opening the page", chromedp.Navigate(demo.URL), chromedp.WaitVisible(chromedp.ID("login-alice")))
 	page.do("clicking alice", chromedp.Click(chromedp.ID("login-alice")))
 	page.waitFor("status connected", `document.getElementById('status').textContent === 'connected'`)
+	// The page streams with the browser client (client/notify.js), whose
+	// state says which tab holds the stream.
+	page.waitFor("the client's leader state", `document.getElementById('status-detail').textContent.includes('this tab holds the stream')`)
 
 	// Bob streams too, from Go, so that his message has a receiver and
 	// "never shown to alice" means routing, not loss.
