@@ -536,6 +536,26 @@ func TestIdleTimeout(t *testing.T) {
 	}
 }
 
+// TestWireFormat: the client's SSE parser reads what the HTML standard
+// allows, whatever pieces the stream arrives in (testdata: wireChunks).
+func TestWireFormat(t *testing.T) {
+	user := userFor(t)
+	a := newBrowser(t).open("A", q("url", "/fake/wire", "user", user))
+	a.wantMsgs(seq(1, 3))
+	var got struct {
+		IDs  []*string
+		Last string
+	}
+	a.get(`{ids: T.ids, last: T.client.lastEventId}`, &got)
+	if len(got.IDs) != 3 || got.IDs[0] == nil || *got.IDs[0] != "1-1" || got.IDs[1] == nil || *got.IDs[1] != "1-2" || got.IDs[2] != nil {
+		t.Fatalf("event ids %v, want 1-1, 1-2, none", got.IDs)
+	}
+	if got.Last != "1-3" {
+		t.Fatalf("last event ID %q, want 1-3 (the position frame)", got.Last)
+	}
+	wantNoErrors(t, a)
+}
+
 // TestSharingOff: with shared: false every tab holds its own stream.
 func TestSharingOff(t *testing.T) {
 	user := userFor(t)

@@ -307,6 +307,7 @@ func (b *backend) routes() http.Handler {
 	mux.HandleFunc("GET /gate", b.gateCheck)
 	mux.HandleFunc("GET /fake/revoked", b.fakeRevoked)
 	mux.HandleFunc("GET /fake/silent", b.fakeSilent)
+	mux.HandleFunc("GET /fake/wire", b.fakeWire)
 	return mux
 }
 
@@ -435,6 +436,31 @@ func (b *backend) fakeSilent(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Cache-Control", "no-cache")
 	_, _ = w.Write([]byte("retry: 100\n\n"))
 	http.NewResponseController(w).Flush()
+	<-r.Context().Done()
+}
+
+// wireChunks is an event stream written in awkward pieces: a byte order
+// mark, comments, CRLF and lone CR line ends, a CRLF split between two
+// writes, a multi-line data field, an id alone (a position), a field with
+// no space after the colon.
+var wireChunks = []string{
+	"\ufeff: a comment\r\nretry: 100\r\n\r\nid: 1-1\r\ndata: {\"n\":\r",
+	"\ndata: 1}\r\n\r\nid: 1-2\rdata: {\"n\": 2}\r\r",
+	"id: 1-3\n",
+	"\n",
+	"data:{\"n\":3}\n\n",
+}
+
+// fakeWire sends wireChunks, each flushed on its own, then stays open.
+func (b *backend) fakeWire(w http.ResponseWriter, r *http.Request) {
+	b.countFake(r)
+	w.Header().Set("Content-Type", "text/event-stream")
+	rc := http.NewResponseController(w)
+	for _, c := range wireChunks {
+		_, _ = w.Write([]byte(c))
+		_ = rc.Flush()
+		time.Sleep(20 * time.Millisecond) // so that the pieces arrive apart
+	}
 	<-r.Context().Done()
 }
 
