@@ -131,7 +131,9 @@ export class NotifyClient {
    * @param {object} [options] see notify.d.ts
    */
   constructor(url, options = {}) {
-    this.#o = { ...DEFAULTS, ...options };
+    // An option given as undefined keeps its default (a spread would not).
+    this.#o = { ...DEFAULTS };
+    for (const [k, v] of Object.entries(options ?? {})) if (v !== undefined) this.#o[k] = v;
     const u = new URL(url, globalThis.location?.href);
     u.searchParams.delete('last_event_id');
     this.#url = u;

@@ -93,7 +93,6 @@ const options = {
     }
   },
 };
-for (const k of Object.keys(options)) if (options[k] === undefined) delete options[k];
 if (q.get('auth') === 'bearer') {
   options.token = async () => {
     T.tokenCalls++;
