@@ -18,6 +18,8 @@ import (
 	"unicode/utf8"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/caddy-notify/notify/client"
 )
 
 const (
@@ -103,6 +105,12 @@ func (b *backend) routes() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /{$}", b.index)
 	mux.Handle("GET /static/", http.StripPrefix("/static/", http.FileServerFS(static)))
+	// The browser client, from the repository's client/ directory (the
+	// examples module uses this checkout of the plugin's module).
+	mux.HandleFunc("GET /static/notify.js", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Cache-Control", "no-cache")
+		http.ServeFileFS(w, r, client.Files, "notify.js")
+	})
 	mux.HandleFunc("POST /send", b.send)
 	mux.HandleFunc("GET "+authPath, b.isUserAuth)
 	return mux

@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"net/http"
 	"os"
-	"os/exec"
 	"strings"
 	"sync"
 	"testing"
@@ -16,29 +15,9 @@ import (
 
 	"github.com/chromedp/chromedp"
 	"github.com/redis/go-redis/v9"
+
+	"github.com/caddy-notify/notify/examples/internal/browsertest"
 )
-
-// chromiumNames are the names a Chromium the end-to-end test can drive goes
-// by on PATH: Debian's package, Ubuntu's, Google's build.
-var chromiumNames = []string{"chromium", "chromium-browser", "google-chrome"}
-
-// findChromium returns the browser to drive: $CHROMIUM_PATH when set (a path
-// or a name on PATH), otherwise the first of chromiumNames found on PATH.
-func findChromium() (string, error) {
-	if p := os.Getenv("CHROMIUM_PATH"); p != "" {
-		found, err := exec.LookPath(p)
-		if err != nil {
-			return "", fmt.Errorf("CHROMIUM_PATH=%s: %v", p, err)
-		}
-		return found, nil
-	}
-	for _, name := range chromiumNames {
-		if found, err := exec.LookPath(name); err == nil {
-			return found, nil
-		}
-	}
-	return "", fmt.Errorf("none of %s is on PATH, and CHROMIUM_PATH is not set", strings.Join(chromiumNames, ", "))
-}
 
 // TestDemoEndToEnd starts the whole demo in this process (embedded Redis,
 // auth API, Caddy with the notify handler) and drives its page in headless
@@ -47,14 +26,7 @@ func findChromium() (string, error) {
 //
 // Set DEMO_SCREENSHOT=/path/to/file.png to save a screenshot of the page.
 func TestDemoEndToEnd(t *testing.T) {
-	// Fail rather than skip: a skipped test would hide that the demo's page
-	// was never exercised.
-	chromium, err := findChromium()
-	if err != nil {
-		t.Fatalf("this end-to-end test needs Chromium: %v\n"+
-			"Install it (Debian/Ubuntu) with:\n\tsudo apt-get update && sudo apt-get install -y chromium\n"+
-			"or point CHROMIUM_PATH at a Chromium or Chrome binary.", err)
-	}
+	chromium := browsertest.NeedChromium(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 40*time.Second)
 	t.Cleanup(cancel)
 
@@ -66,13 +38,16 @@ func TestDemoEndToEnd(t *testing.T) {
 	rdb := redis.NewClient(opts)
 	t.Cleanup(func() { rdb.Close() })
 
-	browser, console := newBrowser(t, ctx, chromium)
+	browser, console := browsertest.NewBrowser(t, ctx, chromium)
 	page := &pageDriver{t: t, ctx: browser, console: console}
 
 	// Sign in as alice; the page sets the cookie and opens the stream.
 	page.do("opening the page", chromedp.Navigate(demo.URL), chromedp.WaitVisible(chromedp.ID("login-alice")))
 	page.do("clicking alice", chromedp.Click(chromedp.ID("login-alice")))
 	page.waitFor("status connected", `document.getElementById('status').textContent === 'connected'`)
+	// The page streams with the browser client (client/notify.js), whose
+	// state says which tab holds the stream.
+	page.waitFor("the client's leader state", `document.getElementById('status-detail').textContent.includes('this tab holds the stream')`)
 
 	// Bob streams too, from Go, so that his message has a receiver and
 	// "never shown to alice" means routing, not loss.
@@ -104,11 +79,11 @@ func TestDemoEndToEnd(t *testing.T) {
 		chromedp.SendKeys(chromedp.ID("send-text"), selfText),
 		chromedp.Click(chromedp.ID("send")))
 	page.waitFor("the self-notification, with type test", `[...document.querySelectorAll('#notifications li')]
-		.some((li) => li.dataset.type === 'test' && li.textContent.includes(`+jsString(selfText)+`))`)
+		.some((li) => li.dataset.type === 'test' && li.textContent.includes(`+browsertest.JSString(selfText)+`))`)
 
 	// /send takes the recipient from the token, never from the body.
 	spoof := "bob trying to write to alice " + nonce
-	status, body := postSend(t, ctx, demo.URL+"send", "bob-token", `{"text":`+jsString(spoof)+`,"recipient_id":"alice"}`)
+	status, body := postSend(t, ctx, demo.URL+"send", "bob-token", `{"text":`+browsertest.JSString(spoof)+`,"recipient_id":"alice"}`)
 	if status != http.StatusOK {
 		t.Fatalf("POST /send as bob: HTTP %d %s", status, body)
 	}
@@ -136,7 +111,7 @@ func TestDemoEndToEnd(t *testing.T) {
 	page.waitFor("status error for an invalid token", `document.getElementById('status').textContent === 'error'
 		&& document.getElementById('status-detail').textContent.includes('401')`)
 
-	if exc := console.exceptions(); len(exc) > 0 {
+	if exc := console.Exceptions(); len(exc) > 0 {
 		t.Fatalf("the page threw JavaScript exceptions:\n%s", strings.Join(exc, "\n"))
 	}
 }
@@ -178,84 +153,11 @@ func startDemo(t *testing.T) addrs {
 	panic("unreachable")
 }
 
-// newBrowser starts headless Chromium (the binary at path) with a fresh
-// profile. The returned log collects what the page writes to its console.
-func newBrowser(t *testing.T, parent context.Context, path string) (context.Context, *consoleLog) {
-	t.Helper()
-	opts := append(chromedp.DefaultExecAllocatorOptions[:],
-		chromedp.ExecPath(path),
-		chromedp.Headless,
-		chromedp.NoSandbox,
-		chromedp.DisableGPU,
-		chromedp.NoFirstRun,
-		chromedp.Flag("disable-quic", true),
-		chromedp.Flag("disable-background-networking", true),
-		chromedp.Flag("disable-component-update", true),
-		chromedp.Flag("disable-sync", true),
-		chromedp.UserDataDir(t.TempDir()), // removed after the browser: cleanups run last-in first-out
-		chromedp.WindowSize(900, 1000),
-	)
-	allocCtx, cancelAlloc := chromedp.NewExecAllocator(parent, opts...)
-	ctx, cancelCtx := chromedp.NewContext(allocCtx)
-	t.Cleanup(func() {
-		cancelCtx()
-		cancelAlloc() // waits for the browser to exit
-	})
-
-	// The first action starts the browser; then subscribe to the console.
-	if err := chromedp.Do(ctx, chromedp.Navigate("about:blank")); err != nil {
-		t.Fatalf("starting %s: %v", path, err)
-	}
-	log := &consoleLog{}
-	messages := chromedp.Console(ctx)
-	go func() {
-		for m, err := range messages {
-			if err != nil {
-				return
-			}
-			log.add(m)
-		}
-	}()
-	return ctx, log
-}
-
-// consoleLog keeps the console messages of the page, for failure reports.
-type consoleLog struct {
-	mu    sync.Mutex
-	lines []string
-	exc   []string
-}
-
-func (c *consoleLog) add(m chromedp.ConsoleMessage) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	line := fmt.Sprintf("%s: %s", m.Type, m.Text)
-	c.lines = append(c.lines, line)
-	if m.IsException() {
-		c.exc = append(c.exc, line)
-	}
-}
-
-func (c *consoleLog) String() string {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if len(c.lines) == 0 {
-		return "(empty)"
-	}
-	return strings.Join(c.lines, "\n")
-}
-
-func (c *consoleLog) exceptions() []string {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return append([]string(nil), c.exc...)
-}
-
 // pageDriver runs browser steps and fails the test with the page's state.
 type pageDriver struct {
 	t       *testing.T
 	ctx     context.Context
-	console *consoleLog
+	console *browsertest.ConsoleLog
 }
 
 func (p *pageDriver) do(what string, steps ...chromedp.Action[chromedp.Void]) {
@@ -289,7 +191,7 @@ func (p *pageDriver) waitFor(what, cond string) {
 func (p *pageDriver) waitForText(text string) {
 	p.t.Helper()
 	p.waitFor(fmt.Sprintf("notification %q", text),
-		`document.getElementById('notifications').textContent.includes(`+jsString(text)+`)`)
+		`document.getElementById('notifications').textContent.includes(`+browsertest.JSString(text)+`)`)
 }
 
 func (p *pageDriver) listText() string {
@@ -314,12 +216,6 @@ func (p *pageDriver) fail(what string, err error) {
 		state = "(cannot read the page: " + serr.Error() + ")"
 	}
 	p.t.Fatalf("%s: %v\npage state:\n%s\nbrowser console:\n%s", what, err, state, p.console)
-}
-
-// jsString quotes s as a JavaScript string literal.
-func jsString(s string) string {
-	b, _ := json.Marshal(s)
-	return string(b)
 }
 
 func publish(t *testing.T, ctx context.Context, rdb *redis.Client, recipient, text string) {

@@ -1,0 +1,124 @@
+// Type declarations of notify.js, the caddy-notify browser client.
+
+/** One notification, as the server sent it. */
+export interface NotifyMessage {
+  /** The SSE event name: "message" for every notification the handler sends. */
+  type: string;
+  /** The message exactly as published (usually JSON: `JSON.parse(m.data)`). */
+  data: string;
+  /** Stream mode: the Redis Stream entry ID; null in pub/sub mode. */
+  id: string | null;
+}
+
+/** The state of the shared stream, as this tab sees it. */
+export interface NotifyState {
+  /**
+   * "connecting": opening, or waiting to reopen (see retryIn);
+   * "open": the stream is up; "closed": stopped for good (close(), a
+   * refusal, or `revoked`).
+   */
+  status: 'connecting' | 'open' | 'closed';
+  /** Whether this tab holds the stream; the others receive it relayed. */
+  leader: boolean;
+  /** The status of the last refused attempt (401, 429, 503…), if any. */
+  httpStatus?: number;
+  /** Milliseconds until the next attempt, while waiting. */
+  retryIn?: number;
+  /** Why the client stopped (the server's `error` message), when it did. */
+  error?: string;
+  /** The reason of the `revoked` event that stopped the client, if any. */
+  revoked?: RevokedReason;
+}
+
+/** Reasons of the server's `reset` event, and the client's own. */
+export type ResetReason =
+  | 'history_truncated'
+  | 'unknown_last_event_id'
+  | 'replay_limit'
+  /** A tab joined or followed a takeover and the leader no longer held every event it missed. */
+  | 'relay_truncated'
+  | (string & {});
+
+/** Reasons of the server's `revoked` event. */
+export type RevokedReason = 'unauthorized' | 'forbidden' | 'user_changed' | 'disconnected' | (string & {});
+
+export interface NotifyOptions {
+  /**
+   * Who is signed in, e.g. the user id. Part of the key of the shared
+   * stream and of the stored position, so tabs of different users never
+   * share one. Default "".
+   */
+  user?: string | number;
+  /**
+   * Called before every connection; a non-empty result is sent as
+   * `Authorization: Bearer <token>`. Without it, the cookie (`token_cookie`)
+   * or a query parameter in the URL (`token_query`) carries the token.
+   */
+  token?: () => string | null | undefined | Promise<string | null | undefined>;
+  /** fetch's credentials mode; "include" for a cross-origin stream with cookies. Default "same-origin". */
+  credentials?: RequestCredentials;
+  /** Further request headers. */
+  headers?: HeadersInit;
+  /** One stream per browser, shared by the tabs of the origin. Default true. */
+  shared?: boolean;
+  /**
+   * Stream mode: store the last event ID (localStorage, per URL and user;
+   * sessionStorage, per tab) and resume from it after a reload. Default true.
+   */
+  persist?: boolean;
+  /** Stream mode: resume after this ID instead of the stored one. */
+  lastEventId?: string | null;
+  /** First backoff delay after a refusal (ms). Default 1000. */
+  minDelay?: number;
+  /** Longest backoff delay (ms); a longer Retry-After still wins. Default 30000. */
+  maxDelay?: number;
+  /** Each wait is lengthened by up to this fraction of it, at random. Default 0.5. */
+  jitter?: number;
+  /**
+   * Reconnect when nothing (not even a heartbeat) arrived for this long
+   * (ms); 0 turns it off. Keep it above twice the handler's `heartbeat`,
+   * and set 0 when heartbeats are off. Default 45000.
+   */
+  idleTimeout?: number;
+
+  /** A notification. */
+  onMessage?: (this: NotifyClient, message: NotifyMessage) => void;
+  /** The server (or the relay) could not deliver everything missed: refetch your state. */
+  onReset?: (this: NotifyClient, reason: ResetReason) => void;
+  /** The server ended the stream for good; the client has stopped. */
+  onRevoked?: (this: NotifyClient, reason: RevokedReason) => void;
+  /**
+   * The stream was refused with 401. Resolve true after refreshing the
+   * credentials (the session cookie, or what `token` returns) to reconnect;
+   * false (or no handler) stops the client with onError. Only the leader tab
+   * calls it.
+   */
+  onUnauthorized?: (this: NotifyClient, refusal: { status: 401; message: string }) => boolean | Promise<boolean>;
+  /** A refusal that stopped the client (400, 401, 403, 404, 405…), in every tab. */
+  onError?: (this: NotifyClient, error: NotifyError) => void;
+  /** Every change of state (see NotifyState). */
+  onStateChange?: (this: NotifyClient, state: NotifyState) => void;
+}
+
+export declare class NotifyError extends Error {
+  readonly name: 'NotifyError';
+  /** The HTTP status of the refusal (200 when the response was not an event stream). */
+  readonly status: number;
+  constructor(message: string, status: number);
+}
+
+export declare class NotifyClient {
+  /** Opens the stream, or joins the one another tab holds. */
+  constructor(url: string | URL, options?: NotifyOptions);
+  /** The current state (a copy). */
+  readonly state: NotifyState;
+  /** Whether this tab holds the stream. */
+  readonly leader: boolean;
+  /** Stream mode: the last event ID delivered, or null. */
+  readonly lastEventId: string | null;
+  /** Stops for good; another tab, if any, takes the stream over. */
+  close(): void;
+}
+
+/** new NotifyClient(url, options). */
+export declare function connect(url: string | URL, options?: NotifyOptions): NotifyClient;

@@ -1,0 +1,959 @@
+// caddy-notify browser client: one dependency-free ES module, no build step.
+//
+//   import { connect } from './notify.js';
+//   const notify = connect('/events', { user: me, onMessage: (e) => show(JSON.parse(e.data)) });
+//
+// It does what EventSource cannot:
+//
+//   - It reads the stream with fetch(), so it sees the HTTP status of a
+//     refused stream and acts on it: 401 asks the application
+//     (onUnauthorized), 429/502/503/504 retry with exponential backoff and
+//     jitter, never sooner than Retry-After, anything else stops with
+//     onError. fetch also lets it send `Authorization: Bearer` with a token
+//     fetched anew for every connection.
+//   - `reset` and `revoked` events reach onReset / onRevoked; after `revoked`
+//     it never reconnects.
+//   - In stream mode it remembers the last event ID (localStorage, per
+//     stream URL and user) and resumes from it with `last_event_id` on a
+//     fresh page load: a reload loses nothing.
+//   - One stream per browser: the tabs of an origin elect a leader (Web
+//     Locks, or a localStorage lease where those are missing) which holds
+//     the only stream and relays its events to the other tabs over a
+//     BroadcastChannel. When the leader goes, another tab takes over at once
+//     and, in stream mode, resumes from the last ID it saw: no gap, no
+//     duplicate.
+//
+// The README's "Browser client" section documents the options; notify.d.ts
+// declares them.
+
+const PREFIX = 'caddy-notify:';
+
+/** Statuses after which the client waits and tries again. */
+const RETRY_STATUSES = new Set([429, 502, 503, 504]);
+
+const DEFAULTS = {
+  user: '',
+  token: null,
+  credentials: 'same-origin',
+  headers: null,
+  shared: true,
+  persist: true,
+  lastEventId: null,
+  minDelay: 1000,
+  maxDelay: 30000,
+  jitter: 0.5,
+  idleTimeout: 45000,
+  onMessage: null,
+  onReset: null,
+  onRevoked: null,
+  onUnauthorized: null,
+  onError: null,
+  onStateChange: null,
+};
+
+// The tabs' ring of recent events, from which a tab that joins or falls
+// behind during a takeover is served (stream mode).
+const RING_EVENTS = 500;
+const RING_BYTES = 2 << 20;
+
+// How long a follower waits for the leader's answer to a sync request
+// before it reports a gap with a reset.
+const SYNC_TIMEOUT = 3000;
+
+// The localStorage lease, where Web Locks are missing: a leader renews it
+// every LEASE_TICK; a lease not renewed for LEASE_TTL is free. A leader that
+// closes frees it at once, so a takeover does not wait for the TTL.
+const LEASE_TTL = 3000;
+const LEASE_TICK = 500;
+const LEASE_SETTLE = 100;
+
+// A leader that stops after a refusal or a `revoked` event keeps its place
+// this long, so that the other tabs hear why and stop too before one of
+// them could take the lead and try again.
+const STOP_GRACE = 500;
+
+/**
+ * Opens a notification stream; see NotifyClient.
+ * @param {string | URL} url
+ * @param {object} [options]
+ */
+export function connect(url, options) {
+  return new NotifyClient(url, options);
+}
+
+/** An HTTP refusal, or a stream that is not one, that stopped the client. */
+export class NotifyError extends Error {
+  constructor(message, status) {
+    super(message);
+    this.name = 'NotifyError';
+    this.status = status;
+  }
+}
+
+export class NotifyClient {
+  #o;
+  #url;
+  #key;
+  #tab = randomId();
+  #closed = false;
+  #role = 'none'; // 'leader' | 'follower' | 'none'
+  #state = { status: 'connecting', leader: false };
+
+  // Stream mode: the last event ID this tab delivered, and the recent
+  // events it delivered (every tab keeps them: any tab may become leader).
+  #lastId = null;
+  #ring = [];
+  #ringBytes = 0;
+  #known = null; // the ring holds every event after this ID
+
+  // Sharing.
+  #channel = null;
+  #election = null;
+  #leaderTab = null;
+  #sync = null; // { pending, timer } while a follower waits for a sync reply
+
+  // The leader's connection.
+  #gen = 0; // bumped to abandon a connection loop
+  #abort = null;
+  #wake = null; // ends the current reconnect wait early
+  #failures = 0;
+  #retry = 3000;
+
+  #suspended = false;
+  #onOnline = () => this.#wake?.();
+  #onPageHide = () => this.#suspend();
+  #onPageShow = (e) => {
+    if (e.persisted) this.#resume();
+  };
+
+  /**
+   * @param {string | URL} url the notify handler, e.g. '/events'
+   * @param {object} [options] see notify.d.ts
+   */
+  constructor(url, options = {}) {
+    // An option given as undefined keeps its default (a spread would not).
+    this.#o = { ...DEFAULTS };
+    for (const [k, v] of Object.entries(options ?? {})) if (v !== undefined) this.#o[k] = v;
+    const u = new URL(url, globalThis.location?.href);
+    u.searchParams.delete('last_event_id');
+    this.#url = u;
+    // One key names the shared stream, its lock, its channel and its stored
+    // position: the stream URL and the user, so that tabs signed in as
+    // different users never share a stream.
+    this.#key = PREFIX + u.href + '\n' + String(this.#o.user ?? '');
+
+    // Where to resume in stream mode: this tab's own position when it was
+    // reloaded (sessionStorage survives a reload), else the browser's last
+    // one (localStorage), else none.
+    this.#lastId =
+      this.#o.lastEventId ??
+      (this.#o.persist ? storageGet(sessionStorageOrNull(), this.#tabKey()) ?? storageGet(localStorageOrNull(), this.#key) : null);
+    if (this.#lastId !== null) this.#known = this.#lastId;
+
+    globalThis.addEventListener?.('online', this.#onOnline);
+    globalThis.addEventListener?.('pagehide', this.#onPageHide);
+    globalThis.addEventListener?.('pageshow', this.#onPageShow);
+    const shared = this.#o.shared && typeof BroadcastChannel === 'function' && (hasLocks() || localStorageOrNull());
+    if (shared) {
+      this.#channel = new BroadcastChannel(this.#key);
+      this.#channel.onmessage = (e) => this.#onRelay(e.data);
+    }
+    this.#join();
+  }
+
+  // Takes this tab's place: the leader when not shared, else a follower
+  // that asks who leads and queues for the lead.
+  #join() {
+    if (!this.#channel) {
+      this.#becomeLeader();
+      return;
+    }
+    this.#role = 'follower';
+    this.#leaderTab = null;
+    if (this.#lastId !== null) this.#beginSync();
+    this.#post({ t: 'hello', tab: this.#tab });
+    this.#election = hasLocks()
+      ? new LockElection(this.#key, () => this.#becomeLeader())
+      : new LeaseElection(this.#key, this.#tab, () => this.#becomeLeader(), () => this.#stepDown(), () => this.#post({ t: 'bye', tab: this.#tab }));
+  }
+
+  // The page is hidden for good, or put into the back/forward cache: a
+  // frozen page must hold neither a stream nor the lead, so both go now
+  // (another tab takes over at once). If the page comes back from the
+  // cache, it joins again and catches up from its last ID.
+  #suspend() {
+    if (this.#closed || this.#suspended) return;
+    this.#suspended = true;
+    this.#gen++;
+    this.#abort?.abort();
+    this.#wake?.();
+    if (this.#sync) clearTimeout(this.#sync.timer);
+    this.#sync = null;
+    this.#election?.close();
+    this.#election = null;
+    this.#role = 'none';
+  }
+
+  #resume() {
+    if (this.#closed || !this.#suspended) return;
+    this.#suspended = false;
+    this.#join();
+  }
+
+  /** The connection state, as last reported to onStateChange. */
+  get state() {
+    return { ...this.#state };
+  }
+
+  /** Whether this tab holds the stream (always true when not shared). */
+  get leader() {
+    return this.#role === 'leader';
+  }
+
+  /** The last event ID delivered (stream mode), or null. */
+  get lastEventId() {
+    return this.#lastId;
+  }
+
+  /** Stops the stream for good. Another tab, if any, takes it over. */
+  close() {
+    if (this.#closed) return;
+    this.#shutdown();
+    this.#setState({ status: 'closed' });
+  }
+
+  // ---- roles ---------------------------------------------------------------
+
+  #becomeLeader() {
+    if (this.#closed || this.#role === 'leader') return;
+    this.#role = 'leader';
+    this.#leaderTab = this.#tab;
+    if (this.#sync) {
+      // Relays queued while waiting for a sync reply are dropped: the
+      // stream resumes from this tab's own last ID, so the server replays
+      // them, in order, with nothing before them missing.
+      clearTimeout(this.#sync.timer);
+      this.#sync = null;
+    }
+    // Announced before the first byte is relayed, so that followers ask
+    // what they are missing (see #onRelay, 'leader').
+    this.#post({ t: 'leader', tab: this.#tab });
+    this.#run(++this.#gen);
+  }
+
+  // The lease fallback found another leader: stop the stream and follow.
+  #stepDown() {
+    if (this.#role !== 'leader' || this.#closed) return;
+    this.#gen++;
+    this.#abort?.abort();
+    this.#wake?.();
+    this.#role = 'follower';
+    this.#leaderTab = null;
+  }
+
+  #shutdown(graceful = false) {
+    this.#closed = true;
+    this.#gen++;
+    this.#abort?.abort();
+    this.#wake?.();
+    if (this.#sync) clearTimeout(this.#sync.timer);
+    this.#sync = null;
+    const election = this.#election;
+    this.#election = null;
+    if (graceful && election) setTimeout(() => election.close(), STOP_GRACE);
+    else election?.close();
+    if (this.#channel) {
+      this.#channel.close();
+      this.#channel = null;
+    }
+    globalThis.removeEventListener?.('online', this.#onOnline);
+    globalThis.removeEventListener?.('pagehide', this.#onPageHide);
+    globalThis.removeEventListener?.('pageshow', this.#onPageShow);
+  }
+
+  // ---- the leader's connection ---------------------------------------------
+
+  async #run(gen) {
+    while (gen === this.#gen) {
+      const delay = await this.#connectOnce(gen);
+      if (delay === null || gen !== this.#gen) return;
+      if (delay > 0) await this.#sleep(delay);
+    }
+  }
+
+  // One connection, from request to end. Returns how long to wait before
+  // the next one, or null to stop.
+  async #connectOnce(gen) {
+    this.#setState({ status: 'connecting' });
+    const headers = new Headers(this.#o.headers ?? undefined);
+    headers.set('Accept', 'text/event-stream');
+    if (this.#o.token) {
+      // Asked on every connection, so that a retry never reuses a token
+      // that expired meanwhile.
+      let token;
+      try {
+        token = await this.#o.token();
+      } catch (err) {
+        if (gen !== this.#gen) return null;
+        return this.#retryLater(0, 0, err);
+      }
+      if (gen !== this.#gen) return null;
+      if (token) headers.set('Authorization', 'Bearer ' + token);
+    }
+    const url = new URL(this.#url);
+    if (this.#lastId !== null) url.searchParams.set('last_event_id', this.#lastId);
+
+    const abort = new AbortController();
+    this.#abort = abort;
+    let res;
+    try {
+      res = await fetch(url, { headers, credentials: this.#o.credentials, cache: 'no-store', signal: abort.signal });
+    } catch (err) {
+      if (gen !== this.#gen) return null;
+      return this.#retryLater(0, 0, err); // offline, DNS, connection refused, CORS
+    }
+    if (gen !== this.#gen) {
+      abort.abort();
+      return null;
+    }
+
+    const status = res.status;
+    if (status === 200 && /^text\/event-stream\b/i.test(res.headers.get('Content-Type') ?? '') && res.body) {
+      return this.#read(gen, res, abort);
+    }
+    let message = await errorMessage(res);
+    if (gen !== this.#gen) return null;
+    if (status === 401) {
+      this.#failures++;
+      let again = false;
+      if (this.#o.onUnauthorized) {
+        this.#setState({ status: 'connecting', httpStatus: 401 });
+        try {
+          again = (await this.#o.onUnauthorized({ status, message })) === true;
+        } catch (err) {
+          reportError(err);
+        }
+        if (gen !== this.#gen) return null;
+      }
+      if (!again) return this.#stop(new NotifyError(message, status));
+      // The first retry is immediate; if the refreshed credentials are
+      // refused again, the backoff applies, so that a handler that always
+      // answers true cannot make the client hammer the server.
+      return this.#failures <= 1 ? 0 : this.#retryLater(status, 0, null, true);
+    }
+    if (RETRY_STATUSES.has(status)) {
+      return this.#retryLater(status, retryAfter(res.headers.get('Retry-After')));
+    }
+    if (status === 200) message = 'the response is not an event stream';
+    return this.#stop(new NotifyError(message, status));
+  }
+
+  // Backoff: minDelay doubled for each failure in a row, at most maxDelay,
+  // never less than Retry-After, plus up to `jitter` of it at random.
+  #retryLater(httpStatus, retryAfterMs, err, counted = false) {
+    if (err) this.#report(err);
+    const step = Math.min(this.#o.maxDelay, this.#o.minDelay * 2 ** (counted ? this.#failures - 1 : this.#failures));
+    if (!counted) this.#failures++;
+    const delay = Math.round(Math.max(step, retryAfterMs) * (1 + Math.random() * this.#o.jitter));
+    this.#setState({ status: 'connecting', httpStatus: httpStatus || undefined, retryIn: delay });
+    return delay;
+  }
+
+  async #read(gen, res, abort) {
+    this.#failures = 0;
+    this.#setState({ status: 'open' });
+    let revoked = false;
+    let idle = null;
+    const armIdle = () => {
+      if (!this.#o.idleTimeout) return;
+      clearTimeout(idle);
+      // No byte (not even a heartbeat) for this long: the connection is
+      // dead without having said so. Reconnect.
+      idle = setTimeout(() => abort.abort(), this.#o.idleTimeout);
+    };
+    const parser = new SSEParser({
+      retry: (ms) => {
+        this.#retry = ms;
+      },
+      position: (id) => {
+        if (gen === this.#gen) this.#fromServer({ k: 'pos', id });
+      },
+      event: (type, data, id) => {
+        if (gen !== this.#gen || revoked) return;
+        if (type === 'revoked') {
+          revoked = true;
+          this.#fromServer({ k: 'revoked', reason: reasonOf(data) });
+        } else if (type === 'reset') {
+          this.#fromServer({ k: 'reset', reason: reasonOf(data), id });
+        } else {
+          this.#fromServer({ k: 'ev', type, data, id });
+        }
+      },
+    });
+    const reader = res.body.getReader();
+    const decoder = new TextDecoder();
+    armIdle();
+    try {
+      for (;;) {
+        const { value, done } = await reader.read();
+        if (done || gen !== this.#gen) break;
+        armIdle();
+        parser.feed(decoder.decode(value, { stream: true }));
+        if (revoked) break;
+      }
+    } catch (_) {
+      // The connection broke, or was aborted (idle, close, step-down).
+    } finally {
+      clearTimeout(idle);
+      abort.abort();
+    }
+    if (gen !== this.#gen) return null;
+    if (revoked) return null; // #fromServer stopped the client
+    // The stream ended: reconnect after the server's retry field, spread
+    // by jitter, so that the clients of a reloaded server do not all come
+    // back in the same millisecond.
+    const delay = Math.round(this.#retry * (1 + Math.random() * this.#o.jitter));
+    this.#setState({ status: 'connecting', retryIn: delay });
+    return delay;
+  }
+
+  // A frame from the leader's own stream: deliver it here and relay it.
+  #fromServer(rec) {
+    if (rec.k === 'revoked') {
+      this.#post({ t: 'revoked', reason: rec.reason });
+      this.#call('onRevoked', rec.reason);
+      this.#finish({ status: 'closed', revoked: rec.reason });
+      return;
+    }
+    if (this.#accept(rec)) this.#post({ t: 'rec', rec });
+  }
+
+  // Ends the client after a refusal; followers end with it.
+  #stop(error) {
+    this.#post({ t: 'stop', status: error.status, message: error.message });
+    this.#call('onError', error);
+    this.#finish({ status: 'closed', httpStatus: error.status, error: error.message });
+    return null;
+  }
+
+  #finish(state) {
+    if (this.#closed) return;
+    this.#shutdown(true);
+    this.#setState(state);
+  }
+
+  #sleep(ms) {
+    return new Promise((resolve) => {
+      const timer = setTimeout(done, ms);
+      function done() {
+        clearTimeout(timer);
+        resolve();
+      }
+      this.#wake = () => {
+        this.#wake = null;
+        done();
+      };
+    });
+  }
+
+  // ---- delivery (every tab) ------------------------------------------------
+
+  // Delivers one record unless it is a duplicate; true when delivered.
+  // Stream mode drops any event whose ID is not after the last one: the
+  // relay of the old leader and the replay of the new one may overlap.
+  #accept(rec) {
+    if (rec.k === 'reset') {
+      // A reset may move the position backwards (unknown_last_event_id
+      // carries the stream's current end): take it as it is.
+      if (rec.id) {
+        this.#ring = [];
+        this.#ringBytes = 0;
+        this.#known = rec.id;
+        this.#position(rec.id);
+      }
+      this.#remember(rec);
+      this.#call('onReset', rec.reason);
+      return true;
+    }
+    if (rec.id) {
+      const c = this.#lastId === null ? null : compareIds(rec.id, this.#lastId);
+      if (c !== null && c <= 0) return false;
+      this.#position(rec.id);
+      if (this.#known === null) this.#known = rec.id;
+      this.#remember(rec);
+    }
+    if (rec.k === 'ev') this.#call('onMessage', { type: rec.type, data: rec.data, id: rec.id ?? null });
+    return true;
+  }
+
+  #position(id) {
+    this.#lastId = id;
+    if (!this.#o.persist) return;
+    storageSet(sessionStorageOrNull(), this.#tabKey(), id);
+    if (this.#role === 'leader') storageSet(localStorageOrNull(), this.#key, id);
+  }
+
+  #remember(rec) {
+    if (!rec.id && rec.k !== 'reset') return; // pub/sub: nothing to sync from
+    this.#ring.push(rec);
+    this.#ringBytes += recSize(rec);
+    while (this.#ring.length > RING_EVENTS || this.#ringBytes > RING_BYTES) {
+      const old = this.#ring.shift();
+      this.#ringBytes -= recSize(old);
+      if (old.id) this.#known = old.id;
+    }
+  }
+
+  // What a follower that last saw `since` is missing, from the ring.
+  #ringAfter(since) {
+    const c = this.#known === null ? null : compareIds(since, this.#known);
+    if (c === null || c < 0) return { truncated: true, recs: this.#ring.slice() };
+    let j = this.#ring.length - 1;
+    for (; j >= 0; j--) {
+      const id = this.#ring[j].id;
+      const d = id ? compareIds(id, since) : null;
+      if (d !== null && d <= 0) break;
+    }
+    return { truncated: false, recs: this.#ring.slice(j + 1) };
+  }
+
+  // ---- the relay -------------------------------------------------------------
+
+  #post(msg) {
+    try {
+      this.#channel?.postMessage(msg);
+    } catch (err) {
+      this.#report(err);
+    }
+  }
+
+  #onRelay(m) {
+    if (this.#closed || this.#suspended || !m || typeof m !== 'object') return;
+    const leader = this.#role === 'leader';
+    switch (m.t) {
+      case 'hello': // a tab opened: it learns the leader, then asks what it missed
+        if (!leader) return;
+        this.#post({ t: 'leader', tab: this.#tab });
+        this.#post({ t: 'state', state: this.#state });
+        return;
+      case 'sync':
+        if (leader) this.#answerSync(m.tab, m.since);
+        return;
+      case 'leader':
+        if (leader) {
+          // Only the lease fallback can get here: two tabs believed they
+          // led. The lease decides; the loser steps down on its next tick.
+          this.#election?.check?.();
+          return;
+        }
+        if (m.tab !== this.#leaderTab) {
+          this.#leaderTab = m.tab;
+          // A new leader resumes from its own last ID, which may be ahead
+          // of this tab's: ask it for what lies between.
+          if (this.#lastId !== null) {
+            this.#beginSync(true);
+            this.#post({ t: 'sync', tab: this.#tab, since: this.#lastId });
+          }
+        }
+        return;
+      case 'sync-reply':
+        if (m.to === this.#tab && this.#sync && !leader) this.#endSync(m.recs, m.truncated);
+        return;
+      case 'rec':
+        if (leader) return;
+        if (this.#sync) this.#sync.pending.push(m.rec);
+        else this.#accept(m.rec);
+        return;
+      case 'state':
+        if (!leader) this.#setState({ ...m.state, leader: false });
+        return;
+      case 'revoked':
+        if (leader) return;
+        this.#call('onRevoked', m.reason);
+        this.#finish({ status: 'closed', revoked: m.reason });
+        return;
+      case 'stop':
+        if (leader) return;
+        this.#call('onError', new NotifyError(m.message, m.status));
+        this.#finish({ status: 'closed', httpStatus: m.status, error: m.message });
+        return;
+      case 'bye':
+        this.#election?.freed?.();
+        return;
+    }
+  }
+
+  #answerSync(tab, since) {
+    const { truncated, recs } = this.#ringAfter(since);
+    this.#post({ t: 'sync-reply', to: tab, truncated, recs });
+  }
+
+  // Until the leader answers, relayed events wait: delivering a newer one
+  // first would make the older ones look like duplicates. The answer is
+  // awaited for SYNC_TIMEOUT once a leader was asked; before a leader is
+  // known, events wait for one (or for this tab to lead).
+  #beginSync(asked = false) {
+    if (this.#sync) clearTimeout(this.#sync.timer);
+    const pending = this.#sync?.pending ?? [];
+    const timer = asked ? setTimeout(() => this.#endSync([], true), SYNC_TIMEOUT) : undefined;
+    this.#sync = { pending, timer };
+  }
+
+  #endSync(recs, truncated) {
+    const sync = this.#sync;
+    if (!sync) return;
+    clearTimeout(sync.timer);
+    this.#sync = null;
+    if (truncated) {
+      // The leader does not hold everything after our last ID: tell the
+      // application, which refetches its state, as after a server reset.
+      this.#accept({ k: 'reset', reason: 'relay_truncated' });
+    }
+    for (const rec of recs) this.#accept(rec);
+    for (const rec of sync.pending) this.#accept(rec);
+  }
+
+  // ---- helpers ---------------------------------------------------------------
+
+  #setState(s) {
+    const next = { status: s.status, leader: this.#role === 'leader' };
+    for (const k of ['httpStatus', 'retryIn', 'error', 'revoked']) if (s[k] !== undefined) next[k] = s[k];
+    this.#state = next;
+    if (this.#role === 'leader') this.#post({ t: 'state', state: next });
+    this.#call('onStateChange', { ...next });
+  }
+
+  // Application callbacks never break the client: an exception is
+  // reported (window 'error' event, console) and delivery goes on.
+  #call(name, arg) {
+    const fn = this.#o[name];
+    if (typeof fn !== 'function') return;
+    try {
+      fn.call(this, arg);
+    } catch (err) {
+      reportError(err);
+    }
+  }
+
+  #report(err) {
+    if (err?.name !== 'AbortError') console.debug?.('caddy-notify:', err);
+  }
+
+  #tabKey() {
+    return this.#key + '\ntab';
+  }
+}
+
+// ---- leader election ----------------------------------------------------------
+
+// Web Locks: the leader holds the lock for as long as it leads; the others
+// queue for it. The browser releases it when the tab closes or crashes, and
+// grants it to the next tab at once.
+class LockElection {
+  #release = null;
+  #abort = new AbortController();
+
+  constructor(name, onLeader) {
+    navigator.locks
+      .request(name, { signal: this.#abort.signal }, () => {
+        if (this.#abort.signal.aborted) return;
+        onLeader();
+        return new Promise((resolve) => {
+          this.#release = resolve;
+        });
+      })
+      .catch((err) => {
+        if (err?.name !== 'AbortError') console.debug?.('caddy-notify: lock:', err);
+      });
+  }
+
+  close() {
+    this.#abort.abort();
+    this.#release?.();
+  }
+}
+
+// The fallback where Web Locks are missing (old browsers, and pages served
+// over plain HTTP on an address other than localhost, where browsers offer
+// no Web Locks): a lease in localStorage that the leader renews. A leader
+// that closes frees it and says so, so the next tab takes over at once; one
+// that crashes is replaced after LEASE_TTL. Background tabs run timers
+// rarely, so a leader may miss a renewal and lose the lease: it then steps
+// down, and stream mode's deduplication keeps the handover exact.
+class LeaseElection {
+  #name;
+  #tab;
+  #onLeader;
+  #onStepDown;
+  #onFree;
+  #leader = false;
+  #closed = false;
+  #timer;
+  #settle = null;
+  #onStorage = (e) => {
+    if (e.key === this.#name && !e.newValue) this.freed();
+  };
+
+  constructor(name, tab, onLeader, onStepDown, onFree) {
+    this.#name = name + '\nlease';
+    this.#tab = tab;
+    this.#onLeader = onLeader;
+    this.#onStepDown = onStepDown;
+    this.#onFree = onFree;
+    globalThis.addEventListener?.('storage', this.#onStorage);
+    this.#timer = setInterval(() => this.check(), LEASE_TICK);
+    this.check();
+  }
+
+  #read() {
+    try {
+      const v = JSON.parse(localStorage.getItem(this.#name) ?? 'null');
+      return v && typeof v.tab === 'string' && typeof v.exp === 'number' ? v : null;
+    } catch (_) {
+      return null;
+    }
+  }
+
+  #write() {
+    storageSet(localStorageOrNull(), this.#name, JSON.stringify({ tab: this.#tab, exp: Date.now() + LEASE_TTL }));
+  }
+
+  check() {
+    if (this.#closed) return;
+    const cur = this.#read();
+    if (this.#leader) {
+      if (cur && cur.tab !== this.#tab && cur.exp > Date.now()) {
+        this.#leader = false;
+        this.#onStepDown();
+        return;
+      }
+      this.#write();
+      return;
+    }
+    if (this.#settle === null && (!cur || cur.exp <= Date.now() || cur.tab === this.#tab)) this.#claim();
+  }
+
+  // Two tabs may claim at once: each writes, waits for the writes to
+  // settle, and only the one whose claim is still there leads.
+  #claim() {
+    this.#write();
+    this.#settle = setTimeout(() => {
+      this.#settle = null;
+      if (this.#closed || this.#leader) return;
+      if (this.#read()?.tab === this.#tab) {
+        this.#leader = true;
+        this.#onLeader();
+      }
+    }, LEASE_SETTLE);
+  }
+
+  // The leader left: claim after a short random pause, so that several
+  // followers rarely claim in the same instant.
+  freed() {
+    if (this.#closed || this.#leader) return;
+    setTimeout(() => this.check(), Math.random() * 50);
+  }
+
+  #giveUp() {
+    if (!this.#leader) return;
+    this.#leader = false;
+    if (this.#read()?.tab === this.#tab) storageRemove(localStorageOrNull(), this.#name);
+    this.#onFree();
+  }
+
+  close() {
+    this.#giveUp();
+    this.#closed = true;
+    clearInterval(this.#timer);
+    clearTimeout(this.#settle);
+    globalThis.removeEventListener?.('storage', this.#onStorage);
+  }
+}
+
+// ---- the SSE wire format --------------------------------------------------------
+
+// SSEParser implements the event stream interpretation of the HTML
+// standard (server-sent events, 9.2.6) for text already decoded: lines end
+// with CRLF, LF or CR; "data" lines join with LF; an "id" alone moves the
+// position without dispatching (the handler's position frame); "retry"
+// sets the reconnection delay.
+class SSEParser {
+  #h;
+  #buf = '';
+  #skipLF = false;
+  #data = [];
+  #hasData = false;
+  #type = '';
+  #id = undefined;
+
+  constructor(handlers) {
+    this.#h = handlers;
+  }
+
+  feed(text) {
+    let s = this.#buf + text;
+    let start = 0;
+    let i = this.#buf.length; // the buffered part holds no line end
+    if (this.#skipLF && s.length > 0) {
+      this.#skipLF = false;
+      if (s.charCodeAt(0) === 10) start = i = 1;
+    }
+    for (; i < s.length; i++) {
+      const c = s.charCodeAt(i);
+      if (c !== 10 && c !== 13) continue;
+      this.#line(s.slice(start, i));
+      if (c === 13) {
+        if (i + 1 === s.length) this.#skipLF = true;
+        else if (s.charCodeAt(i + 1) === 10) i++;
+      }
+      start = i + 1;
+    }
+    this.#buf = s.slice(start);
+  }
+
+  #line(line) {
+    if (line === '') return this.#dispatch();
+    if (line.charCodeAt(0) === 58) return; // ':' comment, e.g. the heartbeat
+    const colon = line.indexOf(':');
+    const field = colon < 0 ? line : line.slice(0, colon);
+    let value = colon < 0 ? '' : line.slice(colon + 1);
+    if (value.charCodeAt(0) === 32) value = value.slice(1);
+    switch (field) {
+      case 'data':
+        this.#data.push(value);
+        this.#hasData = true;
+        break;
+      case 'event':
+        this.#type = value;
+        break;
+      case 'id':
+        if (!value.includes('\0')) this.#id = value;
+        break;
+      case 'retry':
+        if (/^\d+$/.test(value)) this.#h.retry(Number(value));
+        break;
+    }
+  }
+
+  #dispatch() {
+    const { type, id, data, hasData } = { type: this.#type, id: this.#id, data: this.#data, hasData: this.#hasData };
+    this.#type = '';
+    this.#id = undefined;
+    this.#data = [];
+    this.#hasData = false;
+    if (!hasData) {
+      if (id) this.#h.position(id);
+      return;
+    }
+    this.#h.event(type || 'message', data.join('\n'), id || undefined);
+  }
+}
+
+// ---- small helpers --------------------------------------------------------------
+
+function hasLocks() {
+  return typeof navigator !== 'undefined' && typeof navigator.locks?.request === 'function';
+}
+
+function randomId() {
+  return globalThis.crypto?.randomUUID?.() ?? Math.random().toString(36).slice(2) + Date.now().toString(36);
+}
+
+// compareIds orders Redis Stream entry IDs (<ms>-<seq>, numbers of any
+// size): -1, 0 or 1, or null when either is not such an ID.
+function compareIds(a, b) {
+  const x = /^(\d+)-(\d+)$/.exec(a);
+  const y = /^(\d+)-(\d+)$/.exec(b);
+  if (!x || !y) return null;
+  return compareDigits(x[1], y[1]) || compareDigits(x[2], y[2]);
+}
+
+function compareDigits(a, b) {
+  a = a.replace(/^0+(?=\d)/, '');
+  b = b.replace(/^0+(?=\d)/, '');
+  if (a.length !== b.length) return a.length < b.length ? -1 : 1;
+  return a < b ? -1 : a > b ? 1 : 0;
+}
+
+// retryAfter reads Retry-After (seconds or an HTTP date) in milliseconds.
+function retryAfter(v) {
+  if (!v) return 0;
+  if (/^\s*\d+\s*$/.test(v)) return Number(v) * 1000;
+  const t = Date.parse(v);
+  return Number.isNaN(t) ? 0 : Math.max(0, t - Date.now());
+}
+
+// errorMessage returns the `error` of the handler's JSON refusal, or the
+// status line.
+async function errorMessage(res) {
+  let text = '';
+  try {
+    text = await res.text();
+    const v = JSON.parse(text);
+    if (v && typeof v.error === 'string') return v.error;
+  } catch (_) {
+    // not JSON: the status text will do
+  }
+  return ('HTTP ' + res.status + ' ' + (res.statusText || '')).trim();
+}
+
+function reasonOf(data) {
+  try {
+    const v = JSON.parse(data);
+    if (v && typeof v.reason === 'string') return v.reason;
+  } catch (_) {
+    // fall through
+  }
+  return String(data);
+}
+
+function recSize(rec) {
+  return 64 + (rec.data?.length ?? 0) * 2;
+}
+
+function reportError(err) {
+  if (typeof globalThis.reportError === 'function') globalThis.reportError(err);
+  else console.error(err);
+}
+
+// Storage may be missing or refuse (privacy settings, quota): the client
+// then works without it.
+function localStorageOrNull() {
+  try {
+    return globalThis.localStorage ?? null;
+  } catch (_) {
+    return null;
+  }
+}
+
+function sessionStorageOrNull() {
+  try {
+    return globalThis.sessionStorage ?? null;
+  } catch (_) {
+    return null;
+  }
+}
+
+function storageGet(s, key) {
+  try {
+    return s?.getItem(key) ?? null;
+  } catch (_) {
+    return null;
+  }
+}
+
+function storageSet(s, key, value) {
+  try {
+    s?.setItem(key, value);
+  } catch (_) {
+    // quota or privacy mode: not fatal
+  }
+}
+
+function storageRemove(s, key) {
+  try {
+    s?.removeItem(key);
+  } catch (_) {
+    // ignore
+  }
+}
