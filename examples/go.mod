@@ -7,6 +7,7 @@ require (
 	github.com/caddy-notify/notify v0.0.0-00010101000000-000000000000
 	github.com/caddyserver/caddy/v2 v2.11.9
 	github.com/chromedp/chromedp v0.23.0
+	github.com/mholt/caddy-ratelimit v0.1.0
 	github.com/redis/go-redis/v9 v9.23.0
 )
 
