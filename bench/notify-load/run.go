@@ -145,7 +145,11 @@ type summary struct {
 	CatchP99ms         float64            `json:"catch_p99_ms"`
 	CatchMaxms         float64            `json:"catch_max_ms"`
 	MetricsDelta       map[string]float64 `json:"metrics_delta,omitempty"` // caddy_notify_*_total, publishing start → end of drain
-	OK                 bool               `json:"ok"`
+
+	// The attack workloads (notify-load attack).
+	Attack *attackSummary `json:"attack,omitempty"`
+
+	OK bool `json:"ok"`
 }
 
 func runMain(args []string) int {
