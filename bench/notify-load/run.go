@@ -146,8 +146,9 @@ type summary struct {
 	CatchMaxms         float64            `json:"catch_max_ms"`
 	MetricsDelta       map[string]float64 `json:"metrics_delta,omitempty"` // caddy_notify_*_total, publishing start → end of drain
 
-	// The attack workloads (notify-load attack).
+	// The attack and memory workloads (notify-load attack, notify-load memory).
 	Attack *attackSummary `json:"attack,omitempty"`
+	Memory *memorySummary `json:"memory,omitempty"`
 
 	OK bool `json:"ok"`
 }
