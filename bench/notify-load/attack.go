@@ -108,6 +108,7 @@ func attackMain(args []string) int {
 	defer stop()
 	time.AfterFunc(*deadline+15*time.Second, func() { // probes and aftermath are bounded too
 		fmt.Fprintln(os.Stderr, "attack: deadline passed; exiting")
+		deadlineSummary(summary{Label: *label, URL: *rawURL, Attack: &attackSummary{Kind: *kind}})
 		os.Exit(3)
 	})
 
@@ -306,6 +307,15 @@ func (as *attackSummary) report(server, auth bool) string {
 }
 
 func kib2mib(k int64) float64 { return float64(k) / 1024 }
+
+// deadlineSummary prints the summary line of a run that missed its
+// deadline (whatever it measured is lost): the table shows it as failed.
+func deadlineSummary(s summary) {
+	s.OK = false
+	b, _ := json.Marshal(s)
+	fmt.Println("result: DEADLINE PASSED")
+	fmt.Println(string(b))
+}
 
 // printMetrics prints the change of the server's counters.
 func printMetrics(d map[string]float64) {

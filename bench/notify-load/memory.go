@@ -138,6 +138,7 @@ func memoryMain(args []string) int {
 	defer stop()
 	time.AfterFunc(*deadline+10*time.Second, func() {
 		fmt.Fprintln(os.Stderr, "memory: deadline passed; exiting")
+		deadlineSummary(summary{Label: *label, URL: cfg.url, Memory: &memorySummary{Kind: cfg.kind}})
 		os.Exit(3)
 	})
 	rdb := redis.NewClient(&redis.Options{Addr: cfg.redis, PoolSize: 4, ReadTimeout: 30 * time.Second, WriteTimeout: 30 * time.Second})
