@@ -30,11 +30,12 @@ type attackSummary struct {
 	// The attacker.
 	Streams   uint64         `json:"streams_reset,omitempty"` // reset: HEADERS+RST_STREAM pairs written
 	Loops     uint64         `json:"loops,omitempty"`
-	Requests  uint64         `json:"requests,omitempty"`  // flood: requests written
-	Answered  uint64         `json:"answered,omitempty"`  // flood: answered within the give-up time
-	GaveUp    uint64         `json:"gave_up,omitempty"`   // flood: not answered in time
-	Conns     uint64         `json:"attacker_conns"`      // reset: connections made; flood: connections tried
-	Responses uint64         `json:"responses,omitempty"` // reset: HEADERS from the server
+	LoopMs    float64        `json:"loop_interval_ms,omitempty"` // reset: the pace asked for; 0 as fast as possible
+	Requests  uint64         `json:"requests,omitempty"`         // flood: requests written
+	Answered  uint64         `json:"answered,omitempty"`         // flood: answered within the give-up time
+	GaveUp    uint64         `json:"gave_up,omitempty"`          // flood: not answered in time
+	Conns     uint64         `json:"attacker_conns"`             // reset: connections made; flood: connections tried
+	Responses uint64         `json:"responses,omitempty"`        // reset: HEADERS from the server
 	ServerRST uint64         `json:"server_rsts,omitempty"`
 	GoAways   map[string]int `json:"goaways,omitempty"`
 	Statuses  map[string]int `json:"statuses,omitempty"`
@@ -72,6 +73,7 @@ func attackMain(args []string) int {
 	drain := fs.Duration("drain", 10*time.Second, "after the attack, longest wait for the auth API to become idle")
 	token := fs.String("token", "", "reset: the token of every stream (e.g. u1, a valid one); empty: a fresh random token per stream")
 	perLoop := fs.Int("per-loop", 200, "reset: streams written (and reset) per write")
+	loopInterval := fs.Duration("loop-interval", 25*time.Millisecond, "reset: one write of -per-loop streams this often (issue 8's pace: 200 every 25ms); 0: as fast as possible")
 	clients := fs.Int("clients", 3000, "flood: concurrent connections")
 	giveUp := fs.Duration("give-up", 300*time.Millisecond, "flood: a client gives up this long after it started connecting, and starts over")
 	src := fs.String("src", "127.0.0.1", "the attacker's source address")
@@ -114,6 +116,9 @@ func attackMain(args []string) int {
 
 	s := summary{Label: *label, URL: *rawURL, Proto: map[string]string{"reset": "h2", "flood": "h1"}[*kind]}
 	as := &attackSummary{Kind: *kind, Token: "random"}
+	if *kind == "reset" {
+		as.LoopMs = float64(*loopInterval) / 1e6
+	}
 	if *token != "" {
 		as.Token = "valid: " + *token
 		if *kind == "flood" {
@@ -168,7 +173,7 @@ func attackMain(args []string) int {
 		switch *kind {
 		case "reset":
 			rr = &rapidReset{addr: u.Host, authority: u.Host, path: userURL(u.RequestURI(), *probeUser+1), token: *token,
-				perLoop: *perLoop, src: *src, writeTimeout: *writeTimeout}
+				perLoop: *perLoop, interval: *loopInterval, src: *src, writeTimeout: *writeTimeout}
 			rr.run(actx)
 		case "flood":
 			fl = &h1Flood{url: *rawURL, clients: *clients, giveUp: *giveUp, src: *src}
@@ -272,8 +277,12 @@ func (as *attackSummary) report(server, auth bool) string {
 	add := func(format string, a ...any) { out += fmt.Sprintf(format, a...) + "\n" }
 	switch as.Kind {
 	case "reset":
-		add("attack: %d streams reset (%d loops) over %d connections in %.1fs (%.0f streams/s); server answered %d, reset %d",
-			as.Streams, as.Loops, as.Conns, as.DurationSecs, float64(as.Streams)/as.DurationSecs, as.Responses, as.ServerRST)
+		pace := "as fast as possible"
+		if as.LoopMs > 0 {
+			pace = fmt.Sprintf("one write every %gms", as.LoopMs)
+		}
+		add("attack: %d streams reset (%d writes, %s) over %d connections in %.1fs (%.0f streams/s); server answered %d, reset %d",
+			as.Streams, as.Loops, pace, as.Conns, as.DurationSecs, float64(as.Streams)/as.DurationSecs, as.Responses, as.ServerRST)
 	case "flood":
 		add("attack: %d requests (%d connections tried) in %.1fs (%.0f/s): %d answered, %d gave up",
 			as.Requests, as.Conns, as.DurationSecs, float64(as.Requests)/as.DurationSecs, as.Answered, as.GaveUp)

@@ -84,6 +84,14 @@ func TestRapidReset(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
 	defer cancel()
 	a.run(ctx)
+	// Paced: one loop per interval.
+	paced := &rapidReset{addr: addr, authority: addr, path: "/events", perLoop: 10, interval: 50 * time.Millisecond, writeTimeout: time.Second}
+	pctx, pcancel := context.WithTimeout(context.Background(), 320*time.Millisecond)
+	defer pcancel()
+	paced.run(pctx)
+	if l := paced.loops.Load(); l < 4 || l > 7 || paced.streams.Load() != 10*l {
+		t.Errorf("paced at 50ms for 320ms: %d loops, %d streams; want 6 or so, 10 each", l, paced.streams.Load())
+	}
 	if a.streams.Load() < 50 || a.conns.Load() < 1 || started.Load() < 1 || badToken.Load() != 0 {
 		t.Fatalf("streams %d conns %d; the server started %d handlers, %d with a bad token or path",
 			a.streams.Load(), a.conns.Load(), started.Load(), badToken.Load())

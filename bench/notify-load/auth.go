@@ -19,7 +19,9 @@ import (
 //
 // Any other token is refused (401) after unknownDelay, as a real auth API
 // that looks an unknown token up in its database: the attack workloads
-// flood it with such tokens. It counts its calls, the calls in flight (and
+// flood it with such tokens. Like a real one, it finishes that work even
+// when the caller has hung up, so its calls in flight are what a real API
+// would be working on. It counts its calls, the calls in flight (and
 // their peak) and the connections it accepted (and the peak open at once),
 // for GET /stats; GET /stats?reset=1 also restarts both peaks from the
 // current values, so that each workload measures its own.
@@ -96,15 +98,7 @@ func (a *authAPI) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	user, ok := tokenUser(r.Header.Get("Authorization"))
 	if !ok {
 		a.refused.Add(1)
-		if a.unknownDelay > 0 {
-			t := time.NewTimer(a.unknownDelay)
-			select {
-			case <-t.C:
-			case <-r.Context().Done(): // the caller gave up: so does a real API
-				t.Stop()
-				return
-			}
-		}
+		time.Sleep(a.unknownDelay) // not cut short by the caller leaving
 		w.Header().Set("Content-Type", "application/json")
 		w.WriteHeader(http.StatusUnauthorized)
 		_, _ = w.Write([]byte(`{"detail":"invalid token"}` + "\n"))

