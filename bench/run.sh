@@ -11,10 +11,15 @@
 #
 #   make bench-load                                   # all workloads, 20 s each
 #   BENCH_DURATION=5 BENCH_WORKLOADS="a b c" make bench
+#   BENCH_DURATION=5 BENCH_WORKLOADS="h i j k l" make bench   # the attack and memory workloads
 #
 # Environment:
 #   BENCH_DURATION   publishing seconds per workload (default 20)
-#   BENCH_WORKLOADS  workloads to run, of: a b c d e f g (default all; g needs BENCH_MODE=stream)
+#   BENCH_WORKLOADS  workloads to run, of: a b c d e f g h i j k l (default all; g needs BENCH_MODE=stream)
+#   BENCH_ATTACK_DURATION  seconds of attack in (h) and (i) (default 10, or BENCH_DURATION when shorter)
+#   BENCH_AUTH_DELAY the auth API refuses unknown tokens after this long (default 200ms)
+#   BENCH_AUTH_CONCURRENCY  when set, `auth_concurrency <n>` is added to every Caddyfile (the
+#                    subdirective is newer than the load tool: unset, the module's default applies)
 #   BENCH_TARGETS    servers, of: caddy nchan (default both; nchan only when installed)
 #   BENCH_OUT        directory for logs and results (default bench/out/<date>)
 #   BENCH_IDLE       seconds workload (d) holds its streams idle before publishing (default 5)
@@ -33,6 +38,19 @@
 #   g  reconnect storm (BENCH_MODE=stream only): 10,000 streams / 10,000 users / 1,000 events/s
 #      published for 3/4 of BENCH_DURATION (15 s by default); at a third of it every stream
 #      closes its connection and reconnects at once with Last-Event-ID
+# The attack and memory workloads (issue 8: `notify-load attack`, `notify-load memory`):
+#   h  h2c rapid reset: one connection writes HEADERS then RST_STREAM, 200 streams every 25 ms,
+#      each with a fresh random token (refused by the auth API after BENCH_AUTH_DELAY), while a
+#      legitimate user opens a stream every 250 ms from 127.0.0.2; then h-valid: the same with
+#      one valid token on every reset stream (caddy only)
+#   i  HTTP/1.1 flood: 3,000 connections at once, each request with a new unknown token, each
+#      client giving up after 300 ms and starting over; the same legitimate user
+#   j  a stream that never reads, then 300 messages of 1 MB to its user at 20/s (caddy only)
+#   k  one message of 20 MB to a reading stream with max_message_size 32MiB; then k-default:
+#      the same with the default max_message_size (1 MiB), dropped as too_large (caddy only)
+#   l  stream mode whatever BENCH_MODE: 300 entries of 1 MB written before Caddy starts
+#      (history_bytes 32MiB), then 8 clients resume from 1-0 at once while a live client of
+#      another user receives 20 events/s (caddy only)
 #
 # Caddy serves its metrics on /metrics; the load tool prints the change of the
 # module's counters (caddy_notify_*_total) over publishing.
@@ -43,7 +61,10 @@ export PATH="$PATH:/usr/local/go/bin"
 GO=${GO:-go}
 
 DUR=${BENCH_DURATION:-20}
-WORKLOADS=${BENCH_WORKLOADS:-"a b c d e f g"}
+WORKLOADS=${BENCH_WORKLOADS:-"a b c d e f g h i j k l"}
+ATTACK_DUR=${BENCH_ATTACK_DURATION:-$((DUR < 10 ? DUR : 10))}
+AUTH_DELAY=${BENCH_AUTH_DELAY:-200ms}
+AUTH_CONCURRENCY=${BENCH_AUTH_CONCURRENCY:-}
 TARGETS=${BENCH_TARGETS:-"caddy nchan"}
 IDLE=${BENCH_IDLE:-5}
 HEARTBEAT=${BENCH_HEARTBEAT:-15s}
@@ -108,14 +129,30 @@ redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save '' --appendonly no \
 	--maxclients 30000 --protected-mode yes >"$OUT/redis.log" 2>&1 &
 REDIS_PID=$!
 PIDS+=("$REDIS_PID")
-$LOAD auth -listen "127.0.0.1:$AUTH_PORT" -deadline 3h >"$OUT/auth.log" 2>&1 &
+$LOAD auth -listen "127.0.0.1:$AUTH_PORT" -unknown-delay "$AUTH_DELAY" -deadline 3h >"$OUT/auth.log" 2>&1 &
 AUTH_PID=$!
 PIDS+=("$AUTH_PID")
 wait_port "$REDIS_PORT"
 wait_port "$AUTH_PORT"
 
-# workload NAME: sets the load tool's flags for a workload.
+# runs_of W: the runs of a workload: itself, then its variants (the same
+# workload with one setting changed, logged as <target>-<variant>.log).
+runs_of() {
+	case $1 in
+	h) echo "h h-valid" ;;
+	k) echo "k k-default" ;;
+	*) echo "$1" ;;
+	esac
+}
+
+# workload RUN: sets, for a run (a workload or a variant), the load tool's
+# subcommand (WL_TOOL: run, attack or memory) and its flags (WL_ARGS), the
+# lines added to Caddy's notify block (WL_OPTS, one per line), another
+# source line (WL_SOURCE), a command run against the flushed Redis before
+# the server starts (WL_PRESTART), and why nchan does not run it (WL_NO_NCHAN).
 workload() {
+	WL_TOOL=run WL_OPTS="" WL_SOURCE="" WL_PRESTART=() WL_NO_NCHAN=""
+	local attack=(-duration "${ATTACK_DUR}s" -baseline 2s -drain 10s -probe-src 127.0.0.2 -probe-interval 250ms)
 	case $1 in
 	a) WL_ARGS=(-streams 1000 -users 1000 -rate 1000 -duration "${DUR}s") ;;
 	b) WL_ARGS=(-streams 10000 -users 10000 -rate 2000 -duration "${DUR}s") ;;
@@ -128,6 +165,30 @@ workload() {
 		local gms=$((DUR * 750))
 		WL_ARGS=(-streams 10000 -users "${BENCH_STORM_USERS:-10000}" -rate 1000 -duration "${gms}ms" -reconnect-at "$((gms / 3))ms"
 			-connect-concurrency 1000) ;;
+	h | h-valid)
+		WL_TOOL=attack
+		WL_ARGS=(-kind reset -per-loop 200 -loop-interval 25ms "${attack[@]}")
+		if [ "$1" = h-valid ]; then WL_ARGS+=(-token u1); fi
+		WL_NO_NCHAN="h2c: nginx serves HTTP/2 over TLS only, unless the whole listener is h2c" ;;
+	i)
+		WL_TOOL=attack
+		WL_ARGS=(-kind flood -clients 3000 -give-up 300ms "${attack[@]}") ;;
+	j)
+		WL_TOOL=memory
+		WL_ARGS=(-kind slow -count 300 -size 1000000 -rate 20 -rcvbuf 4096)
+		WL_NO_NCHAN="it measures caddy-notify's byte bounds (queue_bytes) by its slow_client metric" ;;
+	k | k-default)
+		WL_TOOL=memory
+		WL_ARGS=(-kind big -size 20000000 -wait 30s)
+		if [ "$1" = k ]; then WL_OPTS="max_message_size 32MiB"; else WL_ARGS+=(-expect-drop); fi
+		WL_NO_NCHAN="it measures caddy-notify's max_message_size (and the too_large drop of its metrics)" ;;
+	l)
+		WL_TOOL=memory
+		WL_SOURCE="stream notifications"
+		WL_OPTS="history_bytes 32MiB"
+		WL_ARGS=(-kind replay -count 300 -size 1000000 -resumers 8 -last-event-id 1-0 -live-rate 20 -wait 60s)
+		WL_PRESTART=("$LOAD" memory -kind fill -redis "127.0.0.1:$REDIS_PORT" -stream notifications -count 300 -size 1000000)
+		WL_NO_NCHAN="stream mode: nchan has no Redis Stream to resume from" ;;
 	*)
 		echo "bench: unknown workload $1" >&2
 		return 1
@@ -135,11 +196,17 @@ workload() {
 	esac
 }
 
-# run_caddy W: one workload against a fresh Caddy.
+# run_caddy W: one workload (or variant) against a fresh Caddy.
 run_caddy() {
-	local w=$1 port dir=$OUT/caddy-$1
+	local w=$1 port dir=$OUT/caddy-$1 opts
 	mkdir -p "$dir"
 	port=$($LOAD freeport)
+	# The workload's own lines, then auth_concurrency when asked for, as
+	# lines of the notify block.
+	opts=$({
+		printf '%s\n' "$WL_OPTS"
+		if [ -n "$AUTH_CONCURRENCY" ]; then echo "auth_concurrency $AUTH_CONCURRENCY"; fi
+	} | sed -e '/^$/d' -e 's/^/\t\t/')
 	cat >"$dir/Caddyfile" <<EOF
 {
 	admin off
@@ -153,25 +220,52 @@ run_caddy() {
 http://127.0.0.1:$port {
 	notify /events {
 		redis redis://127.0.0.1:$REDIS_PORT/0
-		$SOURCE_LINE
+		${WL_SOURCE:-$SOURCE_LINE}
 		auth_url http://127.0.0.1:$AUTH_PORT/auth
 		heartbeat $HEARTBEAT
+$opts
 	}
 	metrics /metrics
 }
 EOF
+	redis-cli -p "$REDIS_PORT" FLUSHALL >/dev/null
+	if [ ${#WL_PRESTART[@]} -gt 0 ]; then
+		echo "bench: ($w) before Caddy starts: notify-load ${WL_PRESTART[*]:1}"
+		if ! "${WL_PRESTART[@]}" >"$dir/prestart.log" 2>&1; then
+			cat "$dir/prestart.log" >&2
+			return 0
+		fi
+	fi
 	"$OUT/caddy" run --config "$dir/Caddyfile" --adapter caddyfile >"$dir/caddy.log" 2>&1 &
 	local pid=$!
 	PIDS+=("$pid")
-	wait_port "$port"
+	if ! wait_port "$port"; then # e.g. a subdirective this module does not know (BENCH_AUTH_CONCURRENCY)
+		echo "bench: ($w) Caddy did not start; skipped. The end of $dir/caddy.log:" >&2
+		tail -n 3 "$dir/caddy.log" >&2
+		stop_pid "$pid"
+		return 0
+	fi
 	sleep 1 # the Redis subscription
-	redis-cli -p "$REDIS_PORT" FLUSHALL >/dev/null
+	if [ ${#WL_PRESTART[@]} -eq 0 ]; then
+		redis-cli -p "$REDIS_PORT" FLUSHALL >/dev/null
+	fi
 	echo "bench: ($w) caddy-notify"
-	"$LOAD" run -label "caddy-$w" -url "http://127.0.0.1:$port/events" "${WL_ARGS[@]}" \
-		-mode "$MODE" -redis "127.0.0.1:$REDIS_PORT" -metrics-url "http://127.0.0.1:$port/metrics" \
-		-server-pids "$pid" -redis-pid "$REDIS_PID" \
-		-auth-stats "http://127.0.0.1:$AUTH_PORT/stats" -deadline 8m \
-		2>&1 | tee "$OUT/caddy-$w.log" | grep -v '^{' || true
+	local common=(-label "caddy-$w" -url "http://127.0.0.1:$port/events" -server-pids "$pid"
+		-metrics-url "http://127.0.0.1:$port/metrics")
+	local mode=$MODE
+	case $WL_SOURCE in stream*) mode=stream ;; channel*) mode=pubsub ;; esac
+	case $WL_TOOL in
+	run)
+		"$LOAD" run "${common[@]}" "${WL_ARGS[@]}" -mode "$mode" -redis "127.0.0.1:$REDIS_PORT" \
+			-redis-pid "$REDIS_PID" -auth-stats "http://127.0.0.1:$AUTH_PORT/stats" -deadline 8m
+		;;
+	attack)
+		"$LOAD" attack "${common[@]}" "${WL_ARGS[@]}" -auth-stats "http://127.0.0.1:$AUTH_PORT/stats" -deadline 3m
+		;;
+	memory)
+		"$LOAD" memory "${common[@]}" "${WL_ARGS[@]}" -mode "$mode" -redis "127.0.0.1:$REDIS_PORT" -deadline 3m
+		;;
+	esac 2>&1 | tee "$OUT/caddy-$w.log" | grep -v '^{' || true
 	stop_pid "$pid"
 }
 
@@ -198,33 +292,48 @@ run_nchan() {
 	workers=$(pgrep -P "$sub_pid" | paste -sd, -)
 	pubworkers=$(pgrep -P "$pub_pid" | paste -sd, -)
 	echo "bench: ($w) nchan"
-	"$LOAD" run -label "nchan-$w" -url "http://127.0.0.1:$port/sub/{user}" "${WL_ARGS[@]}" \
-		-mode nchan -pub-url "http://127.0.0.1:$pubport/pub/{user}" -redis "127.0.0.1:$REDIS_PORT" \
-		-server-pids "$workers" -redis-pid "$REDIS_PID" -aux-pids "$pubworkers" \
-		-auth-stats "http://127.0.0.1:$AUTH_PORT/stats" -deadline 8m \
-		2>&1 | tee "$OUT/nchan-$w.log" | grep -v '^{' || true
+	case $WL_TOOL in
+	run)
+		"$LOAD" run -label "nchan-$w" -url "http://127.0.0.1:$port/sub/{user}" "${WL_ARGS[@]}" \
+			-mode nchan -pub-url "http://127.0.0.1:$pubport/pub/{user}" -redis "127.0.0.1:$REDIS_PORT" \
+			-server-pids "$workers" -redis-pid "$REDIS_PID" -aux-pids "$pubworkers" \
+			-auth-stats "http://127.0.0.1:$AUTH_PORT/stats" -deadline 8m
+		;;
+	attack) # {user}: a random one for the attacker, the legitimate user's own for the probes
+		"$LOAD" attack -label "nchan-$w" -url "http://127.0.0.1:$port/sub/{user}" "${WL_ARGS[@]}" \
+			-server-pids "$workers" -auth-stats "http://127.0.0.1:$AUTH_PORT/stats" -deadline 3m
+		;;
+	esac 2>&1 | tee "$OUT/nchan-$w.log" | grep -v '^{' || true
 	stop_pid "$sub_pid"
 	stop_pid "$pub_pid"
 }
 
+RUNS=""
 for w in $WORKLOADS; do
 	if [ "$w" = g ] && [ "$MODE" != stream ]; then
 		echo "bench: (g) is the reconnect storm of stream mode; skipped (run it with BENCH_MODE=stream)"
 		continue
 	fi
-	workload "$w"
-	for t in $TARGETS; do
-		if [ "$t" = nchan ] && [ "$w" = f ]; then
-			continue # h2c: nginx speaks HTTP/2 over TLS only, unless the whole listener is h2c
-		fi
-		"run_$t" "$w"
-		sleep 2 # let the sockets of the last run go
+	for r in $(runs_of "$w"); do
+		workload "$r"
+		RUNS+=" $r"
+		for t in $TARGETS; do
+			if [ "$t" = nchan ] && [ "$w" = f ]; then
+				continue # h2c: nginx speaks HTTP/2 over TLS only, unless the whole listener is h2c
+			fi
+			if [ "$t" = nchan ] && [ -n "$WL_NO_NCHAN" ]; then
+				echo "bench: ($r) not run against nchan: $WL_NO_NCHAN"
+				continue
+			fi
+			"run_$t" "$r"
+			sleep 2 # let the sockets of the last run go
+		done
 	done
 done
 
 {
 	echo
-	echo "## Results ($(date -u +%Y-%m-%dT%H:%MZ), BENCH_DURATION=$DUR)"
+	echo "## Results ($(date -u +%Y-%m-%dT%H:%MZ), BENCH_DURATION=$DUR, attacks ${ATTACK_DUR} s, auth_concurrency ${AUTH_CONCURRENCY:-(module default)})"
 	echo
-	"$LOAD" table -dir "$OUT" -workloads "$WORKLOADS"
+	"$LOAD" table -dir "$OUT" -workloads "$RUNS"
 } | tee "$OUT/table.md"

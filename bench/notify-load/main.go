@@ -23,6 +23,8 @@ func usage() {
 	fmt.Fprint(os.Stderr, `usage:
   notify-load run [flags]     open streams, publish, report (run -h for flags)
   notify-load auth [flags]    serve the test auth API: token u<N> is user N
+  notify-load attack [flags]  h2c rapid reset or HTTP/1.1 token flood, with a legitimate user (attack -h)
+  notify-load memory [flags]  a stream that never reads, a huge message, a replay of 300 MB (memory -h)
   notify-load table -dir D    markdown table of the runs logged in D (caddy-<w>.log, nchan-<w>.log)
   notify-load freeport        print a free loopback port
   notify-load worker [flags]  (internal) one process of streams
@@ -39,6 +41,10 @@ func main() {
 		os.Exit(runMain(os.Args[2:]))
 	case "auth":
 		os.Exit(authMain(os.Args[2:]))
+	case "attack":
+		os.Exit(attackMain(os.Args[2:]))
+	case "memory":
+		os.Exit(memoryMain(os.Args[2:]))
 	case "worker":
 		os.Exit(workerMain(os.Args[2:]))
 	case "table":

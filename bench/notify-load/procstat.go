@@ -2,11 +2,14 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"fmt"
 	"os"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
+	"time"
 )
 
 // clockTicks is USER_HZ, the unit of utime and stime in /proc/<pid>/stat;
@@ -71,22 +74,7 @@ func procCPU(pid int) (float64, error) {
 }
 
 // procRSS returns VmRSS of pid in KiB.
-func procRSS(pid int) (int64, error) {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		return 0, err
-	}
-	for _, line := range strings.Split(string(b), "\n") {
-		if v, ok := strings.CutPrefix(line, "VmRSS:"); ok {
-			f := strings.Fields(v)
-			if len(f) == 0 {
-				break
-			}
-			return strconv.ParseInt(f[0], 10, 64)
-		}
-	}
-	return 0, fmt.Errorf("/proc/%d/status: no VmRSS", pid)
-}
+func procRSS(pid int) (int64, error) { return procStatusKiB(pid, "VmRSS") }
 
 // procPSS returns the Pss of pid in KiB, from /proc/<pid>/smaps_rollup.
 func procPSS(pid int) (int64, error) {
@@ -135,4 +123,113 @@ func raiseNofile() uint64 {
 		_ = syscall.Getrlimit(syscall.RLIMIT_NOFILE, &rl)
 	}
 	return rl.Cur
+}
+
+// procStatusKiB returns a "<field>: <n> kB" line of /proc/<pid>/status
+// (VmRSS, VmHWM) in KiB.
+func procStatusKiB(pid int, field string) (int64, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0, err
+	}
+	return statusField(b, field)
+}
+
+// statusField reads "<field>: <n> kB" from the text of /proc/<pid>/status.
+func statusField(b []byte, field string) (int64, error) {
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, field+":"); ok {
+			f := strings.Fields(v)
+			if len(f) == 0 {
+				break
+			}
+			return strconv.ParseInt(f[0], 10, 64)
+		}
+	}
+	return 0, fmt.Errorf("status: no %s", field)
+}
+
+// resetHWM restarts the kernel's peak-RSS record of pid (VmHWM) from its
+// current RSS (writing 5 to /proc/<pid>/clear_refs, Linux ≥ 4.0; the
+// process must be ours).
+func resetHWM(pid int) error {
+	return os.WriteFile(fmt.Sprintf("/proc/%d/clear_refs", pid), []byte("5"), 0)
+}
+
+// rssPeak follows the resident memory of a set of processes: it samples
+// their summed VmRSS at an interval and keeps the highest sum; for a single
+// process it also reads the kernel's own peak (VmHWM, restarted by start),
+// which catches a peak shorter than the interval.
+type rssPeak struct {
+	pids   []int
+	hwm    bool // VmHWM was reset at start: it is the peak since then
+	mu     sync.Mutex
+	maxKiB int64
+	maxAt  time.Time
+	start  time.Time
+	stop   context.CancelFunc
+	done   chan struct{}
+}
+
+// startRSSPeak starts sampling pids every interval until stopped.
+func startRSSPeak(pids []int, interval time.Duration) *rssPeak {
+	ctx, cancel := context.WithCancel(context.Background())
+	p := &rssPeak{pids: pids, stop: cancel, done: make(chan struct{}), start: time.Now()}
+	p.hwm = len(pids) == 1 && resetHWM(pids[0]) == nil
+	go func() {
+		defer close(p.done)
+		t := time.NewTicker(interval)
+		defer t.Stop()
+		for {
+			p.sample()
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+			}
+		}
+	}()
+	return p
+}
+
+func (p *rssPeak) sample() {
+	var sum int64
+	for _, pid := range p.pids {
+		v, err := procStatusKiB(pid, "VmRSS")
+		if err != nil {
+			return
+		}
+		sum += v
+	}
+	p.mu.Lock()
+	if sum > p.maxKiB {
+		p.maxKiB, p.maxAt = sum, time.Now()
+	}
+	p.mu.Unlock()
+}
+
+// peak returns the highest RSS seen so far in KiB, and how long after the
+// start it was sampled (zero when it comes from VmHWM only).
+func (p *rssPeak) peak() (int64, time.Duration) {
+	p.sample()
+	p.mu.Lock()
+	kib, at := p.maxKiB, time.Duration(0)
+	if !p.maxAt.IsZero() {
+		at = p.maxAt.Sub(p.start)
+	}
+	p.mu.Unlock()
+	if p.hwm {
+		if h, err := procStatusKiB(p.pids[0], "VmHWM"); err == nil && h > kib {
+			kib, at = h, 0
+		}
+	}
+	return kib, at
+}
+
+// close stops the sampling and returns the peak.
+func (p *rssPeak) close() int64 {
+	p.stop()
+	<-p.done
+	kib, _ := p.peak()
+	return kib
 }

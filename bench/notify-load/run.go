@@ -25,20 +25,21 @@ func authMain(args []string) int {
 	fs := flag.NewFlagSet("auth", flag.ExitOnError)
 	listen := fs.String("listen", "127.0.0.1:0", "address of the auth API")
 	deadline := fs.Duration("deadline", time.Hour, "exit after this long")
+	unknownDelay := fs.Duration("unknown-delay", 0, "answer tokens other than u<N> (401) after this long, as an API looking them up would")
 	_ = fs.Parse(args)
 	raiseNofile()
 	ctx, cancel := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer cancel()
 	ctx, cancel2 := context.WithTimeout(ctx, *deadline)
 	defer cancel2()
-	a, addr, err := startAuth(ctx, *listen)
+	a, addr, err := startAuth(ctx, *listen, *unknownDelay)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "auth:", err)
 		return 1
 	}
-	fmt.Printf("auth API on http://%s/ (GET /stats for the call count)\n", addr)
+	fmt.Printf("auth API on http://%s/ (GET /stats for the counts; unknown tokens refused after %s)\n", addr, *unknownDelay)
 	<-ctx.Done()
-	fmt.Printf("auth API: %d calls, %d refused\n", a.calls.Load(), a.refused.Load())
+	fmt.Printf("auth API: %d calls, %d refused, %d connections\n", a.calls.Load(), a.refused.Load(), a.conns.Load())
 	return 0
 }
 
@@ -144,7 +145,12 @@ type summary struct {
 	CatchP99ms         float64            `json:"catch_p99_ms"`
 	CatchMaxms         float64            `json:"catch_max_ms"`
 	MetricsDelta       map[string]float64 `json:"metrics_delta,omitempty"` // caddy_notify_*_total, publishing start → end of drain
-	OK                 bool               `json:"ok"`
+
+	// The attack and memory workloads (notify-load attack, notify-load memory).
+	Attack *attackSummary `json:"attack,omitempty"`
+	Memory *memorySummary `json:"memory,omitempty"`
+
+	OK bool `json:"ok"`
 }
 
 func runMain(args []string) int {
@@ -213,7 +219,7 @@ func runMain(args []string) int {
 
 	var authLocal *authAPI
 	if cfg.authListen != "" {
-		a, addr, err := startAuth(ctx, cfg.authListen)
+		a, addr, err := startAuth(ctx, cfg.authListen, 0)
 		if err != nil {
 			fmt.Fprintln(os.Stderr, "run: auth API:", err)
 			return 1

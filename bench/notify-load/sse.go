@@ -42,6 +42,13 @@ func appendMessage(dst []byte, user int, seq uint64, ts int64, pad int) []byte {
 	return append(dst, '}')
 }
 
+// bigMessage is a load-tool message for user with seq, stamped ts, padded
+// to size bytes in all (or as short as it can be).
+func bigMessage(user int, seq uint64, ts int64, size int) []byte {
+	n := len(appendMessage(nil, user, seq, ts, 0)) + len(`,"pad":""`)
+	return appendMessage(make([]byte, 0, max(size, n)), user, seq, ts, max(size-n, 0))
+}
+
 // parseMessage reads the recipient, seq and ts of a message without
 // allocating. ok is false when data does not have the load tool's layout.
 func parseMessage(data []byte) (recipient []byte, seq uint64, ts int64, ok bool) {

@@ -54,7 +54,7 @@ func lastJSONLine(path string) (*summary, error) {
 func tableMain(args []string) int {
 	fs := flag.NewFlagSet("table", flag.ExitOnError)
 	dir := fs.String("dir", ".", "directory of the run logs")
-	wls := fs.String("workloads", "a b c d e f g", "workloads, in order")
+	wls := fs.String("workloads", "a b c d e f g h h-valid i j k k-default l", "workloads (runs), in order")
 	_ = fs.Parse(args)
 	writeTable(os.Stdout, *dir, strings.Fields(*wls))
 	return 0
@@ -78,6 +78,10 @@ func writeTable(w io.Writer, dir string, wls []string) {
 		ref := c
 		if ref == nil {
 			ref = n
+		}
+		if ref.Attack != nil || ref.Memory != nil {
+			writeExtraRows(w, wl, c, n)
+			continue
 		}
 		name := fmt.Sprintf("(%s) %d %s streams / %d users", wl, ref.StreamsRequested, ref.Proto, ref.Users)
 		if ref.Rate > 0 {
@@ -151,4 +155,167 @@ func writeTable(w io.Writer, dir string, wls []string) {
 			fmt.Fprintf(w, "| %s | %s | %s | %s | %s |\n", label, m.label, cs, ns, ratio)
 		}
 	}
+}
+
+// row is one metric of the attack or memory table: its cell for a run
+// (ok false: nothing to compare) .
+type row struct {
+	label string
+	get   func(*summary) (v float64, cell string, ok bool)
+}
+
+// writeExtraRows prints the rows of an attack or memory run (its name: the
+// workload and the variant, e.g. h-valid).
+func writeExtraRows(w io.Writer, wl string, c, n *summary) {
+	ref := c
+	if ref == nil {
+		ref = n
+	}
+	var rows []row
+	var name string
+	num := func(label, format string, f func(*summary) float64) row {
+		return row{label, func(s *summary) (float64, string, bool) { v := f(s); return v, fmt.Sprintf(format, v), true }}
+	}
+	text := func(label string, f func(*summary) string) row {
+		return row{label, func(s *summary) (float64, string, bool) { return 0, f(s), false }}
+	}
+	mib := func(k int64) float64 { return float64(k) / 1024 }
+	if a := ref.Attack; a != nil {
+		switch a.Kind {
+		case "reset":
+			name = fmt.Sprintf("(%s) h2c rapid reset, %s tokens, %.0f s", wl, strings.SplitN(a.Token, ":", 2)[0], a.DurationSecs)
+			rows = append(rows,
+				num("streams reset", "%.0f", func(s *summary) float64 { return float64(s.Attack.Streams) }),
+				text("attacker connections / GOAWAYs", func(s *summary) string {
+					return fmt.Sprintf("%d / %d", s.Attack.Conns, sumCounts(s.Attack.GoAways))
+				}))
+		default:
+			name = fmt.Sprintf("(%s) HTTP/1.1 flood of distinct tokens, %.0f s", wl, a.DurationSecs)
+			rows = append(rows,
+				num("requests sent", "%.0f", func(s *summary) float64 { return float64(s.Attack.Requests) }),
+				text("answered / gave up", func(s *summary) string {
+					return fmt.Sprintf("%d / %d", s.Attack.Answered, s.Attack.GaveUp)
+				}))
+		}
+		rows = append(rows,
+			num("auth API calls (attack + aftermath)", "%.0f", func(s *summary) float64 {
+				return float64(s.Attack.AuthCalls + s.Attack.AuthCallsAfter)
+			}),
+			num("auth API calls after the attack", "%.0f", func(s *summary) float64 { return float64(s.Attack.AuthCallsAfter) }),
+			num("auth API peak in flight", "%.0f", func(s *summary) float64 { return float64(s.Attack.AuthPeakInflight) }),
+			num("auth API connections accepted", "%.0f", func(s *summary) float64 { return float64(s.Attack.AuthConns) }),
+			num("auth API busy after the attack (s)", "%.1f", func(s *summary) float64 { return s.Attack.AftermathSecs }),
+			text("legit time to stream p50 / max (ms), baseline", func(s *summary) string {
+				return fmt.Sprintf("%.1f / %.1f", s.Attack.Baseline.P50ms, s.Attack.Baseline.Maxms)
+			}),
+			num("**legit time to stream p50 (ms), attack**", "%.1f", func(s *summary) float64 { return s.Attack.Probe.P50ms }),
+			num("legit time to stream max (ms), attack", "%.1f", func(s *summary) float64 { return s.Attack.Probe.Maxms }),
+			text("**legit failures / probes, attack**", func(s *summary) string {
+				return fmt.Sprintf("%d / %d", s.Attack.Probe.Failed, s.Attack.Probe.Probes)
+			}),
+			text("legit p50 / max (ms), failures, aftermath", func(s *summary) string {
+				p := s.Attack.Aftermath
+				return fmt.Sprintf("%.1f / %.1f, %d / %d", p.P50ms, p.Maxms, p.Failed, p.Probes)
+			}),
+			num("server CPU s, attack", "%.2f", func(s *summary) float64 { return s.Attack.CPUAttackSecs }),
+			num("server CPU s, aftermath", "%.2f", func(s *summary) float64 { return s.Attack.CPUAftermathSecs }),
+			text("server RSS before / **peak** / after (MiB)", func(s *summary) string {
+				return fmt.Sprintf("%.0f / %.0f / %.0f", mib(s.Attack.RSSBeforeKiB), mib(s.Attack.RSSPeakKiB), mib(s.Attack.RSSAfterKiB))
+			}),
+		)
+	}
+	if m := ref.Memory; m != nil {
+		rssRow := text("server RSS before / **peak** / after (MiB)", func(s *summary) string {
+			return fmt.Sprintf("%.1f / %.1f / %.1f", mib(s.Memory.RSSBeforeKiB), mib(s.Memory.RSSPeakKiB), mib(s.Memory.RSSAfterKiB))
+		})
+		growth := num("peak − before (MiB)", "%.1f", func(s *summary) float64 { return mib(s.Memory.RSSPeakKiB - s.Memory.RSSBeforeKiB) })
+		switch m.Kind {
+		case "slow":
+			name = fmt.Sprintf("(%s) a stream that never reads, %d × %.0f MB at %.0f/s", wl, m.Messages, float64(m.MessageBytes)/1e6, m.Rate)
+			rows = append(rows, rssRow, growth,
+				text("closed (slow_client) after", func(s *summary) string {
+					if s.Memory.ClosedAfterSec < 0 {
+						return fmt.Sprintf("never seen (closed: %v)", s.Memory.Closed)
+					}
+					return fmt.Sprintf("%.1f s, %d messages", s.Memory.ClosedAfterSec, s.Memory.ClosedAfterMsg)
+				}))
+		case "big":
+			name = fmt.Sprintf("(%s) one %.0f MB message", wl, float64(m.MessageBytes)/1e6)
+			if m.ExpectDrop {
+				name += ", over max_message_size"
+			}
+			rows = append(rows, rssRow, growth,
+				num("peak − before / message size", "%.2f", func(s *summary) float64 {
+					return float64(s.Memory.RSSPeakKiB-s.Memory.RSSBeforeKiB) * 1024 / float64(s.Memory.MessageBytes)
+				}),
+				text("delivered", func(s *summary) string {
+					if s.Memory.Delivered {
+						return fmt.Sprintf("yes, %.0f ms", s.Memory.DeliveryMs)
+					}
+					return "no"
+				}))
+		case "replay":
+			name = fmt.Sprintf("(%s) stream mode, %d × %.0f MB entries, %d clients resume", wl, m.Messages, float64(m.MessageBytes)/1e6, m.Resumers)
+			rows = append(rows,
+				text("server RSS at start / peak at start (MiB)", func(s *summary) string {
+					return fmt.Sprintf("%.1f / %.1f", mib(s.Memory.StartRSSKiB), mib(s.Memory.StartPeakKiB))
+				}),
+				rssRow, growth,
+				text("resumers: statuses / resets", func(s *summary) string {
+					return fmt.Sprintf("%s / %s", countsText(s.Memory.Statuses), countsText(s.Memory.ResetReasons))
+				}),
+				text("resumers complete / time (s)", func(s *summary) string {
+					return fmt.Sprintf("%d / %.2f", s.Memory.Complete, s.Memory.CompleteSecs)
+				}),
+				text("live client: received / expected, latency max (ms)", func(s *summary) string {
+					return fmt.Sprintf("%d / %d, %.1f", s.Memory.LiveReceived, s.Memory.LiveExpected, s.Memory.LiveMaxms)
+				}))
+		}
+	}
+	for i, r := range rows {
+		cell := func(s *summary) (float64, string, bool) {
+			if s == nil {
+				return 0, "–", false
+			}
+			return r.get(s)
+		}
+		cv, cs, cok := cell(c)
+		nv, ns, nok := cell(n)
+		ratio := "–"
+		if cok && nok && nv != 0 {
+			ratio = fmt.Sprintf("%.2f", cv/nv)
+		}
+		label := ""
+		if i == 0 {
+			label = name
+		}
+		fmt.Fprintf(w, "| %s | %s | %s | %s | %s |\n", label, r.label, cs, ns, ratio)
+	}
+	okRow := func(s *summary) string {
+		if s == nil {
+			return "–"
+		}
+		return map[bool]string{true: "OK", false: "PROBLEMS"}[s.OK]
+	}
+	fmt.Fprintf(w, "|  | result | %s | %s | – |\n", okRow(c), okRow(n))
+}
+
+func sumCounts(m map[string]int) int {
+	n := 0
+	for _, v := range m {
+		n += v
+	}
+	return n
+}
+
+// countsText is "200 ×8" for {"200": 8}, in decreasing counts.
+func countsText(m map[string]int) string {
+	if len(m) == 0 {
+		return "none"
+	}
+	var parts []string
+	for _, k := range sortedKeys(m) {
+		parts = append(parts, fmt.Sprintf("%s ×%d", k, m[k]))
+	}
+	return strings.Join(parts, ", ")
 }

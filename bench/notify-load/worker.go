@@ -280,18 +280,23 @@ func (w *worker) dialer(connIndex int) *net.Dialer {
 		d.LocalAddr = &net.TCPAddr{IP: ip}
 		// Choose the port at connect time, per destination, instead of
 		// reserving one per source address at bind time.
-		d.Control = func(_, _ string, c syscall.RawConn) error {
-			var serr error
-			err := c.Control(func(fd uintptr) {
-				serr = syscall.SetsockoptInt(int(fd), syscall.IPPROTO_IP, 24 /* IP_BIND_ADDRESS_NO_PORT */, 1)
-			})
-			if err != nil {
-				return err
-			}
-			return serr
-		}
+		d.Control = bindNoPort
 	}
 	return d
+}
+
+// bindNoPort is a net.Dialer Control for a dialer with a LocalAddr: the
+// kernel picks the port at connect time, per destination, instead of
+// reserving one per source address at bind time (IP_BIND_ADDRESS_NO_PORT).
+func bindNoPort(_, _ string, c syscall.RawConn) error {
+	var serr error
+	err := c.Control(func(fd uintptr) {
+		serr = syscall.SetsockoptInt(int(fd), syscall.IPPROTO_IP, 24 /* IP_BIND_ADDRESS_NO_PORT */, 1)
+	})
+	if err != nil {
+		return err
+	}
+	return serr
 }
 
 func (w *worker) markDial() {
