@@ -115,6 +115,10 @@ type authClient struct {
 
 	mu      sync.Mutex
 	flights map[[sha256.Size]byte]*flight // checks not yet answered, by credentials
+
+	failMu      sync.Mutex
+	failLogged  time.Time // when a failed call was last logged
+	failSkipped int       // failed calls not logged since
 }
 
 // flight is one auth API check shared by every request with the same
@@ -339,11 +343,31 @@ func (a *authClient) check(ctx context.Context, token, cookie string) (string, *
 	id, result, aerr := a.call(ctx, token, cookie)
 	metrics.authDuration.WithLabelValues(result).Observe(time.Since(start).Seconds())
 	if aerr != nil && aerr.status >= 500 {
-		// The token, cookie and response body never reach the log.
-		a.logger.Error("auth api call failed",
-			zap.String("auth_url", a.url), zap.Int("status", aerr.status), zap.Error(aerr.err))
+		a.logFailure(aerr)
 	}
 	return id, aerr
+}
+
+// failureLogEvery limits how often failed auth API calls are logged: a
+// flood of them (an attack, an outage) must not become a flood of lines.
+const failureLogEvery = 5 * time.Second
+
+// logFailure logs a failed call, or counts it when one was logged less
+// than failureLogEvery ago; the next line says how many were not logged.
+// The token, cookie and response body never reach the log.
+func (a *authClient) logFailure(aerr *authError) {
+	a.failMu.Lock()
+	now := time.Now()
+	if now.Sub(a.failLogged) < failureLogEvery {
+		a.failSkipped++
+		a.failMu.Unlock()
+		return
+	}
+	skipped := a.failSkipped
+	a.failLogged, a.failSkipped = now, 0
+	a.failMu.Unlock()
+	a.logger.Error("auth api call failed", zap.String("auth_url", a.url), zap.Int("status", aerr.status),
+		zap.Error(aerr.err), zap.Int("failures_not_logged", skipped))
 }
 
 func (a *authClient) call(ctx context.Context, token, cookie string) (id, result string, _ *authError) {

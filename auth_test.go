@@ -1,11 +1,18 @@
 package notify
 
 import (
+	"context"
+	"errors"
 	"fmt"
 	"net/http"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+	"go.uber.org/zap/zaptest/observer"
 )
 
 func TestAuthErrors(t *testing.T) {
@@ -291,4 +298,51 @@ func TestAuthCache(t *testing.T) {
 			t.Fatalf("%s: %d auth API calls, want %d", st.name, got, st.calls)
 		}
 	}
+}
+
+// A flood of failed auth API calls is one log line per failureLogEvery,
+// and the next line says how many were not logged.
+func TestAuthFailuresLoggedOncePerInterval(t *testing.T) {
+	core, logs := observer.New(zapcore.ErrorLevel)
+	a := newAuthClient("http://127.0.0.1:1/", "user_id", time.Second, 0, 1, zap.New(core))
+	t.Cleanup(a.close)
+	fail := &authError{status: http.StatusBadGateway, msg: "Authentication service unavailable.", err: errors.New("refused")}
+	for range 100 {
+		a.logFailure(fail)
+	}
+	if n := logs.Len(); n != 1 {
+		t.Fatalf("%d lines for 100 failures within %s, want 1", n, failureLogEvery)
+	}
+	a.failMu.Lock()
+	a.failLogged = a.failLogged.Add(-failureLogEvery)
+	a.failMu.Unlock()
+	a.logFailure(fail)
+	entries := logs.All()
+	if len(entries) != 2 || entries[1].ContextMap()["failures_not_logged"] != int64(99) {
+		t.Fatalf("second line %+v, want failures_not_logged 99", entries[len(entries)-1].ContextMap())
+	}
+}
+
+// A request whose client leaves while its auth check waits is counted as
+// canceled, so that a flood of abandoned requests shows in the metrics.
+func TestCanceledRequestsAreCounted(t *testing.T) {
+	rs := startRedis(t)
+	auth := startAuthAPI(t, users("alice"))
+	auth.setDelay(time.Second)
+	base := serve(t, rs, auth, `
+	notify {
+		redis {redis}
+		auth_url {auth}
+	}`)
+	canceled := metrics.streamsOpened.WithLabelValues(outcomeCanceled)
+	before := testutil.ToFloat64(canceled)
+	ctx, cancel := context.WithTimeout(t.Context(), 200*time.Millisecond)
+	defer cancel()
+	req := request(t, base+"/", "alice-token").WithContext(ctx)
+	if _, err := streamClient.Do(req); err == nil {
+		t.Fatal("the request was answered before the auth API")
+	}
+	waitFor(t, 2*time.Second, "the canceled request counted", func() bool {
+		return testutil.ToFloat64(canceled)-before == 1
+	})
 }

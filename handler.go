@@ -69,6 +69,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.
 	// not turn into load on the auth API.
 	if !h.hub.waitUp(r.Context(), redisWait) {
 		if r.Context().Err() != nil {
+			metrics.streamsOpened.WithLabelValues(outcomeCanceled).Inc()
 			return nil
 		}
 		hdr.Set("Retry-After", strconv.Itoa(int(backoffMax/time.Second)))
@@ -78,7 +79,10 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.
 	user, aerr := h.auth.userID(r.Context(), clientKey(r), token, r.Header.Get("Cookie"))
 	if aerr != nil {
 		if r.Context().Err() != nil {
-			return nil // the client left while we waited
+			// The client left while we waited: counted, so that a flood
+			// of abandoned requests shows in the metrics.
+			metrics.streamsOpened.WithLabelValues(outcomeCanceled).Inc()
+			return nil
 		}
 		if aerr.status == http.StatusUnauthorized {
 			hdr.Set("WWW-Authenticate", `Bearer error="invalid_token"`)
@@ -163,6 +167,7 @@ func (h *Handler) serveStream(w http.ResponseWriter, r *http.Request, user, toke
 	if err != nil {
 		release()
 		if r.Context().Err() != nil {
+			metrics.streamsOpened.WithLabelValues(outcomeCanceled).Inc()
 			return
 		}
 		h.logger.Warn("resuming stream failed", zap.Error(err))

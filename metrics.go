@@ -6,6 +6,10 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 )
 
+// outcomeCanceled is the stream_requests_total outcome of a request whose
+// client left before its stream opened.
+const outcomeCanceled = "canceled"
+
 // metrics are created once per process and registered with the registry of
 // every loaded config: streams that outlive a reload keep updating the same
 // collectors. No label ever takes a user id, token or channel.
@@ -39,7 +43,7 @@ func newMetrics() *notifyMetrics {
 		}),
 		streamsOpened: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: ns, Subsystem: sub, Name: "stream_requests_total",
-			Help: "Stream requests by outcome: ok or the HTTP status of the refusal.",
+			Help: "Stream requests by outcome: ok, the HTTP status of the refusal, or canceled (the client left before its stream opened).",
 		}, []string{"outcome"}),
 		messagesReceived: prometheus.NewCounter(prometheus.CounterOpts{
 			Namespace: ns, Subsystem: sub, Name: "messages_received_total",
