@@ -45,7 +45,7 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzAppendEvent$$' -fuzztime $(FUZZTIME) .
 	$(GO) test -run '^$$' -fuzz '^FuzzParseEntryID$$' -fuzztime $(FUZZTIME) .
 
-## bench: the standard load workloads (a-f) against a fresh Caddy and, when installed, nginx+nchan,
+## bench: the load workloads (a-l; see BENCHMARKS.md) against a fresh Caddy and, when installed, nginx+nchan,
 ## side by side (BENCH_DURATION=5 BENCH_WORKLOADS="a b c" make bench for a quick run; see bench/run.sh)
 bench:
 	bash bench/run.sh
