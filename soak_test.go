@@ -139,7 +139,7 @@ func newSoakCaddy(t *testing.T, redisURL, authURL string) *soakCaddy {
 	t.Helper()
 	dir := t.TempDir()
 	c := &soakCaddy{
-		t: t, bin: buildSoakCaddy(t, dir), dir: dir, file: filepath.Join(dir, "Caddyfile"),
+		t: t, bin: buildSoakCaddy(t), dir: dir, file: filepath.Join(dir, "Caddyfile"),
 		port: freePort(t), admin: freePort(t), http: &http.Client{Timeout: 30 * time.Second},
 	}
 	cfg := fmt.Sprintf(`{
@@ -180,11 +180,12 @@ http://127.0.0.1:%d {
 	return c
 }
 
-// buildSoakCaddy builds ./cmd/caddy into dir, without the race detector
-// unless SOAK_RACE is set: the build cache makes it quick after the first.
-func buildSoakCaddy(t *testing.T, dir string) string {
+// buildSoakCaddy builds ./cmd/caddy, without the race detector unless
+// SOAK_RACE is set: the build cache makes it quick after the first. Not in
+// Caddy's own directory, where $XDG_DATA_HOME/caddy must be a directory.
+func buildSoakCaddy(t *testing.T) string {
 	t.Helper()
-	bin := filepath.Join(dir, "caddy")
+	bin := filepath.Join(t.TempDir(), "caddy")
 	args := []string{"build", "-o", bin}
 	if os.Getenv("SOAK_RACE") != "" {
 		args = append(args, "-race")
@@ -313,6 +314,7 @@ type soakEntry struct {
 	users     []string // named recipients, without duplicates
 	broadcast bool
 	kind      string    // single, multi, broadcast, junk
+	round     int       // the driver's round when it was added
 	sentAt    time.Time // before XADD was sent
 	removedAt time.Time // before the XDEL or XTRIM that removed it was sent; zero while retained
 	removedBy string
@@ -373,6 +375,7 @@ type soakDriver struct {
 
 	round      int
 	away       []int // round at which each client comes back; -1 while present
+	leftAt     []int // round at which each client last left
 	heavyBag   []string
 	nextLight  int
 	nextHeavy  int
@@ -401,6 +404,7 @@ func newSoakDriver(t *testing.T, seed uint64, rs *redisServer, cd *soakCaddy, us
 			cmds: make(chan soakCmd, 64),
 		})
 		d.away = append(d.away, -1)
+		d.leftAt = append(d.leftAt, -1)
 	}
 	return d
 }
@@ -478,7 +482,7 @@ func (d *soakDriver) leave() {
 		rounds = 60 + d.rng.IntN(150)
 	}
 	i := present[pick]
-	d.away[i] = d.round + rounds
+	d.away[i], d.leftAt[i] = d.round+rounds, d.round
 	d.clients[i].cmds <- soakCmd{leave: true}
 }
 
@@ -557,7 +561,7 @@ func (d *soakDriver) randomMessage() *soakEntry {
 
 func (d *soakDriver) publish(e *soakEntry) {
 	d.t.Helper()
-	e.sentAt = time.Now()
+	e.round, e.sentAt = d.round, time.Now()
 	id, err := d.pub.XAdd(context.Background(), &redis.XAddArgs{Stream: soakStream, Values: []any{e.field, e.data}}).Result()
 	if err != nil {
 		d.t.Fatalf("XADD: %v", err)
@@ -592,13 +596,14 @@ func (d *soakDriver) retained() (live []*soakEntry, read int) {
 }
 
 // lightFault trims or deletes entries the readers have read: XTRIM MAXLEN or
-// MINID, exact or approximate, keeping about 60 to 300 entries (sometimes
-// nothing read at all), or XDEL of one to three entries.
+// MINID, exact or approximate, keeping about 100 to 400 entries (sometimes
+// nothing read at all), or XDEL of one to three entries, mostly ones an
+// away client missed or recent ones.
 func (d *soakDriver) lightFault() {
 	d.t.Helper()
 	kinds := []string{"xdel", "xdel", "xtrim_maxlen_approx", "xtrim_maxlen", "xtrim_minid_approx", "xtrim_minid"}
 	kind := kinds[d.rng.IntN(len(kinds))]
-	keep, harsh := 60+d.rng.IntN(240), d.rng.IntN(10) == 0
+	keep, harsh := 100+d.rng.IntN(300), d.rng.IntN(10) == 0
 	r1, r2, r3, r4 := d.rng.IntN(1<<30), d.rng.IntN(1<<30), d.rng.IntN(1<<30), d.rng.IntN(3)
 	live, read := d.retained()
 	if read == 0 {
@@ -610,7 +615,28 @@ func (d *soakDriver) lightFault() {
 	var detail string
 	switch kind {
 	case "xdel":
-		picks := []int{r1 % read, r2 % read, r3 % read}[:1+r4]
+		// Half of the time, entries an away client missed: a hole it
+		// must be told about when it comes back. Otherwise mostly recent
+		// entries: those a restarted Caddy loads into its window.
+		var missed []int
+		for j, e := range live[:read] {
+			for c, at := range d.away {
+				if at >= 0 && e.round > d.leftAt[c] && e.addressedTo(d.clients[c].user) {
+					missed = append(missed, j)
+					break
+				}
+			}
+		}
+		pick := func(r int) int {
+			switch {
+			case r%10 < 5 && len(missed) > 0:
+				return missed[(r/10)%len(missed)]
+			case r%10 < 8:
+				return read - 1 - (r/10)%min(read, 2*soakHistory)
+			}
+			return r % read
+		}
+		picks := []int{pick(r1), pick(r2), pick(r3)}[:1+r4]
 		if harsh {
 			picks = append(picks, read-1) // the newest read entry
 		}
@@ -709,8 +735,8 @@ func (d *soakDriver) heavyFault() {
 		// Down for some rounds: nothing is published (clients get 503
 		// meanwhile), then the same port and AOF.
 		d.rs.stop()
-		d.redisUpAt = d.round + 1 + down/2
-		d.fault(kind, fmt.Sprintf("down for %d rounds", 1+down/2))
+		d.redisUpAt = d.round + 1 + 2*down
+		d.fault(kind, fmt.Sprintf("down for %d rounds", 1+2*down))
 	case "caddy_kill":
 		// Down for some rounds while publishing goes on: the restarted
 		// Caddy loads its window from the stream.
