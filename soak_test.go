@@ -1,6 +1,7 @@
 package notify
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -8,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -429,9 +431,7 @@ func (d *soakDriver) drive(duration time.Duration) {
 			}
 		}
 		if d.caddyUpAt == r {
-			d.caddyUpAt = -1
-			d.caddy.start()
-			d.fault("caddy_start", "")
+			d.startCaddy()
 		}
 		if d.redisUpAt == r {
 			d.redisUp()
@@ -618,15 +618,7 @@ func (d *soakDriver) lightFault() {
 		// Half of the time, entries an away client missed: a hole it
 		// must be told about when it comes back. Otherwise mostly recent
 		// entries: those a restarted Caddy loads into its window.
-		var missed []int
-		for j, e := range live[:read] {
-			for c, at := range d.away {
-				if at >= 0 && e.round > d.leftAt[c] && e.addressedTo(d.clients[c].user) {
-					missed = append(missed, j)
-					break
-				}
-			}
-		}
+		missed := d.missed(live[:read])
 		pick := func(r int) int {
 			switch {
 			case r%10 < 5 && len(missed) > 0:
@@ -709,6 +701,98 @@ func (d *soakDriver) lightFault() {
 	}
 }
 
+// missed returns the indexes of the entries an away client missed.
+func (d *soakDriver) missed(entries []*soakEntry) []int {
+	var out []int
+	for j, e := range entries {
+		for c, at := range d.away {
+			if at >= 0 && e.round > d.leftAt[c] && e.addressedTo(d.clients[c].user) {
+				out = append(out, j)
+				break
+			}
+		}
+	}
+	return out
+}
+
+// startCaddy starts Caddy again after a kill. Half of the time it also
+// deletes an entry an away client missed while the new process loads its
+// window: a MONITOR connection shows the load's XINFO STREAM, and the XDEL
+// goes out at once, racing the XREVRANGE that follows it.
+func (d *soakDriver) startCaddy() {
+	d.t.Helper()
+	d.caddyUpAt = -1
+	racing := d.rng.IntN(2) == 0
+	var target *soakEntry
+	if live, read := d.retained(); racing && read > 0 {
+		// The newest such entry, likely in the window being loaded.
+		if m := d.missed(live[:read]); len(m) > 0 {
+			target = live[m[len(m)-1]]
+		}
+	}
+	if target == nil {
+		d.caddy.start()
+		d.fault("caddy_start", "")
+		return
+	}
+	mon, err := monitorRedis(d.rs.Addr())
+	if err != nil {
+		d.t.Fatalf("MONITOR: %v", err)
+	}
+	defer mon.Close()
+	d.caddy.start()
+	d.fault("caddy_start", "")
+	if err := mon.waitFor(`"xinfo"`, 30*time.Second); err != nil {
+		d.t.Logf("no XINFO from the new Caddy: %v", err)
+		return
+	}
+	before := time.Now()
+	if n, err := d.pub.XDel(context.Background(), soakStream, target.id.String()).Result(); err != nil || n != 1 {
+		d.t.Fatalf("XDEL %s: %d, %v", target.id, n, err)
+	}
+	target.removedAt, target.removedBy = before, "xdel"
+	d.fault("xdel_during_load", target.id.String())
+}
+
+// redisMonitor is a raw MONITOR connection: go-redis's MonitorCmd polls in
+// a busy loop.
+type redisMonitor struct {
+	net.Conn
+	br *bufio.Reader
+}
+
+func monitorRedis(addr string) (*redisMonitor, error) {
+	conn, err := net.DialTimeout("tcp", addr, 5*time.Second)
+	if err != nil {
+		return nil, err
+	}
+	m := &redisMonitor{Conn: conn, br: bufio.NewReader(conn)}
+	_ = conn.SetDeadline(time.Now().Add(5 * time.Second))
+	if _, err := io.WriteString(conn, "MONITOR\r\n"); err != nil {
+		conn.Close()
+		return nil, err
+	}
+	if line, err := m.br.ReadString('\n'); err != nil || !strings.HasPrefix(line, "+OK") {
+		conn.Close()
+		return nil, fmt.Errorf("MONITOR answered %q, %v", line, err)
+	}
+	return m, nil
+}
+
+// waitFor reads commands until one contains s.
+func (m *redisMonitor) waitFor(s string, timeout time.Duration) error {
+	_ = m.SetReadDeadline(time.Now().Add(timeout))
+	for {
+		line, err := m.br.ReadString('\n')
+		if err != nil {
+			return err
+		}
+		if strings.Contains(strings.ToLower(line), s) {
+			return nil
+		}
+	}
+}
+
 func mustParseID(t *testing.T, s string) entryID {
 	id, ok := parseEntryID(s)
 	if !ok {
@@ -727,16 +811,21 @@ func (d *soakDriver) heavyFault() {
 	}
 	kind := d.heavyBag[0]
 	d.heavyBag = d.heavyBag[1:]
-	down := d.rng.IntN(16)
+	down, long := d.rng.IntN(16), d.rng.IntN(10) < 3
 	switch kind {
 	case "client_kill":
 		d.fault(kind, fmt.Sprintf("%d connections", d.killCaddyConns()))
 	case "redis_restart":
-		// Down for some rounds: nothing is published (clients get 503
-		// meanwhile), then the same port and AOF.
+		// Down for some rounds, with nothing published, then the same
+		// port and AOF. go-redis's own retries hide an outage of up to
+		// about 2 s from Caddy; a longer one gets clients 503.
 		d.rs.stop()
-		d.redisUpAt = d.round + 1 + 2*down
-		d.fault(kind, fmt.Sprintf("down for %d rounds", 1+2*down))
+		rounds := 1 + 2*down
+		if long {
+			rounds = 40 + 3*down
+		}
+		d.redisUpAt = d.round + rounds
+		d.fault(kind, fmt.Sprintf("down for %d rounds", rounds))
 	case "caddy_kill":
 		// Down for some rounds while publishing goes on: the restarted
 		// Caddy loads its window from the stream.
@@ -799,9 +888,7 @@ func (d *soakDriver) finish() {
 		d.redisUp()
 	}
 	if d.caddyUpAt >= 0 {
-		d.caddyUpAt = -1
-		d.caddy.start()
-		d.fault("caddy_start", "")
+		d.startCaddy()
 	}
 	if err := d.caddy.waitUp(60 * time.Second); err != nil {
 		d.t.Fatal(err)
@@ -855,7 +942,7 @@ func (d *soakDriver) report(ck *soakChecker) {
 		st.add(c.stats)
 	}
 	var faults []string
-	for _, k := range []string{"xdel", "xtrim_maxlen", "xtrim_maxlen_approx", "xtrim_minid", "xtrim_minid_approx",
+	for _, k := range []string{"xdel", "xdel_during_load", "xtrim_maxlen", "xtrim_maxlen_approx", "xtrim_minid", "xtrim_minid_approx",
 		"client_kill", "redis_restart", "caddy_kill", "caddy_reload"} {
 		faults = append(faults, fmt.Sprintf("%s %d", k, d.faultCount[k]))
 	}
