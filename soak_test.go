@@ -30,14 +30,16 @@ import (
 // (single, multi-recipient, broadcast, junk) to a Redis Stream read by a
 // Caddy binary, while clients leave and come back with Last-Event-ID or
 // last_event_id, and faults hit everything in between: XTRIM by MAXLEN and
-// MINID (approximate and exact), XDEL, CLIENT KILL of Caddy's connections, a
-// Redis restart (SIGKILL, AOF with fsync always), a Caddy SIGKILL and
-// restart, a Caddy reload. Afterwards a checker walks every client's frames
-// against the publisher's record; see checkClient for the exact invariant.
+// MINID (approximate and exact), XDEL (also while a restarted Caddy loads
+// its window), CLIENT KILL of Caddy's connections, a Redis restart (SIGKILL,
+// AOF with fsync always), a Caddy SIGKILL and restart, a Caddy reload.
+// Afterwards a checker walks every client's frames against the publisher's
+// record; see checkClient for the exact invariant.
 //
 // `go test` runs it for 20 s; `make soak` for SOAK_DURATION (default 5m).
-// SOAK_SEED replays the driver's decisions of a run; the seed fixes what the
-// driver does at each round, not how the processes' timings interleave.
+// SOAK_SEED replays the driver's decisions of a run: what it does at each
+// round. Timings differ between runs, and with them what the clients have
+// seen, which bounds the entries a fault may remove (see watermark).
 // SOAK_RACE=1 builds the Caddy binary with the race detector.
 
 const (
