@@ -600,9 +600,9 @@ func (d *soakDriver) retained() (live []*soakEntry, read int) {
 }
 
 // lightFault trims or deletes entries the readers have read: XTRIM MAXLEN or
-// MINID, exact or approximate, keeping about 100 to 400 entries (sometimes
-// nothing read at all), or XDEL of one to three entries, mostly ones an
-// away client missed or recent ones.
+// MINID, exact or approximate, keeping about 100 to 400 entries (1 time in
+// 10, nearly nothing that was read), or XDEL of one to three entries, mostly
+// ones an away client missed or recent ones.
 func (d *soakDriver) lightFault() {
 	d.t.Helper()
 	kinds := []string{"xdel", "xdel", "xtrim_maxlen_approx", "xtrim_maxlen", "xtrim_minid_approx", "xtrim_minid"}
