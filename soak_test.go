@@ -107,6 +107,7 @@ func TestStreamSoak(t *testing.T) {
 		ck.checkClient(c)
 	}
 	d.report(ck)
+	cd.checkLog()
 	if len(ck.violations) > 0 {
 		for i, v := range ck.violations {
 			if i == 30 {
@@ -299,6 +300,16 @@ func (c *soakCaddy) scrape(into map[string]float64) {
 		if v, err := strconv.ParseFloat(value, 64); err == nil {
 			into[name] += v
 		}
+	}
+}
+
+// checkLog fails the test on a data race reported by a Caddy built with
+// SOAK_RACE: the race detector only writes to the log, and a SIGKILL hides
+// its exit status.
+func (c *soakCaddy) checkLog() {
+	b, _ := os.ReadFile(filepath.Join(c.dir, "caddy.log"))
+	if i := bytes.Index(b, []byte("WARNING: DATA RACE")); i >= 0 {
+		c.t.Errorf("Caddy reported a data race:\n%s", b[i:min(len(b), i+8000)])
 	}
 }
 
