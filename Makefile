@@ -5,7 +5,7 @@
 GO ?= go
 STATICCHECK ?= honnef.co/go/tools/cmd/staticcheck@v0.8.2
 
-.PHONY: demo test test-deps lint build fuzz bench bench-load bench-go
+.PHONY: demo test test-deps lint build fuzz soak bench bench-load bench-go
 
 ## demo: Caddy with the module, a demo auth API and an embedded Redis, on http://localhost:8080
 demo:
@@ -44,6 +44,15 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzRecipients$$' -fuzztime $(FUZZTIME) .
 	$(GO) test -run '^$$' -fuzz '^FuzzAppendEvent$$' -fuzztime $(FUZZTIME) .
 	$(GO) test -run '^$$' -fuzz '^FuzzParseEntryID$$' -fuzztime $(FUZZTIME) .
+
+## soak: the stream-mode fault-injection test (soak_test.go; `make test` runs it for 20 s) for
+## SOAK_DURATION against a Caddy binary built from ./cmd/caddy; it prints its seed and a summary.
+## SOAK_SEED=<n> replays a run's decisions; SOAK_RACE=1 builds that Caddy with the race detector
+SOAK_DURATION ?= 5m
+SOAK_TIMEOUT ?= 2h
+soak:
+	SOAK_DURATION=$(SOAK_DURATION) SOAK_SEED=$(SOAK_SEED) SOAK_RACE=$(SOAK_RACE) \
+		$(GO) test -count=1 -v -timeout $(SOAK_TIMEOUT) -run '^TestStreamSoak$$' .
 
 ## bench: the load workloads (a-l; see BENCHMARKS.md) against a fresh Caddy and, when installed, nginx+nchan,
 ## side by side (BENCH_DURATION=5 BENCH_WORKLOADS="a b c" make bench for a quick run; see bench/run.sh)

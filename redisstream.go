@@ -98,8 +98,9 @@ func (r *streamReader) run(ctx context.Context) {
 
 // loadWindow fills the window with the newest entries of the stream, in
 // pages, until history_entries or history_bytes is reached, and works out
-// from XINFO STREAM what the window covers: a resume from an older ID must
-// go to Redis, where a trim or a deletion before this start is seen.
+// from XINFO STREAM, before and after the pages, what the window covers: a
+// resume from an older ID must go to Redis, where a trim or a deletion
+// before this start (or during it) is seen.
 func (r *streamReader) loadWindow(ctx context.Context) error {
 	// XINFO first: an entry added after it is newer than lastGenerated and
 	// is loaded now or read by the first XREAD.
@@ -130,6 +131,12 @@ func (r *streamReader) loadWindow(ctx context.Context) error {
 		}
 		end = "(" + page[len(page)-1].ID
 	}
+	// XINFO again for what was removed: an entry deleted while the pages
+	// were read is missing from them, and only this answer counts it.
+	removals, err := r.info(ctx)
+	if err != nil {
+		return err
+	}
 
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -149,14 +156,14 @@ func (r *streamReader) loadWindow(ctx context.Context) error {
 		w.coverAfter = laterID(w.coverAfter, w.last)
 	default:
 		oldest := w.at(w.firstSeq).id
-		if full || info.removed > 0 || oldest != info.first {
+		if full || removals.removed > 0 || oldest != info.first {
 			// Older entries exist, or existed: resumes from before the
 			// oldest entry loaded go to Redis, which tells what is gone.
 			w.coverAfter = laterID(w.coverAfter, oldest.prev())
 		}
-		if info.removed > 0 {
+		if removals.removed > 0 {
 			// XDEL leaves holes a window loaded now cannot see.
-			w.coverAfter = laterID(w.coverAfter, info.maxDeleted)
+			w.coverAfter = laterID(w.coverAfter, removals.maxDeleted)
 		}
 	}
 	r.signalMovedLocked()
