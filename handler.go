@@ -183,7 +183,9 @@ func (h *Handler) serveStream(w http.ResponseWriter, r *http.Request, user, toke
 	s := &stream{sub: sub, ix: h.index, stop: h.stopCtx, writeTimeout: time.Duration(h.WriteTimeout),
 		logger: h.logger, released: release}
 	first := pre.frames(h.retryFrame)
-	s.firstWritten = pre.done
+	// The callback alone, not a method value of pre, which would keep the
+	// whole replay reachable for as long as the stream lives.
+	s.firstWritten = pre.written
 	if r.ProtoMajor == 1 {
 		if hw := h.hijack(w); hw != nil {
 			// The stream goes on without the request (hijack.go).

@@ -201,13 +201,6 @@ type preamble struct {
 	written   func()   // if not nil, called once the preamble is written (or failed to be)
 }
 
-// done reports that the preamble was written or never will be.
-func (p preamble) done() {
-	if p.written != nil {
-		p.written()
-	}
-}
-
 // frames returns the preamble's frames in order, after first.
 func (p preamble) frames(first *event) []*event {
 	out := make([]*event, 0, 3+len(p.replay))

@@ -52,8 +52,12 @@ func (s *stream) run(first []*event) {
 	// it is aborted. AfterFunc costs no goroutine until the stop.
 	defer context.AfterFunc(s.stop, s.out.abort)()
 	ok := s.write(first)
+	// A replay can be megabytes: it must not stay reachable from this
+	// frame for as long as the stream lives.
+	clear(first)
 	if s.firstWritten != nil {
 		s.firstWritten()
+		s.firstWritten = nil
 	}
 	if !ok {
 		return

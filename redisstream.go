@@ -155,12 +155,12 @@ func (r *streamReader) loadWindow(ctx context.Context) error {
 		// window): the window covers nothing before its end.
 		w.coverAfter = laterID(w.coverAfter, w.last)
 	default:
+		// Older entries may exist, or may have existed (trimmed, or in
+		// an earlier stream under the same key, which no XINFO remembers):
+		// resumes from before the oldest entry loaded go to Redis, which
+		// tells what is gone. A resume from within the window does not.
 		oldest := w.at(w.firstSeq).id
-		if full || removals.removed > 0 || oldest != info.first {
-			// Older entries exist, or existed: resumes from before the
-			// oldest entry loaded go to Redis, which tells what is gone.
-			w.coverAfter = laterID(w.coverAfter, oldest.prev())
-		}
+		w.coverAfter = laterID(w.coverAfter, oldest.prev())
 		if removals.removed > 0 {
 			// XDEL leaves holes a window loaded now cannot see.
 			w.coverAfter = laterID(w.coverAfter, removals.maxDeleted)

@@ -228,7 +228,11 @@ func (st xinfo) trimmedAfter(id entryID) bool {
 	case !st.exists:
 		return true
 	case st.removed <= 0:
-		return false
+		// Nothing was removed from this stream, but an ID older than
+		// its first entry comes from an earlier stream under the same
+		// key (deleted and recreated), whose entries are gone. 0-0 is
+		// the starting position of a stream that was empty.
+		return id != entryID{} && id.less(st.first)
 	case st.first == entryID{}:
 		// Empty: everything up to the last ID ever generated is gone.
 		return id.less(st.lastGenerated)
