@@ -34,7 +34,7 @@ func BenchmarkDispatch(b *testing.B) {
 				ev := messageEvent(payload)
 				ix.deliver(users, false, ev)
 				if i%1024 == 1023 {
-					buf, _ = target.take(buf)
+					buf, _, _ = target.take(buf)
 				}
 			}
 		})
@@ -60,7 +60,7 @@ func BenchmarkDeliver(b *testing.B) {
 		ix.deliver(users, false, ev)
 		if i%32 == 31 {
 			for _, s := range subs {
-				buf, _ = s.take(buf)
+				buf, _, _ = s.take(buf)
 			}
 		}
 	}

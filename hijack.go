@@ -6,20 +6,22 @@ import (
 	"maps"
 	"net"
 	"net/http"
+	"sync"
 	"time"
 
 	"golang.org/x/net/http/httpguts"
 )
 
 // HTTP/1.x streams are taken off the request goroutine once they are
-// authenticated and registered: the connection is hijacked, and the stream
-// then lives in two goroutines of its own, its write loop (stream.run) and
-// hijackWriter.read, started by plain go statements so that their stacks
-// hold a few frames instead of Caddy's whole middleware chain.
-// ServeHTTP returns at once, which releases Caddy's request goroutine, the
-// request objects Caddy keeps (clones, contexts, replacer) and net/http's
-// per-connection buffers and background reader. An idle stream then costs
-// its socket, the subscriber, this struct and two small stacks.
+// authenticated and registered: the connection is hijacked, and ServeHTTP
+// returns at once, which releases Caddy's request goroutine, the request
+// objects Caddy keeps (clones, contexts, replacer) and net/http's
+// per-connection buffers and background reader. The stream then runs no
+// goroutine while it is idle: a writer goroutine, started by a plain go
+// statement (a few frames, not Caddy's middleware chain), runs only while
+// it has something to write (pump.go), and the handler's connWatch
+// (watch.go) notices the client leaving. An idle stream costs its socket,
+// the subscriber and the stream's small structs.
 //
 // Consequences:
 //   - Caddy's access log records the request when it is hijacked, that is
@@ -42,13 +44,17 @@ import (
 
 // hijackWriter is the frameWriter of an HTTP/1.x stream that outlived its
 // request: it writes straight to the connection, each batch with one
-// writev, and its read goroutine notices the client leaving.
+// writev on a plain TCP connection, or coalesced into as few writes (TLS
+// records) as possible on any other (TLS). It holds no buffer between
+// batches; the handler's connWatch notices the client leaving.
 type hijackWriter struct {
-	conn   net.Conn
-	head   []byte      // the response head, written with the first frames
-	bufs   net.Buffers // reused between batches
-	goneCh chan struct{}
-	rbuf   [16]byte // read's buffer: SSE clients send nothing after the request
+	conn net.Conn
+	head []byte // the response head, written with the first frames
+	// vectored: conn writes net.Buffers with one writev (a plain TCP
+	// connection); otherwise a batch is copied into records of up to
+	// recordSize bytes, since net.Buffers would fall back to one Write,
+	// and so one TLS record, per frame.
+	vectored bool
 }
 
 // hijack takes over the connection of an authenticated, registered stream.
@@ -78,65 +84,98 @@ func (h *Handler) hijack(w http.ResponseWriter) *hijackWriter {
 	if err := conn.SetDeadline(time.Time{}); err != nil {
 		h.debug("clearing deadlines", err)
 	}
-	return &hijackWriter{conn: conn, head: responseHead(w.Header()), goneCh: make(chan struct{})}
+	_, vectored := conn.(*net.TCPConn)
+	return &hijackWriter{conn: conn, head: responseHead(w.Header()), vectored: vectored}
 }
+
+// recordSize is the most a coalesced write carries: one TLS record's
+// worth of plaintext.
+const recordSize = 16 << 10
+
+// coalescePool holds the buffers of coalesced writes, lent for one batch.
+var coalescePool = sync.Pool{New: func() any { return new([recordSize]byte) }}
 
 func (w *hijackWriter) writeFrames(frames []*event, timeout time.Duration) error {
 	if w.head != nil {
-		w.bufs = append(w.bufs, w.head)
-		w.head = nil
+		head := &event{wire: w.head}
+		w.head = nil // written once, and not kept
+		frames = append([]*event{head}, frames...)
 	}
+	if !w.vectored {
+		return w.writeCoalesced(frames, timeout)
+	}
+	if len(frames) == 1 { // the common case: one event, no vector to build
+		if err := w.conn.SetWriteDeadline(time.Now().Add(timeout)); err != nil {
+			return err
+		}
+		_, err := w.conn.Write(frames[0].wire)
+		return err
+	}
+	bufs := make(net.Buffers, 0, len(frames))
 	size := 0
 	for i, ev := range frames {
-		w.bufs = append(w.bufs, ev.wire)
+		bufs = append(bufs, ev.wire)
 		size += len(ev.wire)
 		if size >= writeChunk || i == len(frames)-1 {
-			if err := w.flush(timeout); err != nil {
+			if err := w.conn.SetWriteDeadline(time.Now().Add(timeout)); err != nil {
 				return err
 			}
-			size = 0
+			v := bufs // WriteTo consumes its receiver
+			if _, err := v.WriteTo(w.conn); err != nil {
+				return err
+			}
+			clear(bufs)
+			bufs, size = bufs[:0], 0
 		}
-	}
-	if len(w.bufs) > 0 { // the head alone
-		return w.flush(timeout)
 	}
 	return nil
 }
 
-// flush writes bufs with one writev within timeout.
-func (w *hijackWriter) flush(timeout time.Duration) error {
-	if err := w.conn.SetWriteDeadline(time.Now().Add(timeout)); err != nil {
+// writeCoalesced copies frames into writes of up to recordSize bytes (a
+// frame as large or larger is written alone, without a copy), each chunk of
+// writeChunk bytes within timeout.
+func (w *hijackWriter) writeCoalesced(frames []*event, timeout time.Duration) error {
+	rec := coalescePool.Get().(*[recordSize]byte)
+	defer coalescePool.Put(rec)
+	buf := rec[:0]
+	sinceDeadline := writeChunk // set a deadline before the first write
+	write := func(b []byte) error {
+		if sinceDeadline >= writeChunk {
+			if err := w.conn.SetWriteDeadline(time.Now().Add(timeout)); err != nil {
+				return err
+			}
+			sinceDeadline = 0
+		}
+		sinceDeadline += len(b)
+		_, err := w.conn.Write(b)
 		return err
 	}
-	v := w.bufs // WriteTo consumes its receiver
-	_, err := v.WriteTo(w.conn)
-	clear(w.bufs)
-	w.bufs = w.bufs[:0]
-	if cap(w.bufs) > 64 {
-		w.bufs = nil // a burst's array is not kept per stream
+	for _, ev := range frames {
+		if len(buf) > 0 && len(buf)+len(ev.wire) > recordSize {
+			if err := write(buf); err != nil {
+				return err
+			}
+			buf = buf[:0]
+		}
+		if len(ev.wire) >= recordSize {
+			if err := write(ev.wire); err != nil {
+				return err
+			}
+			continue
+		}
+		buf = append(buf, ev.wire...)
 	}
-	return err
+	if len(buf) > 0 {
+		return write(buf)
+	}
+	return nil
 }
-
-func (w *hijackWriter) gone() <-chan struct{} { return w.goneCh }
 
 // abort closes the connection, which fails a pending write and every
 // later one.
 func (w *hijackWriter) abort() { _ = w.conn.Close() }
 
-// read waits for the client to close the connection (EOF or reset), or for
-// close to close it, and then closes goneCh. Anything the client sends is
-// discarded.
-func (w *hijackWriter) read() {
-	defer close(w.goneCh)
-	for {
-		if _, err := w.conn.Read(w.rbuf[:]); err != nil {
-			return
-		}
-	}
-}
-
-// close closes the connection; read returns once it is closed.
+// close closes the connection.
 func (w *hijackWriter) close() { _ = w.conn.Close() }
 
 // innermostWriter follows Unwrap to the ResponseWriter of the server itself.
