@@ -101,15 +101,17 @@ func (w *hijackWriter) writeFrames(frames []*event, timeout time.Duration) error
 		w.head = nil // written once, and not kept
 		frames = append([]*event{head}, frames...)
 	}
-	if !w.vectored {
-		return w.writeCoalesced(frames, timeout)
-	}
-	if len(frames) == 1 { // the common case: one event, no vector to build
+	if len(frames) == 1 { // the common case: one event, nothing to gather
 		if err := w.conn.SetWriteDeadline(time.Now().Add(timeout)); err != nil {
 			return err
 		}
 		_, err := w.conn.Write(frames[0].wire)
 		return err
+	}
+	if !w.vectored || batchSize(frames) <= recordSize {
+		// A small batch is cheaper copied than gathered, and writev would
+		// leave its iovec array on the connection for as long as it lives.
+		return w.writeCoalesced(frames, timeout)
 	}
 	bufs := make(net.Buffers, 0, len(frames))
 	size := 0
@@ -129,6 +131,14 @@ func (w *hijackWriter) writeFrames(frames []*event, timeout time.Duration) error
 		}
 	}
 	return nil
+}
+
+func batchSize(frames []*event) int {
+	n := 0
+	for _, ev := range frames {
+		n += len(ev.wire)
+	}
+	return n
 }
 
 // writeCoalesced copies frames into writes of up to recordSize bytes (a
