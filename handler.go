@@ -193,7 +193,6 @@ func (h *Handler) serveStream(w http.ResponseWriter, r *http.Request, user, toke
 		}
 	}
 	st.out = newRCWriter(w, r)
-	st.wakeCh = make(chan struct{}, 1)
 	st.serve(first, firstWritten, r.Context().Done())
 }
 

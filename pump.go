@@ -27,27 +27,34 @@ type frameWriter interface {
 }
 
 // stream is one open event stream: the subscriber's queue, drained to a
-// frameWriter by one loop (drain), which runs only while there is
-// something to write. Where it runs differs:
+// frameWriter by one loop (drain) that runs only while there is something
+// to write: the subscriber wakes the stream, and wake starts a goroutine
+// that drains the queue and exits once it is empty. A writer blocked on a
+// slow client holds only that client's goroutine, for at most
+// write_timeout per chunk; only one writer runs at a time (the subscriber
+// wakes the stream once per parking), so writes never overlap.
 //
-//   - On a hijacked HTTP/1 connection (serveStream returned), nothing runs
-//     while the stream is idle: the subscriber wakes the stream, and wake
-//     starts a goroutine that drains the queue and exits once it is empty.
-//     An idle stream thus costs its structs and its socket, no goroutine;
-//     the client leaving is noticed without one too (connWatch, watch.go).
-//   - Otherwise (HTTP/2, HTTP/3, or no Hijack), the request goroutine must
-//     stay in the handler: it waits for wakes on wakeCh (serve).
+// What waits meanwhile differs:
+//
+//   - On a hijacked HTTP/1 connection, nothing: serveStream returned, and
+//     the handler's connWatch (watch.go) notices the client leaving and
+//     the config stopping. An idle stream costs its structs and its socket.
+//   - Otherwise (HTTP/2, HTTP/3, or no Hijack) the request goroutine must
+//     stay in the handler until the stream ends (serve), but it only
+//     waits: writes, which go deep through Caddy's wrappers and the
+//     HTTP/2 writer, run on the writers' own stacks, so the request
+//     goroutine's stack stays as small as Caddy's chain allows.
 type stream struct {
-	sub    *subscriber
-	h      *Handler
-	out    frameWriter
-	cred   *credGroup    // its place in reauth, or nil
-	wakeCh chan struct{} // serve's; nil on a hijacked connection
-	id     uint64        // its key in h.conns once hijacked, or 0
+	sub   *subscriber
+	h     *Handler
+	out   frameWriter
+	cred  *credGroup    // its place in reauth, or nil
+	ended chan struct{} // serve's: closed by end; nil on a hijacked connection
+	id    uint64        // its key in h.conns once hijacked, or 0
 }
 
-// start writes first and then what waits, on a hijacked connection; it
-// ends the stream unless it parked.
+// start writes first and then what waits; it ends the stream unless it
+// parked.
 func (st *stream) start(first []*event, firstWritten func()) {
 	ok := st.write(first)
 	if firstWritten != nil {
@@ -58,53 +65,35 @@ func (st *stream) start(first []*event, firstWritten func()) {
 	}
 }
 
-// wake runs the writer: a new goroutine on a hijacked connection (it holds
-// only its own client: a write blocked on a slow client blocks nobody
-// else, for at most write_timeout per chunk), a signal to serve's loop
-// otherwise. The subscriber calls it at most once per parking.
-func (st *stream) wake() {
-	if st.wakeCh != nil {
-		select {
-		case st.wakeCh <- struct{}{}:
-		default:
-		}
-		return
-	}
-	go st.resume()
-}
+// wake runs a writer for the stream; the subscriber calls it at most once
+// per parking.
+func (st *stream) wake() { go st.resume() }
 
-// resume drains the queue of a hijacked stream that was parked.
+// resume drains the queue of a stream whose writer was parked.
 func (st *stream) resume() {
 	if !st.drain() {
 		st.end()
 	}
 }
 
-// serve writes first, then each batch of queued events, until the client
-// leaves (gone), the subscriber is closed (its queue overflowed, or the hub
-// is gone), a write fails or times out, or the config stops; then it
-// releases the stream. It runs on the request goroutine.
+// serve runs a stream on the request goroutine, which waits until the
+// stream ends: the writers end it when the subscriber is closed (its queue
+// overflowed, or the hub is gone), a write fails or times out, or its last
+// frame is written; the client leaving (gone) or the config stopping ends
+// it through leave. The ResponseWriter is used by one writer at a time and
+// never after serve returns.
 func (st *stream) serve(first []*event, firstWritten func(), gone <-chan struct{}) {
-	defer st.end()
+	st.ended = make(chan struct{})
 	// A write blocked on a client that does not read (or an HTTP/2 client
 	// that opens no flow-control window) must not hold up a config stop:
-	// it is aborted. AfterFunc costs no goroutine until the stop.
-	defer context.AfterFunc(st.h.stopCtx, st.out.abort)()
-	ok := st.write(first)
-	if firstWritten != nil {
-		firstWritten()
-	}
-	if !ok {
-		return
-	}
-	for st.drain() {
-		select {
-		case <-gone:
-			return
-		case <-st.h.stopCtx.Done():
-			return
-		case <-st.wakeCh:
-		}
+	// leave aborts it. AfterFunc costs no goroutine until the stop.
+	defer context.AfterFunc(st.h.stopCtx, st.leave)()
+	go st.start(first, firstWritten)
+	select {
+	case <-st.ended:
+	case <-gone:
+		st.leave()
+		<-st.ended
 	}
 }
 
@@ -156,6 +145,9 @@ func (st *stream) end() {
 	st.out.close()
 	metrics.streamsOpen.Dec()
 	st.h.release(st.sub.user, st)
+	if st.ended != nil {
+		close(st.ended) // serve may return: the ResponseWriter is done with
+	}
 }
 
 // leave ends the stream from outside its writer: its client left, or its
