@@ -14,7 +14,7 @@
 #
 # Environment:
 #   BENCH_DURATION   publishing seconds per workload (default 20)
-#   BENCH_WORKLOADS  workloads to run, of: a b c d e f g (default all; g needs BENCH_MODE=stream)
+#   BENCH_WORKLOADS  workloads to run, of: a b c d e f g m n o p q (default all; g needs BENCH_MODE=stream)
 #   BENCH_TARGETS    servers, of: caddy nchan (default both; nchan only when installed)
 #   BENCH_OUT        directory for logs and results (default bench/out/<date>)
 #   BENCH_IDLE       seconds workload (d) holds its streams idle before publishing (default 5)
@@ -33,6 +33,11 @@
 #   g  reconnect storm (BENCH_MODE=stream only): 10,000 streams / 10,000 users / 1,000 events/s
 #      published for 3/4 of BENCH_DURATION (15 s by default); at a third of it every stream
 #      closes its connection and reconnects at once with Last-Event-ID
+#   m  20,000 streams over h2c (80 connections x 250 streams) / 20,000 users / 1,000 events/s,
+#      both servers (nginx on an h2c-only listener, http2_max_concurrent_streams 250)
+#   n  (a) over TLS, HTTP/1.1      o  (d) over TLS, HTTP/1.1
+#   p  (a) over TLS, HTTP/2        q  (d) over TLS, HTTP/2 (250 streams per connection)
+#      TLS: one self-signed certificate (ECDSA P-256) for both servers, made in the output directory
 #
 # Caddy serves its metrics on /metrics; the load tool prints the change of the
 # module's counters (caddy_notify_*_total) over publishing.
@@ -43,7 +48,7 @@ export PATH="$PATH:/usr/local/go/bin"
 GO=${GO:-go}
 
 DUR=${BENCH_DURATION:-20}
-WORKLOADS=${BENCH_WORKLOADS:-"a b c d e f g"}
+WORKLOADS=${BENCH_WORKLOADS:-"a b c d e f g m n o p q"}
 TARGETS=${BENCH_TARGETS:-"caddy nchan"}
 IDLE=${BENCH_IDLE:-5}
 HEARTBEAT=${BENCH_HEARTBEAT:-15s}
@@ -114,8 +119,14 @@ PIDS+=("$AUTH_PID")
 wait_port "$REDIS_PORT"
 wait_port "$AUTH_PORT"
 
-# workload NAME: sets the load tool's flags for a workload.
+# The TLS workloads' certificate, shared by both servers.
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 -subj /CN=127.0.0.1 \
+	-addext subjectAltName=IP:127.0.0.1 -keyout "$OUT/key.pem" -out "$OUT/cert.pem" 2>/dev/null
+
+# workload NAME: sets the load tool's flags for a workload (WL_ARGS), its
+# URL scheme (WL_SCHEME) and nginx's listen options (WL_LISTEN).
 workload() {
+	WL_SCHEME=http WL_LISTEN=""
 	case $1 in
 	a) WL_ARGS=(-streams 1000 -users 1000 -rate 1000 -duration "${DUR}s") ;;
 	b) WL_ARGS=(-streams 10000 -users 10000 -rate 2000 -duration "${DUR}s") ;;
@@ -128,6 +139,17 @@ workload() {
 		local gms=$((DUR * 750))
 		WL_ARGS=(-streams 10000 -users "${BENCH_STORM_USERS:-10000}" -rate 1000 -duration "${gms}ms" -reconnect-at "$((gms / 3))ms"
 			-connect-concurrency 1000) ;;
+	m)
+		WL_ARGS=(-streams 20000 -users 20000 -proto h2 -streams-per-conn 250 -rate 1000 -duration "${DUR}s"
+			-connect-concurrency 2000 -connect-timeout 60s)
+		WL_LISTEN=http2 ;;
+	n | o | p | q)
+		local base=a
+		case $1 in o | q) base=d ;; esac
+		workload $base
+		case $1 in p | q) WL_ARGS+=(-proto h2 -streams-per-conn 250 -connect-concurrency 2000 -connect-timeout 60s) ;; esac
+		WL_SCHEME=https
+		WL_LISTEN="ssl http2" ;;
 	*)
 		echo "bench: unknown workload $1" >&2
 		return 1
@@ -147,10 +169,11 @@ run_caddy() {
 	persist_config off
 	grace_period 1s
 	servers {
-		protocols h1 h2c
+		protocols h1 h2 h2c
 	}
 }
-http://127.0.0.1:$port {
+$WL_SCHEME://127.0.0.1:$port {
+	$( [ "$WL_SCHEME" = https ] && echo "tls $OUT/cert.pem $OUT/key.pem")
 	notify /events {
 		redis redis://127.0.0.1:$REDIS_PORT/0
 		$SOURCE_LINE
@@ -167,7 +190,7 @@ EOF
 	sleep 1 # the Redis subscription
 	redis-cli -p "$REDIS_PORT" FLUSHALL >/dev/null
 	echo "bench: ($w) caddy-notify"
-	"$LOAD" run -label "caddy-$w" -url "http://127.0.0.1:$port/events" "${WL_ARGS[@]}" \
+	"$LOAD" run -label "caddy-$w" -url "$WL_SCHEME://127.0.0.1:$port/events" "${WL_ARGS[@]}" \
 		-mode "$MODE" -redis "127.0.0.1:$REDIS_PORT" -metrics-url "http://127.0.0.1:$port/metrics" \
 		-server-pids "$pid" -redis-pid "$REDIS_PID" \
 		-auth-stats "http://127.0.0.1:$AUTH_PORT/stats" -deadline 8m \
@@ -185,6 +208,8 @@ run_nchan() {
 	for f in sub pub; do
 		sed -e "s#@DIR@#$dir#g; s#@REDIS_PORT@#$REDIS_PORT#g; s#@AUTH_PORT@#$AUTH_PORT#g" \
 			-e "s#@PORT@#$port#g; s#@PUB_PORT@#$pubport#g; s#@WORKERS@#$(nproc)#g" \
+			-e "s#@LISTEN@#$WL_LISTEN#g" \
+			-e "s#@TLS@#$([ "$WL_SCHEME" = https ] && echo "ssl_certificate $OUT/cert.pem; ssl_certificate_key $OUT/key.pem;")#g" \
 			"$ROOT/bench/nchan-$f.conf.tmpl" >"$dir/nginx-$f.conf"
 		nginx -c "$dir/nginx-$f.conf" -p "$dir/" -g 'daemon off;' >"$dir/nginx-$f.out" 2>&1 &
 		PIDS+=("$!")
@@ -198,7 +223,7 @@ run_nchan() {
 	workers=$(pgrep -P "$sub_pid" | paste -sd, -)
 	pubworkers=$(pgrep -P "$pub_pid" | paste -sd, -)
 	echo "bench: ($w) nchan"
-	"$LOAD" run -label "nchan-$w" -url "http://127.0.0.1:$port/sub/{user}" "${WL_ARGS[@]}" \
+	"$LOAD" run -label "nchan-$w" -url "$WL_SCHEME://127.0.0.1:$port/sub/{user}" "${WL_ARGS[@]}" \
 		-mode nchan -pub-url "http://127.0.0.1:$pubport/pub/{user}" -redis "127.0.0.1:$REDIS_PORT" \
 		-server-pids "$workers" -redis-pid "$REDIS_PID" -aux-pids "$pubworkers" \
 		-auth-stats "http://127.0.0.1:$AUTH_PORT/stats" -deadline 8m \

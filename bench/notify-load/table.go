@@ -79,7 +79,11 @@ func writeTable(w io.Writer, dir string, wls []string) {
 		if ref == nil {
 			ref = n
 		}
-		name := fmt.Sprintf("(%s) %d %s streams / %d users", wl, ref.StreamsRequested, ref.Proto, ref.Users)
+		proto := ref.Proto
+		if strings.HasPrefix(ref.URL, "https:") {
+			proto += " TLS"
+		}
+		name := fmt.Sprintf("(%s) %d %s streams / %d users", wl, ref.StreamsRequested, proto, ref.Users)
 		if ref.Rate > 0 {
 			name += fmt.Sprintf(" / %.0f ev/s", ref.Rate)
 		} else {
