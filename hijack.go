@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/http"
 	"sync"
+	"syscall"
 	"time"
 
 	"golang.org/x/net/http/httpguts"
@@ -50,10 +51,11 @@ import (
 type hijackWriter struct {
 	conn net.Conn
 	head []byte // the response head, written with the first frames
-	// vectored: conn writes net.Buffers with one writev (a plain TCP
-	// connection); otherwise a batch is copied into records of up to
-	// recordSize bytes, since net.Buffers would fall back to one Write,
-	// and so one TLS record, per frame.
+	// vectored: conn is a plain TCP connection, which writes net.Buffers
+	// with one writev and can be written without waiting (tryWrite);
+	// otherwise (TLS) a batch is copied into records of up to recordSize
+	// bytes, since net.Buffers would fall back to one Write, and so one
+	// TLS record, per frame.
 	vectored bool
 }
 
@@ -102,11 +104,7 @@ func (w *hijackWriter) writeFrames(frames []*event, timeout time.Duration) error
 		frames = append([]*event{head}, frames...)
 	}
 	if len(frames) == 1 { // the common case: one event, nothing to gather
-		if err := w.conn.SetWriteDeadline(time.Now().Add(timeout)); err != nil {
-			return err
-		}
-		_, err := w.conn.Write(frames[0].wire)
-		return err
+		return w.write(frames[0].wire, timeout)
 	}
 	if !w.vectored || batchSize(frames) <= recordSize {
 		// A small batch is cheaper copied than gathered, and writev would
@@ -130,7 +128,7 @@ func (w *hijackWriter) writeFrames(frames []*event, timeout time.Duration) error
 			bufs, size = bufs[:0], 0
 		}
 	}
-	return nil
+	return w.conn.SetWriteDeadline(time.Time{}) // for the next write's first try
 }
 
 func batchSize(frames []*event) int {
@@ -141,34 +139,77 @@ func batchSize(frames []*event) int {
 	return n
 }
 
+// write writes b within timeout per writeChunk bytes. On a plain TCP
+// connection it first tries without waiting and without a deadline: when
+// the client keeps up, the socket takes the whole write at once, and
+// setting and clearing a deadline would cost two updates of the runtime's
+// timer heap (under a lock every writer shares) per write. Only what the
+// socket did not take is written under a deadline.
+func (w *hijackWriter) write(b []byte, timeout time.Duration) error {
+	if w.vectored {
+		n, err := w.tryWrite(b)
+		if err != nil || n == len(b) {
+			return err
+		}
+		b = b[n:]
+	}
+	for len(b) > 0 {
+		chunk := b[:min(len(b), writeChunk)]
+		if err := w.conn.SetWriteDeadline(time.Now().Add(timeout)); err != nil {
+			return err
+		}
+		if _, err := w.conn.Write(chunk); err != nil {
+			return err
+		}
+		b = b[len(chunk):]
+	}
+	if w.vectored {
+		// An expired deadline would fail the next try.
+		return w.conn.SetWriteDeadline(time.Time{})
+	}
+	return nil
+}
+
+// tryWrite writes what the socket takes of b without waiting; 0 when it
+// is full.
+func (w *hijackWriter) tryWrite(b []byte) (int, error) {
+	rc, err := w.conn.(*net.TCPConn).SyscallConn()
+	if err != nil {
+		return 0, err
+	}
+	var n int
+	var errno error
+	// The descriptor is held open (and locked for writing) while f runs.
+	err = rc.Write(func(fd uintptr) bool {
+		n, errno = syscall.Write(int(fd), b)
+		return true // never wait here
+	})
+	switch {
+	case err != nil: // closed (abort)
+		return 0, err
+	case errno == syscall.EAGAIN || errno == syscall.EINTR:
+		return 0, nil
+	case errno != nil:
+		return 0, errno
+	}
+	return n, nil
+}
+
 // writeCoalesced copies frames into writes of up to recordSize bytes (a
-// frame as large or larger is written alone, without a copy), each chunk of
-// writeChunk bytes within timeout.
+// frame as large or larger is written alone, without a copy).
 func (w *hijackWriter) writeCoalesced(frames []*event, timeout time.Duration) error {
 	rec := coalescePool.Get().(*[recordSize]byte)
 	defer coalescePool.Put(rec)
 	buf := rec[:0]
-	sinceDeadline := writeChunk // set a deadline before the first write
-	write := func(b []byte) error {
-		if sinceDeadline >= writeChunk {
-			if err := w.conn.SetWriteDeadline(time.Now().Add(timeout)); err != nil {
-				return err
-			}
-			sinceDeadline = 0
-		}
-		sinceDeadline += len(b)
-		_, err := w.conn.Write(b)
-		return err
-	}
 	for _, ev := range frames {
 		if len(buf) > 0 && len(buf)+len(ev.wire) > recordSize {
-			if err := write(buf); err != nil {
+			if err := w.write(buf, timeout); err != nil {
 				return err
 			}
 			buf = buf[:0]
 		}
 		if len(ev.wire) >= recordSize {
-			if err := write(ev.wire); err != nil {
+			if err := w.write(ev.wire, timeout); err != nil {
 				return err
 			}
 			continue
@@ -176,7 +217,7 @@ func (w *hijackWriter) writeCoalesced(frames []*event, timeout time.Duration) er
 		buf = append(buf, ev.wire...)
 	}
 	if len(buf) > 0 {
-		return write(buf)
+		return w.write(buf, timeout)
 	}
 	return nil
 }

@@ -126,12 +126,21 @@ func (st *stream) write(frames []*event) bool {
 	if err == nil {
 		return true
 	}
+	st.writeFailed(err)
+	return false
+}
+
+// writeFailed logs a failed write. Apart from write, whose frame then stays
+// small: a writer starts on a new goroutine's smallest stack, and each
+// growth copies it.
+//
+//go:noinline
+func (st *stream) writeFailed(err error) {
 	if errors.Is(err, errNotFlushable) {
 		st.h.logger.Error("streaming is impossible here", zap.Error(err))
 	} else if c := st.h.logger.Check(zapcore.DebugLevel, "stream write failed"); c != nil {
 		c.Write(zap.Error(err))
 	}
-	return false
 }
 
 // end releases everything the stream holds. Its writer calls it, once: the
