@@ -193,3 +193,20 @@ func BenchmarkIndexChurn(b *testing.B) {
 		}
 	})
 }
+
+// BenchmarkResponseHead is the head a hijacked stream writes first.
+func BenchmarkResponseHead(b *testing.B) {
+	hdr := http.Header{
+		"Content-Type":                     {"text/event-stream"},
+		"Cache-Control":                    {"no-cache"},
+		"X-Accel-Buffering":                {"no"},
+		"Server":                           {"Caddy"},
+		"Access-Control-Allow-Origin":      {"https://app.example.com"},
+		"Access-Control-Allow-Credentials": {"true"},
+		"Vary":                             {"Origin"},
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		responseHead(hdr)
+	}
+}

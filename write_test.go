@@ -136,3 +136,35 @@ func TestStopEndsABlockedHijackedWrite(t *testing.T) {
 		return testutil.ToFloat64(metrics.streamsOpen) == openBefore
 	})
 }
+
+func TestAppendHTTPDate(t *testing.T) {
+	for _, tm := range []time.Time{
+		time.Date(2026, 11, 27, 8, 5, 0, 0, time.UTC),
+		time.Date(1999, 1, 1, 23, 59, 59, 999, time.FixedZone("x", 3600)),
+		time.Date(2030, 12, 31, 0, 0, 9, 0, time.UTC),
+		time.Now(),
+	} {
+		if got, want := string(appendHTTPDate(nil, tm)), tm.UTC().Format(http.TimeFormat); got != want {
+			t.Errorf("%v: %q, want %q", tm, got, want)
+		}
+	}
+}
+
+// The head is what net/http's Header.WriteSubset writes, in the same order.
+func TestResponseHeadMatchesWriteSubset(t *testing.T) {
+	hdr := http.Header{
+		"Content-Type":  {"text/event-stream"},
+		"Cache-Control": {"no-cache"},
+		"X-Padded":      {"  a b \t", "\r\nc\rd\n"},
+		"X-Empty":       {""},
+		"Date":          {"Fri, 27 Nov 2026 08:05:00 GMT"},
+		"Server":        {"Caddy"},
+	}
+	var want bytes.Buffer
+	want.WriteString("HTTP/1.1 200 OK\r\n")
+	_ = hdr.WriteSubset(&want, headerExcluded)
+	want.WriteString("Connection: close\r\n\r\n")
+	if got := string(responseHead(hdr)); got != want.String() {
+		t.Errorf("head\n%q\nwant\n%q", got, want.String())
+	}
+}
