@@ -171,9 +171,9 @@ func (h *Handler) serveStream(w http.ResponseWriter, r *http.Request, user, toke
 	metrics.streamsOpened.WithLabelValues("ok").Inc()
 	metrics.streamsOpen.Inc()
 	first := pre.frames(h.retryFrame)
-	var firstWritten func()
+	var firstWritten func() // nil unless the preamble wants to know (no closure per stream)
 	if pre.written != nil {
-		firstWritten = pre.written
+		firstWritten = pre.done
 	}
 	if r.ProtoMajor == 1 {
 		if hw := h.hijack(w); hw != nil {
