@@ -34,7 +34,7 @@ func BenchmarkDispatch(b *testing.B) {
 				ev := messageEvent(payload)
 				ix.deliver(users, false, ev)
 				if i%1024 == 1023 {
-					buf, _ = target.take(buf)
+					buf, _, _ = target.take(buf)
 				}
 			}
 		})
@@ -60,7 +60,7 @@ func BenchmarkDeliver(b *testing.B) {
 		ix.deliver(users, false, ev)
 		if i%32 == 31 {
 			for _, s := range subs {
-				buf, _ = s.take(buf)
+				buf, _, _ = s.take(buf)
 			}
 		}
 	}
@@ -192,4 +192,21 @@ func BenchmarkIndexChurn(b *testing.B) {
 			ix.remove(s)
 		}
 	})
+}
+
+// BenchmarkResponseHead is the head a hijacked stream writes first.
+func BenchmarkResponseHead(b *testing.B) {
+	hdr := http.Header{
+		"Content-Type":                     {"text/event-stream"},
+		"Cache-Control":                    {"no-cache"},
+		"X-Accel-Buffering":                {"no"},
+		"Server":                           {"Caddy"},
+		"Access-Control-Allow-Origin":      {"https://app.example.com"},
+		"Access-Control-Allow-Credentials": {"true"},
+		"Vary":                             {"Origin"},
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		responseHead(hdr)
+	}
 }

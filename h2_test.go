@@ -2,6 +2,7 @@ package notify
 
 import (
 	"net/http"
+	"regexp"
 	"testing"
 	"time"
 )
@@ -58,6 +59,18 @@ func TestStreamsOverHTTP2(t *testing.T) {
 	}
 	if ev := bob.next(t, 5*time.Second); ev.data != `{"recipient_id":"bob","n":2}` {
 		t.Fatalf("bob got %q", ev.data)
+	}
+	// Between writes, an HTTP/2 stream's only goroutine is its request's,
+	// waiting in serve; no writer runs, and the request goroutine never
+	// writes (the writes' depth would double its stack).
+	writers := regexp.MustCompile(`notify\.\(\*stream\)\.(start|resume)`)
+	waitFor(t, 2*time.Second, "writers gone between events", func() bool {
+		n, _ := goroutinesIn(writers)
+		return n == 0
+	})
+	waiting, writing := goroutinesIn(regexp.MustCompile(`notify\.\(\*stream\)\.serve`), "(*rcWriter).writeFrames")
+	if waiting != 4 || writing != 0 {
+		t.Errorf("%d request goroutines waiting in serve (want 4), %d of all goroutines writing (want 0)", waiting, writing)
 	}
 	alice[0].close() // RST_STREAM on the shared connection
 	waitFor(t, time.Second, "reset stream released", func() bool { return openSubscribers() == 3 })

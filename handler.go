@@ -131,41 +131,36 @@ func (h *Handler) lastEventID(r *http.Request) (from *entryID, ok bool) {
 // serveStream answers an authenticated request with its event stream: it
 // registers the subscriber with the hub before the first byte, so that
 // nothing published after the client sees the 200 can be missed, then
-// hands the response to the stream's write loop (pump.go) over a hijacked
-// HTTP/1 connection or the ResponseWriter.
+// hands the response to the stream's writer (pump.go): over a hijacked
+// HTTP/1 connection, where ServeHTTP returns at once, or through the
+// ResponseWriter on the request goroutine.
 //
 // The stream holds the places it took in the handler's limits (and its
-// credentials' place in reauth) until it ends.
+// credentials' place in reauth, its user's in presence) until it ends.
 func (h *Handler) serveStream(w http.ResponseWriter, r *http.Request, user, token string, from *entryID) {
 	hdr := w.Header()
 	hdr.Set("Content-Type", "text/event-stream")
 	hdr.Set("Cache-Control", "no-cache")
 	hdr.Set("X-Accel-Buffering", "no") // an nginx in front must not buffer
-	sub := newSubscriber(user, h.Broadcast, h.group, queueLimit{events: h.QueueSize, bytes: h.QueueBytes})
-	release := func() {
-		h.limits.releaseUser(user)
-		h.limits.unreserve()
-	}
 	if r.Method == http.MethodHead {
-		release()
+		h.release(user, nil)
 		w.WriteHeader(http.StatusOK)
 		metrics.streamsOpened.WithLabelValues("ok").Inc()
 		return
 	}
+	sub := newSubscriber(user, h.Broadcast, h.group, queueLimit{events: h.QueueSize, bytes: h.QueueBytes})
+	st := &stream{sub: sub, h: h}
+	sub.w = st // before the hub can queue anything
 	if h.reauth != nil {
-		g := h.reauth.join(sub, clientKey(r), token, r.Header.Get("Cookie"))
-		released := release
-		release = func() { h.reauth.leave(g, sub); released() }
+		st.cred = h.reauth.join(sub, clientKey(r), token, r.Header.Get("Cookie"))
 	}
 	if h.presence != nil {
 		h.presence.join(user)
-		released := release
-		release = func() { h.presence.leave(user); released() }
 	}
 
 	pre, err := h.hub.register(r.Context(), h.index, sub, from, h.ReplayLimit)
 	if err != nil {
-		release()
+		h.release(user, st)
 		if r.Context().Err() != nil {
 			metrics.streamsOpened.WithLabelValues(outcomeCanceled).Inc()
 			return
@@ -180,23 +175,46 @@ func (h *Handler) serveStream(w http.ResponseWriter, r *http.Request, user, toke
 	}
 	metrics.streamsOpened.WithLabelValues("ok").Inc()
 	metrics.streamsOpen.Inc()
-	s := &stream{sub: sub, ix: h.index, stop: h.stopCtx, writeTimeout: time.Duration(h.WriteTimeout),
-		logger: h.logger, released: release}
 	first := pre.frames(h.retryFrame)
-	// The callback alone, not a method value of pre, which would keep the
-	// whole replay reachable for as long as the stream lives.
-	s.firstWritten = pre.written
+	// The callback alone (nil unless the preamble wants to know), not a
+	// method value of pre, which would keep the whole replay reachable for
+	// as long as the stream lives.
+	firstWritten := pre.written
 	if r.ProtoMajor == 1 {
 		if hw := h.hijack(w); hw != nil {
-			// The stream goes on without the request (hijack.go).
-			s.out = hw
-			go hw.read()
-			go s.run(first)
+			// The stream goes on without the request (hijack.go): its
+			// writer runs only while it has something to write, and
+			// h.conns notices the client leaving.
+			st.out = hw
+			if !h.conns.add(st, hw.conn) { // the config is stopping
+				if firstWritten != nil {
+					firstWritten()
+				}
+				st.end()
+				return
+			}
+			go st.start(first, firstWritten)
 			return
 		}
 	}
-	s.out = newRCWriter(w, r)
-	s.run(first)
+	st.out = newRCWriter(w, r)
+	st.serve(first, firstWritten, r.Context().Done())
+}
+
+// release gives back what an authenticated request held: its places in
+// the limits and, once it has a stream (st), that stream's places in
+// reauth and presence.
+func (h *Handler) release(user string, st *stream) {
+	if st != nil {
+		if st.cred != nil {
+			h.reauth.leave(st.cred, st.sub)
+		}
+		if h.presence != nil {
+			h.presence.leave(user)
+		}
+	}
+	h.limits.releaseUser(user)
+	h.limits.unreserve()
 }
 
 // refuse answers a request that gets no stream, with a JSON error body.

@@ -23,13 +23,14 @@ func TestHubLifecycleLeaksNothing(t *testing.T) {
 	hb := newHub(opts, source{channel: "ch"}, zap.NewNop())
 	ix := hb.attach(indexKey{recipientField: "to"})
 	s := newSubscriber("u1", false, nil, queueLimit{events: 8})
+	woken := wakeOnEvents(s)
 	ix.add(s)
 	if !hb.waitUp(t.Context(), 5*time.Second) {
 		t.Fatal("hub did not subscribe")
 	}
 	rs.publish(t, "ch", `{"to":"u1","n":1}`)
 	select {
-	case <-s.wake:
+	case <-woken:
 	case <-time.After(5 * time.Second):
 		t.Fatal("no delivery")
 	}
@@ -37,7 +38,12 @@ func TestHubLifecycleLeaksNothing(t *testing.T) {
 		t.Fatalf("delivered %q", got)
 	}
 	hb.detach(ix)
-	if _, ok := <-s.wake; ok {
+	select {
+	case <-woken: // the parked writer is woken to end the stream
+	default:
+		t.Error("detaching the last user of an index must wake its streams' writers")
+	}
+	if !s.isClosed() {
 		t.Error("detaching the last user of an index must end its streams")
 	}
 	if err := hb.Destruct(); err != nil {

@@ -166,7 +166,7 @@ func TestDispatchAllocatesOneFrame(t *testing.T) {
 	runtime.ReadMemStats(&before)
 	p.dispatch(payload)
 	runtime.ReadMemStats(&after)
-	if got, _ := s.take(nil); len(got) != 1 {
+	if got, _, _ := s.take(nil); len(got) != 1 {
 		t.Fatalf("%d events delivered, want 1", len(got))
 	}
 	allocated := after.TotalAlloc - before.TotalAlloc

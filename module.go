@@ -217,6 +217,7 @@ type Handler struct {
 	presence    *presence // nil when presence is off
 	presenceKey string
 	reauth      *reauther       // nil when reauth is off
+	conns       *connWatch      // the hijacked streams
 	stopCtx     context.Context // done when this config starts stopping
 	stop        context.CancelFunc
 	logger      *zap.Logger
@@ -271,6 +272,9 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	if err := events.(*caddyevents.App).On("stopping", stopOnEvent(h.stop)); err != nil {
 		return fmt.Errorf("watching stopping event: %w", err)
 	}
+	// Hijacked streams have no goroutine waiting for the stop: it ends
+	// them all at once.
+	h.conns.stopOn(h.stopCtx)
 
 	src := source{channel: h.Channel, maxMessageSize: h.MaxMessageSize}
 	ixKey := indexKey{recipientField: h.RecipientField}
@@ -321,6 +325,7 @@ func (h *Handler) setUpRequests(authURL string) {
 	h.retryAfter = strconv.Itoa(int((time.Duration(h.Retry) + time.Second - 1) / time.Second))
 	h.limits = newStreamLimits(h.MaxStreams, h.MaxStreamsPerUser)
 	h.group = &streamGroup{heartbeat: h.heartbeat}
+	h.conns = new(connWatch)
 }
 
 func (h *Handler) applyDefaults() {

@@ -19,8 +19,6 @@ type frameWriter interface {
 	// writeFrames writes frames in order and pushes them to the client,
 	// giving up when a chunk of writeChunk bytes takes longer than timeout.
 	writeFrames(frames []*event, timeout time.Duration) error
-	// gone is closed when the client has left.
-	gone() <-chan struct{}
 	// abort makes a pending or later writeFrames fail at once; it may be
 	// called from another goroutine.
 	abort()
@@ -29,84 +27,144 @@ type frameWriter interface {
 }
 
 // stream is one open event stream: the subscriber's queue, drained to a
-// frameWriter by one loop.
+// frameWriter by one loop (drain) that runs only while there is something
+// to write: the subscriber wakes the stream, and wake starts a goroutine
+// that drains the queue and exits once it is empty. A writer blocked on a
+// slow client holds only that client's goroutine, for at most
+// write_timeout per chunk; only one writer runs at a time (the subscriber
+// wakes the stream once per parking), so writes never overlap.
+//
+// What waits meanwhile differs:
+//
+//   - On a hijacked HTTP/1 connection, nothing: serveStream returned, and
+//     the handler's connWatch (watch.go) notices the client leaving and
+//     the config stopping. An idle stream costs its structs and its socket.
+//   - Otherwise (HTTP/2, HTTP/3, or no Hijack) the request goroutine must
+//     stay in the handler until the stream ends (serve), but it only
+//     waits: writes, which go deep through Caddy's wrappers and the
+//     HTTP/2 writer, run on the writers' own stacks, so the request
+//     goroutine's stack stays as small as Caddy's chain allows.
 type stream struct {
-	sub          *subscriber
-	ix           *index
-	out          frameWriter
-	stop         context.Context // done when the config starts stopping
-	writeTimeout time.Duration
-	logger       *zap.Logger
-	firstWritten func() // called once the first frames are written or failed
-	released     func() // called when the stream has ended, or nil
+	sub   *subscriber
+	h     *Handler
+	out   frameWriter
+	cred  *credGroup    // its place in reauth, or nil
+	ended chan struct{} // serve's: closed by end; nil on a hijacked connection
+	id    uint64        // its key in h.conns once hijacked, or 0
 }
 
-// run writes first, then each batch of queued events, until the client
-// leaves, the subscriber is closed (its queue overflowed, or the hub is
-// gone), a write fails or times out, or the config stops; then it releases
-// the stream.
-func (s *stream) run(first []*event) {
-	defer s.end()
+// start writes first and then what waits; it ends the stream unless it
+// parked.
+func (st *stream) start(first []*event, firstWritten func()) {
+	ok := st.write(first)
+	if firstWritten != nil {
+		firstWritten()
+	}
+	if !ok || !st.drain() {
+		st.end()
+	}
+}
+
+// wake runs a writer for the stream; the subscriber calls it at most once
+// per parking.
+func (st *stream) wake() { go st.resume() }
+
+// resume drains the queue of a stream whose writer was parked.
+func (st *stream) resume() {
+	if !st.drain() {
+		st.end()
+	}
+}
+
+// serve runs a stream on the request goroutine, which waits until the
+// stream ends: the writers end it when the subscriber is closed (its queue
+// overflowed, or the hub is gone), a write fails or times out, or its last
+// frame is written; the client leaving (gone) or the config stopping ends
+// it through leave. The ResponseWriter is used by one writer at a time and
+// never after serve returns.
+func (st *stream) serve(first []*event, firstWritten func(), gone <-chan struct{}) {
+	st.ended = make(chan struct{})
 	// A write blocked on a client that does not read (or an HTTP/2 client
 	// that opens no flow-control window) must not hold up a config stop:
-	// it is aborted. AfterFunc costs no goroutine until the stop.
-	defer context.AfterFunc(s.stop, s.out.abort)()
-	ok := s.write(first)
-	// A replay can be megabytes: it must not stay reachable from this
-	// frame for as long as the stream lives.
-	clear(first)
-	if s.firstWritten != nil {
-		s.firstWritten()
-		s.firstWritten = nil
+	// leave aborts it. AfterFunc costs no goroutine until the stop.
+	defer context.AfterFunc(st.h.stopCtx, st.leave)()
+	go st.start(first, firstWritten)
+	select {
+	case <-st.ended:
+	case <-gone:
+		st.leave()
+		<-st.ended
 	}
-	if !ok {
-		return
-	}
+}
+
+// drain writes the queued events, batch by batch, until the queue is empty
+// and the writer parked (true: the stream goes on) or the stream must end
+// (false: closed, a write failed, or its last frame was written).
+func (st *stream) drain() bool {
 	var batch []*event
 	for {
-		select {
-		case <-s.out.gone():
-			return
-		case <-s.stop.Done():
-			return
-		case _, ok := <-s.sub.wake:
-			if !ok {
-				return // closed by the hub: the client reconnects
-			}
-			var last bool
-			batch, last = s.sub.take(batch)
-			ok = s.write(batch)
-			clear(batch) // let the events go before the next batch
-			if !ok || last {
-				return
-			}
-			s.sub.written()
+		var last, open bool
+		batch, last, open = st.sub.take(batch)
+		if !open {
+			return false
+		}
+		if len(batch) == 0 {
+			return true
+		}
+		ok := st.write(batch)
+		clear(batch) // let the events go before the next batch
+		if !ok || last {
+			return false
 		}
 	}
 }
 
 // write sends frames within write_timeout and reports whether the stream
 // can go on.
-func (s *stream) write(frames []*event) bool {
-	err := s.out.writeFrames(frames, s.writeTimeout)
+func (st *stream) write(frames []*event) bool {
+	err := st.out.writeFrames(frames, time.Duration(st.h.WriteTimeout))
 	if err == nil {
 		return true
 	}
-	if errors.Is(err, errNotFlushable) {
-		s.logger.Error("streaming is impossible here", zap.Error(err))
-	} else if c := s.logger.Check(zapcore.DebugLevel, "stream write failed"); c != nil {
-		c.Write(zap.Error(err))
-	}
+	st.writeFailed(err)
 	return false
 }
 
-func (s *stream) end() {
-	s.ix.remove(s.sub)
-	s.out.close()
-	metrics.streamsOpen.Dec()
-	if s.released != nil {
-		s.released()
+// writeFailed logs a failed write. Apart from write, whose frame then stays
+// small: a writer starts on a new goroutine's smallest stack, and each
+// growth copies it.
+//
+//go:noinline
+func (st *stream) writeFailed(err error) {
+	if errors.Is(err, errNotFlushable) {
+		st.h.logger.Error("streaming is impossible here", zap.Error(err))
+	} else if c := st.h.logger.Check(zapcore.DebugLevel, "stream write failed"); c != nil {
+		c.Write(zap.Error(err))
 	}
+}
+
+// end releases everything the stream holds. Its writer calls it, once: the
+// subscriber is closed first, so nothing wakes the stream again.
+func (st *stream) end() {
+	st.sub.close()
+	st.h.index.remove(st.sub)
+	if hw, ok := st.out.(*hijackWriter); ok && st.id != 0 {
+		st.h.conns.remove(st, hw.conn) // before the connection closes (watch.go)
+	}
+	st.out.close()
+	metrics.streamsOpen.Dec()
+	st.h.release(st.sub.user, st)
+	if st.ended != nil {
+		close(st.ended) // serve may return: the ResponseWriter is done with
+	}
+}
+
+// leave ends the stream from outside its writer: its client left, or its
+// config is stopping. A pending write fails at once, and the writer (woken
+// if it was parked) ends the stream.
+func (st *stream) leave() {
+	st.sub.close()
+	st.out.abort()
 }
 
 // writeChunk is how many bytes write_timeout covers at a time: a large
@@ -188,8 +246,6 @@ func (w *rcWriter) setDeadline(timeout time.Duration) error {
 	}
 	return nil
 }
-
-func (w *rcWriter) gone() <-chan struct{} { return w.done }
 
 // abort sets a write deadline in the past: HTTP/2 resets the stream at
 // once, which ends a write waiting for flow control; HTTP/1 and HTTP/3

@@ -474,6 +474,7 @@ func TestResumeWaitsForALaggingReader(t *testing.T) {
 	}
 	done := make(chan result, 1)
 	sub := newSubscriber("alice", false, nil, queueLimit{events: 16})
+	woken := wakeOnEvents(sub)
 	go func() {
 		res, err := hb.register(t.Context(), ix, sub, &id2, 100)
 		done <- result{res, err}
@@ -500,11 +501,11 @@ func TestResumeWaitsForALaggingReader(t *testing.T) {
 	gate <- struct{}{}
 	id3 := xadd(t, c, numberedMsg("alice", 3))
 	select {
-	case <-sub.wake:
+	case <-woken:
 	case <-time.After(5 * time.Second):
 		t.Fatal("no live event after the resume")
 	}
-	got, _ := sub.take(nil)
+	got, _, _ := sub.take(nil)
 	if len(got) != 1 || got[0].id.String() != id3 {
 		t.Fatalf("live events %v, want only entry 3 (%s)", got, id3)
 	}

@@ -30,12 +30,21 @@ func TestSubscriberQueueBytes(t *testing.T) {
 			t.Fatalf("push %d: delivered %v, overflow %v", i, delivered, overflow)
 		}
 	}
-	batch, _ := s.take(nil)
+	batch, _, _ := s.take(nil)
 	if len(batch) != 3 {
 		t.Fatalf("took %d events, want 3", len(batch))
 	}
-	// The writer still holds 3 KiB: nothing more fits until it is written.
-	s.written()
+	// The writer still holds 3 KiB: nothing more fits until it is written
+	// (its next take).
+	if delivered, overflow := s.push(kib); delivered || !overflow {
+		t.Fatalf("push past queue_bytes while the writer holds 3 KiB: delivered %v, overflow %v; want overflow", delivered, overflow)
+	}
+	s = newSubscriber("a", false, nil, queueLimit{events: 100, bytes: 3 * 1024})
+	for range 3 {
+		s.push(kib)
+	}
+	s.take(nil)
+	s.take(nil) // the writer wrote them and parks
 	for i := range 3 {
 		if delivered, _ := s.push(kib); !delivered {
 			t.Fatalf("push %d after written: not delivered", i)
@@ -45,10 +54,8 @@ func TestSubscriberQueueBytes(t *testing.T) {
 	if delivered, overflow := s.push(kib); delivered || !overflow {
 		t.Fatalf("push past queue_bytes while writing: delivered %v, overflow %v; want overflow", delivered, overflow)
 	}
-	if _, ok := <-s.wake; ok {
-		if _, ok := <-s.wake; ok {
-			t.Fatal("overflowing stream not closed")
-		}
+	if !s.isClosed() {
+		t.Fatal("overflowing stream not closed")
 	}
 
 	big := &event{wire: make([]byte, 10*1024)}

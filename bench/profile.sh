@@ -9,6 +9,19 @@
 # the goroutines per stream and the top allocation sites still in use.
 #
 #   bash bench/profile.sh                    # or: PROFILE_STREAMS=1000 bash bench/profile.sh
+#
+# Environment:
+#   PROFILE_STREAMS  streams (default 10000)
+#   PROFILE_PROTO    h1 (default) or h2 (h2c, 250 streams per connection)
+#   PROFILE_CPU      connect or publish: also a CPU profile (cpu.pb.gz and its top
+#                    functions), of the connects (from the start) or of publishing
+#                    PROFILE_RATE events/s (default 200) to PROFILE_USERS users
+#                    (default 10: 100-fold fan-out at 1,000 streams), for
+#                    PROFILE_CPU_SECONDS (default 10)
+#
+# The memory summary has two lines: 5 s after connecting as the load runs
+# measure it (garbage of the connects included, up to what GOGC lets the
+# heap grow to), and after a forced GC (what the streams hold).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -16,6 +29,12 @@ export PATH="$PATH:/usr/local/go/bin"
 GO=${GO:-go}
 N=${PROFILE_STREAMS:-10000}
 PROTO=${PROFILE_PROTO:-h1}
+CPU=${PROFILE_CPU:-}
+CPU_SECONDS=${PROFILE_CPU_SECONDS:-10}
+RATE=0 USERS=$N IDLE=40s
+if [ "$CPU" = publish ]; then
+	RATE=${PROFILE_RATE:-200} USERS=${PROFILE_USERS:-10} IDLE=2s
+fi
 OUT=${BENCH_OUT:-$ROOT/bench/out/profile-$(date +%Y%m%d-%H%M%S)}
 mkdir -p "$OUT"
 OUT=$(cd "$OUT" && pwd)
@@ -30,7 +49,8 @@ AUTH_PORT=$($LOAD freeport)
 ADMIN_PORT=$($LOAD freeport)
 PORT=$($LOAD freeport)
 redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save '' --appendonly no >"$OUT/redis.log" 2>&1 &
-PIDS+=("$!")
+REDIS=$!
+PIDS+=("$REDIS")
 $LOAD auth -listen "127.0.0.1:$AUTH_PORT" -deadline 30m >"$OUT/auth.log" 2>&1 &
 PIDS+=("$!")
 cat >"$OUT/Caddyfile" <<EOF
@@ -67,22 +87,51 @@ snapshot() { # NAME
 }
 snapshot before
 # Hold the streams idle for 40 s; the snapshot is taken 15 s in, after a GC.
-"$LOAD" run -url "http://127.0.0.1:$PORT/events" -proto "$PROTO" -streams "$N" -rate 0 -idle 40s \
+"$LOAD" run -url "http://127.0.0.1:$PORT/events" -proto "$PROTO" -streams "$N" -users "$USERS" -rate "$RATE" \
+	-idle "$IDLE" -duration $((CPU_SECONDS + 5))s -redis "127.0.0.1:$REDIS_PORT" -connect-timeout 60s \
 	-server-pids "$CADDY" -auth-stats "http://127.0.0.1:$AUTH_PORT/stats" -deadline 5m >"$OUT/load.log" 2>&1 &
 LOADPID=$!
 PIDS+=("$LOADPID")
+cpu_profile() {
+	curl -s "http://127.0.0.1:$ADMIN_PORT/debug/pprof/profile?seconds=$CPU_SECONDS" >"$OUT/cpu.pb.gz"
+}
+if [ "$CPU" = connect ]; then
+	cpu_profile &
+	CPUPID=$!
+fi
 for i in $(seq 600); do
 	grep -q '^connected:' "$OUT/load.log" 2>/dev/null && break
 	sleep 0.2
 done
-sleep 12
-# A forced GC first (the heap profile's gc=1), so that the numbers are live bytes.
-curl -s "http://127.0.0.1:$ADMIN_PORT/debug/pprof/heap?gc=1" >/dev/null
-sleep 3
-snapshot idle
+if [ "$CPU" = publish ]; then
+	for i in $(seq 100); do
+		grep -q '^publishing' "$OUT/load.log" 2>/dev/null && break
+		sleep 0.1
+	done
+	cpu_profile
+else
+	sleep 5
+	snapshot nogc
+	sleep 7
+	# A forced GC first (the heap profile's gc=1), so that the numbers are live bytes.
+	curl -s "http://127.0.0.1:$ADMIN_PORT/debug/pprof/heap?gc=1" >/dev/null
+	sleep 3
+	snapshot idle
+fi
+[ -z "${CPUPID:-}" ] || wait "$CPUPID"
 wait "$LOADPID" || true
 
 go_tool_top() { $GO tool pprof -sample_index=inuse_space -top -nodecount=25 "$OUT/caddy" "$1" 2>/dev/null; }
+if [ "$CPU" = publish ]; then
+	{
+		echo "streams: $N ($PROTO), $RATE events/s to $USERS users"
+		grep -E '^(connected|deliveries|server:)' "$OUT/load.log"
+		echo
+		echo "CPU profile while publishing ($CPU_SECONDS s), top 30:"
+		$GO tool pprof -top -nodecount=30 "$OUT/caddy" "$OUT/cpu.pb.gz" 2>/dev/null
+	} | tee "$OUT/summary.txt"
+	exit 0
+fi
 {
 	echo "streams: $N ($PROTO)"
 	grep '^connected:' "$OUT/load.log"
@@ -95,16 +144,23 @@ def load(name):
     g = open(f"{out}/goroutines-{name}.txt").readline()
     v["goroutines"] = int(re.search(r"total (\d+)", g).group(1))
     return v
-a, b = load("before"), load("idle")
-def per(k): return (b[k] - a[k]) / n
-print(f"per stream: RSS {per('rss')/1024:.2f} KiB | goroutines {per('goroutines'):.2f} | "
-      f"stack in use {per('StackInuse')/1024:.2f} KiB | heap in use {per('HeapInuse')/1024:.2f} KiB | "
-      f"heap live objects {per('HeapAlloc')/1024:.2f} KiB | heap idle-not-released {(per('HeapIdle')-per('HeapReleased'))/1024:.2f} KiB | "
-      f"Sys {per('Sys')/1024:.2f} KiB")
+a = load("before")
+for when, name in (("5 s after connecting, no forced GC", "nogc"), ("after a forced GC", "idle")):
+    b = load(name)
+    def per(k): return (b[k] - a[k]) / n
+    print(f"per stream, {when}: RSS {per('rss')/1024:.2f} KiB | goroutines {per('goroutines'):.2f} | "
+          f"stack in use {per('StackInuse')/1024:.2f} KiB | heap in use {per('HeapInuse')/1024:.2f} KiB | "
+          f"heap objects (live and garbage) {per('HeapAlloc')/1024:.2f} KiB | heap idle-not-released {(per('HeapIdle')-per('HeapReleased'))/1024:.2f} KiB | "
+          f"off-heap runtime (OtherSys: poll descriptors…) {per('OtherSys')/1024:.2f} KiB | Sys {per('Sys')/1024:.2f} KiB")
 print(f"GC: NextGC {b['NextGC']/2**20:.1f} MiB, HeapAlloc {b['HeapAlloc']/2**20:.1f} MiB, StackInuse {b['StackInuse']/2**20:.1f} MiB, "
       f"HeapSys {b['HeapSys']/2**20:.1f} MiB, HeapReleased {b['HeapReleased']/2**20:.1f} MiB")
 EOF
 	echo
+	if [ "$CPU" = connect ]; then
+		echo "CPU profile of the connects ($CPU_SECONDS s from the start), top 30:"
+		$GO tool pprof -top -nodecount=30 "$OUT/caddy" "$OUT/cpu.pb.gz" 2>/dev/null
+		echo
+	fi
 	echo "goroutine groups (count: top frames) while idle:"
 	# Per group: its count, its top two frames and the function it started in
 	# (stacks may be shorter than three frames: read each group to its blank line).

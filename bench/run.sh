@@ -15,7 +15,7 @@
 #
 # Environment:
 #   BENCH_DURATION   publishing seconds per workload (default 20)
-#   BENCH_WORKLOADS  workloads to run, of: a b c d e f g h i j k l (default all; g needs BENCH_MODE=stream)
+#   BENCH_WORKLOADS  workloads to run, of: a b c d e f g h i j k l m n o p q (default all; g needs BENCH_MODE=stream)
 #   BENCH_ATTACK_DURATION  seconds of attack in (h) and (i) (default 10, or BENCH_DURATION when shorter)
 #   BENCH_AUTH_DELAY the auth API refuses unknown tokens after this long (default 200ms)
 #   BENCH_AUTH_CONCURRENCY  when set, `auth_concurrency <n>` is added to every Caddyfile (the
@@ -51,6 +51,11 @@
 #   l  stream mode whatever BENCH_MODE: 300 entries of 1 MB written before Caddy starts
 #      (history_bytes 32MiB), then 8 clients resume from 1-0 at once while a live client of
 #      another user receives 20 events/s (caddy only)
+#   m  20,000 streams over h2c (80 connections x 250 streams) / 20,000 users / 1,000 events/s,
+#      both servers (nginx on an h2c-only listener, http2_max_concurrent_streams 250)
+#   n  (a) over TLS, HTTP/1.1      o  (d) over TLS, HTTP/1.1
+#   p  (a) over TLS, HTTP/2        q  (d) over TLS, HTTP/2 (250 streams per connection)
+#      TLS: one self-signed certificate (ECDSA P-256) for both servers, made in the output directory
 #
 # Caddy serves its metrics on /metrics; the load tool prints the change of the
 # module's counters (caddy_notify_*_total) over publishing.
@@ -61,7 +66,7 @@ export PATH="$PATH:/usr/local/go/bin"
 GO=${GO:-go}
 
 DUR=${BENCH_DURATION:-20}
-WORKLOADS=${BENCH_WORKLOADS:-"a b c d e f g h i j k l"}
+WORKLOADS=${BENCH_WORKLOADS:-"a b c d e f g h i j k l m n o p q"}
 ATTACK_DUR=${BENCH_ATTACK_DURATION:-$((DUR < 10 ? DUR : 10))}
 AUTH_DELAY=${BENCH_AUTH_DELAY:-200ms}
 AUTH_CONCURRENCY=${BENCH_AUTH_CONCURRENCY:-}
@@ -135,6 +140,10 @@ PIDS+=("$AUTH_PID")
 wait_port "$REDIS_PORT"
 wait_port "$AUTH_PORT"
 
+# The TLS workloads' certificate, shared by both servers.
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 -subj /CN=127.0.0.1 \
+	-addext subjectAltName=IP:127.0.0.1 -keyout "$OUT/key.pem" -out "$OUT/cert.pem" 2>/dev/null
+
 # runs_of W: the runs of a workload: itself, then its variants (the same
 # workload with one setting changed, logged as <target>-<variant>.log).
 runs_of() {
@@ -149,9 +158,10 @@ runs_of() {
 # subcommand (WL_TOOL: run, attack or memory) and its flags (WL_ARGS), the
 # lines added to Caddy's notify block (WL_OPTS, one per line), another
 # source line (WL_SOURCE), a command run against the flushed Redis before
-# the server starts (WL_PRESTART), and why nchan does not run it (WL_NO_NCHAN).
+# the server starts (WL_PRESTART), why nchan does not run it (WL_NO_NCHAN),
+# its URL scheme (WL_SCHEME) and nginx's listen options (WL_LISTEN).
 workload() {
-	WL_TOOL=run WL_OPTS="" WL_SOURCE="" WL_PRESTART=() WL_NO_NCHAN=""
+	WL_TOOL=run WL_OPTS="" WL_SOURCE="" WL_PRESTART=() WL_NO_NCHAN="" WL_SCHEME=http WL_LISTEN=""
 	local attack=(-duration "${ATTACK_DUR}s" -baseline 2s -drain 10s -probe-src 127.0.0.2 -probe-interval 250ms)
 	case $1 in
 	a) WL_ARGS=(-streams 1000 -users 1000 -rate 1000 -duration "${DUR}s") ;;
@@ -189,6 +199,17 @@ workload() {
 		WL_ARGS=(-kind replay -count 300 -size 1000000 -resumers 8 -last-event-id 1-0 -live-rate 20 -wait 60s)
 		WL_PRESTART=("$LOAD" memory -kind fill -redis "127.0.0.1:$REDIS_PORT" -stream notifications -count 300 -size 1000000)
 		WL_NO_NCHAN="stream mode: nchan has no Redis Stream to resume from" ;;
+	m)
+		WL_ARGS=(-streams 20000 -users 20000 -proto h2 -streams-per-conn 250 -rate 1000 -duration "${DUR}s"
+			-connect-concurrency 2000 -connect-timeout 60s)
+		WL_LISTEN=http2 ;;
+	n | o | p | q)
+		local base=a
+		case $1 in o | q) base=d ;; esac
+		workload $base
+		case $1 in p | q) WL_ARGS+=(-proto h2 -streams-per-conn 250 -connect-concurrency 2000 -connect-timeout 60s) ;; esac
+		WL_SCHEME=https
+		WL_LISTEN="ssl http2" ;;
 	*)
 		echo "bench: unknown workload $1" >&2
 		return 1
@@ -214,10 +235,11 @@ run_caddy() {
 	persist_config off
 	grace_period 1s
 	servers {
-		protocols h1 h2c
+		protocols h1 h2 h2c
 	}
 }
-http://127.0.0.1:$port {
+$WL_SCHEME://127.0.0.1:$port {
+	$( [ "$WL_SCHEME" = https ] && echo "tls $OUT/cert.pem $OUT/key.pem")
 	notify /events {
 		redis redis://127.0.0.1:$REDIS_PORT/0
 		${WL_SOURCE:-$SOURCE_LINE}
@@ -250,7 +272,7 @@ EOF
 		redis-cli -p "$REDIS_PORT" FLUSHALL >/dev/null
 	fi
 	echo "bench: ($w) caddy-notify"
-	local common=(-label "caddy-$w" -url "http://127.0.0.1:$port/events" -server-pids "$pid"
+	local common=(-label "caddy-$w" -url "$WL_SCHEME://127.0.0.1:$port/events" -server-pids "$pid"
 		-metrics-url "http://127.0.0.1:$port/metrics")
 	local mode=$MODE
 	case $WL_SOURCE in stream*) mode=stream ;; channel*) mode=pubsub ;; esac
@@ -279,6 +301,8 @@ run_nchan() {
 	for f in sub pub; do
 		sed -e "s#@DIR@#$dir#g; s#@REDIS_PORT@#$REDIS_PORT#g; s#@AUTH_PORT@#$AUTH_PORT#g" \
 			-e "s#@PORT@#$port#g; s#@PUB_PORT@#$pubport#g; s#@WORKERS@#$(nproc)#g" \
+			-e "s#@LISTEN@#$WL_LISTEN#g" \
+			-e "s#@TLS@#$([ "$WL_SCHEME" = https ] && echo "ssl_certificate $OUT/cert.pem; ssl_certificate_key $OUT/key.pem;")#g" \
 			"$ROOT/bench/nchan-$f.conf.tmpl" >"$dir/nginx-$f.conf"
 		nginx -c "$dir/nginx-$f.conf" -p "$dir/" -g 'daemon off;' >"$dir/nginx-$f.out" 2>&1 &
 		PIDS+=("$!")
@@ -294,7 +318,7 @@ run_nchan() {
 	echo "bench: ($w) nchan"
 	case $WL_TOOL in
 	run)
-		"$LOAD" run -label "nchan-$w" -url "http://127.0.0.1:$port/sub/{user}" "${WL_ARGS[@]}" \
+		"$LOAD" run -label "nchan-$w" -url "$WL_SCHEME://127.0.0.1:$port/sub/{user}" "${WL_ARGS[@]}" \
 			-mode nchan -pub-url "http://127.0.0.1:$pubport/pub/{user}" -redis "127.0.0.1:$REDIS_PORT" \
 			-server-pids "$workers" -redis-pid "$REDIS_PID" -aux-pids "$pubworkers" \
 			-auth-stats "http://127.0.0.1:$AUTH_PORT/stats" -deadline 8m

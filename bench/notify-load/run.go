@@ -157,7 +157,7 @@ func runMain(args []string) int {
 	var cfg runConfig
 	fs := flag.NewFlagSet("run", flag.ExitOnError)
 	fs.StringVar(&cfg.url, "url", "http://127.0.0.1:8080/events", "stream URL; {user} is replaced by the stream's user id (nchan)")
-	fs.StringVar(&cfg.proto, "proto", "h1", "h1 (one connection per stream) or h2 (h2c prior knowledge, -streams-per-conn per connection)")
+	fs.StringVar(&cfg.proto, "proto", "h1", "h1 (one connection per stream) or h2 (-streams-per-conn per connection; h2c prior knowledge, or over TLS for an https -url); https: TLS, the certificate unchecked")
 	fs.IntVar(&cfg.streams, "streams", 1000, "streams to open (N)")
 	fs.IntVar(&cfg.users, "users", 0, "users the streams are spread over (U, default N); stream i is user i mod U, token u<i mod U>")
 	fs.IntVar(&cfg.perConn, "streams-per-conn", 250, "h2: streams multiplexed per connection (M)")

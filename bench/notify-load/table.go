@@ -83,7 +83,11 @@ func writeTable(w io.Writer, dir string, wls []string) {
 			writeExtraRows(w, wl, c, n)
 			continue
 		}
-		name := fmt.Sprintf("(%s) %d %s streams / %d users", wl, ref.StreamsRequested, ref.Proto, ref.Users)
+		proto := ref.Proto
+		if strings.HasPrefix(ref.URL, "https:") {
+			proto += " TLS"
+		}
+		name := fmt.Sprintf("(%s) %d %s streams / %d users", wl, ref.StreamsRequested, proto, ref.Users)
 		if ref.Rate > 0 {
 			name += fmt.Sprintf(" / %.0f ev/s", ref.Rate)
 		} else {

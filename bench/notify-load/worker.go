@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
 	"errors"
 	"flag"
 	"fmt"
@@ -427,6 +428,16 @@ func (w *worker) openH1(ctx context.Context, i, user int, lastID []byte) (net.Co
 	}
 	w.conns.Add(1)
 	_ = conn.SetDeadline(time.Now().Add(w.cfg.connectTimeout))
+	if u.Scheme == "https" {
+		// HTTP/1.1 over TLS (ALPN), the server's certificate unchecked:
+		// a benchmark's self-signed one.
+		tc := tls.Client(conn, benchTLS("http/1.1"))
+		if err := tc.HandshakeContext(ctx); err != nil {
+			conn.Close()
+			return nil, nil, err
+		}
+		conn = tc
+	}
 	req := "GET " + u.RequestURI() + " HTTP/1.1\r\nHost: " + u.Host +
 		"\r\nAuthorization: Bearer u" + strconv.Itoa(user) +
 		"\r\nAccept: text/event-stream\r\nCache-Control: no-cache\r\n"
@@ -460,6 +471,10 @@ func (w *worker) connectH2(ctx context.Context, sem chan struct{}, wg *sync.Wait
 	}
 	var protos http.Protocols
 	protos.SetUnencryptedHTTP2(true)
+	if u.Scheme == "https" { // HTTP/2 over TLS
+		protos = http.Protocols{}
+		protos.SetHTTP2(true)
+	}
 	for c := 0; c*w.cfg.perConn < w.cfg.count; c++ {
 		first := w.cfg.first + c*w.cfg.perConn
 		n := min(w.cfg.perConn, w.cfg.first+w.cfg.count-first)
@@ -468,11 +483,12 @@ func (w *worker) connectH2(ctx context.Context, sem chan struct{}, wg *sync.Wait
 			Protocols:          &protos,
 			DialContext:        d.DialContext,
 			DisableCompression: true,
+			TLSClientConfig:    benchTLS("h2"),
 		}
 		sem <- struct{}{}
 		w.markDial()
 		dctx, cancel := context.WithTimeout(ctx, w.cfg.connectTimeout)
-		cc, err := tr.NewClientConn(dctx, "http", u.Host)
+		cc, err := tr.NewClientConn(dctx, u.Scheme, u.Host)
 		cancel()
 		<-sem
 		if err != nil {
@@ -702,4 +718,11 @@ func sortedKeys(m map[string]int) []string {
 	}
 	sort.Slice(keys, func(i, j int) bool { return m[keys[i]] > m[keys[j]] || m[keys[i]] == m[keys[j]] && keys[i] < keys[j] })
 	return keys
+}
+
+// benchTLS is the load tool's TLS client configuration for https URLs:
+// ALPN proto, and no check of the server's certificate (the benchmark's
+// self-signed one).
+func benchTLS(proto string) *tls.Config {
+	return &tls.Config{NextProtos: []string{proto}, InsecureSkipVerify: true} //nolint:gosec // a benchmark's own certificate
 }
