@@ -54,12 +54,8 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.
 	}
 	// Checked before the auth call: during an outage, clients retrying must
 	// not turn into load on the auth API.
-	if !h.hub.waitUp(r.Context(), redisWait) {
-		if r.Context().Err() != nil {
-			return nil
-		}
-		hdr.Set("Retry-After", strconv.Itoa(int(backoffMax/time.Second)))
-		h.refuse(w, http.StatusServiceUnavailable, "Notifications are temporarily unavailable.")
+	if !h.hubSet.waitUp(r.Context(), redisWait) {
+		h.refuseUnavailable(w, r)
 		return nil
 	}
 	user, aerr := h.auth.userID(r.Context(), token, r.Header.Get("Cookie"))
@@ -73,10 +69,26 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.
 		h.refuse(w, aerr.status, aerr.msg)
 		return nil
 	}
+	part, hb := h.hubSet.partition(user)
+	// With partitions, another partition answered waitUp: this stream
+	// needs its own to be read.
+	if len(h.indexes) > 1 && !hb.waitUp(r.Context(), redisWait) {
+		h.refuseUnavailable(w, r)
+		return nil
+	}
 	if repl, ok := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer); ok {
 		repl.Set("http.notify.user_id", user)
 	}
-	return h.serveStream(w, r, user, from)
+	return h.serveStream(w, r, hb, h.indexes[part], user, from)
+}
+
+// refuseUnavailable answers 503 while Redis is not being read.
+func (h *Handler) refuseUnavailable(w http.ResponseWriter, r *http.Request) {
+	if r.Context().Err() != nil {
+		return
+	}
+	w.Header().Set("Retry-After", strconv.Itoa(int(backoffMax/time.Second)))
+	h.refuse(w, http.StatusServiceUnavailable, "Notifications are temporarily unavailable.")
 }
 
 // lastEventID returns where a stream-mode client resumes: the Last-Event-ID
@@ -105,11 +117,12 @@ func (h *Handler) lastEventID(r *http.Request) (from *entryID, ok bool) {
 }
 
 // serveStream answers an authenticated request with its event stream: it
-// registers the subscriber with the hub before the first byte, so that
+// registers the subscriber with hb, the hub of the user's partition, in
+// ix, before the first byte, so that
 // nothing published after the client sees the 200 can be missed, then
 // hands the response to the stream's write loop (pump.go) over a hijacked
 // HTTP/1 connection or the ResponseWriter.
-func (h *Handler) serveStream(w http.ResponseWriter, r *http.Request, user string, from *entryID) error {
+func (h *Handler) serveStream(w http.ResponseWriter, r *http.Request, hb *hub, ix *index, user string, from *entryID) error {
 	hdr := w.Header()
 	hdr.Set("Content-Type", "text/event-stream")
 	hdr.Set("Cache-Control", "no-cache")
@@ -121,7 +134,7 @@ func (h *Handler) serveStream(w http.ResponseWriter, r *http.Request, user strin
 	}
 
 	sub := newSubscriber(user, h.Broadcast, h.beat, queueLimit{events: h.QueueSize, bytes: h.QueueBytes})
-	pre, err := h.hub.register(r.Context(), h.index, sub, from, h.ReplayLimit)
+	pre, err := hb.register(r.Context(), ix, sub, from, h.ReplayLimit)
 	if err != nil {
 		if r.Context().Err() != nil {
 			return nil
@@ -136,7 +149,7 @@ func (h *Handler) serveStream(w http.ResponseWriter, r *http.Request, user strin
 	}
 	metrics.streamsOpened.WithLabelValues("ok").Inc()
 	metrics.streamsOpen.Inc()
-	s := &stream{sub: sub, ix: h.index, stop: h.stopCtx, writeTimeout: time.Duration(h.WriteTimeout), logger: h.logger}
+	s := &stream{sub: sub, ix: ix, stop: h.stopCtx, writeTimeout: time.Duration(h.WriteTimeout), logger: h.logger}
 	first := pre.frames(h.retryFrame)
 	s.firstWritten = pre.done
 	if r.ProtoMajor == 1 {

@@ -39,9 +39,9 @@ func provisioned(t *testing.T, h *Handler, rs *redisServer) *Handler {
 	h.stopCtx, h.stop = context.WithCancel(t.Context())
 	t.Cleanup(h.stop)
 	h.retryFrame = retryEvent(time.Duration(h.Retry))
-	h.hub = newHub(opts, source{channel: DefaultChannel}, zap.NewNop())
-	t.Cleanup(func() { _ = h.hub.Destruct() })
-	h.index = h.hub.attach(indexKey{recipientField: h.RecipientField})
+	h.hubSet = newHubSet(opts, source{channel: DefaultChannel}, zap.NewNop())
+	t.Cleanup(func() { _ = h.hubSet.Destruct() })
+	h.indexes = h.hubSet.attach(indexKey{recipientField: h.RecipientField})
 	return h
 }
 

@@ -24,9 +24,10 @@ func newHeartbeat(interval time.Duration) *heartbeat {
 	return &heartbeat{interval: interval, slots: slots}
 }
 
-// run pings the streams of ix that this heartbeat covers (an index may be
-// shared by handlers with other intervals) until ctx ends.
-func (hb *heartbeat) run(ctx context.Context, ix *index) {
+// run pings the streams of ixs (a handler's index in each partition) that
+// this heartbeat covers (an index may be shared by handlers with other
+// intervals) until ctx ends.
+func (hb *heartbeat) run(ctx context.Context, ixs []*index) {
 	t := time.NewTicker(max(hb.interval/time.Duration(numShards*hb.slots), time.Millisecond))
 	defer t.Stop()
 	for tick := 0; ; tick++ {
@@ -35,11 +36,13 @@ func (hb *heartbeat) run(ctx context.Context, ix *index) {
 			return
 		case <-t.C:
 			shard, slot := tick%numShards, (tick/numShards)%hb.slots
-			ix.eachInShard(shard, func(s *subscriber) {
-				if s.beat == hb && int(s.beatSlot)%hb.slots == slot {
-					s.ping()
-				}
-			})
+			for _, ix := range ixs {
+				ix.eachInShard(shard, func(s *subscriber) {
+					if s.beat == hb && int(s.beatSlot)%hb.slots == slot {
+						s.ping()
+					}
+				})
+			}
 		}
 	}
 }

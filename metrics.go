@@ -19,6 +19,7 @@ type notifyMetrics struct {
 	drops               *prometheus.CounterVec
 	authDuration        *prometheus.HistogramVec
 	redisSubscriptions  *prometheus.GaugeVec
+	partitionsDown      *prometheus.GaugeVec
 	redisReconnects     prometheus.Counter
 	replayed            *prometheus.CounterVec
 	replayRedisCommands prometheus.Counter
@@ -46,7 +47,7 @@ func newMetrics() *notifyMetrics {
 		}),
 		drops: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: ns, Subsystem: sub, Name: "dropped_total",
-			Help: "Messages or deliveries dropped, by reason: malformed, no_recipient, invalid_recipient, slow_client.",
+			Help: "Messages or deliveries dropped, by reason: malformed, no_recipient, invalid_recipient, too_large, slow_client, wrong_partition.",
 		}, []string{"reason"}),
 		authDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Namespace: ns, Subsystem: sub, Name: "auth_duration_seconds",
@@ -57,6 +58,13 @@ func newMetrics() *notifyMetrics {
 			Namespace: ns, Subsystem: sub, Name: "redis_subscriptions",
 			Help: "Redis subscriptions by state: up or down (reconnecting).",
 		}, []string{"state"}),
+		// The partition number is bounded (at most 1024) and tells which
+		// users a partial outage affects; a partition of different
+		// handlers shares one series.
+		partitionsDown: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Namespace: ns, Subsystem: sub, Name: "redis_partitions_down",
+			Help: "Subscriptions or stream readers of partitioned handlers that are down, by partition number.",
+		}, []string{"partition"}),
 		redisReconnects: prometheus.NewCounter(prometheus.CounterOpts{
 			Namespace: ns, Subsystem: sub, Name: "redis_reconnects_total",
 			Help: "Redis subscriptions or stream readers re-established after being lost.",
@@ -79,7 +87,7 @@ func newMetrics() *notifyMetrics {
 func (m *notifyMetrics) collectors() []prometheus.Collector {
 	return []prometheus.Collector{
 		m.streamsOpen, m.streamsOpened, m.messagesReceived, m.deliveries,
-		m.drops, m.authDuration, m.redisSubscriptions, m.redisReconnects,
+		m.drops, m.authDuration, m.redisSubscriptions, m.partitionsDown, m.redisReconnects,
 		m.replayed, m.replayRedisCommands, m.resets,
 	}
 }
