@@ -43,7 +43,7 @@ func TestUnmarshalCaddyfile(t *testing.T) {
 	want := Handler{
 		Redis: "redis+cluster://user:pw@127.0.0.1:7000,127.0.0.1:7001", Channel: "alerts", Sharded: true, Partitions: 16,
 		RecipientField: "to",
-		AuthURL: "https://app.internal/api/v1/is_user_auth/", UserField: "uid",
+		AuthURL:        "https://app.internal/api/v1/is_user_auth/", UserField: "uid",
 		AuthTimeout: caddy.Duration(2e9), TokenQuery: "access_token", TokenCookie: "session",
 		Heartbeat: &zero, Retry: caddy.Duration(1.5e9), Broadcast: true,
 		CORS:      []string{"https://a.example", "http://localhost:3000", "https://b.example"},
