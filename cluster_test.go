@@ -2,7 +2,11 @@ package notify
 
 import (
 	"fmt"
+	"slices"
 	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/redis/go-redis/v9"
 
@@ -84,8 +88,17 @@ func TestCluster(t *testing.T) {
 		{path: "/stream", stream: "st"},
 		{path: "/stream16", stream: "st16", partitions: 16},
 	}
+	// The fault handlers' names put a partition in the first slots of a
+	// master, for the resharding test.
+	fxName, fxPart, fxSlot := lowSlotName(t, tc, "fx")
+	fsName, fsPart, fsSlot := lowSlotName(t, tc, "fs")
+	faultHandlers := []clusterHandler{
+		{path: "/fault-classic", channel: "fc", partitions: 16},
+		{path: "/fault-sharded", channel: fsName, sharded: true, partitions: 16},
+		{path: "/fault-stream", stream: fxName, partitions: 16},
+	}
 	routes := ""
-	for _, h := range handlers {
+	for _, h := range append(slices.Clone(handlers), faultHandlers...) {
 		routes += h.directive()
 	}
 	cfg := &caddyConfig{auth: auth, vars: map[string]string{"redis": tc.URL()}, routes: routes}
@@ -108,4 +121,179 @@ func TestCluster(t *testing.T) {
 			})
 		}
 	})
+
+	// targets are the fault handlers, classic pub/sub published through
+	// node, streams with WAIT 1.
+	targets := func(node redis.UniversalClient) []faultTarget {
+		var out []faultTarget
+		for _, h := range faultHandlers {
+			pub := h.publisher(cc, node)
+			if h.stream != "" {
+				pub.WaitReplicas, pub.WaitTimeout = 1, 500*time.Millisecond
+			}
+			out = append(out, faultTarget{name: h.path[1:], url: base + h.path, pub: pub})
+		}
+		return out
+	}
+	report := func(t *testing.T, fault string, fr *faultRun, stats []faultStats) {
+		for i, st := range stats {
+			t.Logf("%s, %s: %d of %d deliveries published without error lost; %d received",
+				fault, fr.targets[i].name, st.lost, st.expected, st.received)
+		}
+	}
+	// pubsubHubs counts the hubs that hold a subscription.
+	pubsubHubs := func() int {
+		n := 0
+		hubs.Range(func(_, v any) bool {
+			for _, hb := range v.(*hubSet).hubs {
+				if _, ok := hb.reader.(*pubsubReader); ok {
+					n++
+				}
+			}
+			return true
+		})
+		return n
+	}
+
+	// Guarantee 2: a master killed, its replica promoted. Streams of users
+	// on the other masters open throughout; the users of the dead master
+	// may get 503 until the promotion, and no longer.
+	t.Run("faults/master killed", func(t *testing.T) {
+		// The victim serves the partition of the first user's stream key.
+		user := scaleUsers[0]
+		slot := tc.slotOf(publish.Name(fxName, publish.Partition(user, 16), 16))
+		victim := tc.masterOf(slot)
+		var live string
+		for _, u := range scaleUsers {
+			if tc.masterOf(tc.slotOf(publish.Name(fxName, publish.Partition(u, 16), 16))) != victim {
+				live = u
+				break
+			}
+		}
+		var node *redis.Client
+		for _, n := range tc.running() {
+			if n != victim {
+				node = n.client()
+				break
+			}
+		}
+		t.Cleanup(func() { node.Close() })
+		fr := startFaultRun(t, targets(node), scaleUsers)
+		waitFor(t, 30*time.Second, "publishing to start", func() bool { return fr.published() > 50 })
+
+		victim.stop() // SIGKILL
+		killed := time.Now()
+		// A user whose partition is on a live master opens a stream at once.
+		openStream(t, request(t, base+"/fault-stream", live+"-token"))
+		// One on the dead master gets 503 until the promotion.
+		resp, err := streamClient.Do(request(t, base+"/fault-stream", user+"-token"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		t.Logf("a new stream on the dead master's partition, %s after the kill: %d", time.Since(killed).Round(time.Millisecond), resp.StatusCode)
+		restore := tc.waitPromoted(victim, slot)
+		t.Logf("replica promoted %s after the kill", time.Since(killed).Round(time.Millisecond))
+		fr.markRecovered()
+		t.Logf("every partition read again %s after the kill", time.Since(killed).Round(time.Millisecond))
+		openStream(t, request(t, base+"/fault-stream", user+"-token"))
+		restore() // the old master returns as a replica: WAIT 1 can succeed again
+		report(t, "master killed", fr, fr.finish())
+	})
+
+	// Guarantee 2: the slots of a stream partition and of a sharded
+	// channel partition move to another master while publishing goes on.
+	t.Run("faults/reshard", func(t *testing.T) {
+		fr := startFaultRun(t, targets(node), scaleUsers)
+		waitFor(t, 30*time.Second, "publishing to start", func() bool { return fr.published() > 50 })
+		before := testutil.ToFloat64(metrics.redisReconnects)
+		reshardSlot(t, tc, fxSlot)
+		reshardSlot(t, tc, fsSlot)
+		t.Logf("moved %s.%d (slot %d) and %s.%d (slot %d)", fxName, fxPart, fxSlot, fsName, fsPart, fsSlot)
+		// Redis ends the sharded subscription of the moved slot: wait
+		// for the module to renew it before counting losses.
+		waitFor(t, 30*time.Second, "the sharded subscription to be renewed", func() bool {
+			return testutil.ToFloat64(metrics.redisReconnects) > before
+		})
+		fr.markRecovered()
+		report(t, "reshard", fr, fr.finish())
+		tc.waitHealthy()
+	})
+
+	// Guarantee 2: every connection of every node's clients killed
+	// (CLIENT KILL): subscriptions and stream readers reconnect.
+	t.Run("faults/client kill", func(t *testing.T) {
+		fr := startFaultRun(t, targets(node), scaleUsers)
+		waitFor(t, 30*time.Second, "publishing to start", func() bool { return fr.published() > 50 })
+		before, subs := testutil.ToFloat64(metrics.redisReconnects), pubsubHubs()
+		for _, n := range tc.running() {
+			c := n.client()
+			for _, typ := range []string{"pubsub", "normal"} {
+				if err := c.Do(t.Context(), "CLIENT", "KILL", "TYPE", typ, "SKIPME", "yes").Err(); err != nil {
+					t.Fatalf("CLIENT KILL: %v", err)
+				}
+			}
+			c.Close()
+		}
+		waitFor(t, 30*time.Second, "every subscription to be re-established", func() bool {
+			return testutil.ToFloat64(metrics.redisReconnects) >= before+float64(subs)
+		})
+		fr.markRecovered()
+		report(t, "client kill", fr, fr.finish())
+	})
+
+}
+
+// lowSlotName returns a base name whose partition part (of 16) hashes to a
+// slot among the first 32 of a master's range as redis-cli --cluster create
+// assigns them (0, 5461, 10923): resharding that many slots from the
+// master moves the partition, and takes a moment.
+func lowSlotName(t testing.TB, tc *testCluster, prefix string) (name string, part int, slot int64) {
+	t.Helper()
+	for k := range 2000 {
+		name = fmt.Sprintf("%s%d", prefix, k)
+		for p := range 16 {
+			s := tc.slotOf(publish.Name(name, p, 16))
+			for _, start := range []int64{0, 5461, 10923} {
+				if s >= start && s < start+32 {
+					return name, p, s
+				}
+			}
+		}
+	}
+	t.Fatalf("no name %s<k> with a partition in the first slots of a master", prefix)
+	return "", 0, 0
+}
+
+// reshardSlot moves slot, with every slot before it in its master's range,
+// to another master with redis-cli --cluster reshard, and checks it moved.
+func reshardSlot(t testing.TB, tc *testCluster, slot int64) {
+	t.Helper()
+	from := tc.masterOf(slot)
+	var to *redisServer
+	for _, m := range tc.masters() {
+		if m != from {
+			to = m
+			break
+		}
+	}
+	tc.waitHealthy() // redis-cli refuses to reshard while nodes disagree
+	slots, err := slotMap(t.Context(), from)
+	if err != nil {
+		t.Fatal(err)
+	}
+	count := int64(0)
+	for _, s := range slots {
+		if s.Nodes[0].Addr == from.Addr() {
+			for x := int64(s.Start); x <= int64(s.End) && x <= slot; x++ {
+				count++
+			}
+		}
+	}
+	runCLI(t, "--cluster", "reshard", from.Addr(), "--cluster-from", nodeID(t, from), "--cluster-to", nodeID(t, to),
+		"--cluster-slots", fmt.Sprint(count), "--cluster-yes")
+	tc.waitHealthy()
+	if got := tc.masterOf(slot); got != to {
+		t.Fatalf("slot %d is on %s after the reshard, want %s", slot, got.Addr(), to.Addr())
+	}
 }

@@ -220,11 +220,11 @@ func nodeID(t testing.TB, n *redisServer) string {
 	return id
 }
 
-// killMaster SIGKILLs master m and waits until the other nodes have
-// promoted its replica; restore then brings m back as a replica.
-func (tc *testCluster) killMaster(m *redisServer, slot int64) (restore func()) {
+// waitPromoted waits, after master m was killed, until the other nodes
+// have promoted its replica to serve slot; restore then brings m back as a
+// replica.
+func (tc *testCluster) waitPromoted(m *redisServer, slot int64) (restore func()) {
 	tc.t.Helper()
-	m.stop()
 	waitFor(tc.t, 30*time.Second, "a replica to take over the slots of the killed master", func() bool {
 		slots, err := slotMap(context.Background(), tc.running()[0])
 		if err != nil {

@@ -132,6 +132,9 @@ type Target struct {
 	// Replicas is how many replicas WAIT said hold the entry, with
 	// WaitReplicas.
 	Replicas int64
+	// Err is why this copy may not have been published, or nil. Publish
+	// also returns every copy's error, joined.
+	Err error
 }
 
 // Errors returned by Publish before anything is sent.
@@ -223,7 +226,8 @@ func (p *Publisher) Publish(ctx context.Context, msg []byte, recipients ...strin
 			targets[i].Receivers, err = c.Result()
 		}
 		if err != nil {
-			errs = append(errs, fmt.Errorf("publishing to %s: %w", targets[i].Key, err))
+			targets[i].Err = fmt.Errorf("publishing to %s: %w", targets[i].Key, err)
+			errs = append(errs, targets[i].Err)
 		}
 	}
 	return Result{Targets: targets}, errors.Join(errs...)
@@ -258,7 +262,8 @@ func (p *Publisher) publishWaiting(ctx context.Context, msg []byte, targets []Ta
 		if cc, ok := p.Client.(*redis.ClusterClient); ok {
 			node, err := cc.MasterForKey(ctx, t.Key)
 			if err != nil {
-				errs = append(errs, fmt.Errorf("publishing to %s: %w", t.Key, err))
+				t.Err = fmt.Errorf("publishing to %s: %w", t.Key, err)
+				errs = append(errs, t.Err)
 				continue
 			}
 			c = node
@@ -279,7 +284,8 @@ func (p *Publisher) publishWaiting(ctx context.Context, msg []byte, targets []Ta
 			t.ID = add.Val()
 		}
 		if err != nil {
-			errs = append(errs, fmt.Errorf("publishing to %s: %w", t.Key, err))
+			t.Err = fmt.Errorf("publishing to %s: %w", t.Key, err)
+			errs = append(errs, t.Err)
 		}
 	}
 	return Result{Targets: targets}, errors.Join(errs...)
