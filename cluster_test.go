@@ -122,6 +122,12 @@ func TestCluster(t *testing.T) {
 		}
 	})
 
+	// Guarantee 4 on the cluster: sharded pub/sub and streams, 16
+	// partitions, three Caddy processes.
+	t.Run("instances", func(t *testing.T) {
+		runInstances(t, tc.URL(), func(h clusterHandler) *publish.Publisher { return h.publisher(cc, node) })
+	})
+
 	// targets are the fault handlers, classic pub/sub published through
 	// node, streams with WAIT 1.
 	targets := func(node redis.UniversalClient) []faultTarget {

@@ -151,7 +151,7 @@ func (fr *faultRun) finish() []faultStats {
 			})
 		}
 		for j, u := range fr.users {
-			got := eventsUntil(t, fr.streams[i][j], endMarker(u).payload(tg.name), 30*time.Second)
+			got, _ := eventsUntil(t, fr.streams[i][j], endMarker(u).payload(tg.name), 30*time.Second)
 			fr.check(tg, u, got, &stats[i])
 		}
 	}

@@ -100,25 +100,28 @@ func expectedFor(user string, plan []testMsg, results []publish.Result, tag stri
 func endMarker(user string) testMsg { return testMsg{-1, []string{user}} }
 
 // eventsUntil reads s's events until one whose data is marker, and returns
-// those before it.
-func eventsUntil(t testing.TB, s *sseStream, marker string, timeout time.Duration) []sseEvent {
+// those before it, and the marker event.
+func eventsUntil(t testing.TB, s *sseStream, marker string, timeout time.Duration) (before []sseEvent, end sseEvent) {
 	t.Helper()
 	var got []sseEvent
 	for {
 		ev := s.next(t, timeout)
 		if ev.data == marker {
-			return got
+			return got, ev
 		}
 		got = append(got, ev)
 	}
 }
 
 // expectPlan publishes each user's end marker and checks that each
-// stream received exactly its expected events before it, in order.
+// stream received exactly its expected events before it, in order. It
+// returns the marker events each user's streams got, in stream order: in
+// stream mode, their IDs are where the streams stand.
 func expectPlan(t testing.TB, pub *publish.Publisher, tag string, plan []testMsg, results []publish.Result,
 	streams map[string][]*sseStream,
-) {
+) map[string][]sseEvent {
 	t.Helper()
+	markers := map[string][]sseEvent{}
 	n := max(pub.Partitions, 1)
 	for user := range streams {
 		publishPlan(t, pub, tag, []testMsg{endMarker(user)})
@@ -130,10 +133,12 @@ func expectPlan(t testing.TB, pub *publish.Publisher, tag string, plan []testMsg
 		}
 		marker := endMarker(user).payload(tag)
 		for i, s := range ss {
-			got := eventsUntil(t, s, marker, 20*time.Second)
+			got, end := eventsUntil(t, s, marker, 20*time.Second)
 			if !slices.Equal(got, want) {
 				t.Errorf("user %s, stream %d: got %d events, want %d:\ngot  %v\nwant %v", user, i, len(got), len(want), got, want)
 			}
+			markers[user] = append(markers[user], end)
 		}
 	}
+	return markers
 }
