@@ -9,3 +9,9 @@ require (
 	go.uber.org/atomic v1.12.0 // indirect
 	golang.org/x/sys v0.48.0 // indirect
 )
+
+// The publish package of the plugin: the load tool partitions events with
+// the module's own function.
+require github.com/caddy-notify/notify v0.0.0
+
+replace github.com/caddy-notify/notify => ../
