@@ -290,8 +290,8 @@ func reshardSlot(t testing.TB, tc *testCluster, slot int64) {
 	}
 	count := int64(0)
 	for _, s := range slots {
-		if s.Nodes[0].Addr == from.Addr() {
-			for x := int64(s.Start); x <= int64(s.End) && x <= slot; x++ {
+		if s.master == from.Addr() {
+			for x := s.start; x <= s.end && x <= slot; x++ {
 				count++
 			}
 		}

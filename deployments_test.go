@@ -104,12 +104,38 @@ func (tc *testCluster) running() []*redisServer {
 	return slices.DeleteFunc(slices.Clone(tc.nodes), func(n *redisServer) bool { return n.cmd == nil })
 }
 
-// slotMap returns the cluster's slot ranges as node n sees them, each
-// with the address of its master and its replicas.
-func slotMap(ctx context.Context, n *redisServer) ([]redis.ClusterSlot, error) {
+// slotRange is a range of slots, its master and its live replicas.
+type slotRange struct {
+	start, end int64
+	master     string // address
+	replicas   int
+}
+
+// slotMap returns the cluster's slot ranges as node n sees them.
+func slotMap(ctx context.Context, n *redisServer) ([]slotRange, error) {
 	c := n.client()
 	defer c.Close()
-	return c.ClusterSlots(ctx).Result()
+	shards, err := c.ClusterShards(ctx).Result()
+	if err != nil {
+		return nil, err
+	}
+	var out []slotRange
+	for _, sh := range shards {
+		master, replicas := "", 0
+		for _, nd := range sh.Nodes {
+			switch {
+			case nd.Health != "online":
+			case nd.Role == "master":
+				master = net.JoinHostPort(nd.IP, strconv.FormatInt(nd.Port, 10))
+			default:
+				replicas++
+			}
+		}
+		for _, r := range sh.Slots {
+			out = append(out, slotRange{r.Start, r.End, master, replicas})
+		}
+	}
+	return out, nil
 }
 
 // waitHealthy waits until every running node says cluster_state:ok, they
@@ -135,11 +161,11 @@ func (tc *testCluster) waitHealthy() {
 			}
 			total, ranges := 0, []string{}
 			for _, s := range slots {
-				if len(s.Nodes) < 2 {
+				if s.master == "" || s.replicas < 1 {
 					return false
 				}
-				total += int(s.End - s.Start + 1)
-				ranges = append(ranges, fmt.Sprintf("%d-%d:%s", s.Start, s.End, s.Nodes[0].Addr))
+				total += int(s.end - s.start + 1)
+				ranges = append(ranges, fmt.Sprintf("%d-%d:%s", s.start, s.end, s.master))
 			}
 			slices.Sort(ranges)
 			sig := strings.Join(ranges, " ")
@@ -184,8 +210,8 @@ func (tc *testCluster) masterOf(slot int64) *redisServer {
 		tc.t.Fatalf("CLUSTER SLOTS: %v", err)
 	}
 	for _, s := range slots {
-		if int64(s.Start) <= slot && slot <= int64(s.End) {
-			return tc.node(s.Nodes[0].Addr)
+		if s.start <= slot && slot <= s.end {
+			return tc.node(s.master)
 		}
 	}
 	tc.t.Fatalf("slot %d is not served", slot)
@@ -201,7 +227,7 @@ func (tc *testCluster) masters() []*redisServer {
 	}
 	var out []*redisServer
 	for _, s := range slots {
-		if n := tc.node(s.Nodes[0].Addr); !slices.Contains(out, n) {
+		if n := tc.node(s.master); !slices.Contains(out, n) {
 			out = append(out, n)
 		}
 	}
@@ -231,8 +257,8 @@ func (tc *testCluster) waitPromoted(m *redisServer, slot int64) (restore func())
 			return false
 		}
 		for _, s := range slots {
-			if int64(s.Start) <= slot && slot <= int64(s.End) {
-				return s.Nodes[0].Addr != m.Addr()
+			if s.start <= slot && slot <= s.end {
+				return s.master != "" && s.master != m.Addr()
 			}
 		}
 		return false
