@@ -13,27 +13,6 @@ import (
 	"github.com/caddy-notify/notify/publish"
 )
 
-// scaleUsers are the users of the scaling tests: numeric ids, which the
-// auth API returns as JSON integers and messages name as integers, and
-// string ids.
-var scaleUsers = []string{
-	"100", "101", "102", "103", "104", "105", "106", "107", "108", "109",
-	"110", "111", "112", "113", "114", "115", "alice", "bob", "carol", "dave",
-}
-
-// scaleAuth answers "<id>-token" with the user id, numeric ones as integers.
-func scaleAuth(t testing.TB) *authAPI {
-	replies := map[string]authReply{}
-	for _, u := range scaleUsers {
-		body := fmt.Sprintf(`{"user_id":%q}`, u)
-		if u[0] >= '0' && u[0] <= '9' {
-			body = fmt.Sprintf(`{"user_id":%s}`, u)
-		}
-		replies[u+"-token"] = authReply{200, body}
-	}
-	return startAuthAPI(t, replies)
-}
-
 // clusterHandler is one notify handler of TestCluster's Caddy site.
 type clusterHandler struct {
 	path       string
@@ -109,15 +88,7 @@ func TestCluster(t *testing.T) {
 	t.Run("delivery", func(t *testing.T) {
 		for _, h := range handlers {
 			t.Run(h.path[1:], func(t *testing.T) {
-				streams := map[string][]*sseStream{}
-				for _, u := range scaleUsers {
-					streams[u] = append(streams[u], openStreamWhenUp(t, base+h.path, u+"-token", ""))
-				}
-				streams["100"] = append(streams["100"], openStreamWhenUp(t, base+h.path, "100-token", ""))
-				pub := h.publisher(cc, node)
-				plan := mixedPlan(scaleUsers, 60)
-				results := publishPlan(t, pub, h.path, plan)
-				expectPlan(t, pub, h.path, plan, results, streams)
+				checkDelivery(t, base+h.path, h.publisher(cc, node), h.path)
 			})
 		}
 	})

@@ -279,9 +279,11 @@ func (hb *hub) waitUp(ctx context.Context, d time.Duration) bool {
 	hb.mu.Lock()
 	up, ch := hb.up, hb.upCh
 	hb.mu.Unlock()
-	if up {
-		return true
-	}
+	return up || waitClosed(ctx, ch, d)
+}
+
+// waitClosed waits up to d for ch to be closed and reports whether it was.
+func waitClosed(ctx context.Context, ch <-chan struct{}, d time.Duration) bool {
 	t := time.NewTimer(d)
 	defer t.Stop()
 	select {

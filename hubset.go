@@ -120,18 +120,7 @@ func (hs *hubSet) waitUp(ctx context.Context, d time.Duration) bool {
 	hs.mu.Lock()
 	up, ch := hs.upN > 0, hs.anyUp
 	hs.mu.Unlock()
-	if up {
-		return true
-	}
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ch:
-		return true
-	case <-t.C:
-	case <-ctx.Done():
-	}
-	return false
+	return up || waitClosed(ctx, ch, d)
 }
 
 // isUp reports whether every partition is being read.

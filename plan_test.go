@@ -14,6 +14,39 @@ import (
 // Planned traffic for the scaling tests, and each stream's exact
 // expectation: which events, in which order, with which entry IDs.
 
+// scaleUsers are the users of the scaling tests: numeric ids, which the
+// auth API returns as JSON integers and messages name as integers, and
+// string ids.
+var scaleUsers = []string{
+	"100", "101", "102", "103", "104", "105", "106", "107", "108", "109",
+	"110", "111", "112", "113", "114", "115", "alice", "bob", "carol", "dave",
+}
+
+// scaleAuth answers "<id>-token" with the user id, numeric ones as integers.
+func scaleAuth(t testing.TB) *authAPI {
+	replies := map[string]authReply{}
+	for _, u := range scaleUsers {
+		body := fmt.Sprintf(`{"user_id":%q}`, u)
+		if u[0] >= '0' && u[0] <= '9' {
+			body = fmt.Sprintf(`{"user_id":%s}`, u)
+		}
+		replies[u+"-token"] = authReply{200, body}
+	}
+	return startAuthAPI(t, replies)
+}
+
+// checkDelivery opens a stream on url for every user (two for the first),
+// publishes a mixed plan with pub, and checks each stream's exact sequence.
+func checkDelivery(t testing.TB, url string, pub *publish.Publisher, tag string) {
+	t.Helper()
+	streams := map[string][]*sseStream{}
+	for _, u := range append([]string{scaleUsers[0]}, scaleUsers...) {
+		streams[u] = append(streams[u], openStreamWhenUp(t, url, u+"-token", ""))
+	}
+	plan := mixedPlan(scaleUsers, 60)
+	expectPlan(t, pub, tag, plan, publishPlan(t, pub, tag, plan), streams)
+}
+
 // testMsg is one planned message: its number and its recipients, as
 // canonical ids ("*" for a broadcast). An id made of digits is written as a
 // JSON integer, so partitioning by an integer's decimal text is exercised.

@@ -51,9 +51,7 @@ func redisOptions(rawURL string) (*redisConfig, error) {
 		if err != nil {
 			return nil, errRedisURL
 		}
-		if o.ClientName == "" {
-			o.ClientName = "caddy-notify"
-		}
+		defaultClientName(&o.ClientName)
 		c := &redisConfig{kind: redisSingle, single: o}
 		if u, err := url.Parse(rawURL); err == nil {
 			c.query = u.Query().Encode()
@@ -102,9 +100,7 @@ func redisOptions(rawURL string) (*redisConfig, error) {
 		if err != nil {
 			return nil, fmt.Errorf("%w: %s", errRedisURL, optionProblem(err))
 		}
-		if o.ClientName == "" {
-			o.ClientName = "caddy-notify"
-		}
+		defaultClientName(&o.ClientName)
 		c.kind, c.cluster = redisCluster, o
 		return c, nil
 	}
@@ -133,11 +129,17 @@ func redisOptions(rawURL string) (*redisConfig, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%w: %s", errRedisURL, optionProblem(err))
 	}
-	if o.ClientName == "" {
-		o.ClientName = "caddy-notify"
-	}
+	defaultClientName(&o.ClientName)
 	c.kind, c.failover = redisSentinel, o
 	return c, nil
+}
+
+// defaultClientName names the module's connections in CLIENT LIST, unless
+// the URL's client_name option does.
+func defaultClientName(name *string) {
+	if *name == "" {
+		*name = "caddy-notify"
+	}
 }
 
 // optionProblem turns a go-redis URL error into words that cannot hold a

@@ -86,18 +86,6 @@ $LOAD auth -listen "127.0.0.1:$AUTH_PORT" -deadline 2h >"$OUT/auth.log" 2>&1 &
 PIDS+=("$!")
 wait_port "$AUTH_PORT"
 
-# stop_pid PID: SIGTERM, then SIGKILL after 10 s.
-stop_pid() {
-	local i
-	kill "$1" 2>/dev/null || return 0
-	for i in $(seq 100); do
-		kill -0 "$1" 2>/dev/null || { wait "$1" 2>/dev/null || true; return 0; }
-		sleep 0.1
-	done
-	kill -9 "$1" 2>/dev/null || true
-	wait "$1" 2>/dev/null || true
-}
-
 # start_caddies N CONFIG EXTRA: N instances; sets URLS, CADDY_PIDS, METRICS.
 start_caddies() {
 	local n=$1 cfg=$2 extra=$3 i port dir
