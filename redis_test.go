@@ -1,6 +1,7 @@
 package notify
 
 import (
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -157,5 +158,21 @@ func TestHubKey(t *testing.T) {
 	if key("redis://a:1/0", source{stream: "n", history: historyConfig{10, 100}}) ==
 		key("redis://a:1/0", source{stream: "n", history: historyConfig{20, 100}}) {
 		t.Error("different windows must not share a stream reader")
+	}
+}
+
+// TestGoRedisHasShardedReconnectFix pins a go-redis with the fix of
+// go-redis#3806 (PR #3829, in 9.20.0): before it, a cluster PubSub holding
+// only SSUBSCRIBE channels reconnected to a random node, whose MOVED answer
+// was dropped, and delivery stopped silently. TestCluster's failover and
+// resharding show delivery resuming; the module also renews a subscription
+// that Redis answers with MOVED or ends, so it does not rely on the fix.
+func TestGoRedisHasShardedReconnectFix(t *testing.T) {
+	var major, minor, patch int
+	if _, err := fmt.Sscanf(redis.Version(), "%d.%d.%d", &major, &minor, &patch); err != nil {
+		t.Fatalf("go-redis version %q: %v", redis.Version(), err)
+	}
+	if major < 9 || (major == 9 && minor < 20) {
+		t.Fatalf("go-redis %s predates the sharded pub/sub reconnect fix (9.20.0)", redis.Version())
 	}
 }
