@@ -8,7 +8,7 @@
 #   p16s  partitions 16 + sharded: each message goes with SPUBLISH to the
 #         master of its recipient's partition only
 # For each: deliveries/s, p99 and the lost/duplicated/misrouted counts from
-# the load tool, and per master the commands/s and network out (INFO stats)
+# the load tool, and per node the commands/s, network out and CPU (INFO)
 # over the run.
 #
 # Then the cost of traffic that is not for an instance ("foreign"): one Caddy
@@ -70,13 +70,15 @@ for i in $(seq 100); do
 	sleep 0.2
 done
 SEEDS=$(IFS=,; echo "${NODES[*]:0:3}")
-# Masters: port and pid.
+# Every node's port and pid; the masters' ports.
+PORTS=()
+NODE_PIDS=()
 MASTERS=()
-MASTER_PIDS=()
 for n in "${NODES[@]}"; do
+	PORTS+=("${n#*:}")
+	NODE_PIDS+=("$(redis-cli -p "${n#*:}" INFO server | tr -d '\r' | sed -n 's/^process_id:\([0-9]*\).*/\1/p')")
 	if redis-cli -p "${n#*:}" ROLE | head -1 | grep -q master; then
 		MASTERS+=("${n#*:}")
-		MASTER_PIDS+=("$(redis-cli -p "${n#*:}" INFO server | sed -n 's/^process_id:\([0-9]*\).*/\1/p')")
 	fi
 done
 echo "bench: cluster up, masters on ports ${MASTERS[*]}"
@@ -126,17 +128,20 @@ stop_caddies() {
 	for p in ${CADDY_PIDS//,/ }; do stop_pid "$p"; done
 }
 
-# info_stats: "port commands net_out_bytes bus_publish_messages" per master:
-# INFO stats, and from CLUSTER INFO the pub/sub messages the node sent other
-# nodes over the cluster bus (which total_net_output_bytes does not count).
+# info_stats: "port commands net_out_bytes bus_publish_messages cpu_s" per
+# node: INFO stats and cpu, and from CLUSTER INFO the pub/sub messages the
+# node sent other nodes over the cluster bus (which total_net_output_bytes
+# does not count).
 info_stats() {
 	local p
-	for p in "${MASTERS[@]}"; do
+	for p in "${PORTS[@]}"; do
 		{
 			redis-cli -p "$p" INFO stats
+			redis-cli -p "$p" INFO cpu
 			redis-cli -p "$p" CLUSTER INFO
 		} | tr -d '\r' | awk -v p="$p" -F: '/^total_commands_processed:/{c=$2} /^total_net_output_bytes:/{o=$2}
-			/^cluster_stats_messages_publish(shard)?_sent:/{b+=$2} END{print p, c, o, b+0}'
+			/^cluster_stats_messages_publish(shard)?_sent:/{b+=$2} /^used_cpu_(sys|user):/{u+=$2}
+			END{print p, c, o, b+0, u+0}'
 	done
 }
 
@@ -149,14 +154,17 @@ run_load() {
 	local t0=$SECONDS
 	echo "bench: ($label)"
 	"$LOAD" run -label "$label" -url "$URLS" -server-pids "$CADDY_PIDS" \
-		-redis-pid "$(IFS=,; echo "${MASTER_PIDS[*]}")" -metrics-url "$METRICS" \
+		-redis-pid "$(IFS=,; echo "${NODE_PIDS[*]}")" -metrics-url "$METRICS" \
 		-auth-stats "http://127.0.0.1:$AUTH_PORT/stats" -deadline 8m "$@" \
 		2>&1 | tee "$OUT/$label.log" | grep -v '^{' || true
 	info_stats | sort >"$OUT/$label.info-after"
 	local secs=$((SECONDS - t0))
-	echo "bench: ($label) per master over the run's ${secs}s (publishing: ${DUR}s):" | tee -a "$OUT/masters.txt"
-	join "$OUT/$label.info-before" "$OUT/$label.info-after" | awk -v d="$DUR" -v l="$label" \
-		'{printf "  %s master :%s  %.0f commands/s  %.1f KiB/s out to clients  %.0f pub/sub messages/s out on the cluster bus (per publishing second)\n", l, $1, ($5-$2)/d, ($6-$3)/1024/d, ($7-$4)/d}' |
+	echo "bench: ($label) per node over the run's ${secs}s (rates per publishing second, of ${DUR}s; CPU over the run):" |
+		tee -a "$OUT/masters.txt"
+	join "$OUT/$label.info-before" "$OUT/$label.info-after" | awk -v d="$DUR" -v l="$label" -v m=" ${MASTERS[*]} " \
+		'{role = index(m, " " $1 " ") ? "master" : "replica"
+		printf "  %s %-7s :%s  %6.0f commands/s  %7.1f KiB/s out to clients  %6.0f pub/sub messages/s on the cluster bus  %.2f cpu-s\n",
+			l, role, $1, ($6-$2)/d, ($7-$3)/1024/d, ($8-$4)/d, $9-$5}' |
 		tee -a "$OUT/masters.txt"
 }
 
