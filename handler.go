@@ -117,11 +117,11 @@ func (h *Handler) lastEventID(r *http.Request) (from *entryID, ok bool) {
 }
 
 // serveStream answers an authenticated request with its event stream: it
-// registers the subscriber with hb, the hub of the user's partition, in
-// ix, before the first byte, so that
-// nothing published after the client sees the 200 can be missed, then
-// hands the response to the stream's write loop (pump.go) over a hijacked
-// HTTP/1 connection or the ResponseWriter.
+// registers the subscriber in ix with hb, the index and hub of the user's
+// partition, before the first byte, so that nothing published after the
+// client sees the 200 can be missed, then hands the response to the
+// stream's write loop (pump.go) over a hijacked HTTP/1 connection or the
+// ResponseWriter.
 func (h *Handler) serveStream(w http.ResponseWriter, r *http.Request, hb *hub, ix *index, user string, from *entryID) error {
 	hdr := w.Header()
 	hdr.Set("Content-Type", "text/event-stream")
