@@ -89,13 +89,16 @@ func (tc *testCluster) URL() string {
 	return "redis+cluster://" + tc.nodes[0].Addr() + "," + tc.nodes[1].Addr() + "," + tc.nodes[2].Addr()
 }
 
-// client is a cluster client for the test's own commands.
+// client is a cluster client for the test's own commands. It never retries
+// a command: after a lost reply (a killed connection), a retried PUBLISH or
+// XADD would publish the message twice, which its streams would then
+// rightly receive twice.
 func (tc *testCluster) client() *redis.ClusterClient {
 	addrs := make([]string, len(tc.nodes))
 	for i, n := range tc.nodes {
 		addrs[i] = n.Addr()
 	}
-	c := redis.NewClusterClient(&redis.ClusterOptions{Addrs: addrs, MaxRetries: 10})
+	c := redis.NewClusterClient(&redis.ClusterOptions{Addrs: addrs, MaxRetries: -1})
 	tc.t.Cleanup(func() { c.Close() })
 	return c
 }
