@@ -80,8 +80,7 @@ func TestCluster(t *testing.T) {
 	for _, h := range append(slices.Clone(handlers), faultHandlers...) {
 		routes += h.directive()
 	}
-	cfg := &caddyConfig{auth: auth, vars: map[string]string{"redis": tc.URL()}, routes: routes}
-	base := cfg.load(t)
+	base, checkLog := loadSecretURL(t, auth, tc.URL(), routes, clusterPassword)
 
 	// Guarantee 1: every stream gets each of its events exactly once, in
 	// order, with named, multi-recipient and broadcast messages.
@@ -219,6 +218,9 @@ func TestCluster(t *testing.T) {
 		report(t, "client kill", fr, fr.finish())
 	})
 
+	// The cluster's password, in the URL from {env.*}, reached no log line
+	// at DEBUG through the delivery and every fault.
+	t.Run("no credential logged", func(t *testing.T) { checkLog() })
 }
 
 // lowSlotName returns a base name whose partition part (of 16) hashes to a
@@ -267,7 +269,7 @@ func reshardSlot(t testing.TB, tc *testCluster, slot int64) {
 			}
 		}
 	}
-	runCLI(t, "--cluster", "reshard", from.Addr(), "--cluster-from", nodeID(t, from), "--cluster-to", nodeID(t, to),
+	tc.cli("--cluster", "reshard", from.Addr(), "--cluster-from", nodeID(t, from), "--cluster-to", nodeID(t, to),
 		"--cluster-slots", fmt.Sprint(count), "--cluster-yes")
 	tc.waitHealthy()
 	if got := tc.masterOf(slot); got != to {

@@ -54,11 +54,20 @@ func runCLI(t testing.TB, args ...string) string {
 	return string(out)
 }
 
-// testCluster is a Redis Cluster of three masters with one replica each.
+// testCluster is a Redis Cluster of three masters with one replica each,
+// every node protected by a password.
 type testCluster struct {
-	t     testing.TB
-	nodes []*redisServer
+	t        testing.TB
+	password string
+	nodes    []*redisServer
 }
+
+// clusterPassword and the sentinel passwords below must never reach a log.
+const (
+	clusterPassword      = "clu-pw-51d7"
+	sentinelDataPassword = "sen-data-pw-90ce"
+	sentinelPassword     = "sen-sent-pw-3b12"
+)
 
 // startCluster starts six cluster-enabled redis-servers and joins them with
 // redis-cli --cluster create. Failures are detected after one second
@@ -69,24 +78,31 @@ type testCluster struct {
 func startCluster(t testing.TB) *testCluster {
 	t.Helper()
 	redisCLI(t)
-	tc := &testCluster{t: t}
+	tc := &testCluster{t: t, password: clusterPassword}
 	addrs := make([]string, 6)
 	for i := range addrs {
-		rs := newRedisServer(t, freePort(t), "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
+		rs := newRedisServer(t, freePort(t), "--requirepass", tc.password, "--masterauth", tc.password,
+			"--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
 			"--cluster-node-timeout", "1000", "--cluster-port", strconv.Itoa(freePort(t)),
 			"--cluster-replica-validity-factor", "0", "--cluster-require-full-coverage", "no")
 		rs.start()
 		tc.nodes = append(tc.nodes, rs)
 		addrs[i] = rs.Addr()
 	}
-	runCLI(t, append(append([]string{"--cluster", "create"}, addrs...), "--cluster-replicas", "1", "--cluster-yes")...)
+	tc.cli(append(append([]string{"--cluster", "create"}, addrs...), "--cluster-replicas", "1", "--cluster-yes")...)
 	tc.waitHealthy()
 	return tc
 }
 
+// cli runs redis-cli with the cluster's password.
+func (tc *testCluster) cli(args ...string) string {
+	tc.t.Helper()
+	return runCLI(tc.t, append([]string{"-a", tc.password, "--no-auth-warning"}, args...)...)
+}
+
 // URL is the module's URL for the cluster, with three seeds.
 func (tc *testCluster) URL() string {
-	return "redis+cluster://" + tc.nodes[0].Addr() + "," + tc.nodes[1].Addr() + "," + tc.nodes[2].Addr()
+	return "redis+cluster://:" + tc.password + "@" + tc.nodes[0].Addr() + "," + tc.nodes[1].Addr() + "," + tc.nodes[2].Addr()
 }
 
 // client is a cluster client for the test's own commands. It never retries
@@ -98,7 +114,7 @@ func (tc *testCluster) client() *redis.ClusterClient {
 	for i, n := range tc.nodes {
 		addrs[i] = n.Addr()
 	}
-	c := redis.NewClusterClient(&redis.ClusterOptions{Addrs: addrs, MaxRetries: -1})
+	c := redis.NewClusterClient(&redis.ClusterOptions{Addrs: addrs, Password: tc.password, MaxRetries: -1})
 	tc.t.Cleanup(func() { c.Close() })
 	return c
 }
@@ -274,7 +290,8 @@ func (tc *testCluster) waitPromoted(m *redisServer, slot int64) (restore func())
 }
 
 // testSentinel is a master, its replica and three sentinels watching them
-// under the name "main".
+// under the name "main"; the data nodes and the sentinels have passwords of
+// their own.
 type testSentinel struct {
 	t         testing.TB
 	data      []*redisServer // master and replica, in either role
@@ -286,9 +303,10 @@ type testSentinel struct {
 func startSentinel(t testing.TB) *testSentinel {
 	t.Helper()
 	ts := &testSentinel{t: t}
-	master := newRedisServer(t, freePort(t))
+	auth := []string{"--requirepass", sentinelDataPassword, "--masterauth", sentinelDataPassword}
+	master := newRedisServer(t, freePort(t), auth...)
 	master.start()
-	replica := newRedisServer(t, freePort(t), "--replicaof", "127.0.0.1", strconv.Itoa(master.port))
+	replica := newRedisServer(t, freePort(t), append(auth, "--replicaof", "127.0.0.1", strconv.Itoa(master.port))...)
 	replica.start()
 	ts.data = []*redisServer{master, replica}
 	path, _ := exec.LookPath("redis-server")
@@ -298,13 +316,16 @@ func startSentinel(t testing.TB) *testSentinel {
 		conf := filepath.Join(dir, "sentinel.conf")
 		err := os.WriteFile(conf, fmt.Appendf(nil, "sentinel monitor main 127.0.0.1 %d 2\n"+
 			"sentinel down-after-milliseconds main 1000\nsentinel failover-timeout main 5000\n"+
-			"sentinel parallel-syncs main 1\n", master.port), 0o600)
+			"sentinel parallel-syncs main 1\nsentinel auth-pass main %s\n"+
+			"requirepass %s\nsentinel sentinel-pass %s\n",
+			master.port, sentinelDataPassword, sentinelPassword, sentinelPassword), 0o600)
 		if err != nil {
 			t.Fatal(err)
 		}
 		s := newRedisServer(t, port)
 		s.args = []string{path, conf, "--sentinel", "--port", strconv.Itoa(port), "--bind", "127.0.0.1",
 			"--dir", dir, "--logfile", "sentinel.log"}
+		s.password = sentinelPassword
 		s.start()
 		ts.sentinels = append(ts.sentinels, s)
 	}
@@ -318,7 +339,8 @@ func (ts *testSentinel) URL() string {
 	for i, s := range ts.sentinels {
 		addrs[i] = s.Addr()
 	}
-	return "redis+sentinel://" + strings.Join(addrs, ",") + "?master_name=main"
+	return "redis+sentinel://:" + sentinelDataPassword + "@" + strings.Join(addrs, ",") +
+		"?master_name=main&sentinel_password=" + sentinelPassword
 }
 
 // master returns the data node the sentinels name as master.
@@ -335,7 +357,7 @@ func (ts *testSentinel) master() *redisServer {
 }
 
 func (ts *testSentinel) masterAddr() string {
-	c := redis.NewSentinelClient(&redis.Options{Addr: ts.sentinels[0].Addr()})
+	c := redis.NewSentinelClient(&redis.Options{Addr: ts.sentinels[0].Addr(), Password: sentinelPassword})
 	defer c.Close()
 	a, err := c.GetMasterAddrByName(context.Background(), "main").Result()
 	if err != nil || len(a) != 2 {
@@ -351,7 +373,7 @@ func (ts *testSentinel) waitReady(m *redisServer) {
 	ctx := context.Background()
 	waitFor(ts.t, 60*time.Second, "the sentinels to agree on the master and see its replica", func() bool {
 		for _, s := range ts.sentinels {
-			c := redis.NewSentinelClient(&redis.Options{Addr: s.Addr()})
+			c := redis.NewSentinelClient(&redis.Options{Addr: s.Addr(), Password: sentinelPassword})
 			a, err := c.GetMasterAddrByName(ctx, "main").Result()
 			replicas, _ := c.Replicas(ctx, "main").Result()
 			peers, _ := c.Sentinels(ctx, "main").Result()
@@ -502,5 +524,38 @@ func openStreamWhenUp(t testing.TB, url, token, lastEventID string) *sseStream {
 		go s.read()
 		t.Cleanup(func() { s.close(); <-s.done })
 		return s
+	}
+}
+
+// loadSecretURL runs routes in this process with {redis} written as an
+// {env.*} placeholder that holds url, and Caddy's log at DEBUG in a file.
+// It returns the site's base URL and a check, for the end of the test, that
+// the log shows the subscriptions, their losses and recoveries, and none of
+// the secrets.
+func loadSecretURL(t *testing.T, auth *authAPI, url, routes string, secrets ...string) (base string, checkLog func()) {
+	t.Helper()
+	t.Setenv("NOTIFY_TEST_DEPLOYMENT_URL", url)
+	logFile := filepath.Join(t.TempDir(), "caddy.log")
+	cfg := &caddyConfig{auth: auth, autoHTTPS: true, routes: routes,
+		log:  "\t\toutput file {log}\n\t\tlevel DEBUG",
+		vars: map[string]string{"redis": "{env.NOTIFY_TEST_DEPLOYMENT_URL}", "log": logFile}}
+	base = cfg.load(t)
+	return base, func() {
+		t.Helper()
+		b, err := os.ReadFile(logFile)
+		if err != nil {
+			t.Fatal(err)
+		}
+		log := string(b)
+		for _, want := range []string{`"msg":"adjusted config"`, "redis subscription established", "redis subscription unavailable"} {
+			if !strings.Contains(log, want) {
+				t.Errorf("the log has no %q: the check proves less than it should", want)
+			}
+		}
+		for _, s := range secrets {
+			if strings.Contains(log, s) {
+				t.Errorf("a password is in Caddy's log")
+			}
+		}
 	}
 }

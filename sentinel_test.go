@@ -25,14 +25,14 @@ func TestSentinel(t *testing.T) {
 	for _, h := range handlers {
 		routes += h.directive()
 	}
-	cfg := &caddyConfig{auth: auth, vars: map[string]string{"redis": ts.URL()}, routes: routes}
-	base := cfg.load(t)
+	base, checkLog := loadSecretURL(t, auth, ts.URL(), routes, sentinelDataPassword, sentinelPassword)
 	sentinelAddrs := make([]string, len(ts.sentinels))
 	for i, s := range ts.sentinels {
 		sentinelAddrs[i] = s.Addr()
 	}
 	// No retries: a retried command whose reply was lost would publish twice.
-	rdb := redis.NewFailoverClient(&redis.FailoverOptions{MasterName: "main", SentinelAddrs: sentinelAddrs, MaxRetries: -1})
+	rdb := redis.NewFailoverClient(&redis.FailoverOptions{MasterName: "main", SentinelAddrs: sentinelAddrs,
+		Password: sentinelDataPassword, SentinelPassword: sentinelPassword, MaxRetries: -1})
 	t.Cleanup(func() { rdb.Close() })
 	publisher := func(h clusterHandler) *publish.Publisher {
 		return &publish.Publisher{Client: rdb, Channel: h.channel, Stream: h.stream, Partitions: h.partitions}
@@ -70,4 +70,8 @@ func TestSentinel(t *testing.T) {
 				fr.targets[i].name, st.lost, st.expected, st.received)
 		}
 	})
+
+	// Neither password, in the URL from {env.*}, reached a log line at
+	// DEBUG through the delivery and the failover.
+	t.Run("no credential logged", func(t *testing.T) { checkLog() })
 }
