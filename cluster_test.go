@@ -3,6 +3,7 @@ package notify
 import (
 	"fmt"
 	"slices"
+	"strconv"
 	"testing"
 	"time"
 
@@ -168,10 +169,21 @@ func TestCluster(t *testing.T) {
 		}
 		resp.Body.Close()
 		t.Logf("a new stream on the dead master's partition, %s after the kill: %d", time.Since(killed).Round(time.Millisecond), resp.StatusCode)
+		// The metrics say which partition is down, and then that none is.
+		down := metrics.partitionsDown.WithLabelValues(strconv.Itoa(publish.Partition(user, 16)))
+		waitFor(t, 10*time.Second, "the dead master's partition counted down", func() bool {
+			return testutil.ToFloat64(down) > 0
+		})
 		restore := tc.waitPromoted(victim, slot)
 		t.Logf("replica promoted %s after the kill", time.Since(killed).Round(time.Millisecond))
 		fr.markRecovered()
 		t.Logf("every partition read again %s after the kill", time.Since(killed).Round(time.Millisecond))
+		readers := 0
+		hubs.Range(func(_, v any) bool { readers += len(v.(*hubSet).hubs); return true })
+		if up, d := testutil.ToFloat64(metrics.redisSubscriptions.WithLabelValues("up")),
+			testutil.ToFloat64(metrics.redisSubscriptions.WithLabelValues("down")); up != float64(readers) || d != 0 || testutil.ToFloat64(down) != 0 {
+			t.Errorf("after the recovery: subscriptions up %v, down %v, partition down %v; want %d, 0, 0", up, d, testutil.ToFloat64(down), readers)
+		}
 		openStream(t, request(t, base+"/fault-stream", user+"-token"))
 		restore() // the old master returns as a replica: WAIT 1 can succeed again
 		report(t, "master killed", fr, fr.finish())
