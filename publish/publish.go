@@ -185,14 +185,17 @@ func (p *Publisher) Targets(recipients []string) ([]Target, error) {
 }
 
 // Publish sends msg, the JSON message as the module delivers it, once to
-// the partition of each distinct partition of recipients (every partition
-// for Broadcast), in one pipeline. recipients are the canonical ids of the
+// each distinct partition of its recipients (to every partition for
+// Broadcast), in one pipeline; with WaitReplicas, each XADD with its WAIT,
+// one partition after the other. recipients are the canonical ids of the
 // message's recipient field.
 //
-// With a Cluster client the pipeline sends each command to the master of
-// its key's slot. Commands are independent: when an error is returned,
-// the partitions whose Target has a Receivers count or an ID were
-// published, the others were not.
+// With a Cluster client each command goes to the master of its channel's
+// or key's slot. Copies are independent: a Target whose Err is nil was
+// published; one with an Err may or may not have been (the connection may
+// have broken after Redis ran the command). The client's own retries
+// (go-redis MaxRetries) can publish a copy twice after such a break; set
+// MaxRetries to -1 when a duplicate is worse than a loss.
 func (p *Publisher) Publish(ctx context.Context, msg []byte, recipients ...string) (Result, error) {
 	targets, err := p.Targets(recipients)
 	if err != nil {
