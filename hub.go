@@ -30,6 +30,11 @@ var hubs = caddy.NewUsagePool()
 const (
 	backoffMin = 100 * time.Millisecond
 	backoffMax = 5 * time.Second
+	// clusterBackoffMax caps the delay for a Redis Cluster: after a
+	// failover, go-redis routes to the dead master until its slot map
+	// reloads, which the failed attempt itself triggers; the next attempt
+	// must come soon after, not up to 5 s later.
+	clusterBackoffMax = time.Second
 	// dropLogEvery limits how often dropped messages are logged.
 	dropLogEvery = 5 * time.Second
 )
@@ -378,17 +383,29 @@ func (hb *hub) drop(reason dropReason) {
 }
 
 // backoff is the capped exponential delay between reconnection attempts.
-type backoff time.Duration
+type backoff struct {
+	cur, max time.Duration
+}
+
+// newBackoff returns the hub's reconnection delay, capped lower for a
+// cluster (see clusterBackoffMax).
+func (hb *hub) newBackoff() *backoff {
+	b := &backoff{cur: backoffMin, max: backoffMax}
+	if _, ok := hb.client.(*redis.ClusterClient); ok {
+		b.max = clusterBackoffMax
+	}
+	return b
+}
 
 // wait sleeps for the current delay, with jitter, and doubles it; it
 // reports false if ctx ended first.
 func (b *backoff) wait(ctx context.Context) bool {
-	d := time.Duration(*b)
-	*b = backoff(min(2*d, backoffMax))
+	d := b.cur
+	b.cur = min(2*d, b.max)
 	return sleepCtx(ctx, jitter(d))
 }
 
-func (b *backoff) reset() { *b = backoff(backoffMin) }
+func (b *backoff) reset() { b.cur = backoffMin }
 
 func isTimeout(err error) bool {
 	var ne net.Error

@@ -82,7 +82,7 @@ func (p *pubsubReader) register(_ context.Context, ix *index, sub *subscriber, _
 // capped exponential backoff and dispatches every message it receives.
 func (p *pubsubReader) run(ctx context.Context) {
 	hb := p.hub
-	delay := backoff(backoffMin)
+	delay := hb.newBackoff()
 	everUp, renew := false, false
 	err := p.subscribe(ctx)
 	for ctx.Err() == nil {

@@ -76,7 +76,7 @@ func (r *streamReader) close() error { return nil }
 // it has seen, so a reconnect loses nothing.
 func (r *streamReader) run(ctx context.Context) {
 	hb := r.hub
-	delay := backoff(backoffMin)
+	delay := hb.newBackoff()
 	everUp, loaded := false, false
 	for ctx.Err() == nil {
 		var err error
