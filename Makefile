@@ -5,7 +5,7 @@
 GO ?= go
 STATICCHECK ?= honnef.co/go/tools/cmd/staticcheck@v0.8.2
 
-.PHONY: demo test test-deps lint build fuzz soak bench bench-load bench-go
+.PHONY: demo test test-deps lint build fuzz soak bench bench-load bench-go bench-cluster
 
 ## demo: Caddy with the module, a demo auth API and an embedded Redis, on http://localhost:8080
 demo:
@@ -61,6 +61,11 @@ bench:
 
 ## bench-load: the same as bench
 bench-load: bench
+
+## bench-cluster: three Caddy instances on a three-master Redis Cluster, partitions 1 against
+## partitions 16 + sharded, and the cost of traffic for no local stream (see bench/cluster.sh)
+bench-cluster:
+	bash bench/cluster.sh
 
 ## bench-go: Go benchmarks of the hot paths, benchstat-friendly (count 6, written to bench.out)
 bench-go:

@@ -118,9 +118,9 @@ func BenchmarkResumeStorm(b *testing.B) {
 		ids = append(ids, cmd.Val())
 	}
 	opts, _ := redisOptions(rs.URL())
-	hb := newHub(opts, source{stream: "storm", history: historyConfig{entries: 10_000, bytes: 32 << 20}}, zap.NewNop())
-	defer hb.Destruct()
-	ix := hb.attach(indexKey{dataField: "data", recipientField: "recipient_id"})
+	hs := newHubSet(opts, source{stream: "storm", history: historyConfig{entries: 10_000, bytes: 32 << 20}}, zap.NewNop())
+	defer hs.Destruct()
+	hb, ix := hs.hubs[0], hs.attach(indexKey{dataField: "data", recipientField: "recipient_id"})[0]
 	if !hb.waitUp(b.Context(), 5*time.Second) {
 		b.Fatal("stream reader not up")
 	}

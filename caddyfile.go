@@ -34,6 +34,8 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //	    auth_url        <url>
 //	    redis           <url>
 //	    channel         <name>
+//	    sharded
+//	    partitions      <n>
 //	    stream          <key>
 //	    stream_field    <field>
 //	    replay_limit    <events>
@@ -74,6 +76,7 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	single := map[string]func(string) error{
 		"redis":                setString(&h.Redis),
 		"channel":              setString(&h.Channel),
+		"partitions":           setInt(&h.Partitions),
 		"stream":               setString(&h.Stream),
 		"stream_field":         setString(&h.StreamField),
 		"replay_limit":         setInt(&h.ReplayLimit),
@@ -111,7 +114,7 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	for d.NextBlock(0) {
 		opt := d.Val()
 		set, isSingle := single[opt]
-		if !isSingle && opt != "broadcast" && opt != "cors" {
+		if !isSingle && opt != "broadcast" && opt != "sharded" && opt != "cors" {
 			return d.Errf("unrecognized notify subdirective %q", opt)
 		}
 		if seen[opt] && opt != "cors" {
@@ -124,11 +127,12 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 		}
 
 		switch {
-		case opt == "broadcast":
+		case opt == "broadcast" || opt == "sharded":
 			if len(args) > 0 {
-				return d.Errf("broadcast takes no arguments")
+				return d.Errf("%s takes no arguments", opt)
 			}
-			h.Broadcast = true
+			h.Broadcast = h.Broadcast || opt == "broadcast"
+			h.Sharded = h.Sharded || opt == "sharded"
 		case opt == "cors":
 			if len(args) == 0 {
 				return d.Errf("cors needs at least one origin")

@@ -17,8 +17,10 @@ import (
 
 func TestUnmarshalCaddyfile(t *testing.T) {
 	full := `notify {
-		redis           redis://user:pw@127.0.0.1:6380/2
+		redis           redis+cluster://user:pw@127.0.0.1:7000,127.0.0.1:7001
 		channel         alerts
+		sharded
+		partitions      16
 		recipient_field to
 		auth_url        https://app.internal/api/v1/is_user_auth/
 		user_field      uid
@@ -39,8 +41,9 @@ func TestUnmarshalCaddyfile(t *testing.T) {
 	}
 	zero := caddy.Duration(0)
 	want := Handler{
-		Redis: "redis://user:pw@127.0.0.1:6380/2", Channel: "alerts", RecipientField: "to",
-		AuthURL: "https://app.internal/api/v1/is_user_auth/", UserField: "uid",
+		Redis: "redis+cluster://user:pw@127.0.0.1:7000,127.0.0.1:7001", Channel: "alerts", Sharded: true, Partitions: 16,
+		RecipientField: "to",
+		AuthURL:        "https://app.internal/api/v1/is_user_auth/", UserField: "uid",
 		AuthTimeout: caddy.Duration(2e9), TokenQuery: "access_token", TokenCookie: "session",
 		Heartbeat: &zero, Retry: caddy.Duration(1.5e9), Broadcast: true,
 		CORS:      []string{"https://a.example", "http://localhost:3000", "https://b.example"},
@@ -70,6 +73,10 @@ func TestUnmarshalCaddyfileErrors(t *testing.T) {
 		{"bad size", "notify {\n history_bytes lots\n}", `history_bytes: "lots" is not a size such as 32MiB`},
 		{"size past int", "notify {\n history_bytes 9EiB\n}", `history_bytes: "9EiB" is too large`},
 		{"broadcast with argument", "notify {\n broadcast yes\n}", "broadcast takes no arguments"},
+		{"sharded with argument", "notify {\n sharded yes\n}", "sharded takes no arguments"},
+		{"duplicate sharded", "notify {\n sharded\n sharded\n}", "sharded specified more than once"},
+		{"partitions without value", "notify {\n partitions\n}", "partitions takes exactly one argument"},
+		{"partitions not a number", "notify {\n partitions many\n}", `partitions: "many" is not a whole number`},
 		{"cors without origin", "notify {\n cors\n}", "cors needs at least one origin"},
 		{"nested block", "notify {\n auth_url http://a/ {\n x\n }\n}", "auth_url does not take a block"},
 		{"block on broadcast", "notify {\n broadcast {\n x\n }\n}", "broadcast does not take a block"},
@@ -98,6 +105,7 @@ func TestUnmarshalCaddyfileLeavesMeaningToValidate(t *testing.T) {
 		retry        -1s
 		history_bytes -2KiB
 		cors         * app.example.com
+		partitions   5000
 	}`
 	var h Handler
 	if err := h.UnmarshalCaddyfile(caddyfile.NewTestDispenser(input)); err != nil {
@@ -105,7 +113,7 @@ func TestUnmarshalCaddyfileLeavesMeaningToValidate(t *testing.T) {
 	}
 	want := Handler{
 		AuthURL: "/relative", Redis: "http://not-redis", Channel: "c", Stream: "s",
-		Retry: caddy.Duration(-1e9), HistoryBytes: -2048, CORS: []string{"*", "app.example.com"},
+		Retry: caddy.Duration(-1e9), HistoryBytes: -2048, CORS: []string{"*", "app.example.com"}, Partitions: 5000,
 	}
 	got, _ := json.Marshal(h)
 	exp, _ := json.Marshal(want)

@@ -67,13 +67,8 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.
 	}()
 	// Checked before the auth call: during an outage, clients retrying must
 	// not turn into load on the auth API.
-	if !h.hub.waitUp(r.Context(), redisWait) {
-		if r.Context().Err() != nil {
-			metrics.streamsOpened.WithLabelValues(outcomeCanceled).Inc()
-			return nil
-		}
-		hdr.Set("Retry-After", strconv.Itoa(int(backoffMax/time.Second)))
-		h.refuse(w, http.StatusServiceUnavailable, "Notifications are temporarily unavailable.")
+	if !h.hubSet.waitUp(r.Context(), redisWait) {
+		h.refuseUnavailable(w, r)
 		return nil
 	}
 	user, aerr := h.auth.userID(r.Context(), clientKey(r), token, r.Header.Get("Cookie"))
@@ -90,6 +85,13 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.
 		h.refuse(w, aerr.status, aerr.msg)
 		return nil
 	}
+	part, hb := h.hubSet.partition(user)
+	// With partitions, another partition answered waitUp: this stream
+	// needs its own to be read.
+	if len(h.indexes) > 1 && !hb.waitUp(r.Context(), redisWait) {
+		h.refuseUnavailable(w, r)
+		return nil
+	}
 	if repl, ok := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer); ok {
 		repl.Set("http.notify.user_id", user)
 	}
@@ -99,8 +101,18 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.
 		return nil
 	}
 	handedOff = true
-	h.serveStream(w, r, user, token, from)
+	h.serveStream(w, r, hb, h.indexes[part], user, token, from)
 	return nil
+}
+
+// refuseUnavailable answers 503 while Redis is not being read.
+func (h *Handler) refuseUnavailable(w http.ResponseWriter, r *http.Request) {
+	if r.Context().Err() != nil {
+		metrics.streamsOpened.WithLabelValues(outcomeCanceled).Inc()
+		return
+	}
+	w.Header().Set("Retry-After", strconv.Itoa(int(backoffMax/time.Second)))
+	h.refuse(w, http.StatusServiceUnavailable, "Notifications are temporarily unavailable.")
 }
 
 // lastEventID returns where a stream-mode client resumes: the Last-Event-ID
@@ -129,15 +141,16 @@ func (h *Handler) lastEventID(r *http.Request) (from *entryID, ok bool) {
 }
 
 // serveStream answers an authenticated request with its event stream: it
-// registers the subscriber with the hub before the first byte, so that
-// nothing published after the client sees the 200 can be missed, then
-// hands the response to the stream's writer (pump.go): over a hijacked
-// HTTP/1 connection, where ServeHTTP returns at once, or through the
-// ResponseWriter on the request goroutine.
+// registers the subscriber in ix with hb, the index and hub of the user's
+// partition, before the first byte, so that nothing published after the
+// client sees the 200 can be missed, then hands the response to the
+// stream's writer (pump.go): over a hijacked HTTP/1 connection, where
+// ServeHTTP returns at once, or through the ResponseWriter on the request
+// goroutine.
 //
 // The stream holds the places it took in the handler's limits (and its
 // credentials' place in reauth, its user's in presence) until it ends.
-func (h *Handler) serveStream(w http.ResponseWriter, r *http.Request, user, token string, from *entryID) {
+func (h *Handler) serveStream(w http.ResponseWriter, r *http.Request, hb *hub, ix *index, user, token string, from *entryID) {
 	hdr := w.Header()
 	hdr.Set("Content-Type", "text/event-stream")
 	hdr.Set("Cache-Control", "no-cache")
@@ -149,7 +162,7 @@ func (h *Handler) serveStream(w http.ResponseWriter, r *http.Request, user, toke
 		return
 	}
 	sub := newSubscriber(user, h.Broadcast, h.group, queueLimit{events: h.QueueSize, bytes: h.QueueBytes})
-	st := &stream{sub: sub, h: h}
+	st := &stream{sub: sub, h: h, ix: ix}
 	sub.w = st // before the hub can queue anything
 	if h.reauth != nil {
 		st.cred = h.reauth.join(sub, clientKey(r), token, r.Header.Get("Cookie"))
@@ -158,7 +171,7 @@ func (h *Handler) serveStream(w http.ResponseWriter, r *http.Request, user, toke
 		h.presence.join(user)
 	}
 
-	pre, err := h.hub.register(r.Context(), h.index, sub, from, h.ReplayLimit)
+	pre, err := hb.register(r.Context(), ix, sub, from, h.ReplayLimit)
 	if err != nil {
 		h.release(user, st)
 		if r.Context().Err() != nil {

@@ -35,9 +35,9 @@ func provisioned(t *testing.T, h *Handler, rs *redisServer) *Handler {
 	t.Cleanup(h.auth.close)
 	h.stopCtx, h.stop = context.WithCancel(t.Context())
 	t.Cleanup(h.stop)
-	h.hub = newHub(opts, source{channel: DefaultChannel}, zap.NewNop())
-	t.Cleanup(func() { _ = h.hub.Destruct() })
-	h.index = h.hub.attach(indexKey{recipientField: h.RecipientField})
+	h.hubSet = newHubSet(opts, source{channel: DefaultChannel}, zap.NewNop())
+	t.Cleanup(func() { _ = h.hubSet.Destruct() })
+	h.indexes = h.hubSet.attach(indexKey{recipientField: h.RecipientField})
 	return h
 }
 

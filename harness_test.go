@@ -270,7 +270,7 @@ func runningHandlers(t testing.TB) []*Handler {
 // dropped. In them, {redis} stands for the Redis server's URL, {auth} for the
 // auth API's, and {name} for vars[name].
 type caddyConfig struct {
-	redis  *redisServer
+	redis  *redisServer // nil: vars["redis"] gives {redis}
 	auth   *authAPI
 	routes string            // the site block's body
 	global string            // further global options
@@ -310,7 +310,10 @@ func (c *caddyConfig) reload() error { return tryLoadCaddyfile(c.caddyfile()) }
 func (c *caddyConfig) base() string { return fmt.Sprintf("http://127.0.0.1:%d", c.port) }
 
 func (c *caddyConfig) caddyfile() string {
-	vars := []string{"{redis}", c.redis.URL(), "{auth}", c.auth.URL}
+	vars := []string{"{auth}", c.auth.URL}
+	if c.redis != nil { // else vars names {redis}, e.g. a cluster's URL
+		vars = append(vars, "{redis}", c.redis.URL())
+	}
 	for name, v := range c.vars {
 		vars = append(vars, "{"+name+"}", v)
 	}

@@ -8,13 +8,14 @@ import (
 // maxBeatSlots is how many ticks, at most, share one shard's turn.
 const maxBeatSlots = 16
 
-// spread calls visit once per interval for every stream of ix, until ctx
-// ends, spreading the calls evenly over the interval: one ticker cuts it
-// into up to numShards×maxBeatSlots ticks (no shorter than about 5 ms
-// each), and a tick visits the streams of one shard whose random slot
-// matches, so that thousands of streams are never visited at one instant.
-// It replaces a timer per stream.
-func spread(ctx context.Context, interval time.Duration, ix *index, visit func(*subscriber)) {
+// spread calls visit once per interval for every stream of ixs (a
+// handler's index in each partition), until ctx ends, spreading the calls
+// evenly over the interval: one ticker cuts it into up to
+// numShards×maxBeatSlots ticks (no shorter than about 5 ms each), and a
+// tick visits the streams of one shard whose random slot matches, so that
+// thousands of streams are never visited at one instant. It replaces a
+// timer per stream.
+func spread(ctx context.Context, interval time.Duration, ixs []*index, visit func(*subscriber)) {
 	slots := int(min(max(interval/(numShards*5*time.Millisecond), 1), maxBeatSlots))
 	t := time.NewTicker(max(interval/time.Duration(numShards*slots), time.Millisecond))
 	defer t.Stop()
@@ -24,11 +25,13 @@ func spread(ctx context.Context, interval time.Duration, ix *index, visit func(*
 			return
 		case <-t.C:
 			shard, slot := tick%numShards, (tick/numShards)%slots
-			ix.eachInShard(shard, func(s *subscriber) {
-				if int(s.beatSlot)%slots == slot {
-					visit(s)
-				}
-			})
+			for _, ix := range ixs {
+				ix.eachInShard(shard, func(s *subscriber) {
+					if int(s.beatSlot)%slots == slot {
+						visit(s)
+					}
+				})
+			}
 		}
 	}
 }
@@ -40,9 +43,9 @@ type streamGroup struct {
 	heartbeat time.Duration // 0: off
 }
 
-// beat pings the group's idle streams in ix until ctx ends.
-func (g *streamGroup) beat(ctx context.Context, ix *index) {
-	spread(ctx, g.heartbeat, ix, func(s *subscriber) {
+// beat pings the group's idle streams in ixs until ctx ends.
+func (g *streamGroup) beat(ctx context.Context, ixs []*index) {
+	spread(ctx, g.heartbeat, ixs, func(s *subscriber) {
 		if s.group == g {
 			s.ping()
 		}

@@ -6,7 +6,8 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"net"
-	"net/url"
+	"slices"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -16,27 +17,39 @@ import (
 	"go.uber.org/zap/zapcore"
 
 	"github.com/caddyserver/caddy/v2"
+
+	"github.com/caddy-notify/notify/publish"
 )
 
-// hubs holds one hub per distinct (Redis server, channel or stream) in this
-// process. Handler instances of every loaded config share them, so a config
-// reload with unchanged Redis settings keeps the subscription and its
-// streams. Keys embed credentials: never log them.
+// hubs holds one hubSet per distinct (Redis deployment, channel or stream,
+// partitions) in this process. Handler instances of every loaded config
+// share them, so a config reload with unchanged Redis settings keeps the
+// subscriptions and their streams. Keys embed credentials: never log them.
 var hubs = caddy.NewUsagePool()
 
 const (
 	backoffMin = 100 * time.Millisecond
 	backoffMax = 5 * time.Second
+	// clusterBackoffMax caps the delay for a Redis Cluster: after a
+	// failover, go-redis routes to the dead master until its slot map
+	// reloads, which the failed attempt itself triggers; the next attempt
+	// must come soon after, not up to 5 s later.
+	clusterBackoffMax = time.Second
 	// dropLogEvery limits how often dropped messages are logged.
 	dropLogEvery = 5 * time.Second
 )
 
 // source is what a hub reads: a pub/sub channel, or a Redis Stream with the
-// bounds of its in-process window.
+// bounds of its in-process window. A hubSet is given the handler's source
+// and gives each of its hubs the source of one partition.
 type source struct {
 	channel string
 	stream  string
-	history historyConfig
+	// sharded reads the channel with SSUBSCRIBE (pub/sub mode).
+	sharded bool
+	// partition is the one this hub reads, of partitions (0 means 1).
+	partition, partitions int
+	history               historyConfig
 	// maxMessageSize drops bigger messages unparsed and sizes each read
 	// from a Redis Stream.
 	maxMessageSize int
@@ -44,30 +57,31 @@ type source struct {
 	// beforeRead, when set, runs before each XREAD: a seam for tests that
 	// need the reader to lag behind Redis. Not part of the hub key.
 	beforeRead func()
+	// replays, when set, is the slots for resumes reading from Redis,
+	// shared by the partitions of a hubSet. Not part of the hub key.
+	replays chan struct{}
 }
 
-// hubKey identifies a hub: the same server, credentials, database, TLS mode,
-// URL options and source share one subscription or stream reader.
-func hubKey(rawURL string, o *redis.UniversalOptions, src source) string {
-	tlsName := "-"
-	if o.TLSConfig != nil {
-		tlsName = "tls:" + o.TLSConfig.ServerName
-	}
-	query := ""
-	if u, err := url.Parse(rawURL); err == nil {
-		query = u.Query().Encode()
-	}
-	return fmt.Sprintf("%q %q %q %d %s %q %q %q %d %d %d", o.Addrs, o.Username, o.Password, o.DB, tlsName, query,
-		src.channel, src.stream, src.history.entries, src.history.bytes, src.maxMessageSize)
+// hubKey identifies a hubSet: the same Redis deployment (kind, nodes,
+// credentials, database, TLS mode, URL options) and source share one set of
+// subscriptions or stream readers.
+func hubKey(rc *redisConfig, src source) string {
+	return fmt.Sprintf("%s %q %q %t %d %d %d %d", rc.key(), src.channel, src.stream, src.sharded, max(src.partitions, 1),
+		src.history.entries, src.history.bytes, src.maxMessageSize)
 }
 
-// hub owns one Redis client and one reader of a source, and the indexes of
-// the streams that source feeds. The reader runs in one goroutine and
-// dispatches every message to the indexes.
+// hub owns one reader of a source (one partition's channel or stream key)
+// and the indexes of the streams that source feeds. The reader runs in one
+// goroutine and dispatches every message to the indexes.
 type hub struct {
-	client redis.UniversalClient
+	client redis.UniversalClient // the hubSet's, shared by its hubs
 	reader sourceReader
 	logger *zap.Logger
+	// part and parts are the partition this hub reads and how many there
+	// are: its indexes hold the streams of that partition's users only.
+	part, parts int
+	// onChange, when set, is told each change of up, with mu held.
+	onChange func(up bool)
 
 	cancel context.CancelFunc
 	done   chan struct{} // closed when the reader's goroutine has returned
@@ -100,27 +114,31 @@ type sourceReader interface {
 	register(ctx context.Context, ix *index, sub *subscriber, from *entryID, replayLimit int) (preamble, error)
 }
 
-// newHub creates a hub and starts its reader goroutine, which dials Redis in
-// the background: Caddy starts even when Redis is down.
-func newHub(opts *redis.UniversalOptions, src source, logger *zap.Logger) *hub {
+// newHub creates a hub reading src through client and starts its reader
+// goroutine, which dials Redis in the background: Caddy starts even when
+// Redis is down.
+func newHub(client redis.UniversalClient, src source, logger *zap.Logger, onChange func(up bool)) *hub {
 	if src.maxMessageSize <= 0 {
 		src.maxMessageSize = DefaultMaxMessageSize
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	hb := &hub{
-		client:  redis.NewUniversalClient(opts),
-		logger:  logger,
-		cancel:  cancel,
-		done:    make(chan struct{}),
-		upCh:    make(chan struct{}),
-		indexes: make(map[indexKey]*index),
+		client:   client,
+		part:     src.partition,
+		parts:    max(src.partitions, 1),
+		onChange: onChange,
+		logger:   logger,
+		cancel:   cancel,
+		done:     make(chan struct{}),
+		upCh:     make(chan struct{}),
+		indexes:  make(map[indexKey]*index),
 	}
 	hb.routes.Store(new([]*index))
-	metrics.redisSubscriptions.WithLabelValues("down").Inc()
+	hb.countState(false, 1)
 	if src.stream != "" {
 		hb.reader = newStreamReader(hb, src)
 	} else {
-		hb.reader = newPubsubReader(hb, src.channel, src.maxMessageSize)
+		hb.reader = newPubsubReader(hb, src.channel, src.sharded, src.maxMessageSize)
 	}
 	go func() {
 		defer close(hb.done)
@@ -129,9 +147,9 @@ func newHub(opts *redis.UniversalOptions, src source, logger *zap.Logger) *hub {
 	return hb
 }
 
-// Destruct stops the reader and ends every stream still attached. It runs
-// once, when the last config using the hub is unloaded.
-func (hb *hub) Destruct() error {
+// stop stops the reader and ends every stream still attached. It runs
+// once, when the last config using the hub's set is unloaded.
+func (hb *hub) stop() error {
 	hb.cancel()
 	err := hb.reader.close()
 	<-hb.done
@@ -139,13 +157,30 @@ func (hb *hub) Destruct() error {
 	for _, ix := range hb.indexes {
 		ix.closeAll()
 	}
-	if hb.up {
-		metrics.redisSubscriptions.WithLabelValues("up").Dec()
-	} else {
-		metrics.redisSubscriptions.WithLabelValues("down").Dec()
-	}
+	hb.countState(hb.up, -1)
 	hb.mu.Unlock()
-	return errors.Join(err, hb.client.Close())
+	return err
+}
+
+// countState adds delta to the metrics of the hub's state: the
+// subscriptions up or down and, for a partitioned hub, the partitions down.
+func (hb *hub) countState(up bool, delta float64) {
+	if up {
+		metrics.redisSubscriptions.WithLabelValues("up").Add(delta)
+		return
+	}
+	metrics.redisSubscriptions.WithLabelValues("down").Add(delta)
+	if hb.parts > 1 {
+		metrics.partitionsDown.WithLabelValues(strconv.Itoa(hb.part)).Add(delta)
+	}
+}
+
+// logFields adds the hub's partition to fields, when it has one.
+func (hb *hub) logFields(fields ...zap.Field) []zap.Field {
+	if hb.parts > 1 {
+		fields = append(fields, zap.Int("partition", hb.part))
+	}
+	return fields
 }
 
 // attach returns the index for the given fields, creating it on first use.
@@ -242,9 +277,11 @@ func (hb *hub) waitUp(ctx context.Context, d time.Duration) bool {
 	hb.mu.Lock()
 	up, ch := hb.up, hb.upCh
 	hb.mu.Unlock()
-	if up {
-		return true
-	}
+	return up || waitClosed(ctx, ch, d)
+}
+
+// waitClosed waits up to d for ch to be closed and reports whether it was.
+func waitClosed(ctx context.Context, ch <-chan struct{}, d time.Duration) bool {
 	t := time.NewTimer(d)
 	defer t.Stop()
 	select {
@@ -260,6 +297,13 @@ func (hb *hub) waitUp(ctx context.Context, d time.Duration) bool {
 // subscribe is logged too, so a wrong or unreachable redis URL is visible at
 // startup and not only as 503s.
 func (hb *hub) setUp(up bool, err error) {
+	if cc, ok := hb.client.(*redis.ClusterClient); ok && !up {
+		// After a failover or a resharding, go-redis may still route
+		// the channel or key to the old master until it reloads the
+		// slots, which it otherwise does every 10 s at best. The reload
+		// runs in the background, at most one at a time.
+		cc.ReloadState(context.Background())
+	}
 	hb.mu.Lock()
 	defer hb.mu.Unlock()
 	if hb.up == up && (up || hb.failureLogged) {
@@ -269,19 +313,44 @@ func (hb *hub) setUp(up bool, err error) {
 		hb.failureLogged = true
 		if hb.up {
 			hb.upCh = make(chan struct{})
-			metrics.redisSubscriptions.WithLabelValues("up").Dec()
-			metrics.redisSubscriptions.WithLabelValues("down").Inc()
+			hb.countState(true, -1)
+			hb.countState(false, 1)
+			if hb.onChange != nil {
+				hb.onChange(false)
+			}
 		}
 		hb.up = false
-		hb.logger.Warn("redis subscription unavailable; retrying", zap.Error(err))
+		hb.logger.Warn("redis subscription unavailable; retrying", hb.logFields(zap.Error(err))...)
 		return
 	}
 	hb.up = true
 	hb.failureLogged = false
 	close(hb.upCh)
-	metrics.redisSubscriptions.WithLabelValues("down").Dec()
-	metrics.redisSubscriptions.WithLabelValues("up").Inc()
-	hb.logger.Info("redis subscription established")
+	hb.countState(false, -1)
+	hb.countState(true, 1)
+	if hb.onChange != nil {
+		hb.onChange(true)
+	}
+	hb.logger.Info("redis subscription established", hb.logFields()...)
+}
+
+// dropWrongPartition counts a message on a partition that none of its
+// recipients belongs to: a publisher that does not use publish.Partition.
+const dropWrongPartition dropReason = "wrong_partition"
+
+// ownUsers keeps, of a message's users, those of this hub's partition: the
+// others' streams are in other hubs, and their history is kept there. A
+// message for none of them, and not a broadcast, was published on the
+// wrong partition.
+func (hb *hub) ownUsers(users []string, broadcast bool) ([]string, dropReason) {
+	if hb.parts <= 1 {
+		return users, ""
+	}
+	users = slices.DeleteFunc(users, func(u string) bool { return publish.Partition(u, hb.parts) != hb.part })
+	if len(users) == 0 && !broadcast {
+		return nil, dropWrongPartition
+	}
+	return users, ""
 }
 
 // count records what a delivery did.
@@ -307,17 +376,29 @@ func (hb *hub) drop(reason dropReason) {
 }
 
 // backoff is the capped exponential delay between reconnection attempts.
-type backoff time.Duration
+type backoff struct {
+	cur, max time.Duration
+}
+
+// newBackoff returns the hub's reconnection delay, capped lower for a
+// cluster (see clusterBackoffMax).
+func (hb *hub) newBackoff() *backoff {
+	b := &backoff{cur: backoffMin, max: backoffMax}
+	if _, ok := hb.client.(*redis.ClusterClient); ok {
+		b.max = clusterBackoffMax
+	}
+	return b
+}
 
 // wait sleeps for the current delay, with jitter, and doubles it; it
 // reports false if ctx ended first.
 func (b *backoff) wait(ctx context.Context) bool {
-	d := time.Duration(*b)
-	*b = backoff(min(2*d, backoffMax))
+	d := b.cur
+	b.cur = min(2*d, b.max)
 	return sleepCtx(ctx, jitter(d))
 }
 
-func (b *backoff) reset() { *b = backoff(backoffMin) }
+func (b *backoff) reset() { b.cur = backoffMin }
 
 func isTimeout(err error) bool {
 	var ne net.Error

@@ -20,7 +20,8 @@ func TestHubLifecycleLeaksNothing(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	hb := newHub(opts, source{channel: "ch"}, zap.NewNop())
+	hs := newHubSet(opts, source{channel: "ch"}, zap.NewNop())
+	hb := hs.hubs[0]
 	ix := hb.attach(indexKey{recipientField: "to"})
 	s := newSubscriber("u1", false, nil, queueLimit{events: 8})
 	woken := wakeOnEvents(s)
@@ -46,7 +47,7 @@ func TestHubLifecycleLeaksNothing(t *testing.T) {
 	if !s.isClosed() {
 		t.Error("detaching the last user of an index must end its streams")
 	}
-	if err := hb.Destruct(); err != nil {
+	if err := hs.Destruct(); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -57,12 +58,13 @@ func TestHubDestructWhileRedisDown(t *testing.T) {
 	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
 	rs := newRedisServer(t, freePort(t)) // never started
 	opts, _ := redisOptions(rs.URL())
-	hb := newHub(opts, source{channel: "ch"}, zap.NewNop())
+	hs := newHubSet(opts, source{channel: "ch"}, zap.NewNop())
+	hb := hs.hubs[0]
 	if hb.waitUp(t.Context(), 300*time.Millisecond) {
 		t.Fatal("up without a server")
 	}
 	done := make(chan error, 1)
-	go func() { done <- hb.Destruct() }()
+	go func() { done <- hs.Destruct() }()
 	select {
 	case <-done:
 	case <-time.After(3 * time.Second):
@@ -77,8 +79,9 @@ func TestHubLogsEachStateChangeOnce(t *testing.T) {
 	core, logs := observer.New(zapcore.InfoLevel)
 	rs := newRedisServer(t, freePort(t)) // started below
 	opts, _ := redisOptions(rs.URL())
-	hb := newHub(opts, source{channel: "ch"}, zap.New(core))
-	t.Cleanup(func() { _ = hb.Destruct() })
+	hs := newHubSet(opts, source{channel: "ch"}, zap.New(core))
+	hb := hs.hubs[0]
+	t.Cleanup(func() { _ = hs.Destruct() })
 
 	// Several backoff rounds (100, 200, 400 ms …) pass while Redis is down.
 	waitFor(t, 5*time.Second, "first failure logged", func() bool { return logs.Len() >= 1 })

@@ -14,12 +14,13 @@ import (
 // eachSubscriber calls fn for every stream registered in every live hub.
 func eachSubscriber(fn func(*subscriber)) {
 	hubs.Range(func(_, v any) bool {
-		hb := v.(*hub)
-		hb.mu.Lock()
-		for _, ix := range hb.indexes {
-			eachInIndex(ix, fn)
+		for _, hb := range v.(*hubSet).hubs {
+			hb.mu.Lock()
+			for _, ix := range hb.indexes {
+				eachInIndex(ix, fn)
+			}
+			hb.mu.Unlock()
 		}
-		hb.mu.Unlock()
 		return true
 	})
 }

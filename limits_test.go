@@ -237,7 +237,7 @@ func TestStreamMemoryIsBoundedInBytes(t *testing.T) {
 	url := streamSetup(t, rs, "history_bytes 32MiB").base() + "/events"
 	waitFor(t, 30*time.Second, "the window loaded", func() bool {
 		ok := false
-		hubs.Range(func(_, v any) bool { ok = v.(*hub).isUp(); return true })
+		hubs.Range(func(_, v any) bool { ok = v.(*hubSet).isUp(); return true })
 		return ok
 	})
 	live := openStream(t, request(t, url, "bob-token"))

@@ -25,6 +25,7 @@ type notifyMetrics struct {
 	authInFlight        prometheus.Gauge
 	authAbandoned       prometheus.Counter
 	redisSubscriptions  *prometheus.GaugeVec
+	partitionsDown      *prometheus.GaugeVec
 	redisReconnects     prometheus.Counter
 	replayed            *prometheus.CounterVec
 	replayRedisCommands prometheus.Counter
@@ -55,7 +56,7 @@ func newMetrics() *notifyMetrics {
 		}),
 		drops: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: ns, Subsystem: sub, Name: "dropped_total",
-			Help: "Messages or deliveries dropped, by reason: malformed, no_recipient, invalid_recipient, slow_client.",
+			Help: "Messages or deliveries dropped, by reason: malformed, no_recipient, invalid_recipient, too_large, slow_client, wrong_partition.",
 		}, []string{"reason"}),
 		authDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Namespace: ns, Subsystem: sub, Name: "auth_duration_seconds",
@@ -74,6 +75,13 @@ func newMetrics() *notifyMetrics {
 			Namespace: ns, Subsystem: sub, Name: "redis_subscriptions",
 			Help: "Redis subscriptions by state: up or down (reconnecting).",
 		}, []string{"state"}),
+		// The partition number is bounded (at most 1024) and tells which
+		// users a partial outage affects; a partition of different
+		// handlers shares one series.
+		partitionsDown: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Namespace: ns, Subsystem: sub, Name: "redis_partitions_down",
+			Help: "Subscriptions or stream readers of partitioned handlers that are down, by partition number.",
+		}, []string{"partition"}),
 		redisReconnects: prometheus.NewCounter(prometheus.CounterOpts{
 			Namespace: ns, Subsystem: sub, Name: "redis_reconnects_total",
 			Help: "Redis subscriptions or stream readers re-established after being lost.",
@@ -109,7 +117,7 @@ func (m *notifyMetrics) collectors() []prometheus.Collector {
 	return []prometheus.Collector{
 		m.streamsOpen, m.streamsOpened, m.messagesReceived, m.deliveries,
 		m.drops, m.authDuration, m.authInFlight, m.authAbandoned,
-		m.redisSubscriptions, m.redisReconnects,
+		m.redisSubscriptions, m.partitionsDown, m.redisReconnects,
 		m.replayed, m.replayRedisCommands, m.resets, m.revoked, m.reauthChecks, m.presenceCommands,
 	}
 }

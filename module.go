@@ -20,6 +20,8 @@ import (
 	"github.com/caddyserver/caddy/v2/modules/caddyevents"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"go.uber.org/zap"
+
+	"github.com/caddy-notify/notify/publish"
 )
 
 func init() {
@@ -67,14 +69,34 @@ const (
 // Server-Sent Events. It ends the middleware chain: it never calls the next
 // handler.
 type Handler struct {
-	// Redis server, as a redis:// or rediss:// (TLS) URL; user:password@ and
-	// the /db path are honoured. Global placeholders such as {env.REDIS_URL}
-	// are resolved at provision time. Default: redis://127.0.0.1:6379/0.
+	// Redis, as a URL: redis://[user:password@]host:port[/db] for one
+	// server (rediss:// for TLS);
+	// redis+sentinel://[user:password@]host:port[,host:port...][/db]?master_name=NAME
+	// for a master behind Redis Sentinel (rediss+sentinel:// for TLS; the
+	// sentinel_username and sentinel_password options authenticate to the
+	// sentinels, user:password@ to the data nodes); or
+	// redis+cluster://[user:password@]host:port[,host:port...] for a Redis
+	// Cluster (rediss+cluster:// for TLS; the nodes listed are seeds).
+	// go-redis's query options (dial_timeout, pool_size...) apply. Global
+	// placeholders such as {env.REDIS_URL} are resolved at provision time.
+	// Default: redis://127.0.0.1:6379/0.
 	Redis string `json:"redis,omitempty"`
 
 	// Pub/sub channel carrying the JSON messages. Default: notifications
 	// (unless Stream is set).
 	Channel string `json:"channel,omitempty"`
+
+	// Pub/sub mode: read the channel with sharded pub/sub (SSUBSCRIBE;
+	// publishers use SPUBLISH), so that in a Redis Cluster a channel's
+	// traffic stays on the shard that owns it. Needs Redis 7.
+	Sharded bool `json:"sharded,omitempty"`
+
+	// With n > 1, read <channel>.0 ... <channel>.<n-1> (stream mode: the
+	// stream keys <stream>.0 ... <stream>.<n-1>) instead of the channel or
+	// stream: a user's streams read partition crc32(user id) mod n only, and
+	// publishers put each message on the partition of each recipient (see
+	// the publish package). Default: 1, at most 1024.
+	Partitions int `json:"partitions,omitempty"`
 
 	// Redis Stream to read instead of a pub/sub channel: durable delivery,
 	// with each event's entry ID as its SSE id and Last-Event-ID resume.
@@ -91,11 +113,12 @@ type Handler struct {
 	ReplayLimit int `json:"replay_limit,omitempty"`
 
 	// Stream mode: how many recent entries are kept in memory to serve
-	// resuming streams without Redis. Default: 50000.
+	// resuming streams without Redis, split evenly between the partitions.
+	// Default: 50000.
 	HistoryEntries int `json:"history_entries,omitempty"`
 
-	// Stream mode: the most bytes of entries kept in memory. Default: 32 MiB,
-	// at most 1 TiB.
+	// Stream mode: the most bytes of entries kept in memory, split evenly
+	// between the partitions. Default: 32 MiB, at most 1 TiB.
 	HistoryBytes int `json:"history_bytes,omitempty"`
 
 	// JSON field of each message that names its recipient: a string, an
@@ -207,9 +230,9 @@ type Handler struct {
 	tokens      tokenSource
 	cors        corsPolicy
 	auth        *authClient
-	hub         *hub
+	hubSet      *hubSet
 	hubKey      string
-	index       *index
+	indexes     []*index // by partition
 	group       *streamGroup
 	retryFrame  *event // every stream's first frame
 	retryAfter  string // the retry delay in whole seconds, for Retry-After
@@ -249,11 +272,11 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	}
 
 	h.redisURL = resolvePlaceholders(h.Redis)
-	opts, err := redisOptions(h.redisURL)
+	rc, err := redisOptions(h.redisURL)
 	if err != nil {
-		// Unreachable (Validate parsed the same URL), but the URL may hold
-		// a password: never echo it.
-		return errors.New("notify: redis: not a valid redis:// or rediss:// URL")
+		// Unreachable (Validate parsed the same URL). The error never
+		// quotes the URL, which may hold a password.
+		return fmt.Errorf("notify: redis: %w", err)
 	}
 	h.setUpRequests(resolvePlaceholders(h.AuthURL))
 
@@ -276,31 +299,32 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	// them all at once.
 	h.conns.stopOn(h.stopCtx)
 
-	src := source{channel: h.Channel, maxMessageSize: h.MaxMessageSize}
+	src := source{channel: h.Channel, sharded: h.Sharded, partitions: h.Partitions, maxMessageSize: h.MaxMessageSize}
 	ixKey := indexKey{recipientField: h.RecipientField}
 	if h.Stream != "" {
-		src = source{stream: h.Stream, history: historyConfig{entries: h.HistoryEntries, bytes: h.HistoryBytes},
+		src = source{stream: h.Stream, partitions: h.Partitions,
+			history:        historyConfig{entries: h.HistoryEntries, bytes: h.HistoryBytes},
 			maxMessageSize: h.MaxMessageSize}
 		ixKey.dataField = h.StreamField
 	}
-	key := hubKey(h.redisURL, opts, src)
+	key := hubKey(rc, src)
 	v, _, err := hubs.LoadOrNew(key, func() (caddy.Destructor, error) {
 		// A pooled hub outlives this config: it gets the process logger.
-		return newHub(opts, src, caddy.Log().Named("notify.hub")), nil
+		return newHubSet(rc, src, caddy.Log().Named("notify.hub")), nil
 	})
 	if err != nil {
 		return fmt.Errorf("creating redis hub: %w", err)
 	}
-	h.hub, h.hubKey = v.(*hub), key // set only on success: Cleanup relies on it
-	h.index = h.hub.attach(ixKey)
+	h.hubSet, h.hubKey = v.(*hubSet), key // set only on success: Cleanup relies on it
+	h.indexes = h.hubSet.attach(ixKey)
 
 	if h.heartbeat > 0 {
-		go h.group.beat(h.stopCtx, h.index)
+		go h.group.beat(h.stopCtx, h.indexes)
 	}
 	if h.Presence != "" {
-		key := "presence " + redisKey(h.redisURL, opts) + fmt.Sprintf(" %q %d", h.Presence, h.PresenceInterval)
+		key := "presence " + rc.key() + fmt.Sprintf(" %q %d", h.Presence, h.PresenceInterval)
 		v, _, err := hubs.LoadOrNew(key, func() (caddy.Destructor, error) {
-			return newPresence(opts, h.Presence, time.Duration(h.PresenceInterval), caddy.Log().Named("notify.presence")), nil
+			return newPresence(rc.newClient(), h.Presence, time.Duration(h.PresenceInterval), caddy.Log().Named("notify.presence")), nil
 		})
 		if err != nil {
 			return fmt.Errorf("creating presence keeper: %w", err)
@@ -368,6 +392,9 @@ func (h *Handler) applyDefaults() {
 	if h.Retry == 0 {
 		h.Retry = caddy.Duration(DefaultRetry)
 	}
+	if h.Partitions == 0 {
+		h.Partitions = 1
+	}
 	if h.QueueSize == 0 {
 		h.QueueSize = DefaultQueueSize
 	}
@@ -407,18 +434,24 @@ func (h *Handler) Validate() error {
 		}
 	}
 
-	if checkRedisURL(resolvePlaceholders(c.Redis)) != nil {
-		// The URL may hold a password: never echo it, nor what a
-		// placeholder in it resolved to.
+	if err := checkRedisURL(resolvePlaceholders(c.Redis)); err != nil {
+		// The URL may hold a password: the error never echoes it, nor
+		// what a placeholder in it resolved to.
 		if hasPlaceholder(c.Redis) {
-			fail("redis: not a valid redis:// or rediss:// URL once placeholders are resolved")
+			fail("redis: once placeholders are resolved, %v", err)
 		} else {
-			fail("redis: not a valid redis:// or rediss:// URL")
+			fail("redis: %v", err)
 		}
 	}
 	if c.Channel != "" && c.Stream != "" {
 		// Defaults only fill Channel when Stream is empty: both were set.
 		fail("channel and stream are alternatives: set one")
+	}
+	if c.Sharded && c.Stream != "" {
+		fail("sharded applies to pub/sub mode only: a stream is read with XREAD, which a cluster routes to its shard anyway")
+	}
+	if c.Partitions < 1 || c.Partitions > publish.MaxPartitions {
+		fail("partitions must be a whole number from 1 to %d", publish.MaxPartitions)
 	}
 	// Defaults only fill the stream settings when Stream is set, so without
 	// it any of them was set by the user and would be silently ignored.
@@ -504,8 +537,8 @@ func (h *Handler) Cleanup() error {
 		_, err := hubs.Delete(h.presenceKey)
 		errs = append(errs, err)
 	}
-	if h.hub != nil {
-		h.hub.detach(h.index)
+	if h.hubSet != nil {
+		h.hubSet.detach(h.indexes)
 		_, err := hubs.Delete(h.hubKey)
 		errs = append(errs, err)
 	}
@@ -560,12 +593,11 @@ func checkHTTPURL(raw string) error {
 	return nil
 }
 
-// checkRedisURL reports whether raw is a URL go-redis accepts.
+// checkRedisURL reports whether raw is a Redis URL the module accepts; the
+// error says why without quoting it.
 func checkRedisURL(raw string) error {
-	if _, err := redisOptions(raw); err != nil {
-		return errors.New("not a valid redis:// or rediss:// URL")
-	}
-	return nil
+	_, err := redisOptions(raw)
+	return err
 }
 
 // hasPlaceholder reports whether s holds a placeholder: one to resolve, or,
@@ -583,6 +615,6 @@ var (
 	_ caddy.CleanerUpper          = (*Handler)(nil)
 	_ caddyhttp.MiddlewareHandler = (*Handler)(nil)
 	_ caddyfile.Unmarshaler       = (*Handler)(nil)
-	_ caddy.Destructor            = (*hub)(nil)
+	_ caddy.Destructor            = (*hubSet)(nil)
 	_ caddyevents.Handler         = stopOnEvent(nil)
 )

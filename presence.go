@@ -45,10 +45,11 @@ type presence struct {
 	failed bool                // the last write failed (logged once per outage)
 }
 
-func newPresence(opts *redis.UniversalOptions, key string, interval time.Duration, logger *zap.Logger) *presence {
+// newPresence starts a keeper on client, which it closes when destroyed.
+func newPresence(client redis.UniversalClient, key string, interval time.Duration, logger *zap.Logger) *presence {
 	ctx, cancel := context.WithCancel(context.Background())
 	p := &presence{
-		client: redis.NewUniversalClient(opts), key: key, interval: interval, logger: logger,
+		client: client, key: key, interval: interval, logger: logger,
 		cancel: cancel, done: make(chan struct{}),
 		users: make(map[string]int), fresh: make(map[string]struct{}),
 	}

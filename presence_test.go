@@ -73,7 +73,7 @@ func TestPresenceRefreshIsBatched(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := newPresence(opts, "online", 500*time.Millisecond, zap.NewNop())
+	p := newPresence(opts.newClient(), "online", 500*time.Millisecond, zap.NewNop())
 	t.Cleanup(func() { _ = p.Destruct() })
 	for i := range 10_000 {
 		p.join("user-" + strconv.Itoa(i))

@@ -2,6 +2,8 @@ package notify
 
 import (
 	"context"
+	"errors"
+	"sync"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -11,22 +13,63 @@ import (
 // pinged: a half-open connection to Redis would otherwise go unnoticed.
 const idleCheck = 30 * time.Second
 
+// errSubscriptionEnded reports a subscription that Redis ended by itself.
+var errSubscriptionEnded = errors.New("redis ended the subscription: the channel's slot moved")
+
 // pubsubReader holds a hub's Redis pub/sub subscription to one channel.
 // Pub/sub keeps no history: a stream receives what is published after it
 // registered.
 type pubsubReader struct {
 	hub     *hub
 	channel string
-	maxSize int // max_message_size
-	pubsub  *redis.PubSub
+	sharded bool // SSUBSCRIBE instead of SUBSCRIBE
+	maxSize int  // max_message_size
+
+	mu     sync.Mutex // guards pubsub, which run replaces and close closes
+	pubsub *redis.PubSub
+	closed bool
 }
 
-func newPubsubReader(hb *hub, channel string, maxSize int) *pubsubReader {
+func newPubsubReader(hb *hub, channel string, sharded bool, maxSize int) *pubsubReader {
 	// No channel yet: this does not dial.
-	return &pubsubReader{hub: hb, channel: channel, maxSize: maxSize, pubsub: hb.client.Subscribe(context.Background())}
+	return &pubsubReader{hub: hb, channel: channel, sharded: sharded, maxSize: maxSize, pubsub: hb.client.Subscribe(context.Background())}
 }
 
-func (p *pubsubReader) close() error { return p.pubsub.Close() }
+func (p *pubsubReader) close() error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.closed = true
+	return p.pubsub.Close()
+}
+
+// subscribe (re)subscribes to the channel. Like Subscribe, SSubscribe
+// records the channel even when it fails to dial; the next receive dials
+// again and resubscribes, to the node that owns the channel's slot in a
+// cluster.
+func (p *pubsubReader) subscribe(ctx context.Context) error {
+	if p.sharded {
+		return p.pubsub.SSubscribe(ctx, p.channel)
+	}
+	return p.pubsub.Subscribe(ctx, p.channel)
+}
+
+// renew replaces the subscription with a new one on a new connection.
+// go-redis reconnects by itself after a network error, but not when Redis
+// ends the subscription: a cluster sends sunsubscribe when the channel's
+// slot moves to another master (resharding), and answers MOVED to a
+// subscription sent to a node that no longer owns it. Both leave a live
+// connection that would never deliver again.
+func (p *pubsubReader) renew(ctx context.Context) error {
+	p.mu.Lock()
+	if p.closed {
+		p.mu.Unlock()
+		return ctx.Err()
+	}
+	_ = p.pubsub.Close()
+	p.pubsub = p.hub.client.Subscribe(context.Background())
+	p.mu.Unlock()
+	return p.subscribe(ctx)
+}
 
 func (p *pubsubReader) addIndex(_ *index, publish func()) { publish() }
 
@@ -39,16 +82,20 @@ func (p *pubsubReader) register(_ context.Context, ix *index, sub *subscriber, _
 // capped exponential backoff and dispatches every message it receives.
 func (p *pubsubReader) run(ctx context.Context) {
 	hb := p.hub
-	delay := backoff(backoffMin)
-	everUp := false
-	// Subscribe records the channel even when it fails to dial; the next
-	// receive dials again and resubscribes.
-	err := p.pubsub.Subscribe(ctx, p.channel)
+	delay := hb.newBackoff()
+	everUp, renew := false, false
+	err := p.subscribe(ctx)
 	for ctx.Err() == nil {
 		if err != nil {
 			hb.setUp(false, err)
 			if !delay.wait(ctx) {
 				return
+			}
+			if renew {
+				renew = false
+				if err = p.renew(ctx); err != nil {
+					continue
+				}
 			}
 		}
 		var msg any
@@ -57,20 +104,32 @@ func (p *pubsubReader) run(ctx context.Context) {
 			if ctx.Err() != nil {
 				return
 			}
-			if isTimeout(err) {
+			var rerr redis.Error
+			switch {
+			case isTimeout(err):
 				err = p.pubsub.Ping(ctx)
+			case errors.As(err, &rerr):
+				// A reply from Redis (MOVED, CROSSSLOT...) and not a
+				// broken connection: go-redis keeps it, subscribed to
+				// nothing.
+				renew = true
 			}
 			continue
 		}
 		switch m := msg.(type) {
 		case *redis.Subscription:
-			if m.Kind == "subscribe" {
+			switch m.Kind {
+			case "subscribe", "ssubscribe":
 				if everUp && !hb.isUp() {
 					metrics.redisReconnects.Inc()
 				}
 				everUp = true
 				delay.reset()
 				hb.setUp(true, nil)
+			case "unsubscribe", "sunsubscribe":
+				// Redis ended the subscription (the reader never
+				// unsubscribes): the slot moved.
+				err, renew = errSubscriptionEnded, true
 			}
 		case *redis.Message:
 			p.dispatch(stringBytes(m.Payload))
@@ -90,6 +149,9 @@ func (p *pubsubReader) dispatch(payload []byte) {
 	var ev *event
 	for _, ix := range *hb.routes.Load() {
 		users, broadcast, reason := route(payload, ix.key.recipientField)
+		if reason == "" {
+			users, reason = hb.ownUsers(users, broadcast)
+		}
 		if reason != "" {
 			hb.drop(reason)
 			continue

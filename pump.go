@@ -47,6 +47,7 @@ type frameWriter interface {
 type stream struct {
 	sub   *subscriber
 	h     *Handler
+	ix    *index // the index of its user's partition
 	out   frameWriter
 	cred  *credGroup    // its place in reauth, or nil
 	ended chan struct{} // serve's: closed by end; nil on a hijacked connection
@@ -147,7 +148,7 @@ func (st *stream) writeFailed(err error) {
 // subscriber is closed first, so nothing wakes the stream again.
 func (st *stream) end() {
 	st.sub.close()
-	st.h.index.remove(st.sub)
+	st.ix.remove(st.sub)
 	if hw, ok := st.out.(*hijackWriter); ok && st.id != 0 {
 		st.h.conns.remove(st, hw.conn) // before the connection closes (watch.go)
 	}

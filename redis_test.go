@@ -1,26 +1,101 @@
 package notify
 
 import (
+	"fmt"
+	"strings"
 	"testing"
 	"time"
+
+	"github.com/redis/go-redis/v9"
 )
 
 func TestRedisOptions(t *testing.T) {
-	o, err := redisOptions("rediss://app:s3cret@cache.internal:6380/3?dial_timeout=2s&pool_size=7&max_retries=4&client_name=edge")
+	c, err := redisOptions("rediss://app:s3cret@cache.internal:6380/3?dial_timeout=2s&pool_size=7&max_retries=4&client_name=edge")
 	if err != nil {
 		t.Fatal(err)
 	}
-	if o.Addrs[0] != "cache.internal:6380" || o.Username != "app" || o.Password != "s3cret" || o.DB != 3 ||
+	o := c.single
+	if c.kind != redisSingle || o.Addr != "cache.internal:6380" || o.Username != "app" || o.Password != "s3cret" || o.DB != 3 ||
 		o.TLSConfig == nil || o.DialTimeout != 2*time.Second || o.PoolSize != 7 || o.MaxRetries != 4 || o.ClientName != "edge" {
 		t.Errorf("options not carried over: %+v", o)
 	}
-	o, err = redisOptions("redis://127.0.0.1:6379")
-	if err != nil || o.ClientName != "caddy-notify" || o.TLSConfig != nil || o.DB != 0 {
-		t.Errorf("defaults: %+v, %v", o, err)
+	c, err = redisOptions("redis://127.0.0.1:6379")
+	if err != nil || c.single.ClientName != "caddy-notify" || c.single.TLSConfig != nil || c.single.DB != 0 {
+		t.Errorf("defaults: %+v, %v", c, err)
+	}
+	if _, ok := c.newClient().(*redis.Client); !ok {
+		t.Error("redis:// must build a plain client")
 	}
 	for _, bad := range []string{"http://x", "redis://x:1/notadb", "::"} {
 		if _, err := redisOptions(bad); err == nil {
 			t.Errorf("%q accepted", bad)
+		}
+	}
+}
+
+func TestRedisSentinelOptions(t *testing.T) {
+	c, err := redisOptions("rediss+sentinel://app:s3cret@s1:26379,s2:26380,s3:26381/2?master_name=main" +
+		"&sentinel_username=sent&sentinel_password=sp%40ss&dial_timeout=3s&pool_size=9")
+	if err != nil {
+		t.Fatal(err)
+	}
+	o := c.failover
+	if c.kind != redisSentinel || o.MasterName != "main" || strings.Join(o.SentinelAddrs, ",") != "s1:26379,s2:26380,s3:26381" ||
+		o.Username != "app" || o.Password != "s3cret" || o.SentinelUsername != "sent" || o.SentinelPassword != "sp@ss" ||
+		o.DB != 2 || o.TLSConfig == nil || o.DialTimeout != 3*time.Second || o.PoolSize != 9 || o.ClientName != "caddy-notify" {
+		t.Errorf("options not carried over: %+v", o)
+	}
+	c, err = redisOptions("redis+sentinel://s1:26379?master_name=m")
+	if err != nil || c.failover.TLSConfig != nil || c.failover.Username != "" || c.failover.SentinelPassword != "" {
+		t.Errorf("plain sentinel: %+v, %v", c, err)
+	}
+	if _, ok := c.newClient().(*redis.Client); !ok {
+		t.Error("redis+sentinel:// must build a failover client")
+	}
+}
+
+func TestRedisClusterOptions(t *testing.T) {
+	c, err := redisOptions("rediss+cluster://app:s3cret@n1:7000,n2:7001?read_timeout=4s&pool_size=5")
+	if err != nil {
+		t.Fatal(err)
+	}
+	o := c.cluster
+	if c.kind != redisCluster || strings.Join(o.Addrs, ",") != "n1:7000,n2:7001" || o.Username != "app" ||
+		o.Password != "s3cret" || o.TLSConfig == nil || o.ReadTimeout != 4*time.Second || o.PoolSize != 5 {
+		t.Errorf("options not carried over: %+v", o)
+	}
+	// One seed is still a cluster: a UniversalClient would make it a
+	// plain client.
+	c, err = redisOptions("redis+cluster://n1:7000")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := c.newClient().(*redis.ClusterClient); !ok {
+		t.Error("redis+cluster:// with one seed must build a cluster client")
+	}
+}
+
+// TestRedisURLErrors checks the reasons given for bad URLs, and that none
+// of them quotes the URL or its credentials.
+func TestRedisURLErrors(t *testing.T) {
+	for url, want := range map[string]string{
+		"redis+sentinel://u:hunter2@s1:26379":                             "needs ?master_name=",
+		"redis+sentinel://s1:26379?master_name=m&password=hunter2":        "write the data nodes' user:password@ before the hosts",
+		"redis+sentinel://s1:26379?master_name=m&hunter2=1":               "an unknown query option",
+		"redis+cluster://u:hunter2@n1:7000,hunter2":                       "every cluster node must be written host:port",
+		"redis+cluster://u:hunter2@n1:7000/3":                             "database 0 only",
+		"redis+cluster://n1:7000?dial_timeout=hunter2":                    "a query option has an invalid value",
+		"redis+ring://u:hunter2@n1:7000":                                  "not a valid redis://, rediss://, redis+sentinel:// or redis+cluster:// URL",
+		"redis+sentinel://u:hunter2@s1:26379/x?master_name=m":             "the database must be a number",
+		"rediss+sentinel://s1:26379,:1?master_name=m&sentinel_password=x": "every sentinel node must be written host:port",
+	} {
+		_, err := redisOptions(url)
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("%s: error %v, want %q", url, err, want)
+			continue
+		}
+		if strings.Contains(err.Error(), "hunter2") {
+			t.Errorf("%s: the error quotes a credential: %v", url, err)
 		}
 	}
 }
@@ -31,32 +106,73 @@ func TestHubKey(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		return hubKey(u, o, src)
+		return hubKey(o, src)
 	}
 	ch := source{channel: "n"}
 	base := key("redis://a:1/0", ch)
 	same := []string{"redis://a:1", "redis://a:1/0"}
-	different := map[string]source{
-		"redis://a:2/0":                 ch,
-		"redis://a:1/1":                 ch,
-		"redis://u:p@a:1/0":             ch,
-		"rediss://a:1/0":                ch,
-		"redis://a:1/0?pool_size=5":     ch,
-		"redis://a:1/0?":                {channel: "other"},
-		"redis://a:1/0?dial_timeout=1s": ch,
+	different := []struct {
+		url string
+		src source
+	}{
+		{"redis://a:2/0", ch},
+		{"redis://a:1/1", ch},
+		{"redis://u:p@a:1/0", ch},
+		{"rediss://a:1/0", ch},
+		{"redis://a:1/0?pool_size=5", ch},
+		{"redis://a:1/0?", source{channel: "other"}},
+		{"redis://a:1/0?dial_timeout=1s", ch},
+		{"redis+cluster://a:1", ch},
+		{"redis+sentinel://a:1?master_name=m", ch},
+		{"redis://a:1/0", source{channel: "n", sharded: true}},
+		{"redis://a:1/0", source{channel: "n", partitions: 16}},
 	}
 	for _, u := range same {
 		if key(u, ch) != base {
 			t.Errorf("%q should share the hub of redis://a:1/0", u)
 		}
 	}
-	for u, src := range different {
-		if key(u, src) == base {
-			t.Errorf("%q (%v) must not share the hub of redis://a:1/0", u, src)
+	for _, d := range different {
+		if key(d.url, d.src) == base {
+			t.Errorf("%q (%v) must not share the hub of redis://a:1/0", d.url, d.src)
 		}
+	}
+	// Every credential and the master name tell sentinel deployments apart.
+	sentinel := "redis+sentinel://u:p@a:1?master_name=m&sentinel_username=su&sentinel_password=sp"
+	for _, u := range []string{
+		"redis+sentinel://u:q@a:1?master_name=m&sentinel_username=su&sentinel_password=sp",
+		"redis+sentinel://v:p@a:1?master_name=m&sentinel_username=su&sentinel_password=sp",
+		"redis+sentinel://u:p@a:1?master_name=m&sentinel_username=su&sentinel_password=sq",
+		"redis+sentinel://u:p@a:1?master_name=m&sentinel_username=sv&sentinel_password=sp",
+		"redis+sentinel://u:p@a:1?master_name=n&sentinel_username=su&sentinel_password=sp",
+		"redis+sentinel://u:p@a:1,b:2?master_name=m&sentinel_username=su&sentinel_password=sp",
+		"redis+cluster://u:p@a:1",
+	} {
+		if key(u, ch) == key(sentinel, ch) {
+			t.Errorf("%q must not share the hub of %q", u, sentinel)
+		}
+	}
+	if key("redis+cluster://u:p@a:1", ch) == key("redis+cluster://u:q@a:1", ch) {
+		t.Error("cluster passwords must tell hubs apart")
 	}
 	if key("redis://a:1/0", source{stream: "n", history: historyConfig{10, 100}}) ==
 		key("redis://a:1/0", source{stream: "n", history: historyConfig{20, 100}}) {
 		t.Error("different windows must not share a stream reader")
+	}
+}
+
+// TestGoRedisHasShardedReconnectFix pins a go-redis with the fix of
+// go-redis#3806 (PR #3829, in 9.20.0): before it, a cluster PubSub holding
+// only SSUBSCRIBE channels reconnected to a random node, whose MOVED answer
+// was dropped, and delivery stopped silently. TestCluster's failover and
+// resharding show delivery resuming; the module also renews a subscription
+// that Redis answers with MOVED or ends, so it does not rely on the fix.
+func TestGoRedisHasShardedReconnectFix(t *testing.T) {
+	var major, minor, patch int
+	if _, err := fmt.Sscanf(redis.Version(), "%d.%d.%d", &major, &minor, &patch); err != nil {
+		t.Fatalf("go-redis version %q: %v", redis.Version(), err)
+	}
+	if major < 9 || (major == 9 && minor < 20) {
+		t.Fatalf("go-redis %s predates the sharded pub/sub reconnect fix (9.20.0)", redis.Version())
 	}
 }

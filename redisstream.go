@@ -49,12 +49,23 @@ type streamReader struct {
 }
 
 func newStreamReader(hb *hub, src source) *streamReader {
-	return &streamReader{
+	r := &streamReader{
 		hub: hb, key: src.stream, history: src.history, beforeRead: src.beforeRead,
-		maxSize: src.maxMessageSize, page: int64(min(max(readBudget/src.maxMessageSize, 1), maxPage)),
-		replays: make(chan struct{}, maxReplays),
+		maxSize: src.maxMessageSize, page: readPage(src),
+		replays: src.replays,
 		win:     newWindow(src.history),
 	}
+	if r.replays == nil {
+		r.replays = make(chan struct{}, maxReplays)
+	}
+	return r
+}
+
+// readPage is how many entries one read asks for: readBudget split between
+// the partitions, whose readers read at the same time, over
+// max_message_size; at least 1, at most maxPage.
+func readPage(src source) int64 {
+	return int64(min(max(readBudget/max(src.partitions, 1)/src.maxMessageSize, 1), maxPage))
 }
 
 // close has nothing to interrupt: an XREAD returns within readBlock.
@@ -65,7 +76,7 @@ func (r *streamReader) close() error { return nil }
 // it has seen, so a reconnect loses nothing.
 func (r *streamReader) run(ctx context.Context) {
 	hb := r.hub
-	delay := backoff(backoffMin)
+	delay := hb.newBackoff()
 	everUp, loaded := false, false
 	for ctx.Err() == nil {
 		var err error
@@ -269,6 +280,9 @@ func (r *streamReader) appendEntry(id entryID, fields map[string]any, live bool)
 			continue
 		}
 		users, broadcast, reason := route(payload, ix.key.recipientField)
+		if reason == "" {
+			users, reason = hb.ownUsers(users, broadcast)
+		}
 		if reason != "" {
 			if live {
 				hb.drop(reason)
@@ -318,6 +332,9 @@ func (r *streamReader) addIndex(ix *index, publish func()) {
 			continue
 		}
 		users, broadcast, reason := route(payload, ix.key.recipientField)
+		if reason == "" {
+			users, reason = r.hub.ownUsers(users, broadcast)
+		}
 		if reason != "" {
 			continue
 		}

@@ -53,7 +53,7 @@ func waitReaderAt(t testing.TB, id string) {
 	waitFor(t, 5*time.Second, "the stream reader at "+id, func() bool {
 		at := true
 		hubs.Range(func(_, v any) bool {
-			r, ok := v.(*hub).reader.(*streamReader)
+			r, ok := v.(*hubSet).hubs[0].reader.(*streamReader)
 			if ok {
 				r.mu.Lock()
 				at = at && r.win.last.String() == id
@@ -444,10 +444,11 @@ func TestResumeWaitsForALaggingReader(t *testing.T) {
 		}
 	}
 	opts, _ := redisOptions(rs.URL())
-	hb := newHub(opts, source{stream: testStream, history: historyConfig{100, 1 << 20}, beforeRead: hook}, zap.NewNop())
+	hs := newHubSet(opts, source{stream: testStream, history: historyConfig{100, 1 << 20}, beforeRead: hook}, zap.NewNop())
+	hb := hs.hubs[0]
 	t.Cleanup(func() {
 		close(gate)
-		_ = hb.Destruct()
+		_ = hs.Destruct()
 	})
 	ix := hb.attach(indexKey{dataField: "data", recipientField: "recipient_id"})
 	if !hb.waitUp(t.Context(), 5*time.Second) {

@@ -28,7 +28,7 @@ func TestRedisDownAndBack(t *testing.T) {
 	rs.stop()
 	waitFor(t, 5*time.Second, "subscription marked down", func() bool {
 		down := true
-		hubs.Range(func(_, v any) bool { down = !v.(*hub).isUp(); return true })
+		hubs.Range(func(_, v any) bool { down = !v.(*hubSet).isUp(); return true })
 		return down
 	})
 	callsBefore := auth.calls.Load()

@@ -90,9 +90,22 @@ func TestSameErrorFromCaddyfileAndJSON(t *testing.T) {
 		{"auth_url with a request placeholder", "auth_url https://{http.request.host}/auth", `{"auth_url":"https://{http.request.host}/auth"}`,
 			"notify: auth_url https://{http.request.host}/auth holds a placeholder that is unknown at startup; only global ones such as {env.AUTH_URL} are resolved"},
 		{"bad redis", auth + "redis http://user:s3cret@cache:6379", `{` + authJSON + `"redis":"http://user:s3cret@cache:6379"}`,
-			"notify: redis: not a valid redis:// or rediss:// URL"},
+			"notify: redis: not a valid redis://, rediss://, redis+sentinel:// or redis+cluster:// URL"},
 		{"bad redis from env", auth + "redis {env.NOTIFY_TEST_EMPTY}", `{` + authJSON + `"redis":"{env.NOTIFY_TEST_EMPTY}"}`,
-			"notify: redis: not a valid redis:// or rediss:// URL once placeholders are resolved"},
+			"notify: redis: once placeholders are resolved, not a valid redis://, rediss://, redis+sentinel:// or redis+cluster:// URL"},
+		{"valid cluster, sharded, partitions", auth + "redis redis+cluster://u:s3cret@127.0.0.1:7000,127.0.0.1:7001\nsharded\npartitions 16",
+			`{` + authJSON + `"redis":"redis+cluster://u:s3cret@127.0.0.1:7000,127.0.0.1:7001","sharded":true,"partitions":16}`, ""},
+		{"valid sentinel stream", auth + "redis redis+sentinel://u:s3cret@127.0.0.1:26379/1?master_name=m\nstream s\npartitions 1024",
+			`{` + authJSON + `"redis":"redis+sentinel://u:s3cret@127.0.0.1:26379/1?master_name=m","stream":"s","partitions":1024}`, ""},
+		{"sentinel without master_name", auth + "redis redis+sentinel://u:s3cret@127.0.0.1:26379",
+			`{` + authJSON + `"redis":"redis+sentinel://u:s3cret@127.0.0.1:26379"}`,
+			"notify: redis: " + "not a valid redis://, rediss://, redis+sentinel:// or redis+cluster:// URL" + ": redis+sentinel:// needs ?master_name="},
+		{"sharded stream", auth + "stream s\nsharded", `{` + authJSON + `"stream":"s","sharded":true}`,
+			"notify: sharded applies to pub/sub mode only: a stream is read with XREAD, which a cluster routes to its shard anyway"},
+		{"partitions 1025", auth + "partitions 1025", `{` + authJSON + `"partitions":1025}`,
+			"notify: partitions must be a whole number from 1 to 1024"},
+		{"negative partitions", auth + "partitions -1", `{` + authJSON + `"partitions":-1}`,
+			"notify: partitions must be a whole number from 1 to 1024"},
 		{"channel and stream", auth + "channel c\nstream s", `{` + authJSON + `"channel":"c","stream":"s"}`,
 			"notify: channel and stream are alternatives: set one"},
 		{"stream_field without stream", auth + "stream_field body", `{` + authJSON + `"stream_field":"body"}`,
@@ -181,7 +194,7 @@ func TestValidateReportsAllInFieldOrder(t *testing.T) {
 		`"retry":"-1s","heartbeat":"-1s","auth_cache":"-1s","auth_timeout":"-1s","history_bytes":1048576,` +
 		`"replay_limit":5,"redis":"http://user:s3cret@x"}`
 	want := []string{
-		"notify: redis: not a valid redis:// or rediss:// URL",
+		"notify: redis: not a valid redis://, rediss://, redis+sentinel:// or redis+cluster:// URL",
 		"notify: replay_limit applies to stream mode only: set stream, or remove replay_limit",
 		"notify: history_bytes applies to stream mode only: set stream, or remove history_bytes",
 		"notify: auth_url is required",
@@ -218,7 +231,7 @@ func TestProvisionBuildsNothingWhenInvalid(t *testing.T) {
 	if err := h.Provision(ctx); err != nil {
 		t.Fatalf("Provision: %v; want nil and Validate to report", err)
 	}
-	if h.hub != nil || h.auth != nil || h.stop != nil || liveHubs() != before {
+	if h.hubSet != nil || h.auth != nil || h.stop != nil || liveHubs() != before {
 		t.Error("Provision built on an invalid config")
 	}
 	if h.Validate() == nil {

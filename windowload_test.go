@@ -35,8 +35,9 @@ func TestWindowLoadRacingXDEL(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	hb := newHub(opts, source{stream: testStream, history: historyConfig{100, 1 << 20}}, zap.NewNop())
-	t.Cleanup(func() { _ = hb.Destruct() })
+	hs := newHubSet(opts, source{stream: testStream, history: historyConfig{100, 1 << 20}}, zap.NewNop())
+	t.Cleanup(func() { _ = hs.Destruct() })
+	hb := hs.hubs[0]
 	ix := hb.attach(indexKey{dataField: "data", recipientField: "recipient_id"})
 	if !hb.waitUp(t.Context(), 5*time.Second) {
 		t.Fatal("reader not up")

@@ -13,3 +13,9 @@ require (
 	golang.org/x/sys v0.48.0 // indirect
 	golang.org/x/text v0.42.0 // indirect
 )
+
+// The publish package of the plugin: the load tool partitions events with
+// the module's own function.
+require github.com/caddy-notify/notify v0.0.0
+
+replace github.com/caddy-notify/notify => ../

@@ -19,6 +19,18 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
+# stop_pid PID: SIGTERM, then SIGKILL after 10 s.
+stop_pid() {
+	local i
+	kill "$1" 2>/dev/null || return 0
+	for i in $(seq 100); do
+		kill -0 "$1" 2>/dev/null || { wait "$1" 2>/dev/null || true; return 0; }
+		sleep 0.1
+	done
+	kill -9 "$1" 2>/dev/null || true
+	wait "$1" 2>/dev/null || true
+}
+
 # wait_port PORT: until something accepts on 127.0.0.1:PORT (10 s at most).
 wait_port() {
 	local i

@@ -116,18 +116,6 @@ echo "bench: building"
 . bench/lib.sh
 build_tools
 
-# stop_pid PID: SIGTERM, then SIGKILL after 10 s.
-stop_pid() {
-	local i
-	kill "$1" 2>/dev/null || return 0
-	for i in $(seq 100); do
-		kill -0 "$1" 2>/dev/null || { wait "$1" 2>/dev/null || true; return 0; }
-		sleep 0.1
-	done
-	kill -9 "$1" 2>/dev/null || true
-	wait "$1" 2>/dev/null || true
-}
-
 REDIS_PORT=$($LOAD freeport)
 AUTH_PORT=$($LOAD freeport)
 redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save '' --appendonly no \

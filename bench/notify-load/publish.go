@@ -6,19 +6,32 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	partition "github.com/caddy-notify/notify/publish"
 )
 
 // pubConfig says what to publish and where.
 type pubConfig struct {
-	mode     string // pubsub, stream or nchan
-	redis    string // host:port
-	channel  string // pubsub channel
-	stream   string // stream key (mode stream)
+	mode    string // pubsub, stream or nchan
+	redis   string // host:port; with cluster, seeds, comma-separated
+	cluster bool   // redis is a Redis Cluster
+	channel string // pubsub channel
+	stream  string // stream key (mode stream)
+	// partitions and sharded are the handler's settings: each event goes
+	// to its recipient's partition (publish.Partition), with SPUBLISH
+	// when sharded.
+	partitions int
+	sharded    bool
+	// foreign addresses every event to a user with no stream (ids from
+	// users to 2·users−1): traffic the server reads and delivers to nobody.
+	foreign  bool
 	pubURL   string // mode nchan: publisher URL with {user}
 	workers  int    // mode nchan: concurrent HTTP publishers
 	rate     float64
@@ -50,8 +63,14 @@ func publish(ctx context.Context, cfg pubConfig) (pubResult, error) {
 	var send func(ks []int) uint64 // returns failures
 	switch cfg.mode {
 	case "pubsub", "stream":
-		rdb := redis.NewClient(&redis.Options{Addr: cfg.redis, PoolSize: 4})
+		var rdb redis.UniversalClient
+		if cfg.cluster {
+			rdb = redis.NewClusterClient(&redis.ClusterOptions{Addrs: strings.Split(cfg.redis, ","), PoolSize: 4})
+		} else {
+			rdb = redis.NewClient(&redis.Options{Addr: cfg.redis, PoolSize: 4})
+		}
 		defer rdb.Close()
+		n := max(cfg.partitions, 1)
 		if err := rdb.Ping(ctx).Err(); err != nil {
 			return res, fmt.Errorf("redis %s: %w", cfg.redis, err)
 		}
@@ -60,12 +79,20 @@ func publish(ctx context.Context, cfg pubConfig) (pubResult, error) {
 			pipe := rdb.Pipeline()
 			now := time.Now().UnixNano()
 			for _, k := range ks {
-				buf = appendMessage(buf[:0], k%cfg.users, uint64(k/cfg.users+1), now, cfg.pad)
-				if cfg.mode == "stream" {
-					pipe.XAdd(ctx, &redis.XAddArgs{Stream: cfg.stream, MaxLen: 100000, Approx: true,
+				user := k % cfg.users
+				if cfg.foreign {
+					user += cfg.users
+				}
+				buf = appendMessage(buf[:0], user, uint64(k/cfg.users+1), now, cfg.pad)
+				part := partition.Partition(strconv.Itoa(user), n)
+				switch {
+				case cfg.mode == "stream":
+					pipe.XAdd(ctx, &redis.XAddArgs{Stream: partition.Name(cfg.stream, part, n), MaxLen: 100000, Approx: true,
 						Values: []any{"data", string(buf)}})
-				} else {
-					pipe.Publish(ctx, cfg.channel, string(buf))
+				case cfg.sharded:
+					pipe.SPublish(ctx, partition.Name(cfg.channel, part, n), string(buf))
+				default:
+					pipe.Publish(ctx, partition.Name(cfg.channel, part, n), string(buf))
 				}
 			}
 			cmds, _ := pipe.Exec(ctx)

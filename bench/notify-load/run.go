@@ -123,6 +123,7 @@ type summary struct {
 	CPUConnectSecs   float64       `json:"cpu_connect_secs"`
 	CPUPublishSecs   float64       `json:"cpu_publish_secs"`
 	CPUPer1000Deliv  float64       `json:"cpu_s_per_1000_deliveries"`
+	CPUPer1000Msgs   float64       `json:"cpu_s_per_1000_messages"`
 	RedisCPUSecs     float64       `json:"redis_cpu_publish_secs"`
 	AuxCPUSecs       float64       `json:"aux_cpu_publish_secs"`
 	ToolCPUSecs      float64       `json:"tool_cpu_secs"` // the load tool's own CPU: parent and workers, whole run
@@ -156,7 +157,7 @@ type summary struct {
 func runMain(args []string) int {
 	var cfg runConfig
 	fs := flag.NewFlagSet("run", flag.ExitOnError)
-	fs.StringVar(&cfg.url, "url", "http://127.0.0.1:8080/events", "stream URL; {user} is replaced by the stream's user id (nchan)")
+	fs.StringVar(&cfg.url, "url", "http://127.0.0.1:8080/events", "stream URL; {user} is replaced by the stream's user id (nchan); h1: several servers, comma-separated, stream i on the (i mod n)th")
 	fs.StringVar(&cfg.proto, "proto", "h1", "h1 (one connection per stream) or h2 (-streams-per-conn per connection; h2c prior knowledge, or over TLS for an https -url); https: TLS, the certificate unchecked")
 	fs.IntVar(&cfg.streams, "streams", 1000, "streams to open (N)")
 	fs.IntVar(&cfg.users, "users", 0, "users the streams are spread over (U, default N); stream i is user i mod U, token u<i mod U>")
@@ -171,7 +172,11 @@ func runMain(args []string) int {
 	fs.DurationVar(&cfg.drain, "drain", 10*time.Second, "longest wait for outstanding deliveries after publishing")
 	fs.DurationVar(&cfg.deadline, "deadline", 10*time.Minute, "the whole run ends by then, whatever happens")
 	fs.StringVar(&cfg.pub.mode, "mode", "pubsub", "publishing: pubsub (PUBLISH), stream (XADD <stream> * data <json>), nchan (HTTP POST to -pub-url)")
-	fs.StringVar(&cfg.pub.redis, "redis", "127.0.0.1:6379", "Redis host:port")
+	fs.StringVar(&cfg.pub.redis, "redis", "127.0.0.1:6379", "Redis host:port (with -cluster, seed nodes, comma-separated)")
+	fs.BoolVar(&cfg.pub.cluster, "cluster", false, "-redis is a Redis Cluster")
+	fs.IntVar(&cfg.pub.partitions, "partitions", 1, "the handler's partitions: each event goes to <channel or stream>.<crc32(user) mod n>")
+	fs.BoolVar(&cfg.pub.sharded, "sharded", false, "publish with SPUBLISH (the handler's sharded)")
+	fs.BoolVar(&cfg.pub.foreign, "foreign", false, "address every event to a user with no stream: the server reads it and delivers it to nobody")
 	fs.StringVar(&cfg.pub.channel, "channel", "notifications", "pub/sub channel")
 	fs.StringVar(&cfg.pub.stream, "stream", "notifications", "stream key (-mode stream)")
 	fs.StringVar(&cfg.pub.pubURL, "pub-url", "", "-mode nchan: publisher URL, {user} is the recipient")
@@ -405,7 +410,11 @@ func runMain(args []string) int {
 		if dl, ok := ctx.Deadline(); ok {
 			drain = min(drain, time.Until(dl))
 		}
-		cmdLine = fmt.Sprintf("drain %d %d\n", pres.Attempted, drain.Milliseconds())
+		expected := pres.Attempted
+		if cfg.pub.foreign {
+			expected = 0 // nothing is for the streams
+		}
+		cmdLine = fmt.Sprintf("drain %d %d\n", expected, drain.Milliseconds())
 	}
 	for _, c := range children {
 		_, _ = io.WriteString(c.in, cmdLine)
@@ -511,6 +520,9 @@ func runMain(args []string) int {
 		if s.Received > 0 {
 			s.CPUPer1000Deliv = s.CPUPublishSecs / float64(s.Received) * 1000
 		}
+		if s.Published > 0 {
+			s.CPUPer1000Msgs = s.CPUPublishSecs / float64(s.Published) * 1000
+		}
 	}
 	if redis1.OK && redis2.OK {
 		s.RedisCPUSecs = redis2.CPUSecs - redis1.CPUSecs
@@ -571,8 +583,8 @@ func runMain(args []string) int {
 		for i, name := range []string{"before connect", "connected", "after publish"} {
 			fmt.Printf("server %-14s cpu %.2fs rss %d KiB pss %d KiB\n", name, s.Server[i].CPUSecs, s.Server[i].RSSKiB, s.Server[i].PSSKiB)
 		}
-		fmt.Printf("server: %.2f KiB RSS (%.2f KiB PSS) per idle stream, %.2f cpu-s connecting, %.2f cpu-s publishing (%.4f cpu-s per 1000 deliveries)\n",
-			s.IdleKiBPerStream, s.IdlePSSPerStream, s.CPUConnectSecs, s.CPUPublishSecs, s.CPUPer1000Deliv)
+		fmt.Printf("server: %.2f KiB RSS (%.2f KiB PSS) per idle stream, %.2f cpu-s connecting, %.2f cpu-s publishing (%.4f cpu-s per 1000 deliveries, %.4f per 1000 messages)\n",
+			s.IdleKiBPerStream, s.IdlePSSPerStream, s.CPUConnectSecs, s.CPUPublishSecs, s.CPUPer1000Deliv, s.CPUPer1000Msgs)
 	}
 	if len(redisPids) > 0 || len(auxPids) > 0 {
 		fmt.Printf("while publishing: redis %.2f cpu-s, aux %.2f cpu-s\n", s.RedisCPUSecs, s.AuxCPUSecs)

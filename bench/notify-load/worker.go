@@ -36,7 +36,7 @@ import (
 // A worker exits by itself at its deadline or when its stdin closes.
 
 type workerConfig struct {
-	url            string // may hold {user}
+	url            string // may hold {user}; h1: several, comma-separated (see streamURL)
 	proto          string // h1 or h2
 	first, count   int    // global indexes of this worker's streams
 	users          int
@@ -344,6 +344,15 @@ func (w *worker) streamEnded(err error) {
 	w.closeErrs.add(err)
 }
 
+// streamURL is the URL of stream i (h1): -url may list several servers,
+// comma-separated, and stream i goes to the (i mod n)th, so that the
+// streams of a user spread over the servers as they would behind a load
+// balancer.
+func (w *worker) streamURL(i int) string {
+	urls := strings.Split(w.cfg.url, ",")
+	return urls[i%len(urls)]
+}
+
 func userURL(raw string, user int) string {
 	return strings.ReplaceAll(raw, "{user}", strconv.Itoa(user))
 }
@@ -418,7 +427,7 @@ func (w *worker) runH1(ctx context.Context, i int, sem chan struct{}, wg *sync.W
 // Last-Event-ID header when lastID is not empty; it returns the connection
 // and the reader of the event stream once the server answered 200.
 func (w *worker) openH1(ctx context.Context, i, user int, lastID []byte) (net.Conn, *bufio.Reader, error) {
-	u, err := url.Parse(userURL(w.cfg.url, user))
+	u, err := url.Parse(userURL(w.streamURL(i), user))
 	if err != nil {
 		return nil, nil, err
 	}

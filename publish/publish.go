@@ -1,0 +1,295 @@
+// Package publish puts notifications where the caddy-notify module
+// (github.com/caddy-notify/notify) reads them: on a Redis pub/sub channel
+// (PUBLISH, or SPUBLISH for sharded pub/sub) or a Redis Stream (XADD), and,
+// when the module runs with partitions, on the partition of each recipient.
+//
+// The module computes a stream's partition with [Partition]; a publisher
+// must use the same function, or a message lands where its recipients'
+// streams do not read. A message goes once on each distinct partition of
+// its recipients, and a broadcast ("*") on every partition, so no stream
+// receives it twice.
+//
+//	pub := &publish.Publisher{Client: rdb, Channel: "notifications", Partitions: 16, Sharded: true}
+//	msg, _ := json.Marshal(map[string]any{"recipient_id": []any{42, "alice"}, "type": "order_paid"})
+//	res, err := pub.Publish(ctx, msg, "42", "alice")
+//
+// The recipients passed to Publish must be those of the message's
+// recipient field, in their canonical text (see [IntID]): the package does
+// not parse the message, so that the module's parser stays the one
+// rulebook for what a message names.
+package publish
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"hash/crc32"
+	"slices"
+	"strconv"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// Broadcast is the recipient that addresses every stream of handlers with
+// broadcast enabled. A broadcast goes to every partition.
+const Broadcast = "*"
+
+// MaxPartitions is the most partitions the module accepts.
+const MaxPartitions = 1024
+
+// Partition returns the partition, from 0 to n-1, that reads the messages
+// of user id: crc32(id) mod n, with CRC-32 IEEE over the id's canonical
+// text (an integer's decimal digits, a string's UTF-8 bytes). With n <= 1
+// it is 0.
+func Partition(id string, n int) int {
+	if n <= 1 {
+		return 0
+	}
+	return int(crc32.ChecksumIEEE([]byte(id)) % uint32(n))
+}
+
+// IntID is the canonical text of an integer user id: its decimal digits.
+// The module compares ids by this text, so 42 and "42" are one user.
+func IntID(id int64) string { return strconv.FormatInt(id, 10) }
+
+// Name returns the channel or stream key that partition part of base is
+// read from: base itself when n <= 1, otherwise "<base>.<part>".
+func Name(base string, part, n int) string {
+	if n <= 1 {
+		return base
+	}
+	return base + "." + strconv.Itoa(part)
+}
+
+// Partitions returns the distinct partitions, in increasing order, on
+// which a message for recipients must be published: every partition when
+// one of them is Broadcast.
+func Partitions(recipients []string, n int) []int {
+	n = max(n, 1)
+	if slices.Contains(recipients, Broadcast) {
+		all := make([]int, n)
+		for i := range all {
+			all[i] = i
+		}
+		return all
+	}
+	parts := make([]int, 0, len(recipients))
+	for _, id := range recipients {
+		parts = append(parts, Partition(id, n))
+	}
+	slices.Sort(parts)
+	return slices.Compact(parts)
+}
+
+// Publisher publishes messages for one handler's configuration: its
+// channel or stream, its partitions and, for pub/sub, whether it reads
+// with sharded pub/sub. Its fields must not change while it is in use.
+type Publisher struct {
+	// Client is any go-redis client: one server, Sentinel (NewFailoverClient)
+	// or Cluster (NewClusterClient).
+	Client redis.UniversalClient
+	// Channel is the handler's channel (pub/sub mode). Exactly one of
+	// Channel and Stream is set.
+	Channel string
+	// Stream is the handler's stream key (stream mode).
+	Stream string
+	// StreamField is the entry field holding the message. Default: data.
+	StreamField string
+	// Partitions is the handler's partitions setting. Default: 1.
+	Partitions int
+	// Sharded publishes with SPUBLISH, for a handler with sharded on.
+	Sharded bool
+	// MaxLen caps each stream with MAXLEN ~ MaxLen (approximate trimming,
+	// the cheap kind). 0 leaves the streams uncapped; see the module's
+	// README on retention.
+	MaxLen int64
+	// WaitReplicas, in stream mode, makes each XADD wait until that many
+	// replicas hold the entry (WAIT), for at most WaitTimeout (0: 1 s).
+	// Redis replicates asynchronously: an entry acknowledged without WAIT
+	// can be lost if its master dies before a replica has it.
+	WaitReplicas int
+	WaitTimeout  time.Duration
+}
+
+// Result says where a message went: one Target per partition it was
+// published on, in increasing partition order.
+type Result struct {
+	Targets []Target
+}
+
+// Target is one partition's copy of a message.
+type Target struct {
+	Partition int
+	// Key is the channel or stream key it was published to.
+	Key string
+	// Receivers is what PUBLISH or SPUBLISH answered: the subscribers
+	// (Caddy instances, one per partition each) that received it. Pub/sub
+	// mode only.
+	Receivers int64
+	// ID is the entry ID XADD gave it. Stream mode only.
+	ID string
+	// Replicas is how many replicas WAIT said hold the entry, with
+	// WaitReplicas.
+	Replicas int64
+	// Err is why this copy may not have been published, or nil. Publish
+	// also returns every copy's error, joined.
+	Err error
+}
+
+// Errors returned by Publish before anything is sent.
+var (
+	ErrNoRecipient = errors.New("publish: the message names no recipient")
+	ErrEmptyID     = errors.New("publish: a recipient id is empty")
+	ErrEmpty       = errors.New("publish: the message is empty")
+	ErrConfig      = errors.New("publish: set exactly one of Channel and Stream, Sharded only with Channel, WaitReplicas only with Stream, and Partitions from 1 to 1024")
+	// ErrNotReplicated is returned, joined to the partition's key, when
+	// WAIT saw fewer than WaitReplicas replicas take an entry.
+	ErrNotReplicated = errors.New("publish: fewer replicas than WaitReplicas hold the entry")
+)
+
+// Validate reports whether the publisher's settings are usable.
+func (p *Publisher) Validate() error {
+	if p.Client == nil || (p.Channel == "") == (p.Stream == "") || (p.Sharded && p.Stream != "") ||
+		p.Partitions < 0 || p.Partitions > MaxPartitions || p.MaxLen < 0 || (p.WaitReplicas != 0 && p.Stream == "") ||
+		p.WaitReplicas < 0 {
+		return ErrConfig
+	}
+	return nil
+}
+
+// Targets returns the partitions and keys msg would be published to for
+// recipients, without sending anything: the first two steps of Publish
+// (validate, compute the partitions).
+func (p *Publisher) Targets(recipients []string) ([]Target, error) {
+	if err := p.Validate(); err != nil {
+		return nil, err
+	}
+	if len(recipients) == 0 {
+		return nil, ErrNoRecipient
+	}
+	if slices.Contains(recipients, "") {
+		return nil, ErrEmptyID
+	}
+	n := max(p.Partitions, 1)
+	base := p.Channel
+	if p.Stream != "" {
+		base = p.Stream
+	}
+	parts := Partitions(recipients, n)
+	targets := make([]Target, len(parts))
+	for i, part := range parts {
+		targets[i] = Target{Partition: part, Key: Name(base, part, n)}
+	}
+	return targets, nil
+}
+
+// Publish sends msg, the JSON message as the module delivers it, once to
+// each distinct partition of its recipients (to every partition for
+// Broadcast), in one pipeline; with WaitReplicas, each XADD with its WAIT,
+// one partition after the other. recipients are the canonical ids of the
+// message's recipient field.
+//
+// With a Cluster client each command goes to the master of its channel's
+// or key's slot. Copies are independent: a Target whose Err is nil was
+// published; one with an Err may or may not have been (the connection may
+// have broken after Redis ran the command). The client's own retries
+// (go-redis MaxRetries) can publish a copy twice after such a break; set
+// MaxRetries to -1 when a duplicate is worse than a loss.
+func (p *Publisher) Publish(ctx context.Context, msg []byte, recipients ...string) (Result, error) {
+	targets, err := p.Targets(recipients)
+	if err != nil {
+		return Result{}, err
+	}
+	if len(msg) == 0 {
+		return Result{}, ErrEmpty
+	}
+	if p.WaitReplicas > 0 {
+		return p.publishWaiting(ctx, msg, targets)
+	}
+	pipe := p.Client.Pipeline()
+	cmds := make([]redis.Cmder, len(targets))
+	for i, t := range targets {
+		switch {
+		case p.Stream != "":
+			cmds[i] = pipe.XAdd(ctx, p.xaddArgs(t.Key, msg))
+		case p.Sharded:
+			cmds[i] = pipe.SPublish(ctx, t.Key, msg)
+		default:
+			cmds[i] = pipe.Publish(ctx, t.Key, msg)
+		}
+	}
+	_, _ = pipe.Exec(ctx) // each command carries its own error
+	var errs []error
+	for i, c := range cmds {
+		switch c := c.(type) {
+		case *redis.StringCmd:
+			targets[i].ID, err = c.Result()
+		case *redis.IntCmd:
+			targets[i].Receivers, err = c.Result()
+		}
+		if err != nil {
+			targets[i].Err = fmt.Errorf("publishing to %s: %w", targets[i].Key, err)
+			errs = append(errs, targets[i].Err)
+		}
+	}
+	return Result{Targets: targets}, errors.Join(errs...)
+}
+
+func (p *Publisher) xaddArgs(key string, msg []byte) *redis.XAddArgs {
+	field := p.StreamField
+	if field == "" {
+		field = "data"
+	}
+	args := &redis.XAddArgs{Stream: key, Values: []any{field, msg}}
+	if p.MaxLen > 0 {
+		args.MaxLen, args.Approx = p.MaxLen, true
+	}
+	return args
+}
+
+// publishWaiting adds msg to each target's stream and waits for replicas:
+// WAIT counts the writes of its own connection, so each XADD and its WAIT
+// go together to the master of the key (in a cluster, found from the
+// client's slot map; a MOVED answer during a resharding is returned as an
+// error, for the caller to retry).
+func (p *Publisher) publishWaiting(ctx context.Context, msg []byte, targets []Target) (Result, error) {
+	timeout := p.WaitTimeout
+	if timeout <= 0 {
+		timeout = time.Second
+	}
+	var errs []error
+	for i := range targets {
+		t := &targets[i]
+		var c redis.Cmdable = p.Client
+		if cc, ok := p.Client.(*redis.ClusterClient); ok {
+			node, err := cc.MasterForKey(ctx, t.Key)
+			if err != nil {
+				t.Err = fmt.Errorf("publishing to %s: %w", t.Key, err)
+				errs = append(errs, t.Err)
+				continue
+			}
+			c = node
+		}
+		var add *redis.StringCmd
+		var wait *redis.IntCmd
+		_, err := c.Pipelined(ctx, func(pipe redis.Pipeliner) error {
+			add = pipe.XAdd(ctx, p.xaddArgs(t.Key, msg))
+			wait = redis.NewIntCmd(ctx, "wait", p.WaitReplicas, timeout.Milliseconds())
+			return pipe.Process(ctx, wait)
+		})
+		if err == nil {
+			t.ID, t.Replicas = add.Val(), wait.Val()
+			if t.Replicas < int64(p.WaitReplicas) {
+				err = ErrNotReplicated
+			}
+		} else if add.Err() == nil {
+			t.ID = add.Val()
+		}
+		if err != nil {
+			t.Err = fmt.Errorf("publishing to %s: %w", t.Key, err)
+			errs = append(errs, t.Err)
+		}
+	}
+	return Result{Targets: targets}, errors.Join(errs...)
+}

@@ -1,0 +1,209 @@
+package publish
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"hash/crc32"
+	"net"
+	"os/exec"
+	"slices"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+func TestPartition(t *testing.T) {
+	for _, tt := range []struct {
+		id   string
+		n    int
+		want int
+	}{
+		{"42", 1, 0},
+		{"42", 0, 0},
+		{"42", 16, int(crc32.ChecksumIEEE([]byte("42")) % 16)},
+		// Fixed values: a change of the function would strand every
+		// published message; other languages' examples in the README
+		// must compute the same (Python: zlib.crc32(b"42") % 16 == 8).
+		{"42", 16, 8},
+		{"alice", 16, 7},
+		{"bob", 1024, 320},
+		{"", 16, 0},
+	} {
+		if got := Partition(tt.id, tt.n); got != tt.want {
+			t.Errorf("Partition(%q, %d) = %d, want %d", tt.id, tt.n, got, tt.want)
+		}
+	}
+	if IntID(-9007199254740993) != "-9007199254740993" {
+		t.Error("IntID must keep every digit")
+	}
+}
+
+func TestPartitions(t *testing.T) {
+	if got := Partitions([]string{"42", "alice", "42"}, 16); !slices.Equal(got, []int{7, 8}) {
+		t.Errorf("got %v, want [7 8]: distinct, in order", got)
+	}
+	if got := Partitions([]string{"42", Broadcast}, 4); !slices.Equal(got, []int{0, 1, 2, 3}) {
+		t.Errorf("broadcast: got %v, want every partition", got)
+	}
+	if got := Partitions([]string{"42"}, 1); !slices.Equal(got, []int{0}) {
+		t.Errorf("one partition: got %v", got)
+	}
+	if Name("n", 3, 16) != "n.3" || Name("n", 0, 1) != "n" {
+		t.Error("Name: <base>.<i>, or base alone with one partition")
+	}
+}
+
+func TestPublisherRefuses(t *testing.T) {
+	c := redis.NewClient(&redis.Options{Addr: "127.0.0.1:1"}) // never dialed
+	defer c.Close()
+	for name, p := range map[string]*Publisher{
+		"no client":             {Channel: "n"},
+		"channel and stream":    {Client: c, Channel: "n", Stream: "s"},
+		"neither":               {Client: c},
+		"sharded stream":        {Client: c, Stream: "s", Sharded: true},
+		"too many partitions":   {Client: c, Channel: "n", Partitions: 1025},
+		"wait without stream":   {Client: c, Channel: "n", WaitReplicas: 1},
+		"negative maxlen":       {Client: c, Stream: "s", MaxLen: -1},
+		"negative partitions":   {Client: c, Stream: "s", Partitions: -1},
+		"negative replica wait": {Client: c, Stream: "s", WaitReplicas: -1},
+	} {
+		if _, err := p.Publish(t.Context(), []byte(`{}`), "1"); !errors.Is(err, ErrConfig) {
+			t.Errorf("%s: err = %v, want ErrConfig", name, err)
+		}
+	}
+	p := &Publisher{Client: c, Channel: "n"}
+	if _, err := p.Publish(t.Context(), []byte(`{}`)); !errors.Is(err, ErrNoRecipient) {
+		t.Errorf("no recipient: %v", err)
+	}
+	if _, err := p.Publish(t.Context(), []byte(`{}`), "a", ""); !errors.Is(err, ErrEmptyID) {
+		t.Errorf("empty id: %v", err)
+	}
+	if _, err := p.Publish(t.Context(), nil, "a"); !errors.Is(err, ErrEmpty) {
+		t.Errorf("empty message: %v", err)
+	}
+}
+
+// startRedis runs a redis-server on a free loopback port for one test.
+func startRedis(t *testing.T) *redis.Client {
+	t.Helper()
+	path, err := exec.LookPath("redis-server")
+	if err != nil {
+		t.Fatalf("redis-server is not installed (apt-get install -y redis-server): %v", err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := ln.Addr().(*net.TCPAddr).Port
+	ln.Close()
+	cmd := exec.Command(path, "--port", strconv.Itoa(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+		"--dir", t.TempDir())
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+	c := redis.NewClient(&redis.Options{Addr: fmt.Sprintf("127.0.0.1:%d", port)})
+	t.Cleanup(func() { c.Close() })
+	deadline := time.Now().Add(10 * time.Second)
+	for c.Ping(t.Context()).Err() != nil {
+		if time.Now().After(deadline) {
+			t.Fatal("redis-server did not answer")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	return c
+}
+
+// TestPublishPubSub publishes to partitioned channels, classic and
+// sharded, and checks that each partition's channel gets the message once,
+// and only the partitions of its recipients.
+func TestPublishPubSub(t *testing.T) {
+	c := startRedis(t)
+	for _, sharded := range []bool{false, true} {
+		t.Run(fmt.Sprintf("sharded=%t", sharded), func(t *testing.T) {
+			const n = 4
+			ch := fmt.Sprintf("n%t", sharded)
+			chans := make([]string, n)
+			for i := range chans {
+				chans[i] = Name(ch, i, n)
+			}
+			var sub *redis.PubSub
+			if sharded {
+				sub = c.SSubscribe(t.Context(), chans...)
+			} else {
+				sub = c.Subscribe(t.Context(), chans...)
+			}
+			defer sub.Close()
+			for range chans {
+				if _, err := sub.ReceiveTimeout(t.Context(), 5*time.Second); err != nil {
+					t.Fatal(err)
+				}
+			}
+			p := &Publisher{Client: c, Channel: ch, Partitions: n, Sharded: sharded}
+			// "42" and "alice" are on partitions 42%4... whichever: the
+			// test asks Partition, as the module does.
+			ids := []string{"42", "alice", "42"}
+			res, err := p.Publish(t.Context(), []byte(`{"recipient_id":[42,"alice"]}`), ids...)
+			if err != nil {
+				t.Fatal(err)
+			}
+			want := Partitions(ids, n)
+			if len(res.Targets) != len(want) {
+				t.Fatalf("targets %+v, want partitions %v", res.Targets, want)
+			}
+			got := map[string]int{}
+			for i, tg := range res.Targets {
+				if tg.Partition != want[i] || tg.Key != chans[want[i]] || tg.Receivers != 1 {
+					t.Errorf("target %d: %+v", i, tg)
+				}
+				m, err := sub.ReceiveTimeout(t.Context(), 5*time.Second)
+				if err != nil {
+					t.Fatal(err)
+				}
+				got[m.(*redis.Message).Channel]++
+			}
+			for _, part := range want {
+				if got[chans[part]] != 1 {
+					t.Errorf("channel %s got %d copies, want 1", chans[part], got[chans[part]])
+				}
+			}
+			// A broadcast goes to every partition.
+			res, err = p.Publish(t.Context(), []byte(`{"recipient_id":"*"}`), Broadcast)
+			if err != nil || len(res.Targets) != n {
+				t.Fatalf("broadcast: %+v, %v", res, err)
+			}
+		})
+	}
+}
+
+// TestPublishStream adds entries to partitioned streams, capped, and with
+// a replica wait that cannot be met on a server without replicas.
+func TestPublishStream(t *testing.T) {
+	c := startRedis(t)
+	p := &Publisher{Client: c, Stream: "s", StreamField: "body", Partitions: 8, MaxLen: 100}
+	for i := range 300 {
+		res, err := p.Publish(t.Context(), []byte(`{"recipient_id":"*"}`), Broadcast)
+		if err != nil || len(res.Targets) != 8 || res.Targets[7].ID == "" {
+			t.Fatalf("publish %d: %+v, %v", i, res, err)
+		}
+	}
+	for i := range 8 {
+		n, err := c.XLen(t.Context(), Name("s", i, 8)).Result()
+		if err != nil || n < 100 || n >= 300 {
+			t.Errorf("stream %d holds %d entries (%v); want about MAXLEN ~ 100", i, n, err)
+		}
+	}
+	msgs, err := c.XRevRangeN(t.Context(), Name("s", 5, 8), "+", "-", 1).Result()
+	if err != nil || len(msgs) != 1 || msgs[0].Values["body"] != `{"recipient_id":"*"}` {
+		t.Fatalf("entry: %+v, %v", msgs, err)
+	}
+
+	p = &Publisher{Client: c, Stream: "w", WaitReplicas: 1, WaitTimeout: 50 * time.Millisecond}
+	res, err := p.Publish(context.WithoutCancel(t.Context()), []byte(`{"recipient_id":1}`), IntID(1))
+	if !errors.Is(err, ErrNotReplicated) || len(res.Targets) != 1 || res.Targets[0].ID == "" || res.Targets[0].Replicas != 0 {
+		t.Fatalf("WAIT without a replica: %+v, %v; want the entry added and ErrNotReplicated", res, err)
+	}
+}
