@@ -31,31 +31,37 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 // UnmarshalCaddyfile sets up the handler from Caddyfile tokens. Syntax:
 //
 //	notify [<matcher>] {
-//	    auth_url        <url>
-//	    redis           <url>
-//	    channel         <name>
+//	    auth_url             <url>
+//	    redis                <url>
+//	    channel              <name>
 //	    sharded
-//	    partitions      <n>
-//	    stream          <key>
-//	    stream_field    <field>
-//	    replay_limit    <events>
-//	    history_entries <entries>
-//	    history_bytes   <size>
-//	    recipient_field <field>
-//	    user_field      <field>
-//	    auth_timeout    <duration>
-//	    auth_cache      <duration>
-//	    auth_concurrency <requests>
-//	    token_query     <parameter>
-//	    token_cookie    <cookie>
-//	    heartbeat       <duration>
-//	    retry           <duration>
+//	    partitions           <n>
+//	    stream               <key>
+//	    stream_field         <field>
+//	    replay_limit         <events>
+//	    history_entries      <entries>
+//	    history_bytes        <size>
+//	    recipient_field      <field>
+//	    user_field           <field>
+//	    auth_timeout         <duration>
+//	    auth_cache           <duration>
+//	    auth_concurrency     <requests>
+//	    reauth               <duration>
+//	    max_streams_per_user <streams>
+//	    max_streams          <streams>
+//	    control_channel      <name>
+//	    presence             <key>
+//	    presence_interval    <duration>
+//	    token_query          <parameter>
+//	    token_cookie         <cookie>
+//	    heartbeat            <duration>
+//	    retry                <duration>
 //	    broadcast
-//	    cors            <origin...>
-//	    queue_size      <events>
-//	    write_timeout   <duration>
-//	    max_message_size <size>
-//	    queue_bytes     <size>
+//	    cors                 <origin...>
+//	    queue_size           <events>
+//	    queue_bytes          <size>
+//	    write_timeout        <duration>
+//	    max_message_size     <size>
 //	}
 //
 // Every subdirective may appear once, except cors, which may be repeated.
@@ -91,6 +97,7 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 		"reauth":               setDuration(&h.Reauth),
 		"max_streams_per_user": setInt(&h.MaxStreamsPerUser),
 		"max_streams":          setInt(&h.MaxStreams),
+		"control_channel":      setString(&h.ControlChannel),
 		"presence":             setString(&h.Presence),
 		"presence_interval":    setDuration(&h.PresenceInterval),
 		"token_query":          setString(&h.TokenQuery),

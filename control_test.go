@@ -196,3 +196,88 @@ func TestStreamLimits(t *testing.T) {
 		t.Errorf("the auth API was called %d times for a refused stream, want 0", got-calls)
 	}
 }
+
+// A disconnect on the control channel ends the user's streams on every
+// instance at once, with a revoked event, and leaves other users' alone;
+// "*" ends every stream; malformed control messages are dropped and
+// counted.
+func TestControlChannelAcrossInstances(t *testing.T) {
+	rs := startRedis(t)
+	auth := startAuthAPI(t, map[string]authReply{
+		"alice-token": {200, `{"user_id":"alice"}`},
+		"bob-token":   {200, `{"user_id":"bob"}`},
+		"n42-token":   {200, `{"user_id":42}`},
+	})
+	routes := `
+	metrics /metrics
+	notify /events {
+		redis {redis}
+		auth_url {auth}
+		control_channel control
+		heartbeat 0
+	}`
+	instances := []*caddyProcess{startCaddyProcess(t, rs.URL(), auth.URL, routes), startCaddyProcess(t, rs.URL(), auth.URL, routes)}
+	c := rs.client()
+	t.Cleanup(func() { c.Close() })
+	waitFor(t, 10*time.Second, "both instances on the control channel", func() bool {
+		return c.PubSubNumSub(t.Context(), "control").Val()["control"] == 2
+	})
+	open := func(p *caddyProcess, token string) *sseStream {
+		s := openStreamWhenUp(t, p.base()+"/events", token, "")
+		s.expect(t, sseEvent{kind: frameRetry, retry: "3000"})
+		return s
+	}
+	var alice, bob, n42 []*sseStream
+	for _, p := range instances {
+		alice = append(alice, open(p, "alice-token"))
+		bob = append(bob, open(p, "bob-token"))
+		n42 = append(n42, open(p, "n42-token"))
+	}
+	sample := func(p *caddyProcess, name string) float64 { return metricValue(t, p.base()+"/metrics", name) }
+	const (
+		malformed   = `caddy_notify_control_messages_total{outcome="malformed"}`
+		invalid     = `caddy_notify_control_messages_total{outcome="invalid_recipient"}`
+		disconnects = `caddy_notify_control_messages_total{outcome="disconnect"}`
+		revoked     = `caddy_notify_revoked_total{reason="disconnected"}`
+	)
+
+	rs.publish(t, "control", `{"disconnect":`)
+	rs.publish(t, "control", `{"disconnect":["alice",true]}`)
+	rs.publish(t, "control", `{"disconnect":["alice",42]}`)
+	for _, s := range append(alice, n42...) {
+		s.expect(t, revokedFrame(revokedDisconnected), sseEvent{kind: frameEnd})
+	}
+	for _, p := range instances {
+		if m, i, d, r := sample(p, malformed), sample(p, invalid), sample(p, disconnects), sample(p, revoked); m != 1 || i != 1 || d != 1 || r != 2 {
+			t.Errorf("instance %d: malformed %v, invalid %v, disconnects %v, revoked %v; want 1, 1, 1, 2 (alice and 42 here)", p.port, m, i, d, r)
+		}
+	}
+	// bob was named by nothing valid: his streams go on.
+	rs.publish(t, DefaultChannel, `{"recipient_id":"bob","n":1}`)
+	for _, s := range bob {
+		s.expect(t, sseEvent{kind: frameEvent, data: `{"recipient_id":"bob","n":1}`})
+	}
+	rs.publish(t, "control", `{"disconnect":"*"}`)
+	for _, s := range bob {
+		s.expect(t, revokedFrame(revokedDisconnected), sseEvent{kind: frameEnd})
+	}
+}
+
+// The control channel must not be one of the channels messages come on.
+func TestControlChannelMustDifferFromChannel(t *testing.T) {
+	tests := []struct {
+		h    Handler
+		fail bool
+	}{
+		{Handler{AuthURL: "http://a/", ControlChannel: DefaultChannel}, true},
+		{Handler{AuthURL: "http://a/", Channel: "n", Partitions: 4, ControlChannel: "n.3"}, true},
+		{Handler{AuthURL: "http://a/", Channel: "n", Partitions: 4, ControlChannel: "n"}, false},
+		{Handler{AuthURL: "http://a/", Stream: DefaultChannel, ControlChannel: DefaultChannel}, false}, // keys and channels are apart
+	}
+	for _, tt := range tests {
+		err := tt.h.Validate()
+		if got := err != nil && strings.Contains(err.Error(), "control_channel must not be a channel the messages come on"); got != tt.fail {
+			t.Errorf("%+v: Validate() = %v, want the control_channel error: %v", tt.h, err, tt.fail)
+		}
+	}
+}

@@ -60,6 +60,10 @@ type source struct {
 	// replays, when set, is the slots for resumes reading from Redis,
 	// shared by the partitions of a hubSet. Not part of the hub key.
 	replays chan struct{}
+	// onMessage, when set, takes every pub/sub message instead of the
+	// hub's indexes: the control channel's (control.go). Not part of the
+	// hub key.
+	onMessage func(payload []byte)
 }
 
 // hubKey identifies a hubSet: the same Redis deployment (kind, nodes,
@@ -138,7 +142,7 @@ func newHub(client redis.UniversalClient, src source, logger *zap.Logger, onChan
 	if src.stream != "" {
 		hb.reader = newStreamReader(hb, src)
 	} else {
-		hb.reader = newPubsubReader(hb, src.channel, src.sharded, src.maxMessageSize)
+		hb.reader = newPubsubReader(hb, src.channel, src.sharded, src.maxMessageSize, src.onMessage)
 	}
 	go func() {
 		defer close(hb.done)
@@ -367,10 +371,16 @@ func (hb *hub) count(c deliveryCounts) {
 // the reader's goroutine only.
 func (hb *hub) drop(reason dropReason) {
 	metrics.drops.WithLabelValues(string(reason)).Inc()
+	hb.logDrop("message dropped", string(reason))
+}
+
+// logDrop logs a dropped message at most once per dropLogEvery, without
+// its content. Called from the reader's goroutine only.
+func (hb *hub) logDrop(msg, reason string) {
 	if now := time.Now(); now.Sub(hb.lastDropLog) >= dropLogEvery {
 		hb.lastDropLog = now
-		if c := hb.logger.Check(zapcore.WarnLevel, "message dropped"); c != nil {
-			c.Write(zap.String("reason", string(reason)))
+		if c := hb.logger.Check(zapcore.WarnLevel, msg); c != nil {
+			c.Write(zap.String("reason", reason))
 		}
 	}
 }

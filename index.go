@@ -171,3 +171,13 @@ func (ix *index) closeAll() {
 		sh.mu.Unlock()
 	}
 }
+
+// eachOfUser calls fn for every stream of user, with its shard locked.
+func (ix *index) eachOfUser(user string, fn func(*subscriber)) {
+	sh := ix.shardFor(user)
+	sh.mu.Lock()
+	for _, s := range sh.users[user] {
+		fn(s)
+	}
+	sh.mu.Unlock()
+}

@@ -33,6 +33,7 @@ type notifyMetrics struct {
 	revoked             *prometheus.CounterVec
 	reauthChecks        *prometheus.CounterVec
 	presenceCommands    prometheus.Counter
+	controlMessages     *prometheus.CounterVec
 }
 
 func newMetrics() *notifyMetrics {
@@ -106,6 +107,10 @@ func newMetrics() *notifyMetrics {
 			Namespace: ns, Subsystem: sub, Name: "reauth_checks_total",
 			Help: "Checks of open streams' credentials (reauth), by result: ok, denied, error, timeout.",
 		}, []string{"result"}),
+		controlMessages: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: ns, Subsystem: sub, Name: "control_messages_total",
+			Help: "Messages read from the control channel, by outcome: disconnect, or why one was dropped: malformed, no_recipient, invalid_recipient, too_large.",
+		}, []string{"outcome"}),
 		presenceCommands: prometheus.NewCounter(prometheus.CounterOpts{
 			Namespace: ns, Subsystem: sub, Name: "presence_commands_total",
 			Help: "Redis commands sent to keep presence (ZADD batches and prunes).",
@@ -118,7 +123,7 @@ func (m *notifyMetrics) collectors() []prometheus.Collector {
 		m.streamsOpen, m.streamsOpened, m.messagesReceived, m.deliveries,
 		m.drops, m.authDuration, m.authInFlight, m.authAbandoned,
 		m.redisSubscriptions, m.partitionsDown, m.redisReconnects,
-		m.replayed, m.replayRedisCommands, m.resets, m.revoked, m.reauthChecks, m.presenceCommands,
+		m.replayed, m.replayRedisCommands, m.resets, m.revoked, m.reauthChecks, m.presenceCommands, m.controlMessages,
 	}
 }
 

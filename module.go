@@ -167,6 +167,12 @@ type Handler struct {
 	// it, 503 before the auth API is asked. Off (0) by default.
 	MaxStreams int `json:"max_streams,omitempty"`
 
+	// A Redis pub/sub channel on the same Redis, read by every instance,
+	// on which the application ends users' streams: {"disconnect": <user
+	// id or array of ids>}, or {"disconnect": "*"} for every stream. Read
+	// with sharded pub/sub when Sharded is on. Off when empty.
+	ControlChannel string `json:"control_channel,omitempty"`
+
 	// A Redis sorted set the module keeps with the ids of the users who
 	// have an open stream on any instance, scored with the Unix time in
 	// milliseconds until which they count as online: ZSCORE <key> <id> >=
@@ -239,6 +245,9 @@ type Handler struct {
 	limits      *streamLimits
 	presence    *presence // nil when presence is off
 	presenceKey string
+	control     *controlChannel // nil when control_channel is off
+	controlKey  string
+	controlTo   *controlTarget
 	reauth      *reauther       // nil when reauth is off
 	conns       *connWatch      // the hijacked streams
 	stopCtx     context.Context // done when this config starts stopping
@@ -320,6 +329,21 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 
 	if h.heartbeat > 0 {
 		go h.group.beat(h.stopCtx, h.indexes)
+	}
+	if h.ControlChannel != "" {
+		// Read with SSUBSCRIBE like the main channel; a stream-mode
+		// handler's control channel is classic pub/sub.
+		sharded := h.Sharded && h.Stream == ""
+		key := "control " + rc.key() + fmt.Sprintf(" %q %t", h.ControlChannel, sharded)
+		v, _, err := hubs.LoadOrNew(key, func() (caddy.Destructor, error) {
+			return newControlChannel(rc, h.ControlChannel, sharded, caddy.Log().Named("notify.control")), nil
+		})
+		if err != nil {
+			return fmt.Errorf("creating control channel: %w", err)
+		}
+		h.control, h.controlKey = v.(*controlChannel), key
+		h.controlTo = &controlTarget{group: h.group, indexes: h.indexes}
+		h.control.add(h.controlTo)
 	}
 	if h.Presence != "" {
 		key := "presence " + rc.key() + fmt.Sprintf(" %q %d", h.Presence, h.PresenceInterval)
@@ -489,6 +513,14 @@ func (h *Handler) Validate() error {
 	if c.MaxStreams < 0 {
 		fail("max_streams must not be negative")
 	}
+	if c.ControlChannel != "" && c.Channel != "" {
+		for i := range max(c.Partitions, 1) {
+			if c.ControlChannel == publish.Name(c.Channel, i, c.Partitions) {
+				fail("control_channel must not be a channel the messages come on")
+				break
+			}
+		}
+	}
 	if c.PresenceInterval < 0 {
 		fail("presence_interval must not be negative")
 	} else if c.PresenceInterval > 0 && c.Presence == "" {
@@ -533,6 +565,11 @@ func (h *Handler) Cleanup() error {
 		h.auth.close()
 	}
 	var errs []error
+	if h.control != nil {
+		h.control.remove(h.controlTo)
+		_, err := hubs.Delete(h.controlKey)
+		errs = append(errs, err)
+	}
 	if h.presence != nil {
 		_, err := hubs.Delete(h.presenceKey)
 		errs = append(errs, err)

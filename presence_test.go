@@ -91,3 +91,47 @@ func TestPresenceRefreshIsBatched(t *testing.T) {
 		t.Error("user-9999 not online")
 	}
 }
+
+// Presence across two Caddy processes: a user is online within a second of
+// a first stream on either, stays online while either instance holds one,
+// and goes offline about three intervals after the last one closed, or
+// after the instance that held it was killed with SIGKILL.
+func TestPresenceAcrossInstances(t *testing.T) {
+	rs := startRedis(t)
+	auth := startAuthAPI(t, users("alice", "bob"))
+	routes := `
+	notify /events {
+		redis {redis}
+		auth_url {auth}
+		presence online
+		presence_interval 300ms
+		heartbeat 0
+	}`
+	a := startCaddyProcess(t, rs.URL(), auth.URL, routes)
+	b := startCaddyProcess(t, rs.URL(), auth.URL, routes)
+	online := func(user string) bool { return isOnline(t, rs, "online", user) }
+
+	start := time.Now()
+	onA := openStreamWhenUp(t, a.base()+"/events", "alice-token", "")
+	waitFor(t, time.Second, "alice online", func() bool { return online("alice") })
+	t.Logf("online %s after the stream on a opened", time.Since(start))
+	openStreamWhenUp(t, b.base()+"/events", "alice-token", "")
+	onA.close()
+	// Four intervals: b's stream keeps alice online although a let go.
+	for deadline := time.Now().Add(1200 * time.Millisecond); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
+		if !online("alice") {
+			t.Fatal("alice went offline while instance b held her stream")
+		}
+	}
+	b.kill()
+	killed := time.Now()
+	waitFor(t, 3*time.Second, "alice offline after b was killed", func() bool { return !online("alice") })
+	t.Logf("offline %s after the instance holding her stream was killed (three intervals: 900ms)", time.Since(killed))
+
+	bob := openStreamWhenUp(t, a.base()+"/events", "bob-token", "")
+	waitFor(t, time.Second, "bob online", func() bool { return online("bob") })
+	bob.close()
+	closed := time.Now()
+	waitFor(t, 3*time.Second, "bob offline after his last stream closed", func() bool { return !online("bob") })
+	t.Logf("offline %s after the last stream closed", time.Since(closed))
+}

@@ -22,17 +22,24 @@ var errSubscriptionEnded = errors.New("redis ended the subscription: the channel
 type pubsubReader struct {
 	hub     *hub
 	channel string
-	sharded bool // SSUBSCRIBE instead of SUBSCRIBE
-	maxSize int  // max_message_size
+	sharded bool                 // SSUBSCRIBE instead of SUBSCRIBE
+	maxSize int                  // max_message_size
+	handle  func(payload []byte) // what each message goes to
 
 	mu     sync.Mutex // guards pubsub, which run replaces and close closes
 	pubsub *redis.PubSub
 	closed bool
 }
 
-func newPubsubReader(hb *hub, channel string, sharded bool, maxSize int) *pubsubReader {
-	// No channel yet: this does not dial.
-	return &pubsubReader{hub: hb, channel: channel, sharded: sharded, maxSize: maxSize, pubsub: hb.client.Subscribe(context.Background())}
+// newPubsubReader subscribes (without dialing yet) to channel. Each message
+// goes to onMessage when it is set, else to the hub's indexes (dispatch).
+func newPubsubReader(hb *hub, channel string, sharded bool, maxSize int, onMessage func([]byte)) *pubsubReader {
+	p := &pubsubReader{hub: hb, channel: channel, sharded: sharded, maxSize: maxSize, pubsub: hb.client.Subscribe(context.Background())}
+	p.handle = p.dispatch
+	if onMessage != nil {
+		p.handle = onMessage
+	}
+	return p
 }
 
 func (p *pubsubReader) close() error {
@@ -132,7 +139,7 @@ func (p *pubsubReader) run(ctx context.Context) {
 				err, renew = errSubscriptionEnded, true
 			}
 		case *redis.Message:
-			p.dispatch(stringBytes(m.Payload))
+			p.handle(stringBytes(m.Payload))
 		}
 	}
 }
