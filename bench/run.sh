@@ -136,6 +136,7 @@ openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 
 # workload with one setting changed, logged as <target>-<variant>.log).
 runs_of() {
 	case $1 in
+	b) echo "b b-control" ;;
 	h) echo "h h-valid" ;;
 	k) echo "k k-default" ;;
 	*) echo "$1" ;;
@@ -153,7 +154,12 @@ workload() {
 	local attack=(-duration "${ATTACK_DUR}s" -baseline 2s -drain 10s -probe-src 127.0.0.2 -probe-interval 250ms)
 	case $1 in
 	a) WL_ARGS=(-streams 1000 -users 1000 -rate 1000 -duration "${DUR}s") ;;
-	b) WL_ARGS=(-streams 10000 -users 10000 -rate 2000 -duration "${DUR}s") ;;
+	b | b-control)
+		WL_ARGS=(-streams 10000 -users 10000 -rate 2000 -duration "${DUR}s")
+		if [ "$1" = b-control ]; then # issue 10's controls on: what they cost
+			WL_OPTS=$'reauth 60s\npresence online'
+			WL_NO_NCHAN="it measures caddy-notify's reauth and presence"
+		fi ;;
 	c) WL_ARGS=(-streams 1000 -users 10 -rate 200 -duration "${DUR}s") ;;
 	d) WL_ARGS=(-streams 19000 -users 19000 -rate 2500 -duration "${DUR}s" -idle "${IDLE}s") ;;
 	e) WL_ARGS=(-streams 19000 -users 19000 -rate 0 -connect-concurrency 1000) ;;

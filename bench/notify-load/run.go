@@ -17,6 +17,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/redis/go-redis/v9"
 )
 
 // authMain runs the auth API as its own process until a signal or the
@@ -125,8 +127,11 @@ type summary struct {
 	CPUPer1000Deliv  float64       `json:"cpu_s_per_1000_deliveries"`
 	CPUPer1000Msgs   float64       `json:"cpu_s_per_1000_messages"`
 	RedisCPUSecs     float64       `json:"redis_cpu_publish_secs"`
-	AuxCPUSecs       float64       `json:"aux_cpu_publish_secs"`
-	ToolCPUSecs      float64       `json:"tool_cpu_secs"` // the load tool's own CPU: parent and workers, whole run
+	// Commands Redis processed per second while publishing, besides the
+	// publisher's: the servers' (presence, replays...); -1 unknown.
+	RedisOtherCmdsPerSec float64 `json:"redis_other_cmds_per_sec"`
+	AuxCPUSecs           float64 `json:"aux_cpu_publish_secs"`
+	ToolCPUSecs          float64 `json:"tool_cpu_secs"` // the load tool's own CPU: parent and workers, whole run
 
 	// The reconnect storm (-reconnect-at) and the server's metrics.
 	ReconnectAtSecs    float64            `json:"reconnect_at_secs,omitempty"`
@@ -373,6 +378,7 @@ func runMain(args []string) int {
 		s.AuthCalls = a - authBefore
 	}
 	redis1, aux1 := sampleProcs(redisPids), sampleProcs(auxPids)
+	cmds1, cmdsOK1 := redisCommands(ctx, cfg.pub)
 
 	// Publish phase.
 	var pres pubResult
@@ -440,6 +446,7 @@ func runMain(args []string) int {
 	}
 	s.Server[2] = sampleProcs(serverPids)
 	redis2, aux2 := sampleProcs(redisPids), sampleProcs(auxPids)
+	cmds2, cmdsOK2 := redisCommands(ctx, cfg.pub)
 	if a := authCount(); a >= 0 && authBefore >= 0 {
 		s.AuthCallsTotal = a - authBefore
 	} else {
@@ -527,6 +534,12 @@ func runMain(args []string) int {
 	if redis1.OK && redis2.OK {
 		s.RedisCPUSecs = redis2.CPUSecs - redis1.CPUSecs
 	}
+	s.RedisOtherCmdsPerSec = -1
+	if cmdsOK1 && cmdsOK2 && s.PublishSecs > 0 {
+		// Besides the publisher's own commands (one per event, and the
+		// INFO that measures): what the servers sent Redis meanwhile.
+		s.RedisOtherCmdsPerSec = float64(cmds2-cmds1-int64(s.Published)-1) / s.PublishSecs
+	}
 	if aux1.OK && aux2.OK {
 		s.AuxCPUSecs = aux2.CPUSecs - aux1.CPUSecs
 	}
@@ -587,7 +600,8 @@ func runMain(args []string) int {
 			s.IdleKiBPerStream, s.IdlePSSPerStream, s.CPUConnectSecs, s.CPUPublishSecs, s.CPUPer1000Deliv, s.CPUPer1000Msgs)
 	}
 	if len(redisPids) > 0 || len(auxPids) > 0 {
-		fmt.Printf("while publishing: redis %.2f cpu-s, aux %.2f cpu-s\n", s.RedisCPUSecs, s.AuxCPUSecs)
+		fmt.Printf("while publishing: redis %.2f cpu-s, %.1f commands/s besides the publisher's, aux %.2f cpu-s\n",
+			s.RedisCPUSecs, s.RedisOtherCmdsPerSec, s.AuxCPUSecs)
 	}
 	fmt.Printf("auth API calls: %d while connecting, %d in all\n", s.AuthCalls, s.AuthCallsTotal)
 	fmt.Printf("load tool CPU: %.2fs\n", s.ToolCPUSecs)
@@ -622,4 +636,25 @@ func sleepCtx(ctx context.Context, d time.Duration) {
 	case <-t.C:
 	case <-ctx.Done():
 	}
+}
+
+// redisCommands reads total_commands_processed from the single Redis the
+// run publishes to (nothing for a cluster or nchan's HTTP publisher).
+func redisCommands(ctx context.Context, pub pubConfig) (int64, bool) {
+	if pub.cluster || pub.mode == "nchan" || strings.Contains(pub.redis, ",") {
+		return 0, false
+	}
+	c := redis.NewClient(&redis.Options{Addr: pub.redis})
+	defer c.Close()
+	info, err := c.Info(ctx, "stats").Result()
+	if err != nil {
+		return 0, false
+	}
+	for line := range strings.Lines(info) {
+		if v, ok := strings.CutPrefix(strings.TrimSpace(line), "total_commands_processed:"); ok {
+			n, err := strconv.ParseInt(v, 10, 64)
+			return n, err == nil
+		}
+	}
+	return 0, false
 }
