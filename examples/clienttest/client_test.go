@@ -496,32 +496,61 @@ func TestResets(t *testing.T) {
 	})
 }
 
-// TestRevokedStopsEveryTab: a revoked event reaches onRevoked in every tab,
-// and no tab reconnects.
+// TestRevokedStopsEveryTab: the handler ends a user's stream with a
+// revoked event (here on the control channel, as at a sign-out
+// everywhere): every tab stops, with onRevoked, and none reconnects. A
+// fake stream does the same with another reason.
 func TestRevokedStopsEveryTab(t *testing.T) {
-	user := userFor(t)
-	b := newBrowser(t)
-	query := q("url", "/fake/revoked", "user", user, "minDelay", "20")
-	a, f := b.open("A", query), b.open("F", query)
-	a.waitOpen()
-	f.waitOpen()
-	env.backend.revoke(user)
-	for _, tb := range []*tab{a, f} {
-		tb.waitFor("the client to stop", `T.state.status === 'closed'`)
-		if r := tb.strings(`T.revoked`); !slices.Equal(r, []string{"user_changed"}) {
-			t.Fatalf("tab %s: onRevoked got %v, want [user_changed]", tb.name, r)
+	t.Run("handler", func(t *testing.T) {
+		user := userFor(t)
+		b := newBrowser(t)
+		query := q("url", "/events", "user", user, "minDelay", "20")
+		a, f := b.open("A", query), b.open("F", query)
+		a.waitOpen()
+		f.waitOpen()
+		calls := len(env.backend.authCalls(user))
+		if err := env.rdb.Publish(t.Context(), controlChannel, `{"disconnect":"`+user+`"}`).Err(); err != nil {
+			t.Fatal(err)
 		}
-		if s := tb.strings(`[T.state.revoked]`); !slices.Equal(s, []string{"user_changed"}) {
-			t.Fatalf("tab %s: state.revoked %v, want user_changed", tb.name, s)
+		for _, tb := range []*tab{a, f} {
+			tb.waitFor("the client to stop", `T.state.status === 'closed'`)
+			if r := tb.strings(`T.revoked`); !slices.Equal(r, []string{"disconnected"}) {
+				t.Fatalf("tab %s: onRevoked got %v, want [disconnected]", tb.name, r)
+			}
+			wantNoErrors(t, tb)
 		}
-		wantNoErrors(t, tb)
-	}
-	// The fake stream's retry field is 100ms: a reconnect would come well
-	// within this.
-	time.Sleep(500 * time.Millisecond)
-	if n := env.backend.fakeCalls(user); n != 1 {
-		t.Fatalf("%d requests for the stream, want 1: a tab reconnected after revoked", n)
-	}
+		// The stream's retry field is 200ms: a reconnect would come well
+		// within this, and would ask the auth API again.
+		time.Sleep(600 * time.Millisecond)
+		if n := len(env.backend.authCalls(user)) - calls; n != 0 {
+			t.Fatalf("%d auth calls after revoked, want 0: a tab reconnected", n)
+		}
+	})
+	t.Run("fake", func(t *testing.T) {
+		user := userFor(t)
+		b := newBrowser(t)
+		query := q("url", "/fake/revoked", "user", user, "minDelay", "20")
+		a, f := b.open("A", query), b.open("F", query)
+		a.waitOpen()
+		f.waitOpen()
+		env.backend.revoke(user)
+		for _, tb := range []*tab{a, f} {
+			tb.waitFor("the client to stop", `T.state.status === 'closed'`)
+			if r := tb.strings(`T.revoked`); !slices.Equal(r, []string{"user_changed"}) {
+				t.Fatalf("tab %s: onRevoked got %v, want [user_changed]", tb.name, r)
+			}
+			if s := tb.strings(`[T.state.revoked]`); !slices.Equal(s, []string{"user_changed"}) {
+				t.Fatalf("tab %s: state.revoked %v, want user_changed", tb.name, s)
+			}
+			wantNoErrors(t, tb)
+		}
+		// The fake stream's retry field is 100ms: a reconnect would come
+		// well within this.
+		time.Sleep(500 * time.Millisecond)
+		if n := env.backend.fakeCalls(user); n != 1 {
+			t.Fatalf("%d requests for the stream, want 1: a tab reconnected after revoked", n)
+		}
+	})
 }
 
 // TestIdleTimeout: a stream on which nothing arrives, not even a heartbeat,

@@ -32,9 +32,10 @@ import (
 )
 
 const (
-	channel   = "client-test"        // pub/sub mode (/events)
-	streamKey = "client-test-stream" // stream mode (/sevents and the others)
-	cookie    = "tok"                // the notify handlers' token_cookie
+	channel        = "client-test"         // pub/sub mode (/events)
+	streamKey      = "client-test-stream"  // stream mode (/sevents and the others)
+	cookie         = "tok"                 // the notify handlers' token_cookie
+	controlChannel = "client-test-control" // /events' control_channel
 )
 
 // env is what every test uses: started once by TestMain.
@@ -120,7 +121,7 @@ func setUp(m *testing.M) (code int, err error) {
 func caddyfile(sitePort, redisPort, deadPort, backend, storage string) string {
 	r := strings.NewReplacer("{site}", sitePort, "{redis}", "redis://127.0.0.1:"+redisPort,
 		"{dead}", "redis://127.0.0.1:"+deadPort, "{backend}", backend, "{storage}", storage,
-		"{auth}", "http://"+backend+"/auth", "{channel}", channel, "{stream}", streamKey, "{cookie}", cookie)
+		"{auth}", "http://"+backend+"/auth", "{channel}", channel, "{stream}", streamKey, "{cookie}", cookie, "{control}", controlChannel)
 	return r.Replace(`{
 	admin off
 	persist_config off
@@ -147,6 +148,7 @@ http://127.0.0.1:{site} {
 			auth_timeout 500ms
 			token_cookie {cookie}
 			retry 200ms
+			control_channel {control}
 		}
 	}
 	handle /sevents {
