@@ -263,6 +263,12 @@ func (p *Publisher) send(ctx context.Context, msgs []Message, targets [][]Target
 		}
 		return results, errors.Join(errs...)
 	}
+	if len(msgs) == 1 && len(targets[0]) == 1 {
+		// One command: sent as it is, not as a pipeline of one, so that
+		// a client that batches concurrent callers' commands (go-redis's
+		// AutoPipeline) can put it in a batch with others.
+		return p.sendOne(ctx, msgs[0].Data, targets[0])
+	}
 	pipe := p.Client.Pipeline()
 	cmds := make([][]redis.Cmder, len(msgs))
 	for i, m := range msgs {
@@ -297,6 +303,24 @@ func (p *Publisher) send(ctx context.Context, msgs []Message, targets [][]Target
 		results[i] = Result{Targets: targets[i]}
 	}
 	return results, errors.Join(errs...)
+}
+
+// sendOne publishes msg to its one target.
+func (p *Publisher) sendOne(ctx context.Context, msg []byte, targets []Target) ([]Result, error) {
+	t := &targets[0]
+	var err error
+	switch {
+	case p.Stream != "":
+		t.ID, err = p.Client.XAdd(ctx, p.xaddArgs(t.Key, msg)).Result()
+	case p.Sharded:
+		t.Receivers, err = p.Client.SPublish(ctx, t.Key, msg).Result()
+	default:
+		t.Receivers, err = p.Client.Publish(ctx, t.Key, msg).Result()
+	}
+	if err != nil {
+		t.Err = fmt.Errorf("publishing to %s: %w", t.Key, err)
+	}
+	return []Result{{Targets: targets}}, t.Err
 }
 
 func (p *Publisher) xaddArgs(key string, msg []byte) *redis.XAddArgs {
