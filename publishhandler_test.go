@@ -17,8 +17,6 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
-	"github.com/caddyserver/caddy/v2"
-	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp/caddyauth"
 
 	"github.com/caddy-notify/notify/publish"
@@ -28,13 +26,7 @@ import (
 // status, the body and the response's headers.
 func post(t testing.TB, client *http.Client, url, contentType string, body io.Reader) (int, string, http.Header) {
 	t.Helper()
-	req, err := http.NewRequestWithContext(t.Context(), http.MethodPost, url, body)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if contentType != "" {
-		req.Header.Set("Content-Type", contentType)
-	}
+	req := newRequest(t, http.MethodPost, url, contentType, body)
 	if client == nil {
 		client = http.DefaultClient
 	}
@@ -45,6 +37,19 @@ func post(t testing.TB, client *http.Client, url, contentType string, body io.Re
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(resp.Body)
 	return resp.StatusCode, string(b), resp.Header
+}
+
+// newRequest builds a request with an optional Content-Type.
+func newRequest(t testing.TB, method, url, contentType string, body io.Reader) *http.Request {
+	t.Helper()
+	req, err := http.NewRequestWithContext(t.Context(), method, url, body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if contentType != "" {
+		req.Header.Set("Content-Type", contentType)
+	}
+	return req
 }
 
 // postJSON posts body as application/json.
@@ -58,28 +63,7 @@ func postJSON(t testing.TB, url, body string) (int, string) {
 // running config, in route order.
 func runningPublishHandlers(t testing.TB) []*PublishHandler {
 	t.Helper()
-	app, err := caddy.ActiveContext().App("http")
-	if err != nil {
-		t.Fatalf("the running http app: %v", err)
-	}
-	var ps []*PublishHandler
-	var walk func(caddyhttp.RouteList)
-	walk = func(routes caddyhttp.RouteList) {
-		for _, r := range routes {
-			for _, mh := range r.Handlers {
-				switch h := mh.(type) {
-				case *PublishHandler:
-					ps = append(ps, h)
-				case *caddyhttp.Subroute:
-					walk(h.Routes)
-				}
-			}
-		}
-	}
-	for _, srv := range app.(*caddyhttp.App).Servers {
-		walk(srv.Routes)
-	}
-	return ps
+	return runningOf[*PublishHandler](t)
 }
 
 // TestPublishRefusals answers every refusal with its exact status, body and
@@ -134,14 +118,7 @@ func TestPublishRefusals(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			outcome := publishedTotal.WithLabelValues(fmt.Sprint(tt.status))
 			before := testutil.ToFloat64(outcome)
-			req, err := http.NewRequestWithContext(t.Context(), tt.method, url, strings.NewReader(tt.body))
-			if err != nil {
-				t.Fatal(err)
-			}
-			if tt.contentType != "" {
-				req.Header.Set("Content-Type", tt.contentType)
-			}
-			resp, err := http.DefaultClient.Do(req)
+			resp, err := http.DefaultClient.Do(newRequest(t, tt.method, url, tt.contentType, strings.NewReader(tt.body)))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -425,14 +402,10 @@ func TestPublishRefusesHugeBodiesUnread(t *testing.T) {
 			if !tt.contentLength {
 				reader = struct{ io.Reader }{body} // hides the length
 			}
-			req, err := http.NewRequestWithContext(t.Context(), http.MethodPost, base+"/publish", reader)
-			if err != nil {
-				t.Fatal(err)
-			}
+			req := newRequest(t, http.MethodPost, base+"/publish", "application/json", reader)
 			if tt.contentLength {
 				req.ContentLength = size
 			}
-			req.Header.Set("Content-Type", "application/json")
 			var before, after runtime.MemStats
 			runtime.ReadMemStats(&before)
 			resp, err := (&http.Client{Transport: &http.Transport{}}).Do(req)
@@ -525,11 +498,7 @@ func TestPublishBehindCaddyAuth(t *testing.T) {
 		{"forward_auth", "/forward", nil, [2]string{"Authorization", "Bearer publisher-token"}, 202},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
-			req, err := http.NewRequestWithContext(t.Context(), http.MethodPost, base+tt.path, strings.NewReader(msg(tt.name)))
-			if err != nil {
-				t.Fatal(err)
-			}
-			req.Header.Set("Content-Type", "application/json")
+			req := newRequest(t, http.MethodPost, base+tt.path, "application/json", strings.NewReader(msg(tt.name)))
 			if tt.header[0] != "" {
 				req.Header.Set(tt.header[0], tt.header[1])
 			}
