@@ -10,6 +10,7 @@ import (
 	"runtime"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -347,26 +348,29 @@ func TestPublishLimitsMatchTheReaders(t *testing.T) {
 }
 
 // endless is a body of n bytes: head, then the byte fill. It allocates
-// nothing per read, and counts what was read from it.
+// nothing per read, and counts what was read from it (atomically: the
+// transport may go on reading after the answer came).
 type endless struct {
-	head      []byte
-	fill      byte
-	n, served int64
+	head   []byte
+	fill   byte
+	n      int64
+	served atomic.Int64
 }
 
 func (e *endless) Read(p []byte) (int, error) {
-	if e.served >= e.n {
+	served := e.served.Load()
+	if served >= e.n {
 		return 0, io.EOF
 	}
-	p = p[:min(int64(len(p)), e.n-e.served)]
+	p = p[:min(int64(len(p)), e.n-served)]
 	i := 0
-	for ; i < len(p) && e.served+int64(i) < int64(len(e.head)); i++ {
-		p[i] = e.head[e.served+int64(i)]
+	for ; i < len(p) && served+int64(i) < int64(len(e.head)); i++ {
+		p[i] = e.head[served+int64(i)]
 	}
 	for ; i < len(p); i++ {
 		p[i] = e.fill
 	}
-	e.served += int64(len(p))
+	e.served.Add(int64(len(p)))
 	return len(p), nil
 }
 
@@ -410,7 +414,7 @@ func TestPublishRefusesHugeBodiesUnread(t *testing.T) {
 			runtime.ReadMemStats(&before)
 			resp, err := (&http.Client{Transport: &http.Transport{}}).Do(req)
 			if err != nil {
-				t.Fatalf("%v (after sending %d bytes)", err, body.served)
+				t.Fatalf("%v (after sending %d bytes)", err, body.served.Load())
 			}
 			defer resp.Body.Close()
 			runtime.ReadMemStats(&after)
@@ -420,13 +424,14 @@ func TestPublishRefusesHugeBodiesUnread(t *testing.T) {
 			if got := jsonBody(t, resp.Body)["error"]; got != tt.want {
 				t.Errorf("error %q, want %q", got, tt.want)
 			}
-			if body.served > 16<<20 {
-				t.Errorf("the client sent %d MiB of the body before the answer", body.served>>20)
+			sent := body.served.Load()
+			if sent > 16<<20 {
+				t.Errorf("the client sent %d MiB of the body before the answer", sent>>20)
 			}
 			if alloc := after.TotalAlloc - before.TotalAlloc; alloc > 32<<20 {
 				t.Errorf("the request allocated %d MiB", alloc>>20)
 			}
-			t.Logf("sent %.1f MiB of 100 before the 413; %.1f MiB allocated meanwhile", float64(body.served)/(1<<20),
+			t.Logf("sent %.1f MiB of 100 before the 413; %.1f MiB allocated meanwhile", float64(sent)/(1<<20),
 				float64(after.TotalAlloc-before.TotalAlloc)/(1<<20))
 		})
 	}
