@@ -44,6 +44,7 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzRecipients$$' -fuzztime $(FUZZTIME) .
 	$(GO) test -run '^$$' -fuzz '^FuzzAppendEvent$$' -fuzztime $(FUZZTIME) .
 	$(GO) test -run '^$$' -fuzz '^FuzzParseEntryID$$' -fuzztime $(FUZZTIME) .
+	$(GO) test -run '^$$' -fuzz '^FuzzPublishBody$$' -fuzztime $(FUZZTIME) .
 
 ## soak: the stream-mode fault-injection test (soak_test.go; `make test` runs it for 20 s) for
 ## SOAK_DURATION against a Caddy binary built from ./cmd/caddy; it prints its seed and a summary.

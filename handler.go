@@ -238,9 +238,14 @@ func (h *Handler) refuse(w http.ResponseWriter, status int, msg string) {
 
 // writeError writes {"error": msg} with the given status.
 func writeError(w http.ResponseWriter, status int, msg string) {
-	body, _ := json.Marshal(struct {
+	writeJSON(w, status, struct {
 		Error string `json:"error"`
 	}{msg})
+}
+
+// writeJSON writes v as JSON with the given status.
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	body, _ := json.Marshal(v)
 	hdr := w.Header()
 	hdr.Set("Content-Type", "application/json")
 	hdr.Set("Cache-Control", "no-store")

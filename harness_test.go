@@ -240,17 +240,24 @@ func tryLoadCaddyfile(caddyfile string) error {
 // route order, for a test to reach their state.
 func runningHandlers(t testing.TB) []*Handler {
 	t.Helper()
+	return runningOf[*Handler](t)
+}
+
+// runningOf returns the handlers of type T of the running config, in route
+// order, subroutes included.
+func runningOf[T caddyhttp.MiddlewareHandler](t testing.TB) []T {
+	t.Helper()
 	app, err := caddy.ActiveContext().App("http")
 	if err != nil {
 		t.Fatalf("the running http app: %v", err)
 	}
-	var hs []*Handler
+	var hs []T
 	var walk func(caddyhttp.RouteList)
 	walk = func(routes caddyhttp.RouteList) {
 		for _, r := range routes {
 			for _, mh := range r.Handlers {
 				switch h := mh.(type) {
-				case *Handler:
+				case T:
 					hs = append(hs, h)
 				case *caddyhttp.Subroute:
 					walk(h.Routes)

@@ -3,7 +3,6 @@ package notify
 import (
 	"context"
 	"errors"
-	"runtime"
 	"sync"
 	"time"
 
@@ -14,34 +13,34 @@ import (
 )
 
 // hubSet is what the hubs pool holds for one Redis deployment and source:
-// one go-redis client and a hub per partition, each reading its own
+// its go-redis client (from the clients pool, shared with the other users
+// of the same settings) and a hub per partition, each reading its own
 // channel (<channel>.<i>) or stream key (<stream>.<i>), or the channel or
 // stream itself with one partition. A stream registers with the hub of its
 // user's partition only (publish.Partition), which is where publishers put
 // every message for that user and every broadcast: so each stream gets
 // each of its messages once.
 type hubSet struct {
-	client redis.UniversalClient
-	hubs   []*hub
+	client  redis.UniversalClient
+	poolKey string // for releaseClient
+	hubs    []*hub
 
 	mu    sync.Mutex
 	upN   int           // hubs up
 	anyUp chan struct{} // closed while upN > 0
 }
 
-// newHubSet builds the client (without dialing) and starts one hub per
-// partition. In stream mode the window's bounds (history_entries,
-// history_bytes) and the byte budget of a read are split evenly between
-// the partitions, and resumes reading from Redis share one set of slots,
+// newHubSet takes the client from the clients pool (without dialing) and
+// starts one hub per partition. In stream mode the window's bounds
+// (history_entries, history_bytes) and the byte budget of a read are split
+// evenly between the partitions, and resumes reading from Redis share one set of slots,
 // so that partitions leave every memory bound of stream mode as it is.
 func newHubSet(rc *redisConfig, src source, logger *zap.Logger) *hubSet {
 	n := max(src.partitions, 1)
-	if src.stream != "" && n > 1 {
-		// Each partition's reader holds a pooled connection while it
-		// blocks in XREAD; the other commands need theirs too.
-		rc.setMinPool(n + 10*runtime.GOMAXPROCS(0))
-	}
-	hs := &hubSet{client: rc.newClient(), hubs: make([]*hub, n), anyUp: make(chan struct{})}
+	// In stream mode, each partition's reader holds a pooled connection
+	// while it blocks in XREAD: acquireClient sizes the pool for them.
+	client, key := acquireClient(rc, src.stream, n)
+	hs := &hubSet{client: client, poolKey: key, hubs: make([]*hub, n), anyUp: make(chan struct{})}
 	part := src
 	part.partitions = n
 	if src.stream != "" {
@@ -77,14 +76,15 @@ func (hs *hubSet) changed(up bool) {
 	}
 }
 
-// Destruct stops every hub, which ends their streams, then closes the
-// client. It runs once, when the last config using the set is unloaded.
+// Destruct stops every hub, which ends their streams, then releases the
+// client (closed when no other user holds it). It runs once, when the last
+// config using the set is unloaded.
 func (hs *hubSet) Destruct() error {
 	errs := make([]error, 0, len(hs.hubs)+1)
 	for _, hb := range hs.hubs {
 		errs = append(errs, hb.stop())
 	}
-	return errors.Join(append(errs, hs.client.Close())...)
+	return errors.Join(append(errs, releaseClient(hs.poolKey))...)
 }
 
 // attach returns the index for key in every partition, by partition.

@@ -142,3 +142,27 @@ func (m *notifyMetrics) register(reg prometheus.Registerer) error {
 	}
 	return nil
 }
+
+// publishedTotal counts notify_publish's requests by outcome: ok, or the
+// status of the refusal (400, 405, 413, 415, 503). Apart from
+// notifyMetrics: a config with notify_publish alone registers only it.
+var publishedTotal = prometheus.NewCounterVec(prometheus.CounterOpts{
+	Namespace: "caddy", Subsystem: "notify", Name: "published_total",
+	Help: "notify_publish requests by outcome: ok, or the HTTP status of the refusal.",
+}, []string{"outcome"})
+
+// publishedOK is publishedTotal's most frequent series, looked up once.
+var publishedOK = publishedTotal.WithLabelValues("ok")
+
+// registerPublishMetrics adds notify_publish's collector to reg;
+// registering twice is not an error.
+func registerPublishMetrics(reg prometheus.Registerer) error {
+	if reg == nil {
+		return nil
+	}
+	var dup prometheus.AlreadyRegisteredError
+	if err := reg.Register(publishedTotal); err != nil && !errors.As(err, &dup) {
+		return err
+	}
+	return nil
+}

@@ -15,7 +15,7 @@
 #
 # Environment:
 #   BENCH_DURATION   publishing seconds per workload (default 20)
-#   BENCH_WORKLOADS  workloads to run, of: a b c d e f g h i j k l m n o p q (default all; g needs BENCH_MODE=stream)
+#   BENCH_WORKLOADS  workloads to run, of: a b c d e f g h i j k l m n o p q r (default all but r; g needs BENCH_MODE=stream)
 #   BENCH_ATTACK_DURATION  seconds of attack in (h) and (i) (default 10, or BENCH_DURATION when shorter)
 #   BENCH_AUTH_DELAY the auth API refuses unknown tokens after this long (default 200ms)
 #   BENCH_AUTH_CONCURRENCY  when set, `auth_concurrency <n>` is added to every Caddyfile (the
@@ -25,6 +25,11 @@
 #   BENCH_IDLE       seconds workload (d) holds its streams idle before publishing (default 5)
 #   BENCH_HEARTBEAT  caddy-notify's heartbeat (default 15s, nchan pings every 15 s too; 0 turns it off)
 #   BENCH_MODE       pubsub (default) or stream: caddy-notify reads a Redis Stream, events are XADDed (caddy only)
+#   BENCH_PUBLISH    redis (default: the load tool PUBLISHes or XADDs) or http: it POSTs each event to
+#                    notify_publish on a second Caddy (GOMAXPROCS=1, as nchan's publishing nginx has one
+#                    worker), the way nchan's events always go through its publishing nginx
+#   BENCH_PUB_BATCH  with BENCH_PUBLISH=http, events per POST to notify_publish (default 1, as nchan
+#                    takes them; more sends JSON arrays)
 #   BENCH_STORM_USERS users of workload (g) (default 10000, one per stream; 1000 gives every
 #                    stream an event per second, so that every one resumes with Last-Event-ID)
 #
@@ -53,6 +58,8 @@
 #      another user receives 20 events/s (caddy only)
 #   m  20,000 streams over h2c (80 connections x 250 streams) / 20,000 users / 1,000 events/s,
 #      both servers (nginx on an h2c-only listener, http2_max_concurrent_streams 250)
+#   r  publish throughput: (a) with 20,000 events/s asked for 10 s (BENCH_PUBLISH=http: what the
+#      publishing server accepts; the load tool reports messages/s published without error)
 #   n  (a) over TLS, HTTP/1.1      o  (d) over TLS, HTTP/1.1
 #   p  (a) over TLS, HTTP/2        q  (d) over TLS, HTTP/2 (250 streams per connection)
 #      TLS: one self-signed certificate (ECDSA P-256) for both servers, made in the output directory
@@ -76,6 +83,13 @@ HEARTBEAT=${BENCH_HEARTBEAT:-15s}
 # BENCH_MODE=stream: caddy-notify reads a Redis Stream (stream mode) and the
 # load tool publishes with XADD; nchan is skipped (it has no such mode).
 MODE=${BENCH_MODE:-pubsub}
+PUBLISH=${BENCH_PUBLISH:-redis}
+PUB_BATCH=${BENCH_PUB_BATCH:-1}
+case $PUBLISH in redis | http) ;; *)
+	echo "bench: BENCH_PUBLISH must be redis or http" >&2
+	exit 2
+	;;
+esac
 case $MODE in
 pubsub) SOURCE_LINE="channel notifications" ;;
 stream) SOURCE_LINE="stream notifications" ;;
@@ -160,6 +174,7 @@ workload() {
 			WL_OPTS=$'reauth 60s\npresence online'
 			WL_NO_NCHAN="it measures caddy-notify's reauth and presence"
 		fi ;;
+	r) WL_ARGS=(-streams 1000 -users 1000 -rate 20000 -duration 10s -pub-workers 16) ;;
 	c) WL_ARGS=(-streams 1000 -users 10 -rate 200 -duration "${DUR}s") ;;
 	d) WL_ARGS=(-streams 19000 -users 19000 -rate 2500 -duration "${DUR}s" -idle "${IDLE}s") ;;
 	e) WL_ARGS=(-streams 19000 -users 19000 -rate 0 -connect-concurrency 1000) ;;
@@ -270,9 +285,35 @@ EOF
 		-metrics-url "http://127.0.0.1:$port/metrics")
 	local mode=$MODE
 	case $WL_SOURCE in stream*) mode=stream ;; channel*) mode=pubsub ;; esac
+	# BENCH_PUBLISH=http: events go through notify_publish on a Caddy of
+	# its own, as nchan's go through its publishing nginx.
+	local pub=() pubpid=""
+	if [ "$PUBLISH" = http ] && [ "$WL_TOOL" = run ]; then
+		local pubport
+		pubport=$($LOAD freeport)
+		cat >"$dir/Caddyfile-pub" <<EOP
+{
+	admin off
+	auto_https off
+	persist_config off
+	grace_period 1s
+}
+http://127.0.0.1:$pubport {
+	notify_publish /publish {
+		redis redis://127.0.0.1:$REDIS_PORT/0
+		${WL_SOURCE:-$SOURCE_LINE}
+	}
+}
+EOP
+		GOMAXPROCS=1 "$OUT/caddy" run --config "$dir/Caddyfile-pub" --adapter caddyfile >"$dir/caddy-pub.log" 2>&1 &
+		pubpid=$!
+		PIDS+=("$pubpid")
+		wait_port "$pubport"
+		pub=(-publish http -pub-url "http://127.0.0.1:$pubport/publish" -pub-batch "$PUB_BATCH" -aux-pids "$pubpid")
+	fi
 	case $WL_TOOL in
 	run)
-		"$LOAD" run "${common[@]}" "${WL_ARGS[@]}" -mode "$mode" -redis "127.0.0.1:$REDIS_PORT" \
+		"$LOAD" run "${common[@]}" "${WL_ARGS[@]}" -mode "$mode" -redis "127.0.0.1:$REDIS_PORT" "${pub[@]}" \
 			-redis-pid "$REDIS_PID" -auth-stats "http://127.0.0.1:$AUTH_PORT/stats" -deadline 8m
 		;;
 	attack)
@@ -283,6 +324,7 @@ EOF
 		;;
 	esac 2>&1 | tee "$OUT/caddy-$w.log" | grep -v '^{' || true
 	stop_pid "$pid"
+	if [ -n "$pubpid" ]; then stop_pid "$pubpid"; fi
 }
 
 # run_nchan W: one workload against fresh nginx+nchan servers.

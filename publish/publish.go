@@ -197,43 +197,130 @@ func (p *Publisher) Targets(recipients []string) ([]Target, error) {
 // (go-redis MaxRetries) can publish a copy twice after such a break; set
 // MaxRetries to -1 when a duplicate is worse than a loss.
 func (p *Publisher) Publish(ctx context.Context, msg []byte, recipients ...string) (Result, error) {
-	targets, err := p.Targets(recipients)
+	targets, err := p.check(msg, recipients)
 	if err != nil {
 		return Result{}, err
 	}
-	if len(msg) == 0 {
-		return Result{}, ErrEmpty
+	res, err := p.send(ctx, []Message{{Data: msg}}, [][]Target{targets})
+	return res[0], err
+}
+
+// Message is one message of a batch: the JSON as the module delivers it,
+// and the canonical ids of its recipient field.
+type Message struct {
+	Data       []byte
+	Recipients []string
+}
+
+// PublishBatch publishes msgs as Publish would each, in order, in one
+// pipeline for all their copies (with WaitReplicas, each XADD with its
+// WAIT, one after the other). Every message is checked first: when one is
+// refused (no recipient, an empty id, empty data), nothing is sent and the
+// error names its index (from 0) and wraps Publish's error for it. The
+// results are by message, in order; copies fail or succeed independently,
+// as with Publish, and the error joins every copy's.
+//
+// In a cluster, the copies for one channel or stream key keep their order;
+// copies for keys on different masters are sent to each at once.
+func (p *Publisher) PublishBatch(ctx context.Context, msgs []Message) ([]Result, error) {
+	targets := make([][]Target, len(msgs))
+	for i, m := range msgs {
+		t, err := p.check(m.Data, m.Recipients)
+		if err != nil {
+			return nil, fmt.Errorf("message %d: %w", i, err)
+		}
+		targets[i] = t
 	}
+	if len(msgs) == 0 {
+		return nil, nil
+	}
+	return p.send(ctx, msgs, targets)
+}
+
+// check is what Publish checks before sending: the settings, the
+// recipients and the message; it returns the message's targets.
+func (p *Publisher) check(msg []byte, recipients []string) ([]Target, error) {
+	targets, err := p.Targets(recipients)
+	if err != nil {
+		return nil, err
+	}
+	if len(msg) == 0 {
+		return nil, ErrEmpty
+	}
+	return targets, nil
+}
+
+// send publishes each message of msgs to its targets (by message, in
+// order) and fills in what Redis answered.
+func (p *Publisher) send(ctx context.Context, msgs []Message, targets [][]Target) ([]Result, error) {
+	results := make([]Result, len(msgs))
+	var errs []error
 	if p.WaitReplicas > 0 {
-		return p.publishWaiting(ctx, msg, targets)
+		for i, m := range msgs {
+			var err error
+			results[i], err = p.publishWaiting(ctx, m.Data, targets[i])
+			errs = append(errs, err)
+		}
+		return results, errors.Join(errs...)
+	}
+	if len(msgs) == 1 && len(targets[0]) == 1 {
+		// One command: sent as it is, not as a pipeline of one, so that
+		// a client that batches concurrent callers' commands (go-redis's
+		// AutoPipeline) can put it in a batch with others.
+		return p.sendOne(ctx, msgs[0].Data, targets[0])
 	}
 	pipe := p.Client.Pipeline()
-	cmds := make([]redis.Cmder, len(targets))
-	for i, t := range targets {
-		switch {
-		case p.Stream != "":
-			cmds[i] = pipe.XAdd(ctx, p.xaddArgs(t.Key, msg))
-		case p.Sharded:
-			cmds[i] = pipe.SPublish(ctx, t.Key, msg)
-		default:
-			cmds[i] = pipe.Publish(ctx, t.Key, msg)
+	cmds := make([][]redis.Cmder, len(msgs))
+	for i, m := range msgs {
+		cmds[i] = make([]redis.Cmder, len(targets[i]))
+		for j, t := range targets[i] {
+			switch {
+			case p.Stream != "":
+				cmds[i][j] = pipe.XAdd(ctx, p.xaddArgs(t.Key, m.Data))
+			case p.Sharded:
+				cmds[i][j] = pipe.SPublish(ctx, t.Key, m.Data)
+			default:
+				cmds[i][j] = pipe.Publish(ctx, t.Key, m.Data)
+			}
 		}
 	}
 	_, _ = pipe.Exec(ctx) // each command carries its own error
-	var errs []error
-	for i, c := range cmds {
-		switch c := c.(type) {
-		case *redis.StringCmd:
-			targets[i].ID, err = c.Result()
-		case *redis.IntCmd:
-			targets[i].Receivers, err = c.Result()
+	for i := range msgs {
+		for j, c := range cmds[i] {
+			t := &targets[i][j]
+			var err error
+			switch c := c.(type) {
+			case *redis.StringCmd:
+				t.ID, err = c.Result()
+			case *redis.IntCmd:
+				t.Receivers, err = c.Result()
+			}
+			if err != nil {
+				t.Err = fmt.Errorf("publishing to %s: %w", t.Key, err)
+				errs = append(errs, t.Err)
+			}
 		}
-		if err != nil {
-			targets[i].Err = fmt.Errorf("publishing to %s: %w", targets[i].Key, err)
-			errs = append(errs, targets[i].Err)
-		}
+		results[i] = Result{Targets: targets[i]}
 	}
-	return Result{Targets: targets}, errors.Join(errs...)
+	return results, errors.Join(errs...)
+}
+
+// sendOne publishes msg to its one target.
+func (p *Publisher) sendOne(ctx context.Context, msg []byte, targets []Target) ([]Result, error) {
+	t := &targets[0]
+	var err error
+	switch {
+	case p.Stream != "":
+		t.ID, err = p.Client.XAdd(ctx, p.xaddArgs(t.Key, msg)).Result()
+	case p.Sharded:
+		t.Receivers, err = p.Client.SPublish(ctx, t.Key, msg).Result()
+	default:
+		t.Receivers, err = p.Client.Publish(ctx, t.Key, msg).Result()
+	}
+	if err != nil {
+		t.Err = fmt.Errorf("publishing to %s: %w", t.Key, err)
+	}
+	return []Result{{Targets: targets}}, t.Err
 }
 
 func (p *Publisher) xaddArgs(key string, msg []byte) *redis.XAddArgs {

@@ -207,3 +207,60 @@ func TestPublishStream(t *testing.T) {
 		t.Fatalf("WAIT without a replica: %+v, %v; want the entry added and ErrNotReplicated", res, err)
 	}
 }
+
+// TestPublishBatch publishes several messages in one pipeline: in order,
+// each to its own partitions, and nothing at all when one is refused.
+func TestPublishBatch(t *testing.T) {
+	c := startRedis(t)
+	p := &Publisher{Client: c, Stream: "b", Partitions: 4}
+	ids := []string{"42", "alice", "bob", "42"}
+	msgs := make([]Message, len(ids))
+	for i, id := range ids {
+		msgs[i] = Message{Data: fmt.Appendf(nil, `{"recipient_id":%q,"n":%d}`, id, i), Recipients: []string{id}}
+	}
+	msgs = append(msgs, Message{Data: []byte(`{"recipient_id":"*"}`), Recipients: []string{Broadcast}})
+
+	// One refused message: nothing is sent, and the error names it.
+	bad := append(slices.Clone(msgs), Message{Data: []byte(`{}`)})
+	if res, err := p.PublishBatch(t.Context(), bad); !errors.Is(err, ErrNoRecipient) || err.Error() != "message 5: "+ErrNoRecipient.Error() || res != nil {
+		t.Fatalf("a refused message: %v, %v; want ErrNoRecipient for message 5 and no results", res, err)
+	}
+	if keys, _ := c.Keys(t.Context(), "b*").Result(); len(keys) != 0 {
+		t.Fatalf("a refused batch wrote %v", keys)
+	}
+
+	res, err := p.PublishBatch(t.Context(), msgs)
+	if err != nil || len(res) != len(msgs) {
+		t.Fatalf("batch: %+v, %v", res, err)
+	}
+	for i, id := range ids {
+		if len(res[i].Targets) != 1 || res[i].Targets[0].Partition != Partition(id, 4) || res[i].Targets[0].ID == "" {
+			t.Errorf("message %d: %+v", i, res[i])
+		}
+	}
+	if len(res[4].Targets) != 4 {
+		t.Errorf("the broadcast went to %d partitions, want 4", len(res[4].Targets))
+	}
+	// Each partition's stream holds its messages in the batch's order.
+	for part := range 4 {
+		entries, err := c.XRange(t.Context(), Name("b", part, 4), "-", "+").Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		var want, got []string
+		for _, m := range msgs {
+			if slices.Contains(Partitions(m.Recipients, 4), part) {
+				want = append(want, string(m.Data))
+			}
+		}
+		for _, e := range entries {
+			got = append(got, e.Values["data"].(string))
+		}
+		if !slices.Equal(got, want) {
+			t.Errorf("partition %d holds %q, want %q", part, got, want)
+		}
+	}
+	if res, err := p.PublishBatch(t.Context(), nil); res != nil || err != nil {
+		t.Errorf("an empty batch: %v, %v", res, err)
+	}
+}

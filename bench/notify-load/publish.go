@@ -31,9 +31,13 @@ type pubConfig struct {
 	sharded    bool
 	// foreign addresses every event to a user with no stream (ids from
 	// users to 2·users−1): traffic the server reads and delivers to nobody.
-	foreign  bool
-	pubURL   string // mode nchan: publisher URL with {user}
-	workers  int    // mode nchan: concurrent HTTP publishers
+	foreign bool
+	// via is how events reach Redis: "redis" (the tool publishes itself)
+	// or "http" (POSTed to pubURL: notify_publish, or nchan's publisher).
+	via      string
+	pubURL   string // via http: publisher URL, {user} replaced by the recipient
+	workers  int    // via http: concurrent HTTP publishers
+	batch    int    // via http: events per POST (a JSON array when > 1)
 	rate     float64
 	duration time.Duration
 	users    int
@@ -61,8 +65,12 @@ func publish(ctx context.Context, cfg pubConfig) (pubResult, error) {
 		return res, nil
 	}
 	var send func(ks []int) uint64 // returns failures
-	switch cfg.mode {
-	case "pubsub", "stream":
+	via := cfg.via
+	if cfg.mode == "nchan" {
+		via = "http" // nchan's Redis mode cannot be fed by PUBLISH
+	}
+	switch {
+	case via == "redis" && (cfg.mode == "pubsub" || cfg.mode == "stream"):
 		var rdb redis.UniversalClient
 		if cfg.cluster {
 			rdb = redis.NewClusterClient(&redis.ClusterOptions{Addrs: strings.Split(cfg.redis, ","), PoolSize: 4})
@@ -104,43 +112,11 @@ func publish(ctx context.Context, cfg pubConfig) (pubResult, error) {
 			}
 			return failed
 		}
-	case "nchan":
-		if cfg.workers < 1 {
-			cfg.workers = 8
-		}
-		tr := &http.Transport{MaxIdleConnsPerHost: cfg.workers, DisableCompression: true}
-		defer tr.CloseIdleConnections()
-		client := &http.Client{Transport: tr, Timeout: 5 * time.Second}
-		jobs := make(chan int, cfg.workers)
-		var failed atomic.Uint64
-		var wg sync.WaitGroup
-		var batch sync.WaitGroup
-		for range cfg.workers {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				var buf []byte
-				for k := range jobs {
-					buf = appendMessage(buf[:0], k%cfg.users, uint64(k/cfg.users+1), time.Now().UnixNano(), cfg.pad)
-					if !postOnce(ctx, client, userURL(cfg.pubURL, k%cfg.users), buf) {
-						failed.Add(1)
-					}
-					batch.Done()
-				}
-			}()
-		}
-		defer func() { close(jobs); wg.Wait() }()
-		send = func(ks []int) uint64 {
-			before := failed.Load()
-			batch.Add(len(ks))
-			for _, k := range ks {
-				jobs <- k
-			}
-			batch.Wait()
-			return failed.Load() - before
-		}
+	case via == "http":
+		send = httpSender(ctx, cfg)
+		defer send(nil) // stops the workers
 	default:
-		return res, fmt.Errorf("unknown -mode %q (pubsub, stream or nchan)", cfg.mode)
+		return res, fmt.Errorf("unknown -mode %q or -publish %q (modes pubsub, stream or nchan; publishing redis or http)", cfg.mode, cfg.via)
 	}
 
 	start := time.Now()
@@ -177,6 +153,64 @@ func publish(ctx context.Context, cfg pubConfig) (pubResult, error) {
 		res.Behind = true
 	}
 	return res, nil
+}
+
+// httpSender returns the send function of HTTP publishing: cfg.workers
+// goroutines POST the events, one per request (as nchan's publisher takes
+// them) or cfg.batch per request as a JSON array (notify_publish); send
+// waits until every event it was given is answered. send(nil) stops the
+// workers.
+func httpSender(ctx context.Context, cfg pubConfig) func(ks []int) uint64 {
+	workers, batch := max(cfg.workers, 1), max(cfg.batch, 1)
+	tr := &http.Transport{MaxIdleConnsPerHost: workers, DisableCompression: true}
+	client := &http.Client{Transport: tr, Timeout: 5 * time.Second}
+	jobs := make(chan []int, workers)
+	var failed atomic.Uint64
+	var wg, pending sync.WaitGroup
+	for range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			var buf []byte
+			for ks := range jobs {
+				buf = buf[:0]
+				if len(ks) > 1 {
+					buf = append(buf, '[')
+				}
+				now := time.Now().UnixNano()
+				for i, k := range ks {
+					if i > 0 {
+						buf = append(buf, ',')
+					}
+					buf = appendMessage(buf, k%cfg.users, uint64(k/cfg.users+1), now, cfg.pad)
+				}
+				if len(ks) > 1 {
+					buf = append(buf, ']')
+				}
+				if !postOnce(ctx, client, userURL(cfg.pubURL, ks[0]%cfg.users), buf) {
+					failed.Add(uint64(len(ks)))
+				}
+				pending.Add(-len(ks))
+			}
+		}()
+	}
+	return func(ks []int) uint64 {
+		if ks == nil {
+			close(jobs)
+			wg.Wait()
+			tr.CloseIdleConnections()
+			return 0
+		}
+		before := failed.Load()
+		pending.Add(len(ks))
+		for len(ks) > 0 {
+			n := min(batch, len(ks))
+			jobs <- ks[:n:n]
+			ks = ks[n:]
+		}
+		pending.Wait()
+		return failed.Load() - before
+	}
 }
 
 func postOnce(ctx context.Context, c *http.Client, u string, body []byte) bool {

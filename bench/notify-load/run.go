@@ -105,6 +105,8 @@ type summary struct {
 	PublishErrors    uint64  `json:"publish_errors"`
 	PublisherBehind  bool    `json:"publisher_behind"`
 	PublishSecs      float64 `json:"publish_secs"`
+	Publish          string  `json:"publish"`           // redis or http
+	PublishedPerSec  float64 `json:"published_per_sec"` // events published without error, per second of publishing
 	Expected         uint64  `json:"deliveries_expected"`
 	Received         uint64  `json:"deliveries_received"`
 	Lost             int64   `json:"lost"`
@@ -131,7 +133,8 @@ type summary struct {
 	// publisher's: the servers' (presence, replays...); -1 unknown.
 	RedisOtherCmdsPerSec float64 `json:"redis_other_cmds_per_sec"`
 	AuxCPUSecs           float64 `json:"aux_cpu_publish_secs"`
-	ToolCPUSecs          float64 `json:"tool_cpu_secs"` // the load tool's own CPU: parent and workers, whole run
+	AuxCPUPer1000        float64 `json:"aux_cpu_s_per_1000_messages"` // the publishing server's CPU per 1,000 events published
+	ToolCPUSecs          float64 `json:"tool_cpu_secs"`               // the load tool's own CPU: parent and workers, whole run
 
 	// The reconnect storm (-reconnect-at) and the server's metrics.
 	ReconnectAtSecs    float64            `json:"reconnect_at_secs,omitempty"`
@@ -184,8 +187,10 @@ func runMain(args []string) int {
 	fs.BoolVar(&cfg.pub.foreign, "foreign", false, "address every event to a user with no stream: the server reads it and delivers it to nobody")
 	fs.StringVar(&cfg.pub.channel, "channel", "notifications", "pub/sub channel")
 	fs.StringVar(&cfg.pub.stream, "stream", "notifications", "stream key (-mode stream)")
-	fs.StringVar(&cfg.pub.pubURL, "pub-url", "", "-mode nchan: publisher URL, {user} is the recipient")
-	fs.IntVar(&cfg.pub.workers, "pub-workers", 8, "-mode nchan: concurrent publish requests")
+	fs.StringVar(&cfg.pub.via, "publish", "redis", "how events reach Redis (-mode pubsub or stream): redis (the tool sends PUBLISH or XADD) or http (POST to -pub-url: notify_publish); -mode nchan is always http")
+	fs.StringVar(&cfg.pub.pubURL, "pub-url", "", "-publish http and -mode nchan: publisher URL, {user} is the recipient")
+	fs.IntVar(&cfg.pub.workers, "pub-workers", 8, "-publish http and -mode nchan: concurrent publish requests")
+	fs.IntVar(&cfg.pub.batch, "pub-batch", 1, "-publish http: events per POST, as a JSON array when more than 1 (notify_publish); nchan takes one per POST")
 	fs.Float64Var(&cfg.pub.rate, "rate", 0, "events per second (R); 0 only connects")
 	fs.DurationVar(&cfg.pub.duration, "duration", 20*time.Second, "publishing time (D)")
 	fs.IntVar(&cfg.pub.pad, "pad", 0, "extra bytes of payload per message")
@@ -203,6 +208,10 @@ func runMain(args []string) int {
 		cfg.users = cfg.streams
 	}
 	cfg.pub.users = cfg.users
+	if cfg.pub.batch < 1 || cfg.pub.batch > 1 && cfg.pub.mode == "nchan" {
+		fmt.Fprintln(os.Stderr, "run: -pub-batch must be positive, and 1 for -mode nchan")
+		return 2
+	}
 	if cfg.streams < 1 || cfg.perConn < 1 || cfg.concurrency < 1 || cfg.maxPerProc < 1 {
 		fmt.Fprintln(os.Stderr, "run: -streams, -streams-per-conn, -connect-concurrency and -max-conns-per-proc must be positive")
 		return 2
@@ -509,6 +518,13 @@ func runMain(args []string) int {
 	s.PublishErrors = pres.Errors
 	s.PublisherBehind = pres.Behind
 	s.PublishSecs = pres.Elapsed.Seconds()
+	s.Publish = cfg.pub.via
+	if cfg.pub.mode == "nchan" {
+		s.Publish = "http"
+	}
+	if s.PublishSecs > 0 {
+		s.PublishedPerSec = float64(uint64(s.Published)-s.PublishErrors) / s.PublishSecs
+	}
 	s.Lost = int64(s.Expected) - int64(s.Received)
 	if lastEvent > pubStart.UnixNano() && s.Received > 0 {
 		s.DeliveriesPerSec = float64(s.Received) / (float64(lastEvent-pubStart.UnixNano()) / 1e9)
@@ -542,6 +558,9 @@ func runMain(args []string) int {
 	}
 	if aux1.OK && aux2.OK {
 		s.AuxCPUSecs = aux2.CPUSecs - aux1.CPUSecs
+		if s.Published > 0 {
+			s.AuxCPUPer1000 = s.AuxCPUSecs / float64(s.Published) * 1000
+		}
 	}
 	s.OK = s.StreamsFailed == 0 && s.ClosedEarly == 0 && s.Lost == 0 && s.Duplicated == 0 &&
 		s.Misrouted == 0 && s.OutOfOrder == 0 && s.Unparsed == 0 && s.PublishErrors == 0 &&
@@ -549,8 +568,8 @@ func runMain(args []string) int {
 
 	// Report.
 	if cfg.pub.rate > 0 {
-		fmt.Printf("published: %d events in %.2fs, %d errors%s\n", s.Published, s.PublishSecs, s.PublishErrors,
-			map[bool]string{true: " (PUBLISHER BEHIND the rate)", false: ""}[s.PublisherBehind])
+		fmt.Printf("published (%s): %d events in %.2fs (%.0f/s without error), %d errors%s\n", s.Publish, s.Published, s.PublishSecs,
+			s.PublishedPerSec, s.PublishErrors, map[bool]string{true: " (PUBLISHER BEHIND the rate)", false: ""}[s.PublisherBehind])
 		fmt.Printf("deliveries: expected %d, received %d, lost %d, duplicated %d, misrouted %d, out-of-order %d, unparsed %d (%.0f/s)\n",
 			s.Expected, s.Received, s.Lost, s.Duplicated, s.Misrouted, s.OutOfOrder, s.Unparsed, s.DeliveriesPerSec)
 		fmt.Printf("latency: p50 %.3fms p90 %.3fms p99 %.3fms max %.3fms\n", s.P50ms, s.P90ms, s.P99ms, s.Maxms)
@@ -600,8 +619,8 @@ func runMain(args []string) int {
 			s.IdleKiBPerStream, s.IdlePSSPerStream, s.CPUConnectSecs, s.CPUPublishSecs, s.CPUPer1000Deliv, s.CPUPer1000Msgs)
 	}
 	if len(redisPids) > 0 || len(auxPids) > 0 {
-		fmt.Printf("while publishing: redis %.2f cpu-s, %.1f commands/s besides the publisher's, aux %.2f cpu-s\n",
-			s.RedisCPUSecs, s.RedisOtherCmdsPerSec, s.AuxCPUSecs)
+		fmt.Printf("while publishing: redis %.2f cpu-s, %.1f commands/s besides the publisher's, aux %.2f cpu-s (%.4f per 1000 messages)\n",
+			s.RedisCPUSecs, s.RedisOtherCmdsPerSec, s.AuxCPUSecs, s.AuxCPUPer1000)
 	}
 	fmt.Printf("auth API calls: %d while connecting, %d in all\n", s.AuthCalls, s.AuthCallsTotal)
 	fmt.Printf("load tool CPU: %.2fs\n", s.ToolCPUSecs)

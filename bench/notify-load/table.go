@@ -124,7 +124,9 @@ func writeTable(w io.Writer, dir string, wls []string) {
 				}},
 				metric{"deliveries/s", num(func(s *summary) float64 { return s.DeliveriesPerSec }, "%.0f")},
 				metric{"Redis CPU s while publishing", num(func(s *summary) float64 { return s.RedisCPUSecs }, "%.2f")},
-				metric{"publishing nginx CPU s (nchan only)", num(func(s *summary) float64 { return s.AuxCPUSecs }, "%.2f")},
+				metric{"publishing server CPU s (nchan's nginx; Caddy with notify_publish for -publish http)", num(func(s *summary) float64 { return s.AuxCPUSecs }, "%.2f")},
+				metric{"publishing server CPU s per 1,000 messages", num(func(s *summary) float64 { return s.AuxCPUPer1000 }, "%.4f")},
+				metric{"messages/s published without error", num(func(s *summary) float64 { return s.PublishedPerSec }, "%.0f")},
 			)
 		}
 		if ref.ReconnectAtSecs > 0 {

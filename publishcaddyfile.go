@@ -1,0 +1,90 @@
+package notify
+
+import (
+	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
+	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+)
+
+func init() {
+	httpcaddyfile.RegisterHandlerDirective("notify_publish", parsePublishCaddyfile)
+	// Ordered as notify: after basic_auth and forward_auth, which guard
+	// it, and never wrapped by encode.
+	httpcaddyfile.RegisterDirectiveOrder("notify_publish", httpcaddyfile.Before, "encode")
+}
+
+func parsePublishCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
+	p := new(PublishHandler)
+	err := p.UnmarshalCaddyfile(h.Dispenser)
+	return p, err
+}
+
+// UnmarshalCaddyfile sets up the handler from Caddyfile tokens. Syntax:
+//
+//	notify_publish [<matcher>] {
+//	    redis            <url>
+//	    channel          <name>
+//	    sharded
+//	    partitions       <n>
+//	    stream           <key>
+//	    stream_field     <field>
+//	    stream_maxlen    <entries>
+//	    recipient_field  <field>
+//	    max_message_size <size>
+//	}
+//
+// Every subdirective may appear once. As notify's parser, it checks syntax
+// only; Validate checks meaning.
+func (p *PublishHandler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
+	d.Next() // directive name; the matcher was already removed
+	if d.NextArg() {
+		return d.Errf("notify_publish takes no arguments besides a matcher; put settings in its block")
+	}
+	single := map[string]func(string) error{
+		"redis":        setString(&p.Redis),
+		"channel":      setString(&p.Channel),
+		"partitions":   setInt(&p.Partitions),
+		"stream":       setString(&p.Stream),
+		"stream_field": setString(&p.StreamField),
+		"stream_maxlen": func(arg string) error {
+			// A pointer: 0 never trims, unset means the default.
+			var n int
+			if err := setInt(&n)(arg); err != nil {
+				return err
+			}
+			p.StreamMaxLen = &n
+			return nil
+		},
+		"recipient_field":  setString(&p.RecipientField),
+		"max_message_size": setSize(&p.MaxMessageSize),
+	}
+	seen := map[string]bool{}
+	for d.NextBlock(0) {
+		opt := d.Val()
+		set, known := single[opt]
+		if !known && opt != "sharded" {
+			return d.Errf("unrecognized notify_publish subdirective %q", opt)
+		}
+		if seen[opt] {
+			return d.Errf("%s specified more than once", opt)
+		}
+		seen[opt] = true
+		args := d.RemainingArgs()
+		if d.NextBlock(d.Nesting()) {
+			return d.Errf("%s does not take a block", opt)
+		}
+		switch {
+		case opt == "sharded" && len(args) > 0:
+			return d.Errf("sharded takes no arguments")
+		case opt == "sharded":
+			p.Sharded = true
+		case len(args) != 1:
+			return d.Errf("%s takes exactly one argument", opt)
+		default:
+			if err := set(args[0]); err != nil {
+				return d.Errf("%s: %v", opt, err)
+			}
+		}
+	}
+	return nil
+}

@@ -1,0 +1,159 @@
+package notify
+
+import (
+	"bufio"
+	"encoding/json"
+	"errors"
+	"net/http"
+	"strings"
+	"testing"
+
+	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
+)
+
+func TestPublishUnmarshalCaddyfile(t *testing.T) {
+	var p PublishHandler
+	err := p.UnmarshalCaddyfile(caddyfile.NewTestDispenser(`notify_publish {
+		redis            redis+cluster://user:pw@127.0.0.1:7000
+		stream           st
+		partitions       16
+		stream_field     body
+		stream_maxlen    0
+		recipient_field  to
+		max_message_size 64KiB
+	}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, _ := json.Marshal(p)
+	want := `{"redis":"redis+cluster://user:pw@127.0.0.1:7000","partitions":16,"stream":"st","stream_field":"body",` +
+		`"stream_maxlen":0,"recipient_field":"to","max_message_size":65536}`
+	if string(got) != want {
+		t.Errorf("parsed\n%s\nwant\n%s", got, want)
+	}
+
+	for _, tt := range []struct{ name, input, wantErr string }{
+		{"inline argument", "notify_publish extra", "notify_publish takes no arguments besides a matcher"},
+		{"unknown", "notify_publish {\n auth_url http://a/\n}", `unrecognized notify_publish subdirective "auth_url"`},
+		{"duplicate", "notify_publish {\n channel a\n channel b\n}", "channel specified more than once"},
+		{"no value", "notify_publish {\n stream\n}", "stream takes exactly one argument"},
+		{"sharded with argument", "notify_publish {\n sharded yes\n}", "sharded takes no arguments"},
+		{"block", "notify_publish {\n channel a {\n x\n }\n}", "channel does not take a block"},
+		{"bad maxlen", "notify_publish {\n stream_maxlen lots\n}", `stream_maxlen: "lots" is not a whole number`},
+		{"bad size", "notify_publish {\n max_message_size big\n}", `max_message_size: "big" is not a size such as 32MiB`},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			var p PublishHandler
+			err := p.UnmarshalCaddyfile(caddyfile.NewTestDispenser(tt.input))
+			if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+				t.Fatalf("err = %v, want %q", err, tt.wantErr)
+			}
+		})
+	}
+}
+
+// TestPublishValidate checks notify_publish's rulebook, and that a mistake
+// in a setting it shares with notify gets notify's words for it.
+func TestPublishValidate(t *testing.T) {
+	neg := -1
+	for _, tt := range []struct {
+		name string
+		p    PublishHandler
+		want []string
+	}{
+		{"defaults", PublishHandler{}, nil},
+		{"stream", PublishHandler{Stream: "s", Partitions: 1024}, nil},
+		{"every mistake", PublishHandler{Redis: "http://x", Channel: "c", Stream: "s", Partitions: 1025, StreamMaxLen: &neg, MaxMessageSize: -1}, []string{
+			"notify_publish: redis: not a valid redis://, rediss://, redis+sentinel:// or redis+cluster:// URL",
+			"notify_publish: channel and stream are alternatives: set one",
+			"notify_publish: partitions must be a whole number from 1 to 1024",
+			"notify_publish: stream_maxlen must not be negative",
+			"notify_publish: max_message_size must be a size from 1 byte to 512 MiB",
+		}},
+		{"stream settings without stream", PublishHandler{StreamField: "body", StreamMaxLen: new(int)}, []string{
+			"notify_publish: stream_field applies to stream mode only: set stream, or remove stream_field",
+			"notify_publish: stream_maxlen applies to stream mode only: set stream, or remove stream_maxlen",
+		}},
+		{"sharded stream", PublishHandler{Stream: "s", Sharded: true}, []string{
+			"notify_publish: sharded applies to pub/sub mode only: a stream is read with XREAD, which a cluster routes to its shard anyway",
+		}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			err := tt.p.Validate()
+			var got []string
+			if err != nil {
+				got = strings.Split(err.Error(), "\n")
+			}
+			if strings.Join(got, "\n") != strings.Join(tt.want, "\n") {
+				t.Fatalf("got\n%s\nwant\n%s", strings.Join(got, "\n"), strings.Join(tt.want, "\n"))
+			}
+			// The same mistakes in notify: the same words.
+			h := Handler{AuthURL: "http://a/", Redis: tt.p.Redis, Channel: tt.p.Channel, Stream: tt.p.Stream,
+				Sharded: tt.p.Sharded, Partitions: tt.p.Partitions, StreamField: tt.p.StreamField, MaxMessageSize: tt.p.MaxMessageSize}
+			notifyErr := ""
+			if err := h.Validate(); err != nil {
+				notifyErr = err.Error()
+			}
+			for _, line := range got {
+				if strings.Contains(line, "stream_maxlen") {
+					continue // notify has no such setting
+				}
+				if shared := strings.Replace(line, "notify_publish: ", "notify: ", 1); !strings.Contains(notifyErr, shared) {
+					t.Errorf("notify words %q otherwise:\n%s", shared, notifyErr)
+				}
+			}
+		})
+	}
+}
+
+// FuzzPublishBody feeds arbitrary bodies to notify_publish's reader: it
+// never panics, and whatever it accepts is what the stream side delivers:
+// messages within the size limit that route reads without a drop reason,
+// with the recipients route finds.
+func FuzzPublishBody(f *testing.F) {
+	for _, s := range []string{
+		`{"recipient_id":"a"}`, ` [ {"recipient_id":1} , {"recipient_id":["*",2]} ] `, `[]`, `[`, `]`, `{`,
+		`[{"recipient_id":"a"},]`, `"x"`, `1`, `[1,2]`, `{"recipient_id":"a\"}"}`, `[{"a":"]"},{"recipient_id":"b"}]`,
+		`{"recipient_id":"a"}x`, "\t\n{\"recipient_id\":\"\\ud800\"}",
+	} {
+		f.Add([]byte(s), uint16(64))
+	}
+	f.Fuzz(func(t *testing.T, body []byte, limit uint16) {
+		b := &bodyReader{br: bufio.NewReaderSize(strings.NewReader(string(body)), 16), limit: int(limit), field: "recipient_id"}
+		msgs, berr := b.read(-1)
+		if berr != nil {
+			switch berr.status {
+			case http.StatusBadRequest, http.StatusRequestEntityTooLarge:
+			default:
+				t.Fatalf("status %d", berr.status)
+			}
+			if msgs != nil {
+				t.Fatal("a refused body returned messages")
+			}
+			return
+		}
+		for _, m := range msgs {
+			if len(m.Data) > int(limit) {
+				t.Fatalf("accepted %d bytes over a limit of %d", len(m.Data), limit)
+			}
+			users, broadcast, reason := route(m.Data, "recipient_id")
+			if reason != "" {
+				t.Fatalf("accepted %q, which the readers drop as %s", m.Data, reason)
+			}
+			if broadcast {
+				users = append(users, "*")
+			}
+			if strings.Join(users, "\x00") != strings.Join(m.Recipients, "\x00") {
+				t.Fatalf("recipients %q, route says %q", m.Recipients, users)
+			}
+		}
+		// A body that is one message the readers deliver is accepted.
+		if _, _, reason := route(body, "recipient_id"); reason == "" && len(body) <= int(limit) && len(msgs) != 1 {
+			t.Fatalf("refused %q, which the readers deliver", body)
+		}
+		var arr []json.RawMessage
+		if errors.Is(json.Unmarshal(body, &arr), nil) && len(msgs) > len(arr) {
+			t.Fatalf("%d messages from an array of %d", len(msgs), len(arr))
+		}
+	})
+}
