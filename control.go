@@ -4,7 +4,6 @@ import (
 	"errors"
 	"sync"
 
-	"github.com/redis/go-redis/v9"
 	"go.uber.org/zap"
 
 	"github.com/caddy-notify/notify/publish"
@@ -32,9 +31,9 @@ const maxControlMessage = 1 << 20
 // controlChannel reads one control channel for every handler of the
 // process that names it, across reloads; the hubs pool holds it.
 type controlChannel struct {
-	client redis.UniversalClient
-	hub    *hub // its subscription, with the hub's reconnects and state logs
-	logger *zap.Logger
+	clientKey string // its client's key in the clients pool
+	hub       *hub   // its subscription, with the hub's reconnects and state logs
+	logger    *zap.Logger
 
 	mu      sync.Mutex
 	targets map[*controlTarget]struct{}
@@ -47,16 +46,19 @@ type controlTarget struct {
 	indexes []*index // by partition
 }
 
+// newControlChannel subscribes to channel with the process's pub/sub
+// client for rc (clientpool.go).
 func newControlChannel(rc *redisConfig, channel string, sharded bool, logger *zap.Logger) *controlChannel {
-	c := &controlChannel{client: rc.newClient(), logger: logger, targets: make(map[*controlTarget]struct{})}
-	c.hub = newHub(c.client, source{channel: channel, sharded: sharded, onMessage: c.handle}, logger, nil)
+	client, key := acquireClient(rc, "", 0)
+	c := &controlChannel{clientKey: key, logger: logger, targets: make(map[*controlTarget]struct{})}
+	c.hub = newHub(client, source{channel: channel, sharded: sharded, onMessage: c.handle}, logger, nil)
 	return c
 }
 
 // Destruct ends the subscription when the last config naming the channel
 // is unloaded.
 func (c *controlChannel) Destruct() error {
-	return errors.Join(c.hub.stop(), c.client.Close())
+	return errors.Join(c.hub.stop(), releaseClient(c.clientKey))
 }
 
 func (c *controlChannel) add(t *controlTarget) {

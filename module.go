@@ -348,7 +348,10 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	if h.Presence != "" {
 		key := "presence " + rc.key() + fmt.Sprintf(" %q %d", h.Presence, h.PresenceInterval)
 		v, _, err := hubs.LoadOrNew(key, func() (caddy.Destructor, error) {
-			return newPresence(rc.newClient(), h.Presence, time.Duration(h.PresenceInterval), caddy.Log().Named("notify.presence")), nil
+			client, clientKey := acquireClient(rc, "", 0)
+			p := newPresence(client, h.Presence, time.Duration(h.PresenceInterval), caddy.Log().Named("notify.presence"))
+			p.clientKey = clientKey
+			return p, nil
 		})
 		if err != nil {
 			return fmt.Errorf("creating presence keeper: %w", err)

@@ -32,12 +32,13 @@ const (
 // serves every handler of a process with the same Redis, key and interval,
 // across reloads.
 type presence struct {
-	client   redis.UniversalClient
-	key      string
-	interval time.Duration
-	logger   *zap.Logger
-	cancel   context.CancelFunc
-	done     chan struct{}
+	client    redis.UniversalClient
+	clientKey string // the client's key in the clients pool, or "" when it is presence's own
+	key       string
+	interval  time.Duration
+	logger    *zap.Logger
+	cancel    context.CancelFunc
+	done      chan struct{}
 
 	mu     sync.Mutex
 	users  map[string]int      // this instance's streams per user
@@ -157,6 +158,9 @@ func (p *presence) write(ctx context.Context, all bool) {
 func (p *presence) Destruct() error {
 	p.cancel()
 	<-p.done
+	if p.clientKey != "" {
+		return releaseClient(p.clientKey)
+	}
 	return p.client.Close()
 }
 
