@@ -1,6 +1,7 @@
 package notify
 
 import (
+	"errors"
 	"fmt"
 	"math"
 	"slices"
@@ -73,10 +74,6 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 // stream, origins) is Validate's: it runs when the config loads and gives a
 // Caddyfile the same message as the JSON config it adapts to (issue 7).
 func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
-	d.Next() // directive name; the matcher was already removed
-	if d.NextArg() {
-		return d.Errf("notify takes no arguments besides a matcher; put settings in its block")
-	}
 	// The subdirectives that take one value, each with the field it goes
 	// into: adding a setting is one line here.
 	single := map[string]func(string) error{
@@ -117,14 +114,53 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 		"max_message_size": setSize(&h.MaxMessageSize),
 		"queue_bytes":      setSize(&h.QueueBytes),
 	}
+	return blockSyntax{
+		directive: "notify",
+		single:    single,
+		flags:     map[string]*bool{"broadcast": &h.Broadcast, "sharded": &h.Sharded},
+		lists: map[string]func([]string) error{"cors": func(origins []string) error {
+			if len(origins) == 0 {
+				return errors.New("cors needs at least one origin")
+			}
+			for _, o := range origins {
+				if !slices.Contains(h.CORS, o) {
+					h.CORS = append(h.CORS, o)
+				}
+			}
+			return nil
+		}},
+	}.parse(d)
+}
+
+// blockSyntax is what the block of a directive (notify, notify_publish) may
+// hold: subdirectives with one value (single, each with the setter that
+// puts it in its field), flags without arguments, and lists of one or more
+// values that may be repeated. Every other subdirective may appear once.
+type blockSyntax struct {
+	directive string
+	single    map[string]func(string) error
+	flags     map[string]*bool
+	lists     map[string]func([]string) error
+}
+
+// parse reads the directive and its block: syntax only (names, argument
+// counts, repeats, nested blocks, values of the wrong type), with the file
+// and line in every error.
+func (b blockSyntax) parse(d *caddyfile.Dispenser) error {
+	d.Next() // directive name; the matcher was already removed
+	if d.NextArg() {
+		return d.Errf("%s takes no arguments besides a matcher; put settings in its block", b.directive)
+	}
 	seen := map[string]bool{}
 	for d.NextBlock(0) {
 		opt := d.Val()
-		set, isSingle := single[opt]
-		if !isSingle && opt != "broadcast" && opt != "sharded" && opt != "cors" {
-			return d.Errf("unrecognized notify subdirective %q", opt)
+		set, isSingle := b.single[opt]
+		flag, isFlag := b.flags[opt]
+		list, isList := b.lists[opt]
+		if !isSingle && !isFlag && !isList {
+			return d.Errf("unrecognized %s subdirective %q", b.directive, opt)
 		}
-		if seen[opt] && opt != "cors" {
+		if seen[opt] && !isList {
 			return d.Errf("%s specified more than once", opt)
 		}
 		seen[opt] = true
@@ -132,22 +168,15 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 		if d.NextBlock(d.Nesting()) {
 			return d.Errf("%s does not take a block", opt)
 		}
-
 		switch {
-		case opt == "broadcast" || opt == "sharded":
+		case isFlag:
 			if len(args) > 0 {
 				return d.Errf("%s takes no arguments", opt)
 			}
-			h.Broadcast = h.Broadcast || opt == "broadcast"
-			h.Sharded = h.Sharded || opt == "sharded"
-		case opt == "cors":
-			if len(args) == 0 {
-				return d.Errf("cors needs at least one origin")
-			}
-			for _, o := range args {
-				if !slices.Contains(h.CORS, o) {
-					h.CORS = append(h.CORS, o)
-				}
+			*flag = true
+		case isList:
+			if err := list(args); err != nil {
+				return d.Err(err.Error())
 			}
 		case len(args) != 1:
 			return d.Errf("%s takes exactly one argument", opt)

@@ -461,25 +461,7 @@ func (h *Handler) Validate() error {
 		}
 	}
 
-	if err := checkRedisURL(resolvePlaceholders(c.Redis)); err != nil {
-		// The URL may hold a password: the error never echoes it, nor
-		// what a placeholder in it resolved to.
-		if hasPlaceholder(c.Redis) {
-			fail("redis: once placeholders are resolved, %v", err)
-		} else {
-			fail("redis: %v", err)
-		}
-	}
-	if c.Channel != "" && c.Stream != "" {
-		// Defaults only fill Channel when Stream is empty: both were set.
-		fail("channel and stream are alternatives: set one")
-	}
-	if c.Sharded && c.Stream != "" {
-		fail("sharded applies to pub/sub mode only: a stream is read with XREAD, which a cluster routes to its shard anyway")
-	}
-	if c.Partitions < 1 || c.Partitions > publish.MaxPartitions {
-		fail("partitions must be a whole number from 1 to %d", publish.MaxPartitions)
-	}
+	checkSource(fail, c.Redis, c.Channel, c.Stream, c.Sharded, c.Partitions)
 	// Defaults only fill the stream settings when Stream is set, so without
 	// it any of them was set by the user and would be silently ignored.
 	streamOnly := func(name string, set bool) {
@@ -556,6 +538,31 @@ func (h *Handler) Validate() error {
 		fail("queue_bytes must be at least max_message_size (%d bytes)", c.MaxMessageSize)
 	}
 	return errors.Join(errs...)
+}
+
+// checkSource checks the settings notify and notify_publish share, with
+// the same messages for both: the Redis URL, where messages come from, and
+// how they are spread. It is given the defaults-applied values.
+func checkSource(fail func(format string, args ...any), redis, channel, stream string, sharded bool, partitions int) {
+	if err := checkRedisURL(resolvePlaceholders(redis)); err != nil {
+		// The URL may hold a password: the error never echoes it, nor
+		// what a placeholder in it resolved to.
+		if hasPlaceholder(redis) {
+			fail("redis: once placeholders are resolved, %v", err)
+		} else {
+			fail("redis: %v", err)
+		}
+	}
+	if channel != "" && stream != "" {
+		// Defaults only fill Channel when Stream is empty: both were set.
+		fail("channel and stream are alternatives: set one")
+	}
+	if sharded && stream != "" {
+		fail("sharded applies to pub/sub mode only: a stream is read with XREAD, which a cluster routes to its shard anyway")
+	}
+	if partitions < 1 || partitions > publish.MaxPartitions {
+		fail("partitions must be a whole number from 1 to %d", publish.MaxPartitions)
+	}
 }
 
 // Cleanup ends this instance's streams and releases its share of the hub.

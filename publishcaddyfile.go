@@ -36,10 +36,6 @@ func parsePublishCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler,
 // Every subdirective may appear once. As notify's parser, it checks syntax
 // only; Validate checks meaning.
 func (p *PublishHandler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
-	d.Next() // directive name; the matcher was already removed
-	if d.NextArg() {
-		return d.Errf("notify_publish takes no arguments besides a matcher; put settings in its block")
-	}
 	single := map[string]func(string) error{
 		"redis":        setString(&p.Redis),
 		"channel":      setString(&p.Channel),
@@ -58,33 +54,9 @@ func (p *PublishHandler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 		"recipient_field":  setString(&p.RecipientField),
 		"max_message_size": setSize(&p.MaxMessageSize),
 	}
-	seen := map[string]bool{}
-	for d.NextBlock(0) {
-		opt := d.Val()
-		set, known := single[opt]
-		if !known && opt != "sharded" {
-			return d.Errf("unrecognized notify_publish subdirective %q", opt)
-		}
-		if seen[opt] {
-			return d.Errf("%s specified more than once", opt)
-		}
-		seen[opt] = true
-		args := d.RemainingArgs()
-		if d.NextBlock(d.Nesting()) {
-			return d.Errf("%s does not take a block", opt)
-		}
-		switch {
-		case opt == "sharded" && len(args) > 0:
-			return d.Errf("sharded takes no arguments")
-		case opt == "sharded":
-			p.Sharded = true
-		case len(args) != 1:
-			return d.Errf("%s takes exactly one argument", opt)
-		default:
-			if err := set(args[0]); err != nil {
-				return d.Errf("%s: %v", opt, err)
-			}
-		}
-	}
-	return nil
+	return blockSyntax{
+		directive: "notify_publish",
+		single:    single,
+		flags:     map[string]*bool{"sharded": &p.Sharded},
+	}.parse(d)
 }

@@ -171,22 +171,7 @@ func (p *PublishHandler) Validate() error {
 	fail := func(format string, args ...any) {
 		errs = append(errs, fmt.Errorf("notify_publish: "+format, args...))
 	}
-	if err := checkRedisURL(resolvePlaceholders(c.Redis)); err != nil {
-		if hasPlaceholder(c.Redis) {
-			fail("redis: once placeholders are resolved, %v", err)
-		} else {
-			fail("redis: %v", err)
-		}
-	}
-	if c.Channel != "" && c.Stream != "" {
-		fail("channel and stream are alternatives: set one")
-	}
-	if c.Sharded && c.Stream != "" {
-		fail("sharded applies to pub/sub mode only: a stream is read with XREAD, which a cluster routes to its shard anyway")
-	}
-	if c.Partitions < 1 || c.Partitions > publish.MaxPartitions {
-		fail("partitions must be a whole number from 1 to %d", publish.MaxPartitions)
-	}
+	checkSource(fail, c.Redis, c.Channel, c.Stream, c.Sharded, c.Partitions)
 	for _, s := range []struct {
 		name string
 		set  bool
