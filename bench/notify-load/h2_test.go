@@ -55,15 +55,18 @@ func TestH2RefusedAndResetStreamsAreReported(t *testing.T) {
 	if took := time.Since(start); took > 5*time.Second {
 		t.Errorf("connecting took %v with a 2s connect timeout", took)
 	}
-	// Which streams fail and how depends on timing (the client sends
-	// streams before the server's SETTINGS arrive, and the server refuses
-	// those beyond its limit), not that each one is accounted for.
+	// Which streams fail and how depends on timing, not that each one is
+	// accounted for: the client sends streams before the server's SETTINGS
+	// arrive and the server refuses those beyond its limit; a stream can
+	// also take the place of a reset one whose handler is still unwinding,
+	// and Go's server then queues its handler behind the four that never
+	// end, so it times out.
 	established, errs := len(w.estUsers), w.connErrs.snapshot()
 	failed := 0
 	for k, n := range errs {
 		failed += n
-		if !strings.Contains(k, "no free stream") && !strings.Contains(k, "REFUSED_STREAM") && !strings.Contains(k, "INTERNAL_ERROR") {
-			t.Errorf("unexpected error %q", k)
+		if !strings.Contains(k, "no free stream") && !strings.Contains(k, "REFUSED_STREAM") && !strings.Contains(k, "INTERNAL_ERROR") && k != "timeout" {
+			t.Errorf("unexpected error %q (%d of %v)", k, n, errs)
 		}
 	}
 	if established+failed != 20 || established > 8 || failed < 10 {
