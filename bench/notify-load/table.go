@@ -93,15 +93,11 @@ func writeTable(w io.Writer, dir string, wls []string) {
 		} else {
 			name += " / connect only"
 		}
-		type metric struct {
-			label string
-			get   func(*summary) (float64, string, bool)
-		}
 		num := func(f func(*summary) float64, format string) func(*summary) (float64, string, bool) {
 			return func(s *summary) (float64, string, bool) { v := f(s); return v, fmt.Sprintf(format, v), true }
 		}
 		publishing := ref.Rate > 0
-		metrics := []metric{
+		metrics := []row{
 			{"streams established", func(s *summary) (float64, string, bool) {
 				return float64(s.Streams), fmt.Sprintf("%d / %d", s.Streams, s.StreamsRequested), true
 			}},
@@ -113,61 +109,68 @@ func writeTable(w io.Writer, dir string, wls []string) {
 		}
 		if publishing {
 			metrics = append(metrics,
-				metric{"deliveries received / expected", func(s *summary) (float64, string, bool) {
+				row{"deliveries received / expected", func(s *summary) (float64, string, bool) {
 					return float64(s.Received), fmt.Sprintf("%d / %d", s.Received, s.Expected), true
 				}},
-				metric{"CPU s per 1,000 deliveries", num(func(s *summary) float64 { return s.CPUPer1000Deliv }, "%.4f")},
-				metric{"latency p50 (ms)", num(func(s *summary) float64 { return s.P50ms }, "%.2f")},
-				metric{"latency p99 (ms)", num(func(s *summary) float64 { return s.P99ms }, "%.2f")},
-				metric{"lost / dup / misrouted / out-of-order", func(s *summary) (float64, string, bool) {
+				row{"CPU s per 1,000 deliveries", num(func(s *summary) float64 { return s.CPUPer1000Deliv }, "%.4f")},
+				row{"latency p50 (ms)", num(func(s *summary) float64 { return s.P50ms }, "%.2f")},
+				row{"latency p99 (ms)", num(func(s *summary) float64 { return s.P99ms }, "%.2f")},
+				row{"lost / dup / misrouted / out-of-order", func(s *summary) (float64, string, bool) {
 					return 0, fmt.Sprintf("%d / %d / %d / %d", s.Lost, s.Duplicated, s.Misrouted, s.OutOfOrder), false
 				}},
-				metric{"deliveries/s", num(func(s *summary) float64 { return s.DeliveriesPerSec }, "%.0f")},
-				metric{"Redis CPU s while publishing", num(func(s *summary) float64 { return s.RedisCPUSecs }, "%.2f")},
-				metric{"publishing server CPU s (nchan's nginx; Caddy with notify_publish for -publish http)", num(func(s *summary) float64 { return s.AuxCPUSecs }, "%.2f")},
-				metric{"publishing server CPU s per 1,000 messages", num(func(s *summary) float64 { return s.AuxCPUPer1000 }, "%.4f")},
-				metric{"messages/s published without error", num(func(s *summary) float64 { return s.PublishedPerSec }, "%.0f")},
+				row{"deliveries/s", num(func(s *summary) float64 { return s.DeliveriesPerSec }, "%.0f")},
+				row{"Redis CPU s while publishing", num(func(s *summary) float64 { return s.RedisCPUSecs }, "%.2f")},
+				row{"publishing server CPU s (nchan's nginx; Caddy with notify_publish for -publish http)", num(func(s *summary) float64 { return s.AuxCPUSecs }, "%.2f")},
+				row{"publishing server CPU s per 1,000 messages", num(func(s *summary) float64 { return s.AuxCPUPer1000 }, "%.4f")},
+				row{"messages/s published without error", num(func(s *summary) float64 { return s.PublishedPerSec }, "%.0f")},
 			)
 		}
 		if ref.ReconnectAtSecs > 0 {
 			metrics = append(metrics,
-				metric{"reconnects done / failed", func(s *summary) (float64, string, bool) {
+				row{"reconnects done / failed", func(s *summary) (float64, string, bool) {
 					return float64(s.Reconnects), fmt.Sprintf("%d / %d", s.Reconnects, s.ReconnectsFailed), true
 				}},
-				metric{"reconnects/s (first close → last re-established)", num(func(s *summary) float64 { return s.ReconnectsPerSec }, "%.0f")},
-				metric{"reset events", num(func(s *summary) float64 { return float64(s.Resets) }, "%.0f")},
+				row{"reconnects/s (first close → last re-established)", num(func(s *summary) float64 { return s.ReconnectsPerSec }, "%.0f")},
+				row{"reset events", num(func(s *summary) float64 { return float64(s.Resets) }, "%.0f")},
 			)
 		}
 		metrics = append(metrics,
-			metric{"server RSS connected (MiB)", num(func(s *summary) float64 { return float64(s.Server[1].RSSKiB) / 1024 }, "%.1f")},
-			metric{"load tool CPU s (whole run)", num(func(s *summary) float64 { return s.ToolCPUSecs }, "%.2f")})
-		for i, m := range metrics {
-			cell := func(s *summary) (float64, string, bool) {
-				if s == nil {
-					return 0, "–", false
-				}
-				return m.get(s)
-			}
-			cv, cs, cok := cell(c)
-			nv, ns, nok := cell(n)
-			ratio := "–"
-			if cok && nok && nv != 0 {
-				ratio = fmt.Sprintf("%.2f", cv/nv)
-			}
-			label := ""
-			if i == 0 {
-				label = name
-			}
-			fmt.Fprintf(w, "| %s | %s | %s | %s | %s |\n", label, m.label, cs, ns, ratio)
-		}
+			row{"server RSS connected (MiB)", num(func(s *summary) float64 { return float64(s.Server[1].RSSKiB) / 1024 }, "%.1f")},
+			row{"load tool CPU s (whole run)", num(func(s *summary) float64 { return s.ToolCPUSecs }, "%.2f")})
+		writeRows(w, name, metrics, c, n)
 	}
 }
 
-// row is one metric of the attack or memory table: its cell for a run
-// (ok false: nothing to compare) .
+// row is one metric of a table: its cell for a run (ok false: nothing to
+// compare).
 type row struct {
 	label string
 	get   func(*summary) (v float64, cell string, ok bool)
+}
+
+// writeRows prints rows for caddy-notify's run c and nchan's n (either may
+// be nil: "–"), with their ratio where both have a figure; the first row
+// carries the workload's name.
+func writeRows(w io.Writer, name string, rows []row, c, n *summary) {
+	cell := func(r row, s *summary) (float64, string, bool) {
+		if s == nil {
+			return 0, "–", false
+		}
+		return r.get(s)
+	}
+	for i, r := range rows {
+		cv, cs, cok := cell(r, c)
+		nv, ns, nok := cell(r, n)
+		ratio := "–"
+		if cok && nok && nv != 0 {
+			ratio = fmt.Sprintf("%.2f", cv/nv)
+		}
+		label := ""
+		if i == 0 {
+			label = name
+		}
+		fmt.Fprintf(w, "| %s | %s | %s | %s | %s |\n", label, r.label, cs, ns, ratio)
+	}
 }
 
 // writeExtraRows prints the rows of an attack or memory run (its name: the
@@ -278,25 +281,7 @@ func writeExtraRows(w io.Writer, wl string, c, n *summary) {
 				}))
 		}
 	}
-	for i, r := range rows {
-		cell := func(s *summary) (float64, string, bool) {
-			if s == nil {
-				return 0, "–", false
-			}
-			return r.get(s)
-		}
-		cv, cs, cok := cell(c)
-		nv, ns, nok := cell(n)
-		ratio := "–"
-		if cok && nok && nv != 0 {
-			ratio = fmt.Sprintf("%.2f", cv/nv)
-		}
-		label := ""
-		if i == 0 {
-			label = name
-		}
-		fmt.Fprintf(w, "| %s | %s | %s | %s | %s |\n", label, r.label, cs, ns, ratio)
-	}
+	writeRows(w, name, rows, c, n)
 	okRow := func(s *summary) string {
 		if s == nil {
 			return "–"
