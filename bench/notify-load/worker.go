@@ -11,7 +11,6 @@ import (
 	"math"
 	"net"
 	"net/http"
-	"net/http/httptrace"
 	"net/url"
 	"os"
 	"sort"
@@ -543,19 +542,10 @@ func (w *worker) runH2(ctx context.Context, cc *http.ClientConn, i int, sem chan
 		w.connected(user, err, sem, wg)
 		return
 	}
-	// A reservation taken before the server's SETTINGS arrived can still
-	// leave RoundTrip waiting for a stream slot that never frees: a stream
-	// whose headers were never written timed out for want of a slot.
-	var wroteHeaders atomic.Bool
-	req = req.WithContext(httptrace.WithClientTrace(sctx, &httptrace.ClientTrace{
-		WroteHeaders: func() { wroteHeaders.Store(true) }}))
 	resp, err := cc.RoundTrip(req)
 	if err == nil && !timer.Stop() {
 		resp.Body.Close()
 		err = context.DeadlineExceeded
-	}
-	if err != nil && sctx.Err() != nil && !wroteHeaders.Load() && cc.Err() == nil {
-		err = errNoStreamSlot
 	}
 	if err == nil && resp.StatusCode != http.StatusOK {
 		resp.Body.Close()
