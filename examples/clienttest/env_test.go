@@ -336,18 +336,25 @@ func anyUser(token string) string {
 	return u
 }
 
+// record logs a call with token in calls and returns the next scripted
+// step for its user in script (the zero step when none is left).
+func (b *backend) record(calls map[string][]call, script map[string][]step, token string) step {
+	name := anyUser(token)
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	calls[name] = append(calls[name], call{at: time.Now(), token: token})
+	var s step
+	if q := script[name]; len(q) > 0 {
+		s, script[name] = q[0], q[1:]
+	}
+	return s
+}
+
 // authAPI answers the notify handler: 200 {"user_id": ...} for u:<user>
 // unless the user's script says otherwise, 401 for anything else.
 func (b *backend) authAPI(w http.ResponseWriter, r *http.Request) {
 	token := tokenOf(r)
-	name := anyUser(token)
-	b.mu.Lock()
-	b.calls[name] = append(b.calls[name], call{at: time.Now(), token: token})
-	var s step
-	if q := b.auth[name]; len(q) > 0 {
-		s, b.auth[name] = q[0], q[1:]
-	}
-	b.mu.Unlock()
+	s := b.record(b.calls, b.auth, token)
 	if s.delay > 0 {
 		select {
 		case <-time.After(s.delay):
@@ -372,15 +379,7 @@ func (b *backend) authAPI(w http.ResponseWriter, r *http.Request) {
 // gateCheck is forward_auth's upstream on /gated/sevents: 200 lets the
 // request through, anything else is the client's answer.
 func (b *backend) gateCheck(w http.ResponseWriter, r *http.Request) {
-	token := tokenOf(r)
-	name := anyUser(token)
-	b.mu.Lock()
-	b.gates[name] = append(b.gates[name], call{at: time.Now(), token: token})
-	var s step
-	if q := b.gate[name]; len(q) > 0 {
-		s, b.gate[name] = q[0], q[1:]
-	}
-	b.mu.Unlock()
+	s := b.record(b.gates, b.gate, tokenOf(r))
 	if s.status == 0 {
 		w.WriteHeader(http.StatusOK)
 		return
