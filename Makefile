@@ -29,11 +29,20 @@ test: test-deps
 test-deps:
 	@bash scripts/test-deps.sh
 
-## lint: gofmt, go vet and staticcheck (pinned) in every module
+## lint: gofmt, go vet and staticcheck (pinned) in every module; the engine
+## (internal/) imports nothing of Caddy; the plugin builds and vets on every
+## platform Caddy ships for (PLATFORMS)
+PLATFORMS ?= linux/amd64 linux/arm64 darwin/amd64 darwin/arm64 windows/amd64 windows/arm64 freebsd/amd64 freebsd/arm64
 lint:
 	@unformatted=$$(gofmt -l .); if [ -n "$$unformatted" ]; then echo "gofmt -l: these files need gofmt -w:" >&2; echo "$$unformatted" >&2; exit 1; fi
 	$(GO) vet ./...
 	$(GO) run $(STATICCHECK) ./...
+	@caddy=$$($(GO) list -deps ./internal/... | grep '^github.com/caddyserver/' || true); \
+		if [ -n "$$caddy" ]; then echo "internal/ must not import Caddy; it imports:" >&2; echo "$$caddy" >&2; exit 1; fi
+	@for p in $(PLATFORMS); do \
+		echo "GOOS=$${p%/*} GOARCH=$${p#*/} go build ./... && go vet ./..."; \
+		GOOS=$${p%/*} GOARCH=$${p#*/} $(GO) build ./... && GOOS=$${p%/*} GOARCH=$${p#*/} $(GO) vet ./... || exit 1; \
+	done
 	cd examples && $(GO) vet ./...
 	cd examples && $(GO) run $(STATICCHECK) ./...
 	cd bench && $(GO) vet ./...
@@ -46,9 +55,11 @@ build:
 ## fuzz: run each fuzzer for FUZZTIME (default 30s)
 FUZZTIME ?= 30s
 fuzz:
-	$(GO) test -run '^$$' -fuzz '^FuzzRecipients$$' -fuzztime $(FUZZTIME) .
-	$(GO) test -run '^$$' -fuzz '^FuzzAppendEvent$$' -fuzztime $(FUZZTIME) .
-	$(GO) test -run '^$$' -fuzz '^FuzzParseEntryID$$' -fuzztime $(FUZZTIME) .
+	$(GO) test -run '^$$' -fuzz '^FuzzMember$$' -fuzztime $(FUZZTIME) ./internal/jsonscan
+	$(GO) test -run '^$$' -fuzz '^FuzzRecipients$$' -fuzztime $(FUZZTIME) ./internal/message
+	$(GO) test -run '^$$' -fuzz '^FuzzUserIDFromAuth$$' -fuzztime $(FUZZTIME) ./internal/message
+	$(GO) test -run '^$$' -fuzz '^FuzzAppendEvent$$' -fuzztime $(FUZZTIME) ./internal/sse
+	$(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(FUZZTIME) ./internal/streamid
 	$(GO) test -run '^$$' -fuzz '^FuzzPublishBody$$' -fuzztime $(FUZZTIME) .
 
 ## soak: the stream-mode fault-injection test (soak_test.go; `make test` runs it for 20 s) for
@@ -75,4 +86,4 @@ bench-cluster:
 
 ## bench-go: Go benchmarks of the hot paths, benchstat-friendly (count 6, written to bench.out)
 bench-go:
-	$(GO) test -run '^$$' -bench . -benchmem -count 6 . | tee bench.out
+	$(GO) test -run '^$$' -bench . -benchmem -count 6 ./... | tee bench.out

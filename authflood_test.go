@@ -25,6 +25,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/hpack"
+
+	"github.com/caddy-notify/notify/internal/testkit"
 )
 
 // The tests in this file attack the auth path the way issue 8 did: streams
@@ -39,7 +41,7 @@ import (
 type floodAuthAPI struct {
 	*httptest.Server
 	delay   time.Duration
-	replies map[string]authReply
+	replies map[string]testkit.AuthReply
 
 	calls    atomic.Int64
 	inFlight atomic.Int64
@@ -47,7 +49,7 @@ type floodAuthAPI struct {
 	conns    atomic.Int64 // connections accepted
 }
 
-func startFloodAuthAPI(t testing.TB, delay time.Duration, replies map[string]authReply) *floodAuthAPI {
+func startFloodAuthAPI(t testing.TB, delay time.Duration, replies map[string]testkit.AuthReply) *floodAuthAPI {
 	t.Helper()
 	a := &floodAuthAPI{delay: delay, replies: replies}
 	a.Server = httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -64,11 +66,11 @@ func startFloodAuthAPI(t testing.TB, delay time.Duration, replies map[string]aut
 		token, _ := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
 		rep, ok := a.replies[token]
 		if !ok {
-			rep = authReply{http.StatusUnauthorized, `{"detail":"Invalid token"}`}
+			rep = testkit.AuthReply{Status: http.StatusUnauthorized, Body: `{"detail":"Invalid token"}`}
 		}
 		w.Header().Set("Content-Type", "application/json")
-		w.WriteHeader(rep.status)
-		_, _ = io.WriteString(w, rep.body)
+		w.WriteHeader(rep.Status)
+		_, _ = io.WriteString(w, rep.Body)
 	}))
 	a.Config.ConnState = func(_ net.Conn, st http.ConnState) {
 		if st == http.StateNew {
@@ -82,11 +84,11 @@ func startFloodAuthAPI(t testing.TB, delay time.Duration, replies map[string]aut
 
 // serveH2C runs routes as a Caddy site speaking HTTP/1.1 and h2c, with
 // {auth} standing for auth's URL, and returns the site's host:port.
-func serveH2C(t testing.TB, rs *redisServer, auth *floodAuthAPI, routes string) string {
+func serveH2C(t testing.TB, rs *testkit.Redis, auth *floodAuthAPI, routes string) string {
 	t.Helper()
 	cfg := &caddyConfig{
 		redis: rs,
-		auth:  &authAPI{Server: auth.Server},
+		auth:  &testkit.AuthAPI{Server: auth.Server},
 		global: `
 	servers {
 		protocols h1 h2c
@@ -221,7 +223,7 @@ func openFrom(t testing.TB, src, url, token string) (time.Duration, error) {
 	defer tr.CloseIdleConnections()
 	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
 	defer cancel()
-	req := request(t, url, token).WithContext(ctx)
+	req := testkit.Request(t, url, token).WithContext(ctx)
 	start := time.Now()
 	resp, err := (&http.Client{Transport: tr}).Do(req)
 	if err != nil {
@@ -268,8 +270,8 @@ func TestAuthRapidResetFreshTokens(t *testing.T) {
 		authDelay = 200 * time.Millisecond
 		attack    = 3 * time.Second
 	)
-	rs := startRedis(t)
-	auth := startFloodAuthAPI(t, authDelay, users("alice"))
+	rs := testkit.StartRedis(t)
+	auth := startFloodAuthAPI(t, authDelay, testkit.Users("alice"))
 	addr := serveH2C(t, rs, auth, fmt.Sprintf(`
 	notify {
 		redis {redis}
@@ -368,8 +370,8 @@ func TestAuthRapidResetOneToken(t *testing.T) {
 		slots  = 8
 		attack = 3 * time.Second
 	)
-	rs := startRedis(t)
-	auth := startFloodAuthAPI(t, 5*time.Millisecond, users("alice"))
+	rs := testkit.StartRedis(t)
+	auth := startFloodAuthAPI(t, 5*time.Millisecond, testkit.Users("alice"))
 	addr := serveH2C(t, rs, auth, fmt.Sprintf(`
 	route {
 		hold_until_reset
@@ -381,11 +383,11 @@ func TestAuthRapidResetOneToken(t *testing.T) {
 	}`, slots))
 	ctx, cancel := context.WithTimeout(t.Context(), attack)
 	defer cancel()
-	abandoned := testutil.ToFloat64(metrics.authAbandoned)
+	abandoned := testutil.ToFloat64(notifyMetrics.AuthAbandoned)
 	streams := rapidReset(ctx, addr, func() string { return "alice-token" })
 	calls := auth.calls.Load()
 	t.Logf("%d streams reset in %s with one token; %d auth calls, %.0f checks abandoned",
-		streams, attack, calls, testutil.ToFloat64(metrics.authAbandoned)-abandoned)
+		streams, attack, calls, testutil.ToFloat64(notifyMetrics.AuthAbandoned)-abandoned)
 	if streams < 1000 {
 		t.Fatalf("only %d streams opened: the attack did not run", streams)
 	}
@@ -407,8 +409,8 @@ func TestAuthHTTP1Flood(t *testing.T) {
 		authDelay = 200 * time.Millisecond
 		giveUp    = 300 * time.Millisecond
 	)
-	rs := startRedis(t)
-	auth := startFloodAuthAPI(t, authDelay, users("alice"))
+	rs := testkit.StartRedis(t)
+	auth := startFloodAuthAPI(t, authDelay, testkit.Users("alice"))
 	addr := serveH2C(t, rs, auth, fmt.Sprintf(`
 	notify {
 		redis {redis}

@@ -63,40 +63,39 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //	    queue_bytes          <size>
 //	    write_timeout        <duration>
 //	    max_message_size     <size>
+//	    takeover             on|off
 //	}
 //
 // Every subdirective may appear once, except cors, which may be repeated.
 //
-// The parser checks syntax only: names, argument counts, repeats, nested
-// blocks, and values that do not parse into their field's type (a duration,
-// a size, a whole number). It fails at adapt time with the file and line.
-// Meaning (auth_url is required, URL shapes, ranges, settings that need
-// stream, origins) is Validate's: it runs when the config loads and gives a
-// Caddyfile the same message as the JSON config it adapts to (issue 7).
+// The parser reads syntax: names, argument counts, repeats, nested blocks,
+// and values that do not parse into their field's type (a duration, a size,
+// a whole number) or that are zero where the setting's range starts above
+// zero (in JSON, 0 means the default; written in a Caddyfile it is a
+// mistake). Meaning (auth_url is required, URL shapes, ranges, settings
+// that need stream, origins) is Validate's: the parser runs the same rules
+// on the block it read, so that their errors name its line, and leaves
+// values with placeholders for the load, when they are resolved.
 func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
+	b := newBlockSyntax("notify")
+	h.Source.caddyfileSyntax(&b)
 	// The subdirectives that take one value, each with the field it goes
 	// into: adding a setting is one line here.
-	single := map[string]func(string) error{
-		"redis":                setString(&h.Redis),
-		"channel":              setString(&h.Channel),
-		"partitions":           setInt(&h.Partitions),
-		"stream":               setString(&h.Stream),
-		"stream_field":         setString(&h.StreamField),
-		"replay_limit":         setInt(&h.ReplayLimit),
-		"history_entries":      setInt(&h.HistoryEntries),
-		"history_bytes":        setSize(&h.HistoryBytes),
-		"recipient_field":      setString(&h.RecipientField),
+	for name, set := range map[string]func(string) error{
+		"replay_limit":         setPositive(&h.ReplayLimit),
+		"history_entries":      setPositive(&h.HistoryEntries),
+		"history_bytes":        setPositiveSize(&h.HistoryBytes),
 		"auth_url":             setString(&h.AuthURL),
 		"user_field":           setString(&h.UserField),
-		"auth_timeout":         setDuration(&h.AuthTimeout),
+		"auth_timeout":         setPositiveDuration(&h.AuthTimeout),
 		"auth_cache":           setDuration(&h.AuthCache),
-		"auth_concurrency":     setInt(&h.AuthConcurrency),
+		"auth_concurrency":     setPositive(&h.AuthConcurrency),
 		"reauth":               setDuration(&h.Reauth),
 		"max_streams_per_user": setInt(&h.MaxStreamsPerUser),
 		"max_streams":          setInt(&h.MaxStreams),
 		"control_channel":      setString(&h.ControlChannel),
 		"presence":             setString(&h.Presence),
-		"presence_interval":    setDuration(&h.PresenceInterval),
+		"presence_interval":    setPositiveDuration(&h.PresenceInterval),
 		"token_query":          setString(&h.TokenQuery),
 		"token_cookie":         setString(&h.TokenCookie),
 		"heartbeat": func(arg string) error {
@@ -108,28 +107,31 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			h.Heartbeat = &hb
 			return nil
 		},
-		"retry":            setDuration(&h.Retry),
-		"queue_size":       setInt(&h.QueueSize),
-		"write_timeout":    setDuration(&h.WriteTimeout),
-		"max_message_size": setSize(&h.MaxMessageSize),
-		"queue_bytes":      setSize(&h.QueueBytes),
+		"retry":         setPositiveDuration(&h.Retry),
+		"queue_size":    setPositive(&h.QueueSize),
+		"write_timeout": setPositiveDuration(&h.WriteTimeout),
+		"queue_bytes":   setPositiveSize(&h.QueueBytes),
+		"takeover":      setOnOff(&h.Takeover),
+	} {
+		b.single[name] = set
 	}
-	return blockSyntax{
-		directive: "notify",
-		single:    single,
-		flags:     map[string]*bool{"broadcast": &h.Broadcast, "sharded": &h.Sharded},
-		lists: map[string]func([]string) error{"cors": func(origins []string) error {
-			if len(origins) == 0 {
-				return errors.New("cors needs at least one origin")
+	b.flags["broadcast"] = &h.Broadcast
+	b.lists["cors"] = func(origins []string) error {
+		if len(origins) == 0 {
+			return errors.New("cors needs at least one origin")
+		}
+		for _, o := range origins {
+			if !slices.Contains(h.CORS, o) {
+				h.CORS = append(h.CORS, o)
 			}
-			for _, o := range origins {
-				if !slices.Contains(h.CORS, o) {
-					h.CORS = append(h.CORS, o)
-				}
-			}
-			return nil
-		}},
-	}.parse(d)
+		}
+		return nil
+	}
+	at, err := b.parse(d)
+	if err != nil {
+		return err
+	}
+	return atDirective(at, h.mistakes(true))
 }
 
 // blockSyntax is what the block of a directive (notify, notify_publish) may
@@ -143,13 +145,21 @@ type blockSyntax struct {
 	lists     map[string]func([]string) error
 }
 
+func newBlockSyntax(directive string) blockSyntax {
+	return blockSyntax{directive: directive, single: map[string]func(string) error{},
+		flags: map[string]*bool{}, lists: map[string]func([]string) error{}}
+}
+
 // parse reads the directive and its block: syntax only (names, argument
 // counts, repeats, nested blocks, values of the wrong type), with the file
-// and line in every error.
-func (b blockSyntax) parse(d *caddyfile.Dispenser) error {
+// and line in every error. It returns a dispenser on the directive's
+// token, for errors about the block as a whole.
+func (b blockSyntax) parse(d *caddyfile.Dispenser) (*caddyfile.Dispenser, error) {
 	d.Next() // directive name; the matcher was already removed
+	at := caddyfile.NewDispenser([]caddyfile.Token{d.Token()})
+	at.Next()
 	if d.NextArg() {
-		return d.Errf("%s takes no arguments besides a matcher; put settings in its block", b.directive)
+		return nil, d.Errf("%s takes no arguments besides a matcher; put settings in its block", b.directive)
 	}
 	seen := map[string]bool{}
 	for d.NextBlock(0) {
@@ -158,35 +168,44 @@ func (b blockSyntax) parse(d *caddyfile.Dispenser) error {
 		flag, isFlag := b.flags[opt]
 		list, isList := b.lists[opt]
 		if !isSingle && !isFlag && !isList {
-			return d.Errf("unrecognized %s subdirective %q", b.directive, opt)
+			return nil, d.Errf("unrecognized %s subdirective %q", b.directive, opt)
 		}
 		if seen[opt] && !isList {
-			return d.Errf("%s specified more than once", opt)
+			return nil, d.Errf("%s specified more than once", opt)
 		}
 		seen[opt] = true
 		args := d.RemainingArgs()
 		if d.NextBlock(d.Nesting()) {
-			return d.Errf("%s does not take a block", opt)
+			return nil, d.Errf("%s does not take a block", opt)
 		}
 		switch {
 		case isFlag:
 			if len(args) > 0 {
-				return d.Errf("%s takes no arguments", opt)
+				return nil, d.Errf("%s takes no arguments", opt)
 			}
 			*flag = true
 		case isList:
 			if err := list(args); err != nil {
-				return d.Err(err.Error())
+				return nil, d.Err(err.Error())
 			}
 		case len(args) != 1:
-			return d.Errf("%s takes exactly one argument", opt)
+			return nil, d.Errf("%s takes exactly one argument", opt)
 		default:
 			if err := set(args[0]); err != nil {
-				return d.Errf("%s: %v", opt, err)
+				return nil, d.Errf("%s: %v", opt, err)
 			}
 		}
 	}
-	return nil
+	return at, nil
+}
+
+// atDirective names the directive's file and line in each of errs, the
+// mistakes Validate found in the block.
+func atDirective(at *caddyfile.Dispenser, errs []error) error {
+	for i, err := range errs {
+		errs[i] = at.WrapErr(err)
+	}
+	return errors.Join(errs...)
 }
 
 // The setters below only turn text into a field's type; a value of the right
@@ -227,6 +246,56 @@ func setSize(field *int) func(string) error {
 		if negative {
 			*field = -*field
 		}
+		return nil
+	}
+}
+
+// errZero refuses a written 0 where the setting's range starts above zero.
+var errZero = errors.New("0 is not allowed here; remove the line for the default")
+
+// setPositive is setInt for a setting whose range starts at 1.
+func setPositive(field *int) func(string) error {
+	return positive(setInt(field), func() bool { return *field == 0 })
+}
+
+// setPositiveSize is setSize for a setting whose range starts at 1 byte.
+func setPositiveSize(field *int) func(string) error {
+	return positive(setSize(field), func() bool { return *field == 0 })
+}
+
+// setPositiveDuration is setDuration for a setting that must be longer
+// than 0.
+func setPositiveDuration(field *caddy.Duration) func(string) error {
+	return positive(setDuration(field), func() bool { return *field == 0 })
+}
+
+// positive refuses, after set, a value that isZero reports as 0. A negative
+// one is left for Validate, whose message names the range.
+func positive(set func(string) error, isZero func() bool) func(string) error {
+	return func(arg string) error {
+		if err := set(arg); err != nil {
+			return err
+		}
+		if isZero() {
+			return errZero
+		}
+		return nil
+	}
+}
+
+// setOnOff reads on or off into a setting whose default, when unset, is
+// decided elsewhere.
+func setOnOff(field **bool) func(string) error {
+	return func(arg string) error {
+		var on bool
+		switch arg {
+		case "on":
+			on = true
+		case "off":
+		default:
+			return fmt.Errorf("%q is neither on nor off", arg)
+		}
+		*field = &on
 		return nil
 	}
 }

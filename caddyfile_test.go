@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"flag"
+	"fmt"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -40,15 +41,7 @@ func TestUnmarshalCaddyfile(t *testing.T) {
 		t.Fatal(err)
 	}
 	zero := caddy.Duration(0)
-	want := Handler{
-		Redis: "redis+cluster://user:pw@127.0.0.1:7000,127.0.0.1:7001", Channel: "alerts", Sharded: true, Partitions: 16,
-		RecipientField: "to",
-		AuthURL:        "https://app.internal/api/v1/is_user_auth/", UserField: "uid",
-		AuthTimeout: caddy.Duration(2e9), TokenQuery: "access_token", TokenCookie: "session",
-		Heartbeat: &zero, Retry: caddy.Duration(1.5e9), Broadcast: true,
-		CORS:      []string{"https://a.example", "http://localhost:3000", "https://b.example"},
-		QueueSize: 100, WriteTimeout: caddy.Duration(3e9),
-	}
+	want := Handler{Source: Source{Redis: "redis+cluster://user:pw@127.0.0.1:7000,127.0.0.1:7001", Channel: "alerts", Sharded: true, Partitions: 16, RecipientField: "to"}, AuthURL: "https://app.internal/api/v1/is_user_auth/", UserField: "uid", AuthTimeout: caddy.Duration(2e9), TokenQuery: "access_token", TokenCookie: "session", Heartbeat: &zero, Retry: caddy.Duration(1.5e9), Broadcast: true, CORS: []string{"https://a.example", "http://localhost:3000", "https://b.example"}, QueueSize: 100, WriteTimeout: caddy.Duration(3e9)}
 	got, _ := json.Marshal(h)
 	exp, _ := json.Marshal(want)
 	if string(got) != string(exp) {
@@ -93,35 +86,69 @@ func TestUnmarshalCaddyfileErrors(t *testing.T) {
 	}
 }
 
-// TestUnmarshalCaddyfileLeavesMeaningToValidate: values of the right type
-// that make no sense parse, and land in the fields where Validate sees them.
-func TestUnmarshalCaddyfileLeavesMeaningToValidate(t *testing.T) {
-	input := `notify {
-		auth_url     /relative
-		redis        http://not-redis
-		channel      c
-		stream       s
-		queue_size   0
-		retry        -1s
-		history_bytes -2KiB
-		cors         * app.example.com
-		partitions   5000
-	}`
+// TestCaddyfileRefusesWrittenZeros: a written 0 for a setting whose range
+// starts above zero is a mistake named with its line (in JSON, 0 is the
+// default); where 0 means off, it is accepted.
+func TestCaddyfileRefusesWrittenZeros(t *testing.T) {
+	for _, name := range []string{"partitions", "max_message_size", "auth_timeout", "auth_concurrency",
+		"retry", "queue_size", "write_timeout", "queue_bytes"} {
+		input := "notify {\n auth_url http://a/\n " + name + " 0\n}"
+		var h Handler
+		err := h.UnmarshalCaddyfile(caddyfile.NewTestDispenser(input))
+		want := name + ": 0 is not allowed here; remove the line for the default, at Testfile:3"
+		if err == nil || err.Error() != want {
+			t.Errorf("%s 0: err = %v, want %q", name, err, want)
+		}
+	}
+	for _, name := range []string{"replay_limit", "history_entries", "history_bytes"} {
+		input := "notify {\n auth_url http://a/\n stream s\n " + name + " 0\n}"
+		var h Handler
+		err := h.UnmarshalCaddyfile(caddyfile.NewTestDispenser(input))
+		want := name + ": 0 is not allowed here; remove the line for the default, at Testfile:4"
+		if err == nil || err.Error() != want {
+			t.Errorf("%s 0: err = %v, want %q", name, err, want)
+		}
+	}
+	input := "notify {\n auth_url http://a/\n presence online\n presence_interval 0\n}"
 	var h Handler
-	if err := h.UnmarshalCaddyfile(caddyfile.NewTestDispenser(input)); err != nil {
-		t.Fatal(err)
+	if err := h.UnmarshalCaddyfile(caddyfile.NewTestDispenser(input)); err == nil ||
+		err.Error() != "presence_interval: 0 is not allowed here; remove the line for the default, at Testfile:4" {
+		t.Errorf("presence_interval 0: err = %v", err)
 	}
-	want := Handler{
-		AuthURL: "/relative", Redis: "http://not-redis", Channel: "c", Stream: "s",
-		Retry: caddy.Duration(-1e9), HistoryBytes: -2048, CORS: []string{"*", "app.example.com"}, Partitions: 5000,
+	// 0 turns these off.
+	for _, line := range []string{"heartbeat 0", "auth_cache 0", "reauth 0", "max_streams 0", "max_streams_per_user 0"} {
+		var h Handler
+		if err := h.UnmarshalCaddyfile(caddyfile.NewTestDispenser("notify {\n auth_url http://a/\n " + line + "\n}")); err != nil {
+			t.Errorf("%s: %v", line, err)
+		}
 	}
-	got, _ := json.Marshal(h)
-	exp, _ := json.Marshal(want)
-	if string(got) != string(exp) {
-		t.Errorf("parsed\n%s\nwant\n%s", got, exp)
+}
+
+// TestCaddyfileMeaningErrorsNameTheBlock: the rules of Validate run on the
+// block the parser read, each mistake named with the line of the notify
+// directive, in Validate's words; values with placeholders are left for the
+// load, when they are resolved.
+func TestCaddyfileMeaningErrorsNameTheBlock(t *testing.T) {
+	tests := []struct{ name, input, want string }{
+		{"no auth_url", "\nnotify {\n heartbeat 10s\n}", "notify: auth_url is required, at Testfile:2"},
+		{"several", "notify {\n auth_url /relative\n channel c\n stream s\n retry -1s\n}",
+			"notify: channel and stream are alternatives: set one, at Testfile:1\n" +
+				"notify: auth_url: \"/relative\" is not an absolute http:// or https:// URL, at Testfile:1\n" +
+				"notify: retry must not be negative, at Testfile:1"},
+		{"partitions", "notify {\n auth_url http://a/\n partitions 5000\n}", "notify: partitions must be a whole number from 1 to 1024, at Testfile:1"},
+		{"cors", "notify {\n auth_url http://a/\n cors * app.example.com\n}",
+			"notify: cors: \"app.example.com\" is not an origin such as https://app.example.com, at Testfile:1\n" +
+				"notify: cors: \"*\" allows any origin without credentials; it cannot be combined with listed origins, at Testfile:1"},
+		{"placeholders", "notify {\n auth_url {env.NOTIFY_TEST_UNSET}\n redis {env.NOTIFY_TEST_UNSET}\n}", ""},
 	}
-	if h.UnmarshalCaddyfile(caddyfile.NewTestDispenser("notify")) != nil {
-		t.Error("an empty notify fails to parse; auth_url is Validate's to require")
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var h Handler
+			err := h.UnmarshalCaddyfile(caddyfile.NewTestDispenser(tt.input))
+			if got := fmt.Sprint(err); (tt.want == "" && err != nil) || (tt.want != "" && got != tt.want) {
+				t.Errorf("err =\n%v\nwant\n%s", err, tt.want)
+			}
+		})
 	}
 }
 
@@ -133,6 +160,9 @@ func TestAdaptErrorsNameFileAndLine(t *testing.T) {
 		{"example.com {\n\tnotify /events {\n\t\tauth_url http://a/\n\t\tauth_url http://b/\n\t}\n}\n", "auth_url specified more than once, at Caddyfile:4"},
 		{"example.com {\n\tnotify {\n\t\tauth_url http://a/\n\t\theartbeat often\n\t}\n}\n", `heartbeat: "often" is not a duration such as 500ms, 15s or 1d, at Caddyfile:4`},
 		{"example.com {\n\tnotify {\n\t\tauth_url http://a/\n\t\tqueue 5\n\t}\n}\n", `unrecognized notify subdirective "queue", at Caddyfile:4`},
+		{"example.com {\n\tnotify {\n\t\tauth_url http://a/\n\t\tqueue_size 0\n\t}\n}\n", `queue_size: 0 is not allowed here; remove the line for the default, at Caddyfile:4`},
+		{"example.com {\n\troute {\n\t\tnotify /events {\n\t\t\theartbeat 10s\n\t\t}\n\t}\n}\n", `notify: auth_url is required, at Caddyfile:3`},
+		{"example.com {\n\tnotify_publish /p {\n\t\tchannel a\n\t\tstream b\n\t}\n}\n", `notify_publish: channel and stream are alternatives: set one, at Caddyfile:2`},
 	}
 	for _, tt := range tests {
 		_, _, err := caddyconfig.GetAdapter("caddyfile").Adapt([]byte(tt.input), map[string]any{"filename": "Caddyfile"})

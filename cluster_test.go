@@ -11,6 +11,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/caddy-notify/notify/internal/testkit"
 	"github.com/caddy-notify/notify/publish"
 )
 
@@ -57,7 +58,7 @@ func (ch clusterHandler) publisher(cc *redis.ClusterClient, node redis.Universal
 func TestCluster(t *testing.T) {
 	tc := startCluster(t)
 	cc := tc.client()
-	node := tc.nodes[0].client()
+	node := tc.nodes[0].Client()
 	t.Cleanup(func() { node.Close() })
 	auth := scaleAuth(t)
 	handlers := []clusterHandler{
@@ -118,17 +119,15 @@ func TestCluster(t *testing.T) {
 				fault, fr.targets[i].name, st.lost, st.expected, st.received)
 		}
 	}
-	// pubsubHubs counts the hubs that hold a subscription.
-	pubsubHubs := func() int {
+	// readers counts the hubs of the handlers: every partition has one,
+	// holding a subscription (pubsub) or reading a stream.
+	readers := func(pubsubOnly bool) int {
 		n := 0
-		hubs.Range(func(_, v any) bool {
-			for _, hb := range v.(*hubSet).hubs {
-				if _, ok := hb.reader.(*pubsubReader); ok {
-					n++
-				}
+		for _, h := range append(slices.Clone(handlers), faultHandlers...) {
+			if h.channel != "" || !pubsubOnly {
+				n += max(h.partitions, 1)
 			}
-			return true
-		})
+		}
 		return n
 	}
 
@@ -150,41 +149,39 @@ func TestCluster(t *testing.T) {
 		var node *redis.Client
 		for _, n := range tc.running() {
 			if n != victim {
-				node = n.client()
+				node = n.Client()
 				break
 			}
 		}
 		t.Cleanup(func() { node.Close() })
 		fr := startFaultRun(t, targets(node), scaleUsers)
-		waitFor(t, 30*time.Second, "publishing to start", func() bool { return fr.published() > 50 })
+		testkit.WaitFor(t, 30*time.Second, "publishing to start", func() bool { return fr.published() > 50 })
 
-		victim.stop() // SIGKILL
+		victim.Stop() // SIGKILL
 		killed := time.Now()
 		// A user whose partition is on a live master opens a stream at once.
-		openStream(t, request(t, base+"/fault-stream", live+"-token"))
+		testkit.OpenStream(t, testkit.Request(t, base+"/fault-stream", live+"-token"))
 		// One on the dead master gets 503 until the promotion.
-		resp, err := streamClient.Do(request(t, base+"/fault-stream", user+"-token"))
+		resp, err := testkit.StreamClient.Do(testkit.Request(t, base+"/fault-stream", user+"-token"))
 		if err != nil {
 			t.Fatal(err)
 		}
 		resp.Body.Close()
 		t.Logf("a new stream on the dead master's partition, %s after the kill: %d", time.Since(killed).Round(time.Millisecond), resp.StatusCode)
 		// The metrics say which partition is down, and then that none is.
-		down := metrics.partitionsDown.WithLabelValues(strconv.Itoa(publish.Partition(user, 16)))
-		waitFor(t, 10*time.Second, "the dead master's partition counted down", func() bool {
+		down := notifyMetrics.PartitionsDown.WithLabelValues(strconv.Itoa(publish.Partition(user, 16)))
+		testkit.WaitFor(t, 10*time.Second, "the dead master's partition counted down", func() bool {
 			return testutil.ToFloat64(down) > 0
 		})
 		restore := tc.waitPromoted(victim, slot)
 		t.Logf("replica promoted %s after the kill", time.Since(killed).Round(time.Millisecond))
 		fr.markRecovered()
 		t.Logf("every partition read again %s after the kill", time.Since(killed).Round(time.Millisecond))
-		readers := 0
-		hubs.Range(func(_, v any) bool { readers += len(v.(*hubSet).hubs); return true })
-		if up, d := testutil.ToFloat64(metrics.redisSubscriptions.WithLabelValues("up")),
-			testutil.ToFloat64(metrics.redisSubscriptions.WithLabelValues("down")); up != float64(readers) || d != 0 || testutil.ToFloat64(down) != 0 {
-			t.Errorf("after the recovery: subscriptions up %v, down %v, partition down %v; want %d, 0, 0", up, d, testutil.ToFloat64(down), readers)
+		if up, d := testutil.ToFloat64(notifyMetrics.RedisSubscriptions.WithLabelValues("up")),
+			testutil.ToFloat64(notifyMetrics.RedisSubscriptions.WithLabelValues("down")); up != float64(readers(false)) || d != 0 || testutil.ToFloat64(down) != 0 {
+			t.Errorf("after the recovery: subscriptions up %v, down %v, partition down %v; want %d, 0, 0", up, d, testutil.ToFloat64(down), readers(false))
 		}
-		openStream(t, request(t, base+"/fault-stream", user+"-token"))
+		testkit.OpenStream(t, testkit.Request(t, base+"/fault-stream", user+"-token"))
 		restore() // the old master returns as a replica: WAIT 1 can succeed again
 		report(t, "master killed", fr, fr.finish())
 	})
@@ -193,15 +190,15 @@ func TestCluster(t *testing.T) {
 	// channel partition move to another master while publishing goes on.
 	t.Run("faults/reshard", func(t *testing.T) {
 		fr := startFaultRun(t, targets(node), scaleUsers)
-		waitFor(t, 30*time.Second, "publishing to start", func() bool { return fr.published() > 50 })
-		before := testutil.ToFloat64(metrics.redisReconnects)
+		testkit.WaitFor(t, 30*time.Second, "publishing to start", func() bool { return fr.published() > 50 })
+		before := testutil.ToFloat64(notifyMetrics.RedisReconnects)
 		reshardSlot(t, tc, fxSlot)
 		reshardSlot(t, tc, fsSlot)
 		t.Logf("moved %s.%d (slot %d) and %s.%d (slot %d)", fxName, fxPart, fxSlot, fsName, fsPart, fsSlot)
 		// Redis ends the sharded subscription of the moved slot: wait
 		// for the module to renew it before counting losses.
-		waitFor(t, 30*time.Second, "the sharded subscription to be renewed", func() bool {
-			return testutil.ToFloat64(metrics.redisReconnects) > before
+		testkit.WaitFor(t, 30*time.Second, "the sharded subscription to be renewed", func() bool {
+			return testutil.ToFloat64(notifyMetrics.RedisReconnects) > before
 		})
 		fr.markRecovered()
 		report(t, "reshard", fr, fr.finish())
@@ -212,10 +209,10 @@ func TestCluster(t *testing.T) {
 	// (CLIENT KILL): subscriptions and stream readers reconnect.
 	t.Run("faults/client kill", func(t *testing.T) {
 		fr := startFaultRun(t, targets(node), scaleUsers)
-		waitFor(t, 30*time.Second, "publishing to start", func() bool { return fr.published() > 50 })
-		before, subs := testutil.ToFloat64(metrics.redisReconnects), pubsubHubs()
+		testkit.WaitFor(t, 30*time.Second, "publishing to start", func() bool { return fr.published() > 50 })
+		before, subs := testutil.ToFloat64(notifyMetrics.RedisReconnects), readers(true)
 		for _, n := range tc.running() {
-			c := n.client()
+			c := n.Client()
 			for _, typ := range []string{"pubsub", "normal"} {
 				if err := c.Do(t.Context(), "CLIENT", "KILL", "TYPE", typ, "SKIPME", "yes").Err(); err != nil {
 					t.Fatalf("CLIENT KILL: %v", err)
@@ -223,8 +220,8 @@ func TestCluster(t *testing.T) {
 			}
 			c.Close()
 		}
-		waitFor(t, 30*time.Second, "every subscription to be re-established", func() bool {
-			return testutil.ToFloat64(metrics.redisReconnects) >= before+float64(subs)
+		testkit.WaitFor(t, 30*time.Second, "every subscription to be re-established", func() bool {
+			return testutil.ToFloat64(notifyMetrics.RedisReconnects) >= before+float64(subs)
 		})
 		fr.markRecovered()
 		report(t, "client kill", fr, fr.finish())
@@ -261,7 +258,7 @@ func lowSlotName(t testing.TB, tc *testCluster, prefix string) (name string, par
 func reshardSlot(t testing.TB, tc *testCluster, slot int64) {
 	t.Helper()
 	from := tc.masterOf(slot)
-	var to *redisServer
+	var to *testkit.Redis
 	for _, m := range tc.masters() {
 		if m != from {
 			to = m

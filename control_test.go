@@ -7,11 +7,14 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/caddy-notify/notify/internal/sse"
+	"github.com/caddy-notify/notify/internal/testkit"
 )
 
 // revokedFrame is the last frame of a revoked stream.
-func revokedFrame(reason string) sseEvent {
-	return sseEvent{kind: frameEvent, name: "revoked", data: `{"reason":"` + reason + `"}`}
+func revokedFrame(reason string) testkit.Frame {
+	return testkit.Frame{Kind: testkit.FrameEvent, Name: "revoked", Data: `{"reason":"` + reason + `"}`}
 }
 
 // With reauth, a token the auth API starts refusing ends its streams with
@@ -19,17 +22,17 @@ func revokedFrame(reason string) sseEvent {
 func TestReauthRevokesStreams(t *testing.T) {
 	tests := []struct {
 		name   string
-		reply  authReply
+		reply  testkit.AuthReply
 		reason string
 	}{
-		{"401", authReply{http.StatusUnauthorized, `{}`}, revokedUnauthorized},
-		{"403", authReply{http.StatusForbidden, `{}`}, revokedForbidden},
-		{"another user", authReply{http.StatusOK, `{"user_id":"mallory"}`}, revokedUserChanged},
+		{"401", testkit.AuthReply{Status: http.StatusUnauthorized, Body: `{}`}, sse.RevokedUnauthorized},
+		{"403", testkit.AuthReply{Status: http.StatusForbidden, Body: `{}`}, sse.RevokedForbidden},
+		{"another user", testkit.AuthReply{Status: http.StatusOK, Body: `{"user_id":"mallory"}`}, sse.RevokedUserChanged},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			rs := startRedis(t)
-			auth := startAuthAPI(t, users("alice", "bob"))
+			rs := testkit.StartRedis(t)
+			auth := testkit.StartAuthAPI(t, testkit.Users("alice", "bob"))
 			base := serve(t, rs, auth, `
 	metrics /metrics
 	notify /events {
@@ -38,28 +41,28 @@ func TestReauthRevokesStreams(t *testing.T) {
 		reauth 500ms
 		heartbeat 0
 	}`)
-			open := func(token string) *sseStream {
-				s := openStream(t, request(t, base+"/events", token))
-				s.expect(t, sseEvent{kind: frameRetry, retry: "3000"})
+			open := func(token string) *testkit.Stream {
+				s := testkit.OpenStream(t, testkit.Request(t, base+"/events", token))
+				s.Expect(t, testkit.Frame{Kind: testkit.FrameRetry, Retry: "3000"})
 				return s
 			}
-			alice := []*sseStream{open("alice-token"), open("alice-token")}
+			alice := []*testkit.Stream{open("alice-token"), open("alice-token")}
 			bob := open("bob-token")
-			revokedBefore := metricValue(t, base+"/metrics", `caddy_notify_revoked_total{reason="`+tt.reason+`"}`)
+			revokedBefore := testkit.MetricValue(t, base+"/metrics", `caddy_notify_revoked_total{reason="`+tt.reason+`"}`)
 
-			auth.setReply("alice-token", tt.reply)
+			auth.SetReply("alice-token", tt.reply)
 			start := time.Now()
 			for _, s := range alice {
-				s.expect(t, revokedFrame(tt.reason), sseEvent{kind: frameEnd})
+				s.Expect(t, revokedFrame(tt.reason), testkit.Frame{Kind: testkit.FrameEnd})
 			}
 			if d := time.Since(start); d > 2*time.Second {
 				t.Errorf("revoked after %s, want within about two intervals", d)
 			}
-			if got := metricValue(t, base+"/metrics", `caddy_notify_revoked_total{reason="`+tt.reason+`"}`) - revokedBefore; got != 2 {
+			if got := testkit.MetricValue(t, base+"/metrics", `caddy_notify_revoked_total{reason="`+tt.reason+`"}`) - revokedBefore; got != 2 {
 				t.Errorf("revoked_total{reason=%q} rose by %v, want 2", tt.reason, got)
 			}
-			rs.publish(t, DefaultChannel, `{"recipient_id":"bob","n":1}`)
-			bob.expect(t, sseEvent{kind: frameEvent, data: `{"recipient_id":"bob","n":1}`})
+			rs.Publish(t, defaultChannel, `{"recipient_id":"bob","n":1}`)
+			bob.Expect(t, testkit.Frame{Kind: testkit.FrameEvent, Data: `{"recipient_id":"bob","n":1}`})
 		})
 	}
 }
@@ -67,8 +70,8 @@ func TestReauthRevokesStreams(t *testing.T) {
 // An auth API that goes down during re-checks ends no stream; the failures
 // are counted, and the checks go on.
 func TestReauthSurvivesAuthOutage(t *testing.T) {
-	rs := startRedis(t)
-	auth := startAuthAPI(t, users("alice"))
+	rs := testkit.StartRedis(t)
+	auth := testkit.StartAuthAPI(t, testkit.Users("alice"))
 	base := serve(t, rs, auth, `
 	metrics /metrics
 	notify /events {
@@ -78,34 +81,34 @@ func TestReauthSurvivesAuthOutage(t *testing.T) {
 		reauth 300ms
 		heartbeat 0
 	}`)
-	s := openStream(t, request(t, base+"/events", "alice-token"))
-	s.expect(t, sseEvent{kind: frameRetry, retry: "3000"})
-	errorsBefore := metricValue(t, base+"/metrics", `caddy_notify_reauth_checks_total{result="error"}`)
-	timeoutsBefore := metricValue(t, base+"/metrics", `caddy_notify_reauth_checks_total{result="timeout"}`)
+	s := testkit.OpenStream(t, testkit.Request(t, base+"/events", "alice-token"))
+	s.Expect(t, testkit.Frame{Kind: testkit.FrameRetry, Retry: "3000"})
+	errorsBefore := testkit.MetricValue(t, base+"/metrics", `caddy_notify_reauth_checks_total{result="error"}`)
+	timeoutsBefore := testkit.MetricValue(t, base+"/metrics", `caddy_notify_reauth_checks_total{result="timeout"}`)
 
-	auth.setReply("alice-token", authReply{http.StatusInternalServerError, `{}`})
-	waitFor(t, 5*time.Second, "failed re-checks counted", func() bool {
-		return metricValue(t, base+"/metrics", `caddy_notify_reauth_checks_total{result="error"}`) >= errorsBefore+2
+	auth.SetReply("alice-token", testkit.AuthReply{Status: http.StatusInternalServerError, Body: `{}`})
+	testkit.WaitFor(t, 5*time.Second, "failed re-checks counted", func() bool {
+		return testkit.MetricValue(t, base+"/metrics", `caddy_notify_reauth_checks_total{result="error"}`) >= errorsBefore+2
 	})
-	auth.setDelay(time.Second) // past auth_timeout
-	waitFor(t, 5*time.Second, "timed-out re-checks counted", func() bool {
-		return metricValue(t, base+"/metrics", `caddy_notify_reauth_checks_total{result="timeout"}`) >= timeoutsBefore+2
+	auth.SetDelay(time.Second) // past auth_timeout
+	testkit.WaitFor(t, 5*time.Second, "timed-out re-checks counted", func() bool {
+		return testkit.MetricValue(t, base+"/metrics", `caddy_notify_reauth_checks_total{result="timeout"}`) >= timeoutsBefore+2
 	})
 	auth.Close() // unreachable
 	time.Sleep(time.Second)
-	rs.publish(t, DefaultChannel, `{"recipient_id":"alice","n":1}`)
-	s.expect(t, sseEvent{kind: frameEvent, data: `{"recipient_id":"alice","n":1}`})
+	rs.Publish(t, defaultChannel, `{"recipient_id":"alice","n":1}`)
+	s.Expect(t, testkit.Frame{Kind: testkit.FrameEvent, Data: `{"recipient_id":"alice","n":1}`})
 }
 
 // 1,000 streams of 10 users cost about 10 auth calls per reauth interval:
 // streams opened with the same credentials share one check.
 func TestReauthChecksOncePerCredentials(t *testing.T) {
-	rs := startRedis(t)
+	rs := testkit.StartRedis(t)
 	names := make([]string, 10)
 	for i := range names {
 		names[i] = fmt.Sprintf("u%d", i)
 	}
-	auth := startAuthAPI(t, users(names...))
+	auth := testkit.StartAuthAPI(t, testkit.Users(names...))
 	base := serve(t, rs, auth, `
 	notify /events {
 		redis {redis}
@@ -128,9 +131,9 @@ func TestReauthChecksOncePerCredentials(t *testing.T) {
 			t.Fatalf("stream %d: %q, %v", i, buf, err)
 		}
 	}
-	before := auth.calls.Load()
+	before := auth.Calls()
 	time.Sleep(3 * time.Second)
-	calls := auth.calls.Load() - before
+	calls := auth.Calls() - before
 	t.Logf("%d auth calls in 3 intervals for 1,000 streams of 10 users", calls)
 	if calls < 20 || calls > 40 {
 		t.Errorf("%d auth calls in 3 reauth intervals, want about 30 (10 per interval)", calls)
@@ -141,8 +144,8 @@ func TestReauthChecksOncePerCredentials(t *testing.T) {
 // authentication, while another user's stream opens; max_streams refuses
 // the fourth stream with 503 before the auth API is asked.
 func TestStreamLimits(t *testing.T) {
-	rs := startRedis(t)
-	auth := startAuthAPI(t, users("alice", "bob"))
+	rs := testkit.StartRedis(t)
+	auth := testkit.StartAuthAPI(t, testkit.Users("alice", "bob"))
 	base := serve(t, rs, auth, `
 	notify /per-user {
 		redis {redis}
@@ -156,7 +159,7 @@ func TestStreamLimits(t *testing.T) {
 	}`)
 	refused := func(path, token string, status int, msg string) {
 		t.Helper()
-		resp, err := http.DefaultClient.Do(request(t, base+path, token))
+		resp, err := http.DefaultClient.Do(testkit.Request(t, base+path, token))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -169,13 +172,13 @@ func TestStreamLimits(t *testing.T) {
 		}
 	}
 
-	a1 := openStream(t, request(t, base+"/per-user", "alice-token"))
-	openStream(t, request(t, base+"/per-user", "alice-token"))
+	a1 := testkit.OpenStream(t, testkit.Request(t, base+"/per-user", "alice-token"))
+	testkit.OpenStream(t, testkit.Request(t, base+"/per-user", "alice-token"))
 	refused("/per-user", "alice-token", http.StatusTooManyRequests, "Too many streams for this user.")
-	openStream(t, request(t, base+"/per-user", "bob-token"))
-	a1.close()
-	waitFor(t, 5*time.Second, "alice's place freed", func() bool {
-		resp, err := streamClient.Do(request(t, base+"/per-user", "alice-token"))
+	testkit.OpenStream(t, testkit.Request(t, base+"/per-user", "bob-token"))
+	a1.Close()
+	testkit.WaitFor(t, 5*time.Second, "alice's place freed", func() bool {
+		resp, err := testkit.StreamClient.Do(testkit.Request(t, base+"/per-user", "alice-token"))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -188,11 +191,11 @@ func TestStreamLimits(t *testing.T) {
 	})
 
 	for range 3 {
-		openStream(t, request(t, base+"/all", "bob-token"))
+		testkit.OpenStream(t, testkit.Request(t, base+"/all", "bob-token"))
 	}
-	calls := auth.calls.Load()
+	calls := auth.Calls()
 	refused("/all", "bob-token", http.StatusServiceUnavailable, "Too many streams.")
-	if got := auth.calls.Load(); got != calls {
+	if got := auth.Calls(); got != calls {
 		t.Errorf("the auth API was called %d times for a refused stream, want 0", got-calls)
 	}
 }
@@ -202,11 +205,11 @@ func TestStreamLimits(t *testing.T) {
 // "*" ends every stream; malformed control messages are dropped and
 // counted.
 func TestControlChannelAcrossInstances(t *testing.T) {
-	rs := startRedis(t)
-	auth := startAuthAPI(t, map[string]authReply{
-		"alice-token": {200, `{"user_id":"alice"}`},
-		"bob-token":   {200, `{"user_id":"bob"}`},
-		"n42-token":   {200, `{"user_id":42}`},
+	rs := testkit.StartRedis(t)
+	auth := testkit.StartAuthAPI(t, map[string]testkit.AuthReply{
+		"alice-token": {Status: 200, Body: `{"user_id":"alice"}`},
+		"bob-token":   {Status: 200, Body: `{"user_id":"bob"}`},
+		"n42-token":   {Status: 200, Body: `{"user_id":42}`},
 	})
 	routes := `
 	metrics /metrics
@@ -217,23 +220,23 @@ func TestControlChannelAcrossInstances(t *testing.T) {
 		heartbeat 0
 	}`
 	instances := []*caddyProcess{startCaddyProcess(t, rs.URL(), auth.URL, routes), startCaddyProcess(t, rs.URL(), auth.URL, routes)}
-	c := rs.client()
+	c := rs.Client()
 	t.Cleanup(func() { c.Close() })
-	waitFor(t, 10*time.Second, "both instances on the control channel", func() bool {
+	testkit.WaitFor(t, 10*time.Second, "both instances on the control channel", func() bool {
 		return c.PubSubNumSub(t.Context(), "control").Val()["control"] == 2
 	})
-	open := func(p *caddyProcess, token string) *sseStream {
+	open := func(p *caddyProcess, token string) *testkit.Stream {
 		s := openStreamWhenUp(t, p.base()+"/events", token, "")
-		s.expect(t, sseEvent{kind: frameRetry, retry: "3000"})
+		s.Expect(t, testkit.Frame{Kind: testkit.FrameRetry, Retry: "3000"})
 		return s
 	}
-	var alice, bob, n42 []*sseStream
+	var alice, bob, n42 []*testkit.Stream
 	for _, p := range instances {
 		alice = append(alice, open(p, "alice-token"))
 		bob = append(bob, open(p, "bob-token"))
 		n42 = append(n42, open(p, "n42-token"))
 	}
-	sample := func(p *caddyProcess, name string) float64 { return metricValue(t, p.base()+"/metrics", name) }
+	sample := func(p *caddyProcess, name string) float64 { return testkit.MetricValue(t, p.base()+"/metrics", name) }
 	const (
 		malformed   = `caddy_notify_control_messages_total{outcome="malformed"}`
 		invalid     = `caddy_notify_control_messages_total{outcome="invalid_recipient"}`
@@ -241,11 +244,11 @@ func TestControlChannelAcrossInstances(t *testing.T) {
 		revoked     = `caddy_notify_revoked_total{reason="disconnected"}`
 	)
 
-	rs.publish(t, "control", `{"disconnect":`)
-	rs.publish(t, "control", `{"disconnect":["alice",true]}`)
-	rs.publish(t, "control", `{"disconnect":["alice",42]}`)
+	rs.Publish(t, "control", `{"disconnect":`)
+	rs.Publish(t, "control", `{"disconnect":["alice",true]}`)
+	rs.Publish(t, "control", `{"disconnect":["alice",42]}`)
 	for _, s := range append(alice, n42...) {
-		s.expect(t, revokedFrame(revokedDisconnected), sseEvent{kind: frameEnd})
+		s.Expect(t, revokedFrame(sse.RevokedDisconnected), testkit.Frame{Kind: testkit.FrameEnd})
 	}
 	for _, p := range instances {
 		if m, i, d, r := sample(p, malformed), sample(p, invalid), sample(p, disconnects), sample(p, revoked); m != 1 || i != 1 || d != 1 || r != 2 {
@@ -253,13 +256,13 @@ func TestControlChannelAcrossInstances(t *testing.T) {
 		}
 	}
 	// bob was named by nothing valid: his streams go on.
-	rs.publish(t, DefaultChannel, `{"recipient_id":"bob","n":1}`)
+	rs.Publish(t, defaultChannel, `{"recipient_id":"bob","n":1}`)
 	for _, s := range bob {
-		s.expect(t, sseEvent{kind: frameEvent, data: `{"recipient_id":"bob","n":1}`})
+		s.Expect(t, testkit.Frame{Kind: testkit.FrameEvent, Data: `{"recipient_id":"bob","n":1}`})
 	}
-	rs.publish(t, "control", `{"disconnect":"*"}`)
+	rs.Publish(t, "control", `{"disconnect":"*"}`)
 	for _, s := range bob {
-		s.expect(t, revokedFrame(revokedDisconnected), sseEvent{kind: frameEnd})
+		s.Expect(t, revokedFrame(sse.RevokedDisconnected), testkit.Frame{Kind: testkit.FrameEnd})
 	}
 }
 
@@ -269,10 +272,10 @@ func TestControlChannelMustDifferFromChannel(t *testing.T) {
 		h    Handler
 		fail bool
 	}{
-		{Handler{AuthURL: "http://a/", ControlChannel: DefaultChannel}, true},
-		{Handler{AuthURL: "http://a/", Channel: "n", Partitions: 4, ControlChannel: "n.3"}, true},
-		{Handler{AuthURL: "http://a/", Channel: "n", Partitions: 4, ControlChannel: "n"}, false},
-		{Handler{AuthURL: "http://a/", Stream: DefaultChannel, ControlChannel: DefaultChannel}, false}, // keys and channels are apart
+		{Handler{AuthURL: "http://a/", ControlChannel: defaultChannel}, true},
+		{Handler{Source: Source{Channel: "n", Partitions: 4}, AuthURL: "http://a/", ControlChannel: "n.3"}, true},
+		{Handler{Source: Source{Channel: "n", Partitions: 4}, AuthURL: "http://a/", ControlChannel: "n"}, false},
+		{Handler{Source: Source{Stream: defaultChannel}, AuthURL: "http://a/", ControlChannel: defaultChannel}, false}, // keys and channels are apart
 	}
 	for _, tt := range tests {
 		err := tt.h.Validate()

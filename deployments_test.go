@@ -16,6 +16,8 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/caddy-notify/notify/internal/testkit"
 )
 
 // Real Redis deployments for the scaling tests (cluster_test.go,
@@ -59,7 +61,7 @@ func runCLI(t testing.TB, args ...string) string {
 type testCluster struct {
 	t        testing.TB
 	password string
-	nodes    []*redisServer
+	nodes    []*testkit.Redis
 }
 
 // clusterPassword and the sentinel passwords below must never reach a log.
@@ -81,11 +83,11 @@ func startCluster(t testing.TB) *testCluster {
 	tc := &testCluster{t: t, password: clusterPassword}
 	addrs := make([]string, 6)
 	for i := range addrs {
-		rs := newRedisServer(t, freePort(t), "--requirepass", tc.password, "--masterauth", tc.password,
+		rs := testkit.NewRedis(t, testkit.FreePort(t), "--requirepass", tc.password, "--masterauth", tc.password,
 			"--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
-			"--cluster-node-timeout", "1000", "--cluster-port", strconv.Itoa(freePort(t)),
+			"--cluster-node-timeout", "1000", "--cluster-port", strconv.Itoa(testkit.FreePort(t)),
 			"--cluster-replica-validity-factor", "0", "--cluster-require-full-coverage", "no")
-		rs.start()
+		rs.Start()
 		tc.nodes = append(tc.nodes, rs)
 		addrs[i] = rs.Addr()
 	}
@@ -119,8 +121,8 @@ func (tc *testCluster) client() *redis.ClusterClient {
 	return c
 }
 
-func (tc *testCluster) running() []*redisServer {
-	return slices.DeleteFunc(slices.Clone(tc.nodes), func(n *redisServer) bool { return n.cmd == nil })
+func (tc *testCluster) running() []*testkit.Redis {
+	return slices.DeleteFunc(slices.Clone(tc.nodes), func(n *testkit.Redis) bool { return !n.Running() })
 }
 
 // slotRange is a range of slots, its master and its live replicas.
@@ -131,8 +133,8 @@ type slotRange struct {
 }
 
 // slotMap returns the cluster's slot ranges as node n sees them.
-func slotMap(ctx context.Context, n *redisServer) ([]slotRange, error) {
-	c := n.client()
+func slotMap(ctx context.Context, n *testkit.Redis) ([]slotRange, error) {
+	c := n.Client()
 	defer c.Close()
 	shards, err := c.ClusterShards(ctx).Result()
 	if err != nil {
@@ -163,10 +165,10 @@ func slotMap(ctx context.Context, n *redisServer) ([]slotRange, error) {
 func (tc *testCluster) waitHealthy() {
 	tc.t.Helper()
 	ctx := context.Background()
-	waitFor(tc.t, 60*time.Second, "the cluster to be ok, with a linked replica per master", func() bool {
+	testkit.WaitFor(tc.t, 60*time.Second, "the cluster to be ok, with a linked replica per master", func() bool {
 		var want string
 		for _, n := range tc.running() {
-			c := n.client()
+			c := n.Client()
 			info, _ := c.ClusterInfo(ctx).Result()
 			repl, _ := c.Info(ctx, "replication").Result()
 			c.Close()
@@ -198,7 +200,7 @@ func (tc *testCluster) waitHealthy() {
 }
 
 // node returns the running node at addr.
-func (tc *testCluster) node(addr string) *redisServer {
+func (tc *testCluster) node(addr string) *testkit.Redis {
 	tc.t.Helper()
 	for _, n := range tc.nodes {
 		if n.Addr() == addr {
@@ -212,7 +214,7 @@ func (tc *testCluster) node(addr string) *redisServer {
 // slotOf returns the hash slot of key.
 func (tc *testCluster) slotOf(key string) int64 {
 	tc.t.Helper()
-	c := tc.running()[0].client()
+	c := tc.running()[0].Client()
 	defer c.Close()
 	slot, err := c.ClusterKeySlot(context.Background(), key).Result()
 	if err != nil {
@@ -222,7 +224,7 @@ func (tc *testCluster) slotOf(key string) int64 {
 }
 
 // masterOf returns the master that serves slot, as a running node sees it.
-func (tc *testCluster) masterOf(slot int64) *redisServer {
+func (tc *testCluster) masterOf(slot int64) *testkit.Redis {
 	tc.t.Helper()
 	slots, err := slotMap(context.Background(), tc.running()[0])
 	if err != nil {
@@ -238,13 +240,13 @@ func (tc *testCluster) masterOf(slot int64) *redisServer {
 }
 
 // masters returns the running masters.
-func (tc *testCluster) masters() []*redisServer {
+func (tc *testCluster) masters() []*testkit.Redis {
 	tc.t.Helper()
 	slots, err := slotMap(context.Background(), tc.running()[0])
 	if err != nil {
 		tc.t.Fatalf("CLUSTER SLOTS: %v", err)
 	}
-	var out []*redisServer
+	var out []*testkit.Redis
 	for _, s := range slots {
 		if n := tc.node(s.master); !slices.Contains(out, n) {
 			out = append(out, n)
@@ -254,9 +256,9 @@ func (tc *testCluster) masters() []*redisServer {
 }
 
 // nodeID returns the cluster node ID of n.
-func nodeID(t testing.TB, n *redisServer) string {
+func nodeID(t testing.TB, n *testkit.Redis) string {
 	t.Helper()
-	c := n.client()
+	c := n.Client()
 	defer c.Close()
 	id, err := c.Do(context.Background(), "CLUSTER", "MYID").Text()
 	if err != nil {
@@ -268,9 +270,9 @@ func nodeID(t testing.TB, n *redisServer) string {
 // waitPromoted waits, after master m was killed, until the other nodes
 // have promoted its replica to serve slot; restore then brings m back as a
 // replica.
-func (tc *testCluster) waitPromoted(m *redisServer, slot int64) (restore func()) {
+func (tc *testCluster) waitPromoted(m *testkit.Redis, slot int64) (restore func()) {
 	tc.t.Helper()
-	waitFor(tc.t, 30*time.Second, "a replica to take over the slots of the killed master", func() bool {
+	testkit.WaitFor(tc.t, 30*time.Second, "a replica to take over the slots of the killed master", func() bool {
 		slots, err := slotMap(context.Background(), tc.running()[0])
 		if err != nil {
 			return false
@@ -284,7 +286,7 @@ func (tc *testCluster) waitPromoted(m *redisServer, slot int64) (restore func())
 	})
 	return func() {
 		tc.t.Helper()
-		m.start() // its nodes.conf makes it rejoin, as a replica of its successor
+		m.Start() // its nodes.conf makes it rejoin, as a replica of its successor
 		tc.waitHealthy()
 	}
 }
@@ -294,8 +296,8 @@ func (tc *testCluster) waitPromoted(m *redisServer, slot int64) (restore func())
 // their own.
 type testSentinel struct {
 	t         testing.TB
-	data      []*redisServer // master and replica, in either role
-	sentinels []*redisServer
+	data      []*testkit.Redis // master and replica, in either role
+	sentinels []*testkit.Redis
 }
 
 // startSentinel starts the set-up: a master is declared down after one
@@ -304,29 +306,29 @@ func startSentinel(t testing.TB) *testSentinel {
 	t.Helper()
 	ts := &testSentinel{t: t}
 	auth := []string{"--requirepass", sentinelDataPassword, "--masterauth", sentinelDataPassword}
-	master := newRedisServer(t, freePort(t), auth...)
-	master.start()
-	replica := newRedisServer(t, freePort(t), append(auth, "--replicaof", "127.0.0.1", strconv.Itoa(master.port))...)
-	replica.start()
-	ts.data = []*redisServer{master, replica}
+	master := testkit.NewRedis(t, testkit.FreePort(t), auth...)
+	master.Start()
+	replica := testkit.NewRedis(t, testkit.FreePort(t), append(auth, "--replicaof", "127.0.0.1", strconv.Itoa(master.Port))...)
+	replica.Start()
+	ts.data = []*testkit.Redis{master, replica}
 	path, _ := exec.LookPath("redis-server")
 	for range 3 {
-		port := freePort(t)
+		port := testkit.FreePort(t)
 		dir := t.TempDir()
 		conf := filepath.Join(dir, "sentinel.conf")
 		err := os.WriteFile(conf, fmt.Appendf(nil, "sentinel monitor main 127.0.0.1 %d 2\n"+
 			"sentinel down-after-milliseconds main 1000\nsentinel failover-timeout main 5000\n"+
 			"sentinel parallel-syncs main 1\nsentinel auth-pass main %s\n"+
 			"requirepass %s\nsentinel sentinel-pass %s\n",
-			master.port, sentinelDataPassword, sentinelPassword, sentinelPassword), 0o600)
+			master.Port, sentinelDataPassword, sentinelPassword, sentinelPassword), 0o600)
 		if err != nil {
 			t.Fatal(err)
 		}
-		s := newRedisServer(t, port)
-		s.args = []string{path, conf, "--sentinel", "--port", strconv.Itoa(port), "--bind", "127.0.0.1",
+		s := testkit.NewRedis(t, port)
+		s.Args = []string{path, conf, "--sentinel", "--port", strconv.Itoa(port), "--bind", "127.0.0.1",
 			"--dir", dir, "--logfile", "sentinel.log"}
-		s.password = sentinelPassword
-		s.start()
+		s.Password = sentinelPassword
+		s.Start()
 		ts.sentinels = append(ts.sentinels, s)
 	}
 	ts.waitReady(master)
@@ -344,7 +346,7 @@ func (ts *testSentinel) URL() string {
 }
 
 // master returns the data node the sentinels name as master.
-func (ts *testSentinel) master() *redisServer {
+func (ts *testSentinel) master() *testkit.Redis {
 	ts.t.Helper()
 	addr := ts.masterAddr()
 	for _, n := range ts.data {
@@ -368,10 +370,10 @@ func (ts *testSentinel) masterAddr() string {
 
 // waitReady waits until every sentinel names m as master and knows the
 // other data node as its linked replica, and the other sentinels.
-func (ts *testSentinel) waitReady(m *redisServer) {
+func (ts *testSentinel) waitReady(m *testkit.Redis) {
 	ts.t.Helper()
 	ctx := context.Background()
-	waitFor(ts.t, 60*time.Second, "the sentinels to agree on the master and see its replica", func() bool {
+	testkit.WaitFor(ts.t, 60*time.Second, "the sentinels to agree on the master and see its replica", func() bool {
 		for _, s := range ts.sentinels {
 			c := redis.NewSentinelClient(&redis.Options{Addr: s.Addr(), Password: sentinelPassword})
 			a, err := c.GetMasterAddrByName(ctx, "main").Result()
@@ -399,15 +401,15 @@ func (ts *testSentinel) waitReady(m *redisServer) {
 func (ts *testSentinel) failover() (restore func()) {
 	ts.t.Helper()
 	old := ts.master()
-	old.stop()
-	waitFor(ts.t, 30*time.Second, "the sentinels to promote the replica", func() bool {
+	old.Stop()
+	testkit.WaitFor(ts.t, 30*time.Second, "the sentinels to promote the replica", func() bool {
 		a := ts.masterAddr()
 		return a != "" && a != old.Addr()
 	})
 	return func() {
 		ts.t.Helper()
 		next := ts.master()
-		old.start()
+		old.Start()
 		ts.waitReady(next)
 	}
 }
@@ -451,7 +453,7 @@ type caddyProcess struct {
 func startCaddyProcess(t testing.TB, redisURL, authURL, routes string) *caddyProcess {
 	t.Helper()
 	dir := t.TempDir()
-	p := &caddyProcess{t: t, port: freePort(t), done: make(chan struct{})}
+	p := &caddyProcess{t: t, port: testkit.FreePort(t), done: make(chan struct{})}
 	routes = strings.NewReplacer("{redis}", redisURL, "{auth}", authURL).Replace(block(routes))
 	cfg := fmt.Sprintf("{\n\tadmin off\n\tauto_https off\n\tpersist_config off\n\tgrace_period 1s\n"+
 		"\tstorage file_system %s\n\tlog {\n\t\tlevel WARN\n\t}\n}\nhttp://127.0.0.1:%d {\n%s\n}\n",
@@ -478,7 +480,7 @@ func startCaddyProcess(t testing.TB, redisURL, authURL, routes string) *caddyPro
 			t.Logf("caddy on port %d:\n%s", p.port, b)
 		}
 	})
-	waitFor(t, 30*time.Second, "caddy to listen", func() bool {
+	testkit.WaitFor(t, 30*time.Second, "caddy to listen", func() bool {
 		c, err := net.Dial("tcp", p.Addr())
 		if err == nil {
 			c.Close()
@@ -499,15 +501,15 @@ func (p *caddyProcess) kill() {
 
 // openStreamWhenUp opens a stream, retrying while the handler answers 503
 // (its partition not read yet), and fails the test on any other refusal.
-func openStreamWhenUp(t testing.TB, url, token, lastEventID string) *sseStream {
+func openStreamWhenUp(t testing.TB, url, token, lastEventID string) *testkit.Stream {
 	t.Helper()
 	deadline := time.Now().Add(30 * time.Second)
 	for {
-		req := request(t, url, token)
+		req := testkit.Request(t, url, token)
 		if lastEventID != "" {
 			req.Header.Set("Last-Event-ID", lastEventID)
 		}
-		resp, err := streamClient.Do(req)
+		resp, err := testkit.StreamClient.Do(req)
 		if err != nil {
 			t.Fatalf("opening stream: %v", err)
 		}
@@ -520,9 +522,8 @@ func openStreamWhenUp(t testing.TB, url, token, lastEventID string) *sseStream {
 			resp.Body.Close()
 			t.Fatalf("opening stream %s: status %d", url, resp.StatusCode)
 		}
-		s := newSSEStream(resp)
-		go s.read()
-		t.Cleanup(func() { s.close(); <-s.done })
+		s := testkit.ReadStream(resp)
+		t.Cleanup(func() { s.Close(); <-s.Done() })
 		return s
 	}
 }
@@ -532,7 +533,7 @@ func openStreamWhenUp(t testing.TB, url, token, lastEventID string) *sseStream {
 // It returns the site's base URL and a check, for the end of the test, that
 // the log shows the subscriptions, their losses and recoveries, and none of
 // the secrets.
-func loadSecretURL(t *testing.T, auth *authAPI, url, routes string, secrets ...string) (base string, checkLog func()) {
+func loadSecretURL(t *testing.T, auth *testkit.AuthAPI, url, routes string, secrets ...string) (base string, checkLog func()) {
 	t.Helper()
 	t.Setenv("NOTIFY_TEST_DEPLOYMENT_URL", url)
 	logFile := filepath.Join(t.TempDir(), "caddy.log")

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/caddy-notify/notify/internal/testkit"
 	"github.com/caddy-notify/notify/publish"
 )
 
@@ -38,7 +39,7 @@ type faultRun struct {
 	t       testing.TB
 	targets []faultTarget
 	users   []string
-	streams [][]*sseStream // by target, then user
+	streams [][]*testkit.Stream // by target, then user
 
 	mu        sync.Mutex
 	sent      [][]sentMsg // by target, in order of n
@@ -55,7 +56,7 @@ func startFaultRun(t testing.TB, targets []faultTarget, users []string) *faultRu
 	fr := &faultRun{t: t, targets: targets, users: users, sent: make([][]sentMsg, len(targets)), recovered: -1,
 		stop: make(chan struct{}), done: make(chan struct{})}
 	for _, tg := range targets {
-		var ss []*sseStream
+		var ss []*testkit.Stream
 		for _, u := range users {
 			ss = append(ss, openStreamWhenUp(t, tg.url, u+"-token", ""))
 		}
@@ -110,10 +111,8 @@ func (fr *faultRun) published() int {
 // again; from the next message on, pub/sub must deliver everything.
 func (fr *faultRun) markRecovered() {
 	fr.t.Helper()
-	waitFor(fr.t, 60*time.Second, "every partition to be read again", func() bool {
-		up := true
-		hubs.Range(func(_, v any) bool { up = up && v.(*hubSet).isUp(); return true })
-		return up
+	testkit.WaitFor(fr.t, 60*time.Second, "every partition to be read again", func() bool {
+		return readersUp()
 	})
 	n := fr.published() + 1 // past a round that may have started before
 	fr.mu.Lock()
@@ -137,7 +136,7 @@ func (fr *faultRun) finish() []faultStats {
 		fr.markRecovered()
 	}
 	after := fr.recovered + 50
-	waitFor(t, 60*time.Second, "50 messages published after the recovery", func() bool { return fr.published() > after })
+	testkit.WaitFor(t, 60*time.Second, "50 messages published after the recovery", func() bool { return fr.published() > after })
 	fr.halt()
 	stats := make([]faultStats, len(fr.targets))
 	for i, tg := range fr.targets {
@@ -145,7 +144,7 @@ func (fr *faultRun) finish() []faultStats {
 		pub.WaitReplicas = 0 // the markers only need to arrive
 		for _, u := range fr.users {
 			marker := endMarker(u)
-			waitFor(t, 30*time.Second, "the end marker to be published", func() bool {
+			testkit.WaitFor(t, 30*time.Second, "the end marker to be published", func() bool {
 				_, err := pub.Publish(t.Context(), []byte(marker.payload(tg.name)), marker.to...)
 				return err == nil
 			})
@@ -159,7 +158,7 @@ func (fr *faultRun) finish() []faultStats {
 }
 
 // check compares what user u's stream on tg got with what was sent.
-func (fr *faultRun) check(tg faultTarget, u string, got []sseEvent, st *faultStats) {
+func (fr *faultRun) check(tg faultTarget, u string, got []testkit.Frame, st *faultStats) {
 	t := fr.t
 	t.Helper()
 	idx := -1
@@ -182,15 +181,15 @@ func (fr *faultRun) check(tg faultTarget, u string, got []sseEvent, st *faultSta
 	received := map[int]bool{}
 	for _, ev := range got {
 		var body struct{ N int }
-		if err := json.Unmarshal([]byte(ev.data), &body); err != nil || body.N <= last || body.N >= len(sent) {
-			t.Fatalf("%s, user %s: event %q after n=%d: out of order, repeated or never sent", tg.name, u, ev.data, last)
+		if err := json.Unmarshal([]byte(ev.Data), &body); err != nil || body.N <= last || body.N >= len(sent) {
+			t.Fatalf("%s, user %s: event %q after n=%d: out of order, repeated or never sent", tg.name, u, ev.Data, last)
 		}
 		s := sent[body.N]
-		if !s.m.isFor(u) || ev.data != s.m.payload(tg.name) {
-			t.Fatalf("%s, user %s: got %q, which was not sent to it", tg.name, u, ev.data)
+		if !s.m.isFor(u) || ev.Data != s.m.payload(tg.name) {
+			t.Fatalf("%s, user %s: got %q, which was not sent to it", tg.name, u, ev.Data)
 		}
-		if c := copyFor(s); tg.pub.Stream != "" && c.ID != "" && ev.id != c.ID {
-			t.Fatalf("%s, user %s: message %d has id %q, want %q", tg.name, u, body.N, ev.id, c.ID)
+		if c := copyFor(s); tg.pub.Stream != "" && c.ID != "" && ev.ID != c.ID {
+			t.Fatalf("%s, user %s: message %d has id %q, want %q", tg.name, u, body.N, ev.ID, c.ID)
 		}
 		last = body.N
 		received[body.N] = true

@@ -13,31 +13,28 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/caddyserver/caddy/v2"
+
+	"github.com/caddy-notify/notify/internal/testkit"
 )
 
 // provisioned sets h up as Provision does, without a Caddy config (whose
 // events app Provision needs): its own hub subscribes to a channel on rs,
 // which the caller may leave unstarted. A request that gets past every
 // refusal then waits redisWait for Redis and gets 503.
-func provisioned(t *testing.T, h *Handler, rs *redisServer) *Handler {
+func provisioned(t *testing.T, h *Handler, rs *testkit.Redis) *Handler {
 	t.Helper()
 	h.Redis = rs.URL()
 	h.applyDefaults()
 	if err := h.Validate(); err != nil {
 		t.Fatal(err)
 	}
-	opts, err := redisOptions(h.Redis)
+	rc, err := h.redisConfig()
 	if err != nil {
 		t.Fatal(err)
 	}
 	h.logger = zap.NewNop()
-	h.setUpRequests(h.AuthURL)
-	t.Cleanup(h.auth.close)
-	h.stopCtx, h.stop = context.WithCancel(t.Context())
-	t.Cleanup(h.stop)
-	h.hubSet = newHubSet(opts, source{channel: DefaultChannel}, zap.NewNop())
-	t.Cleanup(func() { _ = h.hubSet.Destruct() })
-	h.indexes = h.hubSet.attach(indexKey{recipientField: h.RecipientField})
+	h.setUp(rc)
+	t.Cleanup(func() { _ = h.Cleanup() })
 	return h
 }
 
@@ -47,15 +44,15 @@ func provisioned(t *testing.T, h *Handler, rs *redisServer) *Handler {
 // Redis is down and the auth API counts its calls, so a refusal that came
 // too late shows as a 503 or as an auth call.
 func TestRefusals(t *testing.T) {
-	auth := startAuthAPI(t, users("alice"))
-	rs := newRedisServer(t, freePort(t)) // never started
+	auth := testkit.StartAuthAPI(t, testkit.Users("alice"))
+	rs := testkit.NewRedis(t, testkit.FreePort(t)) // never started
 	listed := []string{"https://app.example.com", "https://admin.example.com", "http://localhost:3000"}
 	handlers := map[string]*Handler{
 		"plain":  provisioned(t, &Handler{AuthURL: auth.URL}, rs),
 		"listed": provisioned(t, &Handler{AuthURL: auth.URL, CORS: listed}, rs),
 		"any":    provisioned(t, &Handler{AuthURL: auth.URL, CORS: []string{"*"}}, rs),
 		"query":  provisioned(t, &Handler{AuthURL: auth.URL, TokenQuery: "access_token", TokenCookie: "session"}, rs),
-		"stream": provisioned(t, &Handler{AuthURL: auth.URL, Stream: "events"}, rs),
+		"stream": provisioned(t, &Handler{AuthURL: auth.URL, Source: Source{Stream: "events"}}, rs),
 	}
 	const (
 		preflightHeaders = "Authorization, Last-Event-ID, Cache-Control"
@@ -203,7 +200,7 @@ func TestRefusals(t *testing.T) {
 					t.Errorf("body %q, want {\"error\": %q}", body, tt.error)
 				}
 			}
-			if n := auth.calls.Load(); n != 0 {
+			if n := auth.Calls(); n != 0 {
 				t.Errorf("auth API called %d times", n)
 			}
 		})

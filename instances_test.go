@@ -6,6 +6,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/caddy-notify/notify/internal/testkit"
 	"github.com/caddy-notify/notify/publish"
 )
 
@@ -14,8 +15,8 @@ import (
 
 // TestInstances runs three Caddy processes on one Redis server.
 func TestInstances(t *testing.T) {
-	rs := startRedis(t)
-	rdb := rs.client()
+	rs := testkit.StartRedis(t)
+	rdb := rs.Client()
 	t.Cleanup(func() { rdb.Close() })
 	runInstances(t, rs.URL(), func(h clusterHandler) *publish.Publisher {
 		return &publish.Publisher{Client: rdb, Channel: h.channel, Stream: h.stream, Sharded: h.sharded, Partitions: h.partitions}
@@ -41,7 +42,7 @@ func runInstances(t *testing.T, redisURL string, publisher func(clusterHandler) 
 
 	t.Run("fan-out", func(t *testing.T) {
 		for _, h := range []clusterHandler{pubsub, stream} {
-			streams := map[string][]*sseStream{}
+			streams := map[string][]*testkit.Stream{}
 			for _, u := range scaleUsers {
 				for _, inst := range instances {
 					streams[u] = append(streams[u], openStreamWhenUp(t, inst.base()+h.path, u+"-token", ""))
@@ -55,24 +56,24 @@ func runInstances(t *testing.T, redisURL string, publisher func(clusterHandler) 
 
 	t.Run("SIGKILL and resume elsewhere", func(t *testing.T) {
 		pub := publisher(stream)
-		streams := map[string][]*sseStream{}
+		streams := map[string][]*testkit.Stream{}
 		for _, u := range scaleUsers {
-			streams[u] = []*sseStream{openStreamWhenUp(t, instances[0].base()+stream.path, u+"-token", "")}
+			streams[u] = []*testkit.Stream{openStreamWhenUp(t, instances[0].base()+stream.path, u+"-token", "")}
 		}
 		plan := mixedPlan(scaleUsers, 40)
 		at := expectPlan(t, pub, "before", plan, publishPlan(t, pub, "before", plan), streams)
 
 		instances[0].kill() // SIGKILL: the streams break, nothing is closed cleanly
 		for _, ss := range streams {
-			ss[0].waitEnded(t, 10*time.Second)
+			ss[0].WaitEnded(t, 10*time.Second)
 		}
 		// Published while the clients are away, then live once they are back.
 		missed := mixedPlan(scaleUsers, 40)
 		missedResults := publishPlan(t, pub, "after", missed)
-		resumed := map[string][]*sseStream{}
+		resumed := map[string][]*testkit.Stream{}
 		for i, u := range scaleUsers {
 			inst := instances[1+i%2]
-			resumed[u] = []*sseStream{openStreamWhenUp(t, inst.base()+stream.path, u+"-token", at[u][0].id)}
+			resumed[u] = []*testkit.Stream{openStreamWhenUp(t, inst.base()+stream.path, u+"-token", at[u][0].ID)}
 		}
 		live := mixedPlan(scaleUsers, 40)
 		for i := range live {

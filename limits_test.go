@@ -15,7 +15,8 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
-	"go.uber.org/zap"
+
+	"github.com/caddy-notify/notify/internal/testkit"
 )
 
 // bigMessage is a message for user of exactly size bytes.
@@ -30,8 +31,8 @@ func TestTooLargeMessagesAreDropped(t *testing.T) {
 	const limit = 4096
 	for _, mode := range []string{"channel", "stream"} {
 		t.Run(mode, func(t *testing.T) {
-			rs := startRedis(t)
-			auth := startAuthAPI(t, users("alice"))
+			rs := testkit.StartRedis(t)
+			auth := testkit.StartAuthAPI(t, testkit.Users("alice"))
 			base := serve(t, rs, auth, `
 	metrics /metrics
 	notify /events {
@@ -40,11 +41,11 @@ func TestTooLargeMessagesAreDropped(t *testing.T) {
 		`+mode+` notifications
 		max_message_size 4KiB
 	}`)
-			c := rs.client()
+			c := rs.Client()
 			t.Cleanup(func() { c.Close() })
 			publish := func(msg string) {
 				if mode == "channel" {
-					rs.publish(t, "notifications", msg)
+					rs.Publish(t, "notifications", msg)
 					return
 				}
 				// The entry's size counts its field name ("data").
@@ -56,17 +57,17 @@ func TestTooLargeMessagesAreDropped(t *testing.T) {
 			if mode == "stream" {
 				overhead = len("data")
 			}
-			before := metricValue(t, base+"/metrics", `caddy_notify_dropped_total{reason="too_large"}`)
-			s := openStream(t, request(t, base+"/events", "alice-token"))
+			before := testkit.MetricValue(t, base+"/metrics", `caddy_notify_dropped_total{reason="too_large"}`)
+			s := testkit.OpenStream(t, testkit.Request(t, base+"/events", "alice-token"))
 			publish(bigMessage("alice", 1, limit+1-overhead))
 			publish(bigMessage("alice", 2, limit-overhead))
 			publish(`{"recipient_id":"alice","n":3}`)
 			for _, want := range []string{bigMessage("alice", 2, limit-overhead), `{"recipient_id":"alice","n":3}`} {
-				if ev := s.next(t, 5*time.Second); ev.data != want {
-					t.Fatalf("got %.60q…, want %.60q…", ev.data, want)
+				if ev := s.Next(t, 5*time.Second); ev.Data != want {
+					t.Fatalf("got %.60q…, want %.60q…", ev.Data, want)
 				}
 			}
-			if d := metricValue(t, base+"/metrics", `caddy_notify_dropped_total{reason="too_large"}`) - before; d != 1 {
+			if d := testkit.MetricValue(t, base+"/metrics", `caddy_notify_dropped_total{reason="too_large"}`) - before; d != 1 {
 				t.Errorf("too_large drops rose by %v, want 1", d)
 			}
 		})
@@ -93,8 +94,8 @@ var smallWindowClient = &http.Client{Transport: &http.Transport{
 // the process, then it is closed as a slow client: with 1 MB messages and
 // queue_size 1000, only queue_bytes (4 MiB) can close it early.
 func TestNonReadingStreamHoldsAtMostQueueBytes(t *testing.T) {
-	rs := startRedis(t)
-	auth := startAuthAPI(t, users("alice"))
+	rs := testkit.StartRedis(t)
+	auth := testkit.StartAuthAPI(t, testkit.Users("alice"))
 	base := serve(t, rs, auth, `
 	metrics /metrics
 	notify /events {
@@ -104,7 +105,7 @@ func TestNonReadingStreamHoldsAtMostQueueBytes(t *testing.T) {
 		queue_bytes 4MiB
 		write_timeout 1h
 	}`)
-	resp, err := smallWindowClient.Do(request(t, base+"/events", "alice-token"))
+	resp, err := smallWindowClient.Do(testkit.Request(t, base+"/events", "alice-token"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -113,7 +114,7 @@ func TestNonReadingStreamHoldsAtMostQueueBytes(t *testing.T) {
 		t.Fatalf("status %d", resp.StatusCode)
 	}
 	drops := func() float64 {
-		return metricValue(t, base+"/metrics", `caddy_notify_dropped_total{reason="slow_client"}`)
+		return testkit.MetricValue(t, base+"/metrics", `caddy_notify_dropped_total{reason="slow_client"}`)
 	}
 	before := drops()
 	heapBefore := heapInUse()
@@ -122,7 +123,7 @@ func TestNonReadingStreamHoldsAtMostQueueBytes(t *testing.T) {
 	msg := bigMessage("alice", 0, size)
 	published := 0
 	for ; published < 300 && drops() == before; published++ {
-		rs.publish(t, DefaultChannel, msg)
+		rs.Publish(t, defaultChannel, msg)
 		// Paced: Caddy keeps up, so what grows is the stream's queue.
 		time.Sleep(5 * time.Millisecond)
 		peak = max(peak, heapInUse())
@@ -147,33 +148,6 @@ func heapInUse() uint64 {
 	var m runtime.MemStats
 	runtime.ReadMemStats(&m)
 	return m.HeapAlloc
-}
-
-// Delivering a message allocates its frame once and nothing else in
-// proportion to its size: with go-redis's own copy, a message costs about
-// twice its size while it is delivered.
-func TestDispatchAllocatesOneFrame(t *testing.T) {
-	ix := newIndex(indexKey{recipientField: "recipient_id"})
-	s := newSubscriber("alice", false, nil, queueLimit{events: 8})
-	ix.add(s)
-	hb := &hub{logger: zap.NewNop()}
-	hb.routes.Store(&[]*index{ix})
-	p := &pubsubReader{hub: hb, maxSize: 64 << 20}
-	payload := []byte(bigMessage("alice", 1, 20<<20))
-
-	var before, after runtime.MemStats
-	runtime.GC()
-	runtime.ReadMemStats(&before)
-	p.dispatch(payload)
-	runtime.ReadMemStats(&after)
-	if got, _, _ := s.take(nil); len(got) != 1 {
-		t.Fatalf("%d events delivered, want 1", len(got))
-	}
-	allocated := after.TotalAlloc - before.TotalAlloc
-	if limit := uint64(len(payload)) * 11 / 10; allocated > limit {
-		t.Errorf("dispatching a %d MiB message allocated %d MiB, want at most %d MiB (its frame)",
-			len(payload)>>20, allocated>>20, limit>>20)
-	}
 }
 
 // livePeak watches the live heap, as each garbage collection measures it,
@@ -218,8 +192,8 @@ func livePeak(t *testing.T) (stop func() uint64) {
 // reset where the replay budget cuts their history, and the shared reader
 // keeps delivering to everybody else meanwhile.
 func TestStreamMemoryIsBoundedInBytes(t *testing.T) {
-	rs := startRedis(t)
-	c := rs.client()
+	rs := testkit.StartRedis(t)
+	c := rs.Client()
 	t.Cleanup(func() { c.Close() })
 	const size, entries = 1_000_000, 300
 	pipe := c.Pipeline()
@@ -235,12 +209,10 @@ func TestStreamMemoryIsBoundedInBytes(t *testing.T) {
 	base := heapInUse()
 	peak := livePeak(t)
 	url := streamSetup(t, rs, "history_bytes 32MiB").base() + "/events"
-	waitFor(t, 30*time.Second, "the window loaded", func() bool {
-		ok := false
-		hubs.Range(func(_, v any) bool { ok = v.(*hubSet).isUp(); return true })
-		return ok
+	testkit.WaitFor(t, 30*time.Second, "the window loaded", func() bool {
+		return readersUp()
 	})
-	live := openStream(t, request(t, url, "bob-token"))
+	live := testkit.OpenStream(t, testkit.Request(t, url, "bob-token"))
 	if grew := peak() - base; grew > 96<<20 {
 		t.Errorf("starting on %d MB of entries took %d MiB of heap, want history_bytes (32 MiB) and one read (16 MiB) at most, with slack", entries, grew>>20)
 	} else {
@@ -262,9 +234,9 @@ func TestStreamMemoryIsBoundedInBytes(t *testing.T) {
 	results := make(chan result, 8)
 	for range 8 {
 		go func() {
-			req := request(t, url, "alice-token")
+			req := testkit.Request(t, url, "alice-token")
 			req.Header.Set("Last-Event-ID", "1-0")
-			resp, err := streamClient.Do(req)
+			resp, err := testkit.StreamClient.Do(req)
 			if err != nil {
 				results <- result{err: err}
 				return
@@ -304,9 +276,9 @@ func TestStreamMemoryIsBoundedInBytes(t *testing.T) {
 	for i := range 5 {
 		start := time.Now()
 		xadd(t, c, fmt.Sprintf(`{"recipient_id":"bob","n":%d}`, i))
-		ev := live.next(t, 5*time.Second)
+		ev := live.Next(t, 5*time.Second)
 		if d := time.Since(start); d > time.Second {
-			t.Errorf("a live event took %s during the replays (%q)", d, ev.data)
+			t.Errorf("a live event took %s during the replays (%q)", d, ev.Data)
 		}
 		time.Sleep(100 * time.Millisecond)
 	}

@@ -5,14 +5,16 @@ import (
 	"net/http"
 	"testing"
 	"time"
+
+	"github.com/caddy-notify/notify/internal/testkit"
 )
 
 // TestMethodsAndCORS covers, through Caddy, the CORS headers of a real 200
 // stream and HEAD requests, whose body the server drops. The refusals that
 // need neither are in TestRefusals.
 func TestMethodsAndCORS(t *testing.T) {
-	rs := startRedis(t)
-	auth := startAuthAPI(t, users("alice"))
+	rs := testkit.StartRedis(t)
+	auth := testkit.StartAuthAPI(t, testkit.Users("alice"))
 	base := serve(t, rs, auth, `
 	notify /plain {
 		redis {redis}
@@ -63,8 +65,8 @@ func TestMethodsAndCORS(t *testing.T) {
 			for k, v := range tt.headers {
 				req.Header.Set(k, v)
 			}
-			before := auth.calls.Load()
-			resp, err := streamClient.Do(req)
+			before := auth.Calls()
+			resp, err := testkit.StreamClient.Do(req)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -83,17 +85,17 @@ func TestMethodsAndCORS(t *testing.T) {
 					t.Errorf("HEAD body %q", body)
 				}
 			}
-			if calls := auth.calls.Load() - before; calls != tt.authCalls {
+			if calls := auth.Calls() - before; calls != tt.authCalls {
 				t.Errorf("auth API called %d times, want %d", calls, tt.authCalls)
 			}
 		})
 	}
-	waitFor(t, time.Second, "HEAD and closed streams leave no subscriber", func() bool { return openSubscribers() == 0 })
+	testkit.WaitFor(t, time.Second, "HEAD and closed streams leave no subscriber", func() bool { return openSubscribers() == 0 })
 }
 
 func TestHeartbeat(t *testing.T) {
-	rs := startRedis(t)
-	auth := startAuthAPI(t, users("alice"))
+	rs := testkit.StartRedis(t)
+	auth := testkit.StartAuthAPI(t, testkit.Users("alice"))
 	base := serve(t, rs, auth, `
 	notify /fast {
 		redis {redis}
@@ -106,14 +108,14 @@ func TestHeartbeat(t *testing.T) {
 		auth_url {auth}
 		heartbeat 0
 	}`)
-	fast := openStream(t, request(t, base+"/fast", "alice-token"))
-	off := openStream(t, request(t, base+"/off", "alice-token"))
+	fast := testkit.OpenStream(t, testkit.Request(t, base+"/fast", "alice-token"))
+	off := testkit.OpenStream(t, testkit.Request(t, base+"/off", "alice-token"))
 
-	ping := sseEvent{kind: frameComment, comment: " ping"}
-	fast.expect(t, sseEvent{kind: frameRetry, retry: "1500"}, ping, ping, ping)
-	off.expect(t, sseEvent{kind: frameRetry, retry: "3000"})
+	ping := testkit.Frame{Kind: testkit.FrameComment, Comment: " ping"}
+	fast.Expect(t, testkit.Frame{Kind: testkit.FrameRetry, Retry: "1500"}, ping, ping, ping)
+	off.Expect(t, testkit.Frame{Kind: testkit.FrameRetry, Retry: "3000"})
 	// With heartbeats off, the only thing that arrives is the event.
 	time.Sleep(300 * time.Millisecond) // three intervals of /fast
-	rs.publish(t, DefaultChannel, `{"recipient_id":"alice"}`)
-	off.expect(t, sseEvent{kind: frameEvent, data: `{"recipient_id":"alice"}`})
+	rs.Publish(t, defaultChannel, `{"recipient_id":"alice"}`)
+	off.Expect(t, testkit.Frame{Kind: testkit.FrameEvent, Data: `{"recipient_id":"alice"}`})
 }

@@ -1,8 +1,14 @@
 // Package notify is a Caddy HTTP handler that turns a Caddy server into a
 // push-notification gateway: clients hold a Server-Sent Events stream open,
 // each stream is authenticated against the site's own auth API, and every
-// JSON message published to a Redis channel is sent to the streams of the
-// users it names in its recipient field.
+// JSON message published to a Redis channel or stream is sent to the
+// streams of the users it names in its recipient field.
+//
+// This package is the Caddy layer: the two handlers (notify and
+// notify_publish), their configuration and Caddyfile syntax, metrics
+// registration, and the pools of what outlives a config. The engine they
+// drive lives in internal/ (see CONTRIBUTING.md for a message's walk
+// through it).
 package notify
 
 import (
@@ -12,7 +18,6 @@ import (
 	"net/url"
 	"slices"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
@@ -21,6 +26,14 @@ import (
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"go.uber.org/zap"
 
+	"github.com/caddy-notify/notify/internal/auth"
+	"github.com/caddy-notify/notify/internal/control"
+	"github.com/caddy-notify/notify/internal/gateway"
+	"github.com/caddy-notify/notify/internal/hub"
+	"github.com/caddy-notify/notify/internal/index"
+	"github.com/caddy-notify/notify/internal/presence"
+	"github.com/caddy-notify/notify/internal/redisurl"
+	"github.com/caddy-notify/notify/internal/sse"
 	"github.com/caddy-notify/notify/publish"
 )
 
@@ -28,84 +41,42 @@ func init() {
 	caddy.RegisterModule(Handler{})
 }
 
-// Defaults of the optional settings.
+// Defaults and bounds of notify's own settings (the source's are in
+// source.go).
 const (
-	DefaultRedis            = "redis://127.0.0.1:6379/0"
-	DefaultChannel          = "notifications"
-	DefaultRecipientField   = "recipient_id"
-	DefaultUserField        = "user_id"
-	DefaultAuthTimeout      = 5 * time.Second
-	DefaultHeartbeat        = 15 * time.Second
-	DefaultRetry            = 3 * time.Second
-	DefaultQueueSize        = 256
-	DefaultWriteTimeout     = 10 * time.Second
-	DefaultStreamField      = "data"
-	DefaultReplayLimit      = 1000
-	DefaultHistoryEntries   = 50_000
-	DefaultHistoryBytes     = 32 << 20
-	DefaultMaxMessageSize   = 1 << 20
-	DefaultQueueBytes       = 4 << 20
-	DefaultPresenceInterval = 10 * time.Second
-	// MaxQueueSize bounds queue_size: a larger queue only delays the
+	defaultUserField        = "user_id"
+	defaultAuthTimeout      = 5 * time.Second
+	defaultHeartbeat        = 15 * time.Second
+	defaultRetry            = 3 * time.Second
+	defaultQueueSize        = 256
+	defaultWriteTimeout     = 10 * time.Second
+	defaultReplayLimit      = 1000
+	defaultHistoryEntries   = 50_000
+	defaultHistoryBytes     = 32 << 20
+	defaultQueueBytes       = 4 << 20
+	defaultPresenceInterval = 10 * time.Second
+	// maxQueueSize bounds queue_size: a larger queue only delays the
 	// moment a stuck client is closed while holding more memory.
-	MaxQueueSize = 1000
-	// DefaultAuthConcurrency is the default of auth_concurrency: as many
-	// requests as connections the handler opened to the auth API before
-	// the setting existed.
-	DefaultAuthConcurrency = 64
-	// MaxAuthConcurrency bounds auth_concurrency: a sanity limit, far
+	maxQueueSize = 1000
+	// defaultAuthConcurrency is as many requests as connections the
+	// handler once opened to the auth API.
+	defaultAuthConcurrency = 64
+	// maxAuthConcurrency bounds auth_concurrency: a sanity limit, far
 	// above what one auth API serves, that still bounds the connections
 	// and goroutines one handler may hold for it.
-	MaxAuthConcurrency = 10_000
-	// MaxHistoryBytes bounds history_bytes: a sanity limit that catches a
+	maxAuthConcurrency = 10_000
+	// maxHistoryBytes bounds history_bytes: a sanity limit that catches a
 	// unit typed wrong (TiB for MiB) before it becomes an out-of-memory kill.
-	MaxHistoryBytes = 1 << 40
-	// MaxMessageSizeLimit bounds max_message_size: Redis itself refuses
-	// bulk strings over 512 MiB.
-	MaxMessageSizeLimit = 512 << 20
+	maxHistoryBytes = 1 << 40
 )
 
 // Handler streams the Redis messages addressed to the authenticated user as
 // Server-Sent Events. It ends the middleware chain: it never calls the next
 // handler.
 type Handler struct {
-	// Redis, as a URL: redis://[user:password@]host:port[/db] for one
-	// server (rediss:// for TLS);
-	// redis+sentinel://[user:password@]host:port[,host:port...][/db]?master_name=NAME
-	// for a master behind Redis Sentinel (rediss+sentinel:// for TLS; the
-	// sentinel_username and sentinel_password options authenticate to the
-	// sentinels, user:password@ to the data nodes); or
-	// redis+cluster://[user:password@]host:port[,host:port...] for a Redis
-	// Cluster (rediss+cluster:// for TLS; the nodes listed are seeds).
-	// go-redis's query options (dial_timeout, pool_size...) apply. Global
-	// placeholders such as {env.REDIS_URL} are resolved at provision time.
-	// Default: redis://127.0.0.1:6379/0.
-	Redis string `json:"redis,omitempty"`
-
-	// Pub/sub channel carrying the JSON messages. Default: notifications
-	// (unless Stream is set).
-	Channel string `json:"channel,omitempty"`
-
-	// Pub/sub mode: read the channel with sharded pub/sub (SSUBSCRIBE;
-	// publishers use SPUBLISH), so that in a Redis Cluster a channel's
-	// traffic stays on the shard that owns it. Needs Redis 7.
-	Sharded bool `json:"sharded,omitempty"`
-
-	// With n > 1, read <channel>.0 ... <channel>.<n-1> (stream mode: the
-	// stream keys <stream>.0 ... <stream>.<n-1>) instead of the channel or
-	// stream: a user's streams read partition crc32(user id) mod n only, and
-	// publishers put each message on the partition of each recipient (see
-	// the publish package). Default: 1, at most 1024.
-	Partitions int `json:"partitions,omitempty"`
-
-	// Redis Stream to read instead of a pub/sub channel: durable delivery,
-	// with each event's entry ID as its SSE id and Last-Event-ID resume.
-	// Channel and Stream are alternatives.
-	Stream string `json:"stream,omitempty"`
-
-	// Stream mode: the entry field holding the message JSON. Default: data.
-	// This and the three settings below are refused without Stream.
-	StreamField string `json:"stream_field,omitempty"`
+	// Where the messages are, and the rules they are read by: shared with
+	// notify_publish.
+	Source
 
 	// Stream mode: the most events one resuming stream is replayed; past
 	// it the client gets a reset event and the newest ReplayLimit events.
@@ -120,10 +91,6 @@ type Handler struct {
 	// Stream mode: the most bytes of entries kept in memory, split evenly
 	// between the partitions. Default: 32 MiB, at most 1 TiB.
 	HistoryBytes int `json:"history_bytes,omitempty"`
-
-	// JSON field of each message that names its recipient: a string, an
-	// integer, or an array of those. Default: recipient_id.
-	RecipientField string `json:"recipient_field,omitempty"`
 
 	// Auth API endpoint. Each new stream makes a GET to it with the client's
 	// token as "Authorization: Bearer <token>" and the client's Cookie
@@ -220,38 +187,34 @@ type Handler struct {
 	// Default: 10s.
 	WriteTimeout caddy.Duration `json:"write_timeout,omitempty"`
 
-	// The largest message (pub/sub) or stream entry (all its fields) that
-	// is delivered, in bytes; a bigger one is dropped and counted as
-	// too_large without being parsed. It also sizes every read from a
-	// Redis Stream (see README, "Memory"). Default: 1 MiB.
-	MaxMessageSize int `json:"max_message_size,omitempty"`
-
 	// The most bytes of events that may wait for one stream, counting what
 	// it is writing; past it the stream is closed like a full queue_size
-	// (the client reconnects). At least max_message_size. Default: 4 MiB.
+	// (the client reconnects). At least max_message_size. Default: 4 MiB,
+	// or max_message_size when that is larger.
 	QueueBytes int `json:"queue_bytes,omitempty"`
 
-	redisURL    string // Redis with placeholders resolved
-	heartbeat   time.Duration
-	tokens      tokenSource
+	// HTTP/1.1 streams are taken over from Caddy once authenticated: their
+	// connection is hijacked, so that an idle stream holds no goroutine
+	// and none of Caddy's per-request state (about 3 KiB per idle stream
+	// instead of about 11 KiB). A taken-over stream skips what Caddy does
+	// when a response ends or is written: deferred `header` operations,
+	// `encode`, and the access log's status, size and duration (logged
+	// when the stream starts). false keeps HTTP/1.1 streams in Caddy's
+	// hands, as HTTP/2 and HTTP/3 streams always are. Default: true.
+	Takeover *bool `json:"takeover,omitempty"`
+
+	tokens      auth.TokenSource
 	cors        corsPolicy
-	auth        *authClient
-	hubSet      *hubSet
+	heartbeat   time.Duration
+	takeover    bool
+	auth        *auth.Client
+	gateway     *gateway.Gateway // nil until Provision succeeds on a valid config
 	hubKey      string
-	indexes     []*index // by partition
-	group       *streamGroup
-	retryFrame  *event // every stream's first frame
-	retryAfter  string // the retry delay in whole seconds, for Retry-After
-	limits      *streamLimits
-	presence    *presence // nil when presence is off
 	presenceKey string
-	control     *controlChannel // nil when control_channel is off
+	control     *control.Channel // nil when control_channel is off
 	controlKey  string
-	controlTo   *controlTarget
-	reauth      *reauther       // nil when reauth is off
-	conns       *connWatch      // the hijacked streams
-	stopCtx     context.Context // done when this config starts stopping
-	stop        context.CancelFunc
+	retryFrame  *sse.Frame // every stream's first frame
+	retryAfter  string     // the retry delay in whole seconds, for Retry-After
 	logger      *zap.Logger
 }
 
@@ -263,37 +226,31 @@ func (Handler) CaddyModule() caddy.ModuleInfo {
 	}
 }
 
-// Provision sets defaults, attaches the shared Redis hub and arranges for
-// streams to end when the config stops. It does not dial Redis: the hub does
+// Provision sets defaults, attaches the shared Redis hubs and arranges for
+// streams to end when the config stops. It does not dial Redis: the hubs do
 // that in the background, so Caddy starts while Redis is down.
 //
 // Caddy calls Provision before Validate. Provision therefore checks nothing
 // itself: failing here would report the first mistake only, worded apart
-// from Validate's (issue 7). Instead, an invalid config builds nothing (no
-// hub, no auth client, no goroutine) and Provision returns nil, so that
-// Caddy goes on to Validate, which reports every mistake, and then to
-// Cleanup, which copes with the missing state.
+// from Validate's. Instead, an invalid config builds nothing (no hub, no
+// auth client, no goroutine) and Provision returns nil, so that Caddy goes
+// on to Validate, which reports every mistake, and then to Cleanup, which
+// copes with the missing state.
 func (h *Handler) Provision(ctx caddy.Context) error {
 	h.logger = ctx.Logger()
 	h.applyDefaults()
 	if h.Validate() != nil {
 		return nil
 	}
-
-	h.redisURL = resolvePlaceholders(h.Redis)
-	rc, err := redisOptions(h.redisURL)
+	rc, err := h.redisConfig()
 	if err != nil {
 		// Unreachable (Validate parsed the same URL). The error never
 		// quotes the URL, which may hold a password.
 		return fmt.Errorf("notify: redis: %w", err)
 	}
-	h.setUpRequests(resolvePlaceholders(h.AuthURL))
-
-	if err := metrics.register(ctx.GetMetricsRegistry()); err != nil {
+	if err := registerCollectors(ctx.GetMetricsRegistry(), notifyMetrics.Collectors()...); err != nil {
 		return fmt.Errorf("registering metrics: %w", err)
 	}
-
-	h.stopCtx, h.stop = context.WithCancel(ctx)
 	events, err := ctx.App("events")
 	if err != nil {
 		return fmt.Errorf("loading events app: %w", err)
@@ -301,154 +258,141 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	// Caddy waits for active requests before cleaning up a config, and its
 	// default grace period is unlimited: streams must end themselves when
 	// their config starts stopping, or reloads and exits would hang.
-	if err := events.(*caddyevents.App).On("stopping", stopOnEvent(h.stop)); err != nil {
+	if err := events.(*caddyevents.App).On("stopping", stopOnEvent(h.endStreams)); err != nil {
 		return fmt.Errorf("watching stopping event: %w", err)
 	}
-	// Hijacked streams have no goroutine waiting for the stop: it ends
-	// them all at once.
-	h.conns.stopOn(h.stopCtx)
+	h.setUp(rc)
+	return nil
+}
 
-	src := source{channel: h.Channel, sharded: h.Sharded, partitions: h.Partitions, maxMessageSize: h.MaxMessageSize}
-	ixKey := indexKey{recipientField: h.RecipientField}
+// setUp builds what serving needs, on a config Validate accepted: the
+// request side (token sources, CORS, the auth client, the retry frame) and
+// the engine (the pooled hubs, presence and control channel, and the
+// gateway). Part of Provision, after what needs a Caddy context.
+func (h *Handler) setUp(rc *redisurl.Config) {
+	h.tokens = auth.TokenSource{Query: h.TokenQuery, Cookie: h.TokenCookie}
+	h.cors = newCORSPolicy(h.CORS)
+	h.auth = auth.New(auth.Options{URL: resolvePlaceholders(h.AuthURL), UserField: h.UserField,
+		Timeout: time.Duration(h.AuthTimeout), CacheTTL: time.Duration(h.AuthCache),
+		Concurrency: h.AuthConcurrency, Logger: h.logger, Metrics: notifyMetrics})
+	h.retryFrame = sse.Retry(time.Duration(h.Retry))
+	h.retryAfter = strconv.Itoa(int((time.Duration(h.Retry) + time.Second - 1) / time.Second))
+
+	var history historySettings
 	if h.Stream != "" {
-		src = source{stream: h.Stream, partitions: h.Partitions,
-			history:        historyConfig{entries: h.HistoryEntries, bytes: h.HistoryBytes},
-			maxMessageSize: h.MaxMessageSize}
-		ixKey.dataField = h.StreamField
+		history = historySettings{h.HistoryEntries, h.HistoryBytes}
 	}
-	key := hubKey(rc, src)
-	v, _, err := hubs.LoadOrNew(key, func() (caddy.Destructor, error) {
-		// A pooled hub outlives this config: it gets the process logger.
-		return newHubSet(rc, src, caddy.Log().Named("notify.hub")), nil
+	h.hubKey = hubKey(rc, &h.Source, history)
+	hubs := hubSets.acquire(h.hubKey, func() *pooledHubs {
+		client, clientKey := acquireClient(rc, h.Stream, h.Partitions)
+		src := hub.Source{Channel: h.Channel, Stream: h.Stream, Sharded: h.Sharded, Partitions: h.Partitions,
+			History: hub.History{Entries: history.entries, Bytes: history.bytes}, MaxMessageSize: h.MaxMessageSize}
+		// Pooled values outlive this config: they get the process logger.
+		opts := hub.Options{Logger: caddy.Log().Named("notify.hub"), Metrics: notifyMetrics}
+		return &pooledHubs{set: hub.NewSet(client, src, opts), clientKey: clientKey}
 	})
-	if err != nil {
-		return fmt.Errorf("creating redis hub: %w", err)
+	var keeper *presence.Keeper
+	if h.Presence != "" {
+		h.presenceKey = fmt.Sprintf("%s %q %d", rc.Key(), h.Presence, h.PresenceInterval)
+		keeper = presenceKeepers.acquire(h.presenceKey, func() *pooledPresence {
+			client, clientKey := acquireClient(rc, "", 0)
+			logger := caddy.Log().Named("notify.presence")
+			return &pooledPresence{presence.New(client, h.Presence, time.Duration(h.PresenceInterval), logger, notifyMetrics), clientKey}
+		}).keeper
 	}
-	h.hubSet, h.hubKey = v.(*hubSet), key // set only on success: Cleanup relies on it
-	h.indexes = h.hubSet.attach(ixKey)
-
-	if h.heartbeat > 0 {
-		go h.group.beat(h.stopCtx, h.indexes)
+	fields := index.Key{RecipientField: h.RecipientField}
+	if h.Stream != "" {
+		fields.DataField = h.StreamField
 	}
+	h.gateway = gateway.New(gateway.Options{
+		Hubs: hubs.set, Fields: fields, Broadcast: h.Broadcast,
+		Heartbeat: h.heartbeat, WriteTimeout: time.Duration(h.WriteTimeout),
+		Queue:      index.QueueLimit{Events: h.QueueSize, Bytes: h.QueueBytes},
+		MaxStreams: h.MaxStreams, MaxStreamsPerUser: h.MaxStreamsPerUser,
+		ReplayLimit: h.ReplayLimit, Takeover: h.takeover,
+		Auth: h.auth, Reauth: time.Duration(h.Reauth), Presence: keeper,
+		Logger: h.logger, Metrics: notifyMetrics,
+	})
 	if h.ControlChannel != "" {
 		// Read with SSUBSCRIBE like the main channel; a stream-mode
 		// handler's control channel is classic pub/sub.
 		sharded := h.Sharded && h.Stream == ""
-		key := "control " + rc.key() + fmt.Sprintf(" %q %t", h.ControlChannel, sharded)
-		v, _, err := hubs.LoadOrNew(key, func() (caddy.Destructor, error) {
-			return newControlChannel(rc, h.ControlChannel, sharded, caddy.Log().Named("notify.control")), nil
-		})
-		if err != nil {
-			return fmt.Errorf("creating control channel: %w", err)
-		}
-		h.control, h.controlKey = v.(*controlChannel), key
-		h.controlTo = &controlTarget{group: h.group, indexes: h.indexes}
-		h.control.add(h.controlTo)
-	}
-	if h.Presence != "" {
-		key := "presence " + rc.key() + fmt.Sprintf(" %q %d", h.Presence, h.PresenceInterval)
-		v, _, err := hubs.LoadOrNew(key, func() (caddy.Destructor, error) {
+		h.controlKey = fmt.Sprintf("%s %q %t", rc.Key(), h.ControlChannel, sharded)
+		h.control = controlChannels.acquire(h.controlKey, func() *pooledControl {
 			client, clientKey := acquireClient(rc, "", 0)
-			p := newPresence(client, h.Presence, time.Duration(h.PresenceInterval), caddy.Log().Named("notify.presence"))
-			p.clientKey = clientKey
-			return p, nil
-		})
-		if err != nil {
-			return fmt.Errorf("creating presence keeper: %w", err)
-		}
-		h.presence, h.presenceKey = v.(*presence), key
+			logger := caddy.Log().Named("notify.control")
+			return &pooledControl{control.New(client, h.ControlChannel, sharded, logger, notifyMetrics), clientKey}
+		}).channel
+		h.control.Add(h.gateway)
 	}
-	if h.Reauth > 0 {
-		h.reauth = newReauther(time.Duration(h.Reauth), h.auth, h.logger)
-		go h.reauth.run(h.stopCtx)
-	}
-	return nil
 }
 
-// setUpRequests builds what serving requests needs besides Redis: token
-// sources, CORS, the auth client, the retry frame, the limits and the
-// streams' group. Part of Provision, on a config Validate accepted.
-func (h *Handler) setUpRequests(authURL string) {
-	h.tokens = tokenSource{query: h.TokenQuery, cookie: h.TokenCookie}
-	h.cors = newCORSPolicy(h.CORS)
-	h.auth = newAuthClient(authURL, h.UserField, time.Duration(h.AuthTimeout), time.Duration(h.AuthCache), h.AuthConcurrency, h.logger)
-	h.retryFrame = retryEvent(time.Duration(h.Retry))
-	h.retryAfter = strconv.Itoa(int((time.Duration(h.Retry) + time.Second - 1) / time.Second))
-	h.limits = newStreamLimits(h.MaxStreams, h.MaxStreamsPerUser)
-	h.group = &streamGroup{heartbeat: h.heartbeat}
-	h.conns = new(connWatch)
+// endStreams ends the handler's streams: its config is stopping.
+func (h *Handler) endStreams() {
+	if h.gateway != nil {
+		h.gateway.EndStreams()
+	}
 }
 
 func (h *Handler) applyDefaults() {
-	if h.Redis == "" {
-		h.Redis = DefaultRedis
-	}
-	if h.Channel == "" && h.Stream == "" {
-		h.Channel = DefaultChannel
-	}
+	h.Source.applyDefaults()
 	if h.Stream != "" {
-		if h.StreamField == "" {
-			h.StreamField = DefaultStreamField
-		}
 		if h.ReplayLimit == 0 {
-			h.ReplayLimit = DefaultReplayLimit
+			h.ReplayLimit = defaultReplayLimit
 		}
 		if h.HistoryEntries == 0 {
-			h.HistoryEntries = DefaultHistoryEntries
+			h.HistoryEntries = defaultHistoryEntries
 		}
 		if h.HistoryBytes == 0 {
-			h.HistoryBytes = DefaultHistoryBytes
+			h.HistoryBytes = defaultHistoryBytes
 		}
 	}
-	if h.RecipientField == "" {
-		h.RecipientField = DefaultRecipientField
-	}
 	if h.UserField == "" {
-		h.UserField = DefaultUserField
+		h.UserField = defaultUserField
 	}
 	if h.AuthTimeout == 0 {
-		h.AuthTimeout = caddy.Duration(DefaultAuthTimeout)
+		h.AuthTimeout = caddy.Duration(defaultAuthTimeout)
 	}
 	if h.AuthConcurrency == 0 {
-		h.AuthConcurrency = DefaultAuthConcurrency
+		h.AuthConcurrency = defaultAuthConcurrency
 	}
-	h.heartbeat = DefaultHeartbeat
+	h.heartbeat = defaultHeartbeat
 	if h.Heartbeat != nil {
 		h.heartbeat = time.Duration(*h.Heartbeat)
 	}
 	if h.Retry == 0 {
-		h.Retry = caddy.Duration(DefaultRetry)
-	}
-	if h.Partitions == 0 {
-		h.Partitions = 1
+		h.Retry = caddy.Duration(defaultRetry)
 	}
 	if h.QueueSize == 0 {
-		h.QueueSize = DefaultQueueSize
+		h.QueueSize = defaultQueueSize
 	}
 	if h.WriteTimeout == 0 {
-		h.WriteTimeout = caddy.Duration(DefaultWriteTimeout)
+		h.WriteTimeout = caddy.Duration(defaultWriteTimeout)
 	}
 	if h.Presence != "" && h.PresenceInterval == 0 {
-		h.PresenceInterval = caddy.Duration(DefaultPresenceInterval)
-	}
-	if h.MaxMessageSize == 0 {
-		h.MaxMessageSize = DefaultMaxMessageSize
+		h.PresenceInterval = caddy.Duration(defaultPresenceInterval)
 	}
 	if h.QueueBytes == 0 {
-		h.QueueBytes = max(DefaultQueueBytes, h.MaxMessageSize)
+		h.QueueBytes = max(defaultQueueBytes, h.MaxMessageSize)
 	}
+	h.takeover = h.Takeover == nil || *h.Takeover
 }
 
 // Validate is the one rulebook of the configuration: the Caddyfile parser
-// checks syntax only and leaves meaning here, so a Caddyfile and a JSON
-// config get the same message for the same mistake. It checks the config as
-// it will run: with defaults applied (to a copy, as Validate must not modify
+// checks syntax, and leaves meaning to these rules, which it also runs on
+// the block it read (to name its line); so a Caddyfile and a JSON config
+// get the same message for the same mistake. It checks the config as it
+// will run: with defaults applied (to a copy, as Validate must not modify
 // h; Provision has normally applied them already) and global placeholders
 // resolved. It reports every mistake, one per line, in the order of the
 // struct's fields. Each line names the setting as it is written in the
 // Caddyfile and in JSON, after "notify:" so that the lines below the first,
 // which Caddy prints without its module path, still say where they are from.
-func (h *Handler) Validate() error {
+func (h *Handler) Validate() error { return errors.Join(h.mistakes(false)...) }
+
+// mistakes is Validate's list; atParse leaves out what depends on
+// placeholders, unknown until the config is loaded.
+func (h *Handler) mistakes(atParse bool) []error {
 	c := *h
 	c.applyDefaults()
 	var errs []error
@@ -461,7 +405,7 @@ func (h *Handler) Validate() error {
 		}
 	}
 
-	checkSource(fail, c.Redis, c.Channel, c.Stream, c.Sharded, c.Partitions)
+	c.Source.check(fail, atParse)
 	// Defaults only fill the stream settings when Stream is set, so without
 	// it any of them was set by the user and would be silently ignored.
 	streamOnly := func(name string, set bool) {
@@ -469,7 +413,6 @@ func (h *Handler) Validate() error {
 			fail("%s applies to stream mode only: set stream, or remove %s", name, name)
 		}
 	}
-	streamOnly("stream_field", c.StreamField != "")
 	streamOnly("replay_limit", c.ReplayLimit != 0)
 	if c.Stream != "" && c.ReplayLimit < 1 {
 		fail("replay_limit must be a positive whole number")
@@ -479,17 +422,17 @@ func (h *Handler) Validate() error {
 		fail("history_entries must be a positive whole number")
 	}
 	streamOnly("history_bytes", c.HistoryBytes != 0)
-	// int64: on 32-bit platforms MaxHistoryBytes does not fit an int.
-	if c.Stream != "" && (c.HistoryBytes < 1 || int64(c.HistoryBytes) > MaxHistoryBytes) {
+	// int64: on 32-bit platforms maxHistoryBytes does not fit an int.
+	if c.Stream != "" && (c.HistoryBytes < 1 || int64(c.HistoryBytes) > maxHistoryBytes) {
 		fail("history_bytes must be a size from 1 byte to 1 TiB")
 	}
-	if err := checkAuthURL(c.AuthURL); err != nil {
+	if err := checkAuthURL(c.AuthURL, atParse); err != nil {
 		fail("%v", err)
 	}
 	nonNegative("auth_timeout", c.AuthTimeout)
 	nonNegative("auth_cache", c.AuthCache)
-	if c.AuthConcurrency < 1 || c.AuthConcurrency > MaxAuthConcurrency {
-		fail("auth_concurrency must be a whole number from 1 to %d", MaxAuthConcurrency)
+	if c.AuthConcurrency < 1 || c.AuthConcurrency > maxAuthConcurrency {
+		fail("auth_concurrency must be a whole number from 1 to %d", maxAuthConcurrency)
 	}
 	nonNegative("reauth", c.Reauth)
 	if c.MaxStreamsPerUser < 0 {
@@ -527,75 +470,42 @@ func (h *Handler) Validate() error {
 		// the user meant cannot be guessed.
 		fail(`cors: "*" allows any origin without credentials; it cannot be combined with listed origins`)
 	}
-	if c.QueueSize < 1 || c.QueueSize > MaxQueueSize {
-		fail("queue_size must be a whole number from 1 to %d", MaxQueueSize)
+	if c.QueueSize < 1 || c.QueueSize > maxQueueSize {
+		fail("queue_size must be a whole number from 1 to %d", maxQueueSize)
 	}
 	nonNegative("write_timeout", c.WriteTimeout)
-	if c.MaxMessageSize < 1 || c.MaxMessageSize > MaxMessageSizeLimit {
-		fail("max_message_size must be a size from 1 byte to 512 MiB")
-	}
 	if c.QueueBytes < c.MaxMessageSize {
 		fail("queue_bytes must be at least max_message_size (%d bytes)", c.MaxMessageSize)
 	}
-	return errors.Join(errs...)
+	return errs
 }
 
-// checkSource checks the settings notify and notify_publish share, with
-// the same messages for both: the Redis URL, where messages come from, and
-// how they are spread. It is given the defaults-applied values.
-func checkSource(fail func(format string, args ...any), redis, channel, stream string, sharded bool, partitions int) {
-	if err := checkRedisURL(resolvePlaceholders(redis)); err != nil {
-		// The URL may hold a password: the error never echoes it, nor
-		// what a placeholder in it resolved to.
-		if hasPlaceholder(redis) {
-			fail("redis: once placeholders are resolved, %v", err)
-		} else {
-			fail("redis: %v", err)
-		}
-	}
-	if channel != "" && stream != "" {
-		// Defaults only fill Channel when Stream is empty: both were set.
-		fail("channel and stream are alternatives: set one")
-	}
-	if sharded && stream != "" {
-		fail("sharded applies to pub/sub mode only: a stream is read with XREAD, which a cluster routes to its shard anyway")
-	}
-	if partitions < 1 || partitions > publish.MaxPartitions {
-		fail("partitions must be a whole number from 1 to %d", publish.MaxPartitions)
-	}
-}
-
-// Cleanup ends this instance's streams and releases its share of the hub.
-// Caddy also calls it after a failed Provision, so it tolerates nil state.
+// Cleanup ends this instance's streams and releases its share of what is
+// pooled. Caddy also calls it after a failed Provision, so it tolerates nil
+// state.
 func (h *Handler) Cleanup() error {
-	if h.stop != nil {
-		h.stop()
-	}
 	if h.auth != nil {
-		h.auth.close()
+		h.auth.Close()
 	}
 	var errs []error
 	if h.control != nil {
-		h.control.remove(h.controlTo)
-		_, err := hubs.Delete(h.controlKey)
-		errs = append(errs, err)
+		h.control.Remove(h.gateway)
+		errs = append(errs, controlChannels.release(h.controlKey))
 	}
-	if h.presence != nil {
-		_, err := hubs.Delete(h.presenceKey)
-		errs = append(errs, err)
+	if h.gateway != nil {
+		h.gateway.Close()
+		errs = append(errs, hubSets.release(h.hubKey))
 	}
-	if h.hubSet != nil {
-		h.hubSet.detach(h.indexes)
-		_, err := hubs.Delete(h.hubKey)
-		errs = append(errs, err)
+	if h.presenceKey != "" {
+		errs = append(errs, presenceKeepers.release(h.presenceKey))
 	}
 	return errors.Join(errs...)
 }
 
-// stopOnEvent adapts a cancel func to caddyevents.Handler.
-type stopOnEvent context.CancelFunc
+// stopOnEvent adapts a func to caddyevents.Handler.
+type stopOnEvent func()
 
-// Handle cancels the stream context of the config that is stopping.
+// Handle calls f: the config is stopping.
 func (f stopOnEvent) Handle(context.Context, caddy.Event) error {
 	f()
 	return nil
@@ -603,9 +513,13 @@ func (f stopOnEvent) Handle(context.Context, caddy.Event) error {
 
 // checkAuthURL checks auth_url as written (raw) and once its global
 // placeholders are resolved, naming the placeholder when it is the cause.
-func checkAuthURL(raw string) error {
+// atParse leaves a URL with placeholders for the load.
+func checkAuthURL(raw string, atParse bool) error {
 	if raw == "" {
 		return errors.New("auth_url is required")
+	}
+	if atParse && hasPlaceholder(raw) {
+		return nil
 	}
 	u := resolvePlaceholders(raw)
 	switch {
@@ -640,21 +554,6 @@ func checkHTTPURL(raw string) error {
 	return nil
 }
 
-// checkRedisURL reports whether raw is a Redis URL the module accepts; the
-// error says why without quoting it.
-func checkRedisURL(raw string) error {
-	_, err := redisOptions(raw)
-	return err
-}
-
-// hasPlaceholder reports whether s holds a placeholder: one to resolve, or,
-// after resolvePlaceholders, one that could not be.
-func hasPlaceholder(s string) bool { return strings.Contains(s, "{") }
-
-// resolvePlaceholders replaces the global placeholders in s ({env.*} and
-// the like); request placeholders, unknown at startup, are left in place.
-func resolvePlaceholders(s string) string { return caddy.NewReplacer().ReplaceKnown(s, "") }
-
 // Interface guards
 var (
 	_ caddy.Provisioner           = (*Handler)(nil)
@@ -662,6 +561,6 @@ var (
 	_ caddy.CleanerUpper          = (*Handler)(nil)
 	_ caddyhttp.MiddlewareHandler = (*Handler)(nil)
 	_ caddyfile.Unmarshaler       = (*Handler)(nil)
-	_ caddy.Destructor            = (*hubSet)(nil)
 	_ caddyevents.Handler         = stopOnEvent(nil)
+	_ control.Target              = (*gateway.Gateway)(nil)
 )

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/caddy-notify/notify/internal/testkit"
 	"github.com/caddy-notify/notify/publish"
 )
 
@@ -23,23 +24,23 @@ var scaleUsers = []string{
 }
 
 // scaleAuth answers "<id>-token" with the user id, numeric ones as integers.
-func scaleAuth(t testing.TB) *authAPI {
-	replies := map[string]authReply{}
+func scaleAuth(t testing.TB) *testkit.AuthAPI {
+	replies := map[string]testkit.AuthReply{}
 	for _, u := range scaleUsers {
 		body := fmt.Sprintf(`{"user_id":%q}`, u)
 		if u[0] >= '0' && u[0] <= '9' {
 			body = fmt.Sprintf(`{"user_id":%s}`, u)
 		}
-		replies[u+"-token"] = authReply{200, body}
+		replies[u+"-token"] = testkit.AuthReply{Status: 200, Body: body}
 	}
-	return startAuthAPI(t, replies)
+	return testkit.StartAuthAPI(t, replies)
 }
 
 // checkDelivery opens a stream on url for every user (two for the first),
 // publishes a mixed plan with pub, and checks each stream's exact sequence.
 func checkDelivery(t testing.TB, url string, pub *publish.Publisher, tag string) {
 	t.Helper()
-	streams := map[string][]*sseStream{}
+	streams := map[string][]*testkit.Stream{}
 	for _, u := range append([]string{scaleUsers[0]}, scaleUsers...) {
 		streams[u] = append(streams[u], openStreamWhenUp(t, url, u+"-token", ""))
 	}
@@ -111,17 +112,17 @@ func publishPlan(t testing.TB, pub *publish.Publisher, tag string, plan []testMs
 // expectedFor is what a stream of user (with broadcast on) must receive of
 // plan, in order: the data, and in stream mode the entry ID of the copy on
 // the user's partition.
-func expectedFor(user string, plan []testMsg, results []publish.Result, tag string, partitions int) []sseEvent {
+func expectedFor(user string, plan []testMsg, results []publish.Result, tag string, partitions int) []testkit.Frame {
 	part := publish.Partition(user, partitions)
-	var want []sseEvent
+	var want []testkit.Frame
 	for i, m := range plan {
 		if !m.isFor(user) {
 			continue
 		}
-		ev := sseEvent{kind: frameEvent, data: m.payload(tag)}
+		ev := testkit.Frame{Kind: testkit.FrameEvent, Data: m.payload(tag)}
 		for _, tg := range results[i].Targets {
 			if tg.Partition == part {
-				ev.id = tg.ID
+				ev.ID = tg.ID
 			}
 		}
 		want = append(want, ev)
@@ -134,12 +135,12 @@ func endMarker(user string) testMsg { return testMsg{-1, []string{user}} }
 
 // eventsUntil reads s's events until one whose data is marker, and returns
 // those before it, and the marker event.
-func eventsUntil(t testing.TB, s *sseStream, marker string, timeout time.Duration) (before []sseEvent, end sseEvent) {
+func eventsUntil(t testing.TB, s *testkit.Stream, marker string, timeout time.Duration) (before []testkit.Frame, end testkit.Frame) {
 	t.Helper()
-	var got []sseEvent
+	var got []testkit.Frame
 	for {
-		ev := s.next(t, timeout)
-		if ev.data == marker {
+		ev := s.Next(t, timeout)
+		if ev.Data == marker {
 			return got, ev
 		}
 		got = append(got, ev)
@@ -151,17 +152,17 @@ func eventsUntil(t testing.TB, s *sseStream, marker string, timeout time.Duratio
 // returns the marker events each user's streams got, in stream order: in
 // stream mode, their IDs are where the streams stand.
 func expectPlan(t testing.TB, pub *publish.Publisher, tag string, plan []testMsg, results []publish.Result,
-	streams map[string][]*sseStream,
-) map[string][]sseEvent {
+	streams map[string][]*testkit.Stream,
+) map[string][]testkit.Frame {
 	t.Helper()
-	markers := map[string][]sseEvent{}
+	markers := map[string][]testkit.Frame{}
 	n := max(pub.Partitions, 1)
 	for user := range streams {
 		publishPlan(t, pub, tag, []testMsg{endMarker(user)})
 	}
 	for user, ss := range streams {
 		want := expectedFor(user, plan, results, tag, n)
-		if len(want) == 0 || (pub.Stream != "" && slices.ContainsFunc(want, func(ev sseEvent) bool { return ev.id == "" })) {
+		if len(want) == 0 || (pub.Stream != "" && slices.ContainsFunc(want, func(ev testkit.Frame) bool { return ev.ID == "" })) {
 			t.Fatalf("user %s: the plan expects nothing, or events without entry IDs: %v", user, want)
 		}
 		marker := endMarker(user).payload(tag)

@@ -1,19 +1,16 @@
 package notify
 
 import (
-	"fmt"
-	"strconv"
 	"testing"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus/testutil"
-	"go.uber.org/zap"
+	"github.com/caddy-notify/notify/internal/testkit"
 )
 
 // onlineUntil returns user's score in the presence set, in Unix ms, or 0.
-func onlineUntil(t *testing.T, rs *redisServer, key, user string) int64 {
+func onlineUntil(t *testing.T, rs *testkit.Redis, key, user string) int64 {
 	t.Helper()
-	c := rs.client()
+	c := rs.Client()
 	defer c.Close()
 	score, err := c.ZScore(t.Context(), key, user).Result()
 	if err != nil {
@@ -22,7 +19,7 @@ func onlineUntil(t *testing.T, rs *redisServer, key, user string) int64 {
 	return int64(score)
 }
 
-func isOnline(t *testing.T, rs *redisServer, key, user string) bool {
+func isOnline(t *testing.T, rs *testkit.Redis, key, user string) bool {
 	return onlineUntil(t, rs, key, user) >= time.Now().UnixMilli()
 }
 
@@ -30,8 +27,8 @@ func isOnline(t *testing.T, rs *redisServer, key, user string) bool {
 // while any of its streams is open, and goes offline about three intervals
 // after the last one closed.
 func TestPresence(t *testing.T) {
-	rs := startRedis(t)
-	auth := startAuthAPI(t, users("alice", "bob"))
+	rs := testkit.StartRedis(t)
+	auth := testkit.StartAuthAPI(t, testkit.Users("alice", "bob"))
 	base := serve(t, rs, auth, `
 	notify /events {
 		redis {redis}
@@ -40,56 +37,29 @@ func TestPresence(t *testing.T) {
 		presence_interval 300ms
 	}`)
 	start := time.Now()
-	a1 := openStream(t, request(t, base+"/events", "alice-token"))
-	waitFor(t, time.Second, "alice online", func() bool { return isOnline(t, rs, "online", "alice") })
+	a1 := testkit.OpenStream(t, testkit.Request(t, base+"/events", "alice-token"))
+	testkit.WaitFor(t, time.Second, "alice online", func() bool { return isOnline(t, rs, "online", "alice") })
 	t.Logf("online %s after the stream opened", time.Since(start))
-	a2 := openStream(t, request(t, base+"/events", "alice-token"))
+	a2 := testkit.OpenStream(t, testkit.Request(t, base+"/events", "alice-token"))
 	if isOnline(t, rs, "online", "bob") {
 		t.Fatal("bob is online without a stream")
 	}
 
-	a1.close()
+	a1.Close()
 	time.Sleep(1200 * time.Millisecond) // four intervals: alice's other stream keeps her online
 	if !isOnline(t, rs, "online", "alice") {
 		t.Fatal("alice went offline while a stream of hers was open")
 	}
-	a2.close()
+	a2.Close()
 	closed := time.Now()
-	waitFor(t, 3*time.Second, "alice offline", func() bool { return !isOnline(t, rs, "online", "alice") })
+	testkit.WaitFor(t, 3*time.Second, "alice offline", func() bool { return !isOnline(t, rs, "online", "alice") })
 	if d := time.Since(closed); d < 300*time.Millisecond {
 		t.Errorf("offline %s after the last stream closed: sooner than one interval", d)
 	} else {
 		t.Logf("offline %s after the last stream closed (three intervals: 900ms)", d)
 	}
 	// Stale members are pruned at the next refresh.
-	waitFor(t, 3*time.Second, "alice pruned", func() bool { return onlineUntil(t, rs, "online", "alice") == 0 })
-}
-
-// Refreshing 10,000 users costs 11 Redis commands per interval: ZADD in
-// batches of 1,000 members, and one prune.
-func TestPresenceRefreshIsBatched(t *testing.T) {
-	rs := startRedis(t)
-	opts, err := redisOptions(rs.URL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := newPresence(opts.newClient(), "online", 500*time.Millisecond, zap.NewNop())
-	t.Cleanup(func() { _ = p.Destruct() })
-	for i := range 10_000 {
-		p.join("user-" + strconv.Itoa(i))
-	}
-	c := rs.client()
-	t.Cleanup(func() { c.Close() })
-	waitFor(t, 3*time.Second, "10,000 members", func() bool { return c.ZCard(t.Context(), "online").Val() == 10_000 })
-	before := testutil.ToFloat64(metrics.presenceCommands)
-	time.Sleep(2 * time.Second) // four intervals
-	per := (testutil.ToFloat64(metrics.presenceCommands) - before) / 4
-	if per < 10 || per > 12*1.5 {
-		t.Errorf("%.1f Redis commands per interval for 10,000 users, want 11 (10 batches of 1,000 and a prune)", per)
-	}
-	if got := fmt.Sprint(c.ZScore(t.Context(), "online", "user-9999").Val() >= float64(time.Now().UnixMilli())); got != "true" {
-		t.Error("user-9999 not online")
-	}
+	testkit.WaitFor(t, 3*time.Second, "alice pruned", func() bool { return onlineUntil(t, rs, "online", "alice") == 0 })
 }
 
 // Presence across two Caddy processes: a user is online within a second of
@@ -97,8 +67,8 @@ func TestPresenceRefreshIsBatched(t *testing.T) {
 // and goes offline about three intervals after the last one closed, or
 // after the instance that held it was killed with SIGKILL.
 func TestPresenceAcrossInstances(t *testing.T) {
-	rs := startRedis(t)
-	auth := startAuthAPI(t, users("alice", "bob"))
+	rs := testkit.StartRedis(t)
+	auth := testkit.StartAuthAPI(t, testkit.Users("alice", "bob"))
 	routes := `
 	notify /events {
 		redis {redis}
@@ -113,10 +83,10 @@ func TestPresenceAcrossInstances(t *testing.T) {
 
 	start := time.Now()
 	onA := openStreamWhenUp(t, a.base()+"/events", "alice-token", "")
-	waitFor(t, time.Second, "alice online", func() bool { return online("alice") })
+	testkit.WaitFor(t, time.Second, "alice online", func() bool { return online("alice") })
 	t.Logf("online %s after the stream on a opened", time.Since(start))
 	openStreamWhenUp(t, b.base()+"/events", "alice-token", "")
-	onA.close()
+	onA.Close()
 	// Four intervals: b's stream keeps alice online although a let go.
 	for deadline := time.Now().Add(1200 * time.Millisecond); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
 		if !online("alice") {
@@ -125,13 +95,13 @@ func TestPresenceAcrossInstances(t *testing.T) {
 	}
 	b.kill()
 	killed := time.Now()
-	waitFor(t, 3*time.Second, "alice offline after b was killed", func() bool { return !online("alice") })
+	testkit.WaitFor(t, 3*time.Second, "alice offline after b was killed", func() bool { return !online("alice") })
 	t.Logf("offline %s after the instance holding her stream was killed (three intervals: 900ms)", time.Since(killed))
 
 	bob := openStreamWhenUp(t, a.base()+"/events", "bob-token", "")
-	waitFor(t, time.Second, "bob online", func() bool { return online("bob") })
-	bob.close()
+	testkit.WaitFor(t, time.Second, "bob online", func() bool { return online("bob") })
+	bob.Close()
 	closed := time.Now()
-	waitFor(t, 3*time.Second, "bob offline after his last stream closed", func() bool { return !online("bob") })
+	testkit.WaitFor(t, 3*time.Second, "bob offline after his last stream closed", func() bool { return !online("bob") })
 	t.Logf("offline %s after the last stream closed", time.Since(closed))
 }

@@ -7,12 +7,13 @@ import (
 	"io"
 	"net/http"
 
+	"github.com/caddy-notify/notify/internal/message"
 	"github.com/caddy-notify/notify/publish"
 )
 
-// MaxPublishBatch is the most messages one notify_publish request may
+// maxPublishBatch is the most messages one notify_publish request may
 // carry in a JSON array.
-const MaxPublishBatch = 1000
+const maxPublishBatch = 1000
 
 // The error messages of notify_publish's refusals of a body.
 const (
@@ -43,7 +44,7 @@ func messageError(status, index int, msg string) *bodyError {
 var errValueTooLarge = errors.New("value too large")
 
 // bodyReader reads a notify_publish body: one JSON message, or a JSON
-// array of at most MaxPublishBatch of them. It never holds more than the
+// array of at most maxPublishBatch of them. It never holds more than the
 // messages it accepted and the one it is reading, each at most limit
 // bytes: it finds where each value ends by following strings and nesting
 // (valueEnd), stops at the first byte past a limit, and leaves every check
@@ -93,7 +94,7 @@ func (b *bodyReader) read(sizeHint int64) ([]publish.Message, *bodyError) {
 			_, _ = b.br.Discard(1)
 			break
 		}
-		if i == MaxPublishBatch {
+		if i == maxPublishBatch {
 			return nil, messageError(http.StatusRequestEntityTooLarge, -1, errMsgTooMany)
 		}
 		m, berr := b.message(nil, b.limit, i)
@@ -134,12 +135,12 @@ func (b *bodyReader) message(buf []byte, limit, index int) (publish.Message, *bo
 	if err != nil {
 		return publish.Message{}, readError(err, index)
 	}
-	users, broadcast, reason := route(data, b.field)
+	users, broadcast, reason := message.Route(data, b.field)
 	switch reason {
 	case "":
-	case dropNoRecipient:
+	case message.NoRecipient:
 		return publish.Message{}, messageError(http.StatusBadRequest, index, errMsgNoRecipient)
-	case dropInvalidRecipient:
+	case message.InvalidRecipient:
 		return publish.Message{}, messageError(http.StatusBadRequest, index, errMsgInvalidRecipient)
 	default:
 		return publish.Message{}, messageError(http.StatusBadRequest, index, errMsgMalformed)

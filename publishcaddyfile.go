@@ -33,30 +33,23 @@ func parsePublishCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler,
 //	    max_message_size <size>
 //	}
 //
-// Every subdirective may appear once. As notify's parser, it checks syntax
-// only; Validate checks meaning.
+// Every subdirective may appear once. As notify's parser, it reads syntax
+// and runs Validate's rules on the block, to name its line.
 func (p *PublishHandler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
-	single := map[string]func(string) error{
-		"redis":        setString(&p.Redis),
-		"channel":      setString(&p.Channel),
-		"partitions":   setInt(&p.Partitions),
-		"stream":       setString(&p.Stream),
-		"stream_field": setString(&p.StreamField),
-		"stream_maxlen": func(arg string) error {
-			// A pointer: 0 never trims, unset means the default.
-			var n int
-			if err := setInt(&n)(arg); err != nil {
-				return err
-			}
-			p.StreamMaxLen = &n
-			return nil
-		},
-		"recipient_field":  setString(&p.RecipientField),
-		"max_message_size": setSize(&p.MaxMessageSize),
+	b := newBlockSyntax("notify_publish")
+	p.Source.caddyfileSyntax(&b)
+	b.single["stream_maxlen"] = func(arg string) error {
+		// A pointer: 0 never trims, unset means the default.
+		var n int
+		if err := setInt(&n)(arg); err != nil {
+			return err
+		}
+		p.StreamMaxLen = &n
+		return nil
 	}
-	return blockSyntax{
-		directive: "notify_publish",
-		single:    single,
-		flags:     map[string]*bool{"sharded": &p.Sharded},
-	}.parse(d)
+	at, err := b.parse(d)
+	if err != nil {
+		return err
+	}
+	return atDirective(at, p.mistakes(true))
 }

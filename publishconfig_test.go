@@ -9,6 +9,8 @@ import (
 	"testing"
 
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
+
+	"github.com/caddy-notify/notify/internal/message"
 )
 
 func TestPublishUnmarshalCaddyfile(t *testing.T) {
@@ -27,7 +29,7 @@ func TestPublishUnmarshalCaddyfile(t *testing.T) {
 	}
 	got, _ := json.Marshal(p)
 	want := `{"redis":"redis+cluster://user:pw@127.0.0.1:7000","partitions":16,"stream":"st","stream_field":"body",` +
-		`"stream_maxlen":0,"recipient_field":"to","max_message_size":65536}`
+		`"recipient_field":"to","max_message_size":65536,"stream_maxlen":0}`
 	if string(got) != want {
 		t.Errorf("parsed\n%s\nwant\n%s", got, want)
 	}
@@ -62,19 +64,19 @@ func TestPublishValidate(t *testing.T) {
 		want []string
 	}{
 		{"defaults", PublishHandler{}, nil},
-		{"stream", PublishHandler{Stream: "s", Partitions: 1024}, nil},
-		{"every mistake", PublishHandler{Redis: "http://x", Channel: "c", Stream: "s", Partitions: 1025, StreamMaxLen: &neg, MaxMessageSize: -1}, []string{
+		{"stream", PublishHandler{Source: Source{Stream: "s", Partitions: 1024}}, nil},
+		{"every mistake", PublishHandler{Source: Source{Redis: "http://x", Channel: "c", Stream: "s", Partitions: 1025, MaxMessageSize: -1}, StreamMaxLen: &neg}, []string{
 			"notify_publish: redis: not a valid redis://, rediss://, redis+sentinel:// or redis+cluster:// URL",
 			"notify_publish: channel and stream are alternatives: set one",
 			"notify_publish: partitions must be a whole number from 1 to 1024",
-			"notify_publish: stream_maxlen must not be negative",
 			"notify_publish: max_message_size must be a size from 1 byte to 512 MiB",
+			"notify_publish: stream_maxlen must not be negative",
 		}},
-		{"stream settings without stream", PublishHandler{StreamField: "body", StreamMaxLen: new(int)}, []string{
+		{"stream settings without stream", PublishHandler{Source: Source{StreamField: "body"}, StreamMaxLen: new(int)}, []string{
 			"notify_publish: stream_field applies to stream mode only: set stream, or remove stream_field",
 			"notify_publish: stream_maxlen applies to stream mode only: set stream, or remove stream_maxlen",
 		}},
-		{"sharded stream", PublishHandler{Stream: "s", Sharded: true}, []string{
+		{"sharded stream", PublishHandler{Source: Source{Stream: "s", Sharded: true}}, []string{
 			"notify_publish: sharded applies to pub/sub mode only: a stream is read with XREAD, which a cluster routes to its shard anyway",
 		}},
 	} {
@@ -88,8 +90,7 @@ func TestPublishValidate(t *testing.T) {
 				t.Fatalf("got\n%s\nwant\n%s", strings.Join(got, "\n"), strings.Join(tt.want, "\n"))
 			}
 			// The same mistakes in notify: the same words.
-			h := Handler{AuthURL: "http://a/", Redis: tt.p.Redis, Channel: tt.p.Channel, Stream: tt.p.Stream,
-				Sharded: tt.p.Sharded, Partitions: tt.p.Partitions, StreamField: tt.p.StreamField, MaxMessageSize: tt.p.MaxMessageSize}
+			h := Handler{Source: tt.p.Source, AuthURL: "http://a/"}
 			notifyErr := ""
 			if err := h.Validate(); err != nil {
 				notifyErr = err.Error()
@@ -136,7 +137,7 @@ func FuzzPublishBody(f *testing.F) {
 			if len(m.Data) > int(limit) {
 				t.Fatalf("accepted %d bytes over a limit of %d", len(m.Data), limit)
 			}
-			users, broadcast, reason := route(m.Data, "recipient_id")
+			users, broadcast, reason := message.Route(m.Data, "recipient_id")
 			if reason != "" {
 				t.Fatalf("accepted %q, which the readers drop as %s", m.Data, reason)
 			}
@@ -148,7 +149,7 @@ func FuzzPublishBody(f *testing.F) {
 			}
 		}
 		// A body that is one message the readers deliver is accepted.
-		if _, _, reason := route(body, "recipient_id"); reason == "" && len(body) <= int(limit) && len(msgs) != 1 {
+		if _, _, reason := message.Route(body, "recipient_id"); reason == "" && len(body) <= int(limit) && len(msgs) != 1 {
 			t.Fatalf("refused %q, which the readers deliver", body)
 		}
 		var arr []json.RawMessage

@@ -26,9 +26,9 @@ func init() {
 	caddy.RegisterModule(PublishHandler{})
 }
 
-// DefaultStreamMaxLen is the default of stream_maxlen: each XADD trims its
+// defaultStreamMaxLen is the default of stream_maxlen: each XADD trims its
 // stream to about this many entries.
-const DefaultStreamMaxLen = 100_000
+const defaultStreamMaxLen = 100_000
 
 // publishRetryAfter is the Retry-After of a 503: Redis could not take a
 // publish, and a connection error often heals at the next attempt.
@@ -41,45 +41,13 @@ const publishRetryAfter = "1"
 // basic_auth, forward_auth or a remote_ip matcher in front of it. It ends
 // the middleware chain.
 type PublishHandler struct {
-	// Redis, as a URL, as notify's redis: one server, Sentinel or Cluster.
-	// Global placeholders such as {env.REDIS_URL} are resolved at
-	// provision time. Default: redis://127.0.0.1:6379/0.
-	Redis string `json:"redis,omitempty"`
-
-	// Pub/sub channel to publish to. Default: notifications (unless
-	// Stream is set).
-	Channel string `json:"channel,omitempty"`
-
-	// Pub/sub mode: publish with SPUBLISH, for notify handlers with
-	// sharded on.
-	Sharded bool `json:"sharded,omitempty"`
-
-	// With n > 1, publish each message once on the partition of each of
-	// its recipients (<channel>.<i> or <stream>.<i>, i = crc32(user id)
-	// mod n), a broadcast on every partition, as notify handlers with the
-	// same partitions read them. Default: 1, at most 1024.
-	Partitions int `json:"partitions,omitempty"`
-
-	// Redis Stream to add messages to (XADD) instead of a pub/sub channel.
-	// Channel and Stream are alternatives.
-	Stream string `json:"stream,omitempty"`
-
-	// Stream mode: the entry field holding the message JSON. Default: data.
-	StreamField string `json:"stream_field,omitempty"`
+	// Where the messages go, and the rules they are checked by: shared
+	// with notify, whose handlers with the same settings read them.
+	Source
 
 	// Stream mode: each XADD trims its stream with MAXLEN ~ this many
 	// entries; 0 never trims. Default (when unset): 100000.
 	StreamMaxLen *int `json:"stream_maxlen,omitempty"`
-
-	// JSON field of each message that names its recipients. Default:
-	// recipient_id.
-	RecipientField string `json:"recipient_field,omitempty"`
-
-	// The largest message (pub/sub) or stream entry (its field name
-	// included) a notify handler with the same setting delivers, in
-	// bytes: a bigger message gets 413. A JSON array may hold up to 1000
-	// messages of this size each. Default: 1 MiB, at most 512 MiB.
-	MaxMessageSize int `json:"max_message_size,omitempty"`
 
 	run    *publishRun // nil until Provision succeeds on a valid config
 	logger *zap.Logger
@@ -112,17 +80,17 @@ func (p *PublishHandler) Provision(ctx caddy.Context) error {
 	if p.Validate() != nil {
 		return nil
 	}
-	rc, err := redisOptions(resolvePlaceholders(p.Redis))
+	rc, err := p.redisConfig()
 	if err != nil {
 		return fmt.Errorf("notify_publish: redis: %w", err) // unreachable: Validate parsed it
 	}
-	if err := registerPublishMetrics(ctx.GetMetricsRegistry()); err != nil {
+	if err := registerCollectors(ctx.GetMetricsRegistry(), publishedTotal); err != nil {
 		return fmt.Errorf("registering metrics: %w", err)
 	}
 	client, key := acquireClient(rc, p.Stream, p.Partitions)
 	run := &publishRun{poolKey: key, limit: p.MaxMessageSize}
-	run.pub = &publish.Publisher{Client: client, Channel: p.Channel, Stream: p.Stream, StreamField: p.StreamField,
-		Partitions: p.Partitions, Sharded: p.Sharded}
+	run.pub = p.publisher()
+	run.pub.Client = client
 	if p.Stream != "" {
 		run.pub.MaxLen = int64(*p.StreamMaxLen)
 		// The readers count an entry's field name in its size.
@@ -134,59 +102,36 @@ func (p *PublishHandler) Provision(ctx caddy.Context) error {
 }
 
 func (p *PublishHandler) applyDefaults() {
-	if p.Redis == "" {
-		p.Redis = DefaultRedis
-	}
-	if p.Channel == "" && p.Stream == "" {
-		p.Channel = DefaultChannel
-	}
-	if p.Stream != "" {
-		if p.StreamField == "" {
-			p.StreamField = DefaultStreamField
-		}
-		if p.StreamMaxLen == nil {
-			n := DefaultStreamMaxLen
-			p.StreamMaxLen = &n
-		}
-	}
-	if p.Partitions == 0 {
-		p.Partitions = 1
-	}
-	if p.RecipientField == "" {
-		p.RecipientField = DefaultRecipientField
-	}
-	if p.MaxMessageSize == 0 {
-		p.MaxMessageSize = DefaultMaxMessageSize
+	p.Source.applyDefaults()
+	if p.Stream != "" && p.StreamMaxLen == nil {
+		n := defaultStreamMaxLen
+		p.StreamMaxLen = &n
 	}
 }
 
 // Validate checks the config as it will run (defaults applied to a copy,
 // placeholders resolved) and reports every mistake, one per line, in the
 // order of the fields. A setting notify_publish shares with notify gets
-// notify's message for the same mistake (TestPublishValidateMatchesNotify).
-func (p *PublishHandler) Validate() error {
+// notify's message for the same mistake.
+func (p *PublishHandler) Validate() error { return errors.Join(p.mistakes(false)...) }
+
+// mistakes is Validate's list; atParse leaves out what depends on
+// placeholders, unknown until the config is loaded.
+func (p *PublishHandler) mistakes(atParse bool) []error {
 	c := *p
 	c.applyDefaults()
 	var errs []error
 	fail := func(format string, args ...any) {
 		errs = append(errs, fmt.Errorf("notify_publish: "+format, args...))
 	}
-	checkSource(fail, c.Redis, c.Channel, c.Stream, c.Sharded, c.Partitions)
-	for _, s := range []struct {
-		name string
-		set  bool
-	}{{"stream_field", c.StreamField != ""}, {"stream_maxlen", c.StreamMaxLen != nil}} {
-		if s.set && c.Stream == "" {
-			fail("%s applies to stream mode only: set stream, or remove %s", s.name, s.name)
-		}
+	c.Source.check(fail, atParse)
+	if c.StreamMaxLen != nil && c.Stream == "" {
+		fail("stream_maxlen applies to stream mode only: set stream, or remove stream_maxlen")
 	}
 	if c.StreamMaxLen != nil && *c.StreamMaxLen < 0 {
 		fail("stream_maxlen must not be negative")
 	}
-	if c.MaxMessageSize < 1 || c.MaxMessageSize > MaxMessageSizeLimit {
-		fail("max_message_size must be a size from 1 byte to 512 MiB")
-	}
-	return errors.Join(errs...)
+	return errs
 }
 
 // Cleanup releases the Redis client. Caddy also calls it after a failed
@@ -195,7 +140,7 @@ func (p *PublishHandler) Cleanup() error {
 	if p.run == nil {
 		return nil
 	}
-	return releaseClient(p.run.poolKey)
+	return clients.release(p.run.poolKey)
 }
 
 // ServeHTTP publishes the POSTed message, or array of messages, and
@@ -213,7 +158,7 @@ func (p *PublishHandler) ServeHTTP(w http.ResponseWriter, r *http.Request, _ cad
 	// The most a body may hold: MaxPublishBatch messages of limit bytes.
 	// Each message is bounded as it is read (bodyReader).
 	run := p.run
-	bodyLimit := int64(MaxPublishBatch) * int64(max(run.limit, 1))
+	bodyLimit := int64(maxPublishBatch) * int64(max(run.limit, 1))
 	if r.ContentLength > bodyLimit {
 		p.refuse(w, http.StatusRequestEntityTooLarge, errMsgTooLarge)
 		return nil
@@ -286,12 +231,15 @@ func (p *PublishHandler) refuse(w http.ResponseWriter, status int, msg string) {
 	writeError(w, status, msg)
 }
 
-// warn logs a failed publish, at most once every dropLogEvery: during an
+// warnEvery limits how often failed publishes are logged.
+const warnEvery = 5 * time.Second
+
+// warn logs a failed publish, at most once every warnEvery: during an
 // outage every request fails the same way.
 func (p *PublishHandler) warn(err error) {
 	now := time.Now().UnixNano()
 	last := p.run.lastWarn.Load()
-	if now-last < int64(dropLogEvery) || !p.run.lastWarn.CompareAndSwap(last, now) {
+	if now-last < int64(warnEvery) || !p.run.lastWarn.CompareAndSwap(last, now) {
 		return
 	}
 	p.logger.Warn("publishing to redis failed; answering 503", zap.Error(err))
@@ -304,5 +252,4 @@ var (
 	_ caddy.CleanerUpper          = (*PublishHandler)(nil)
 	_ caddyhttp.MiddlewareHandler = (*PublishHandler)(nil)
 	_ caddyfile.Unmarshaler       = (*PublishHandler)(nil)
-	_ caddy.Destructor            = pooledClient{}
 )

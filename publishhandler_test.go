@@ -20,6 +20,8 @@ import (
 
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp/caddyauth"
 
+	"github.com/caddy-notify/notify/internal/message"
+	"github.com/caddy-notify/notify/internal/testkit"
 	"github.com/caddy-notify/notify/publish"
 )
 
@@ -71,8 +73,8 @@ func runningPublishHandlers(t testing.TB) []*PublishHandler {
 // headers, counts it, and publishes nothing, not even the valid messages
 // of a refused array.
 func TestPublishRefusals(t *testing.T) {
-	rs := startRedis(t)
-	auth := startAuthAPI(t, users("alice"))
+	rs := testkit.StartRedis(t)
+	auth := testkit.StartAuthAPI(t, testkit.Users("alice"))
 	base := serve(t, rs, auth, `
 	notify /events {
 		redis {redis}
@@ -82,10 +84,10 @@ func TestPublishRefusals(t *testing.T) {
 		redis {redis}
 		max_message_size 100
 	}`)
-	stream := openStream(t, request(t, base+"/events", "alice-token"))
+	stream := testkit.OpenStream(t, testkit.Request(t, base+"/events", "alice-token"))
 	url := base + "/publish"
 	ok := `{"recipient_id":"alice"}`
-	tooMany := "[" + strings.Repeat(ok+",", MaxPublishBatch) + ok + "]"
+	tooMany := "[" + strings.Repeat(ok+",", maxPublishBatch) + ok + "]"
 	tests := []struct {
 		name, method, contentType, body string
 		status                          int
@@ -146,15 +148,15 @@ func TestPublishRefusals(t *testing.T) {
 	if status, body := postJSON(t, url, `{"recipient_id":"alice","n":"last"}`); status != 202 || body != "{\"receivers\":1}\n" {
 		t.Fatalf("a valid message: %d %q", status, body)
 	}
-	if ev := stream.next(t, 5*time.Second); ev.data != `{"recipient_id":"alice","n":"last"}` {
-		t.Fatalf("the stream got %q first: a refused request published", ev.data)
+	if ev := stream.Next(t, 5*time.Second); ev.Data != `{"recipient_id":"alice","n":"last"}` {
+		t.Fatalf("the stream got %q first: a refused request published", ev.Data)
 	}
 	if got := testutil.ToFloat64(publishedTotal.WithLabelValues("ok")); got != okBefore+1 {
 		t.Errorf("ok went from %v to %v, want +1", okBefore, got)
 	}
 
 	// Redis down: 503 with Retry-After, counted.
-	rs.stop()
+	rs.Stop()
 	before := testutil.ToFloat64(publishedTotal.WithLabelValues("503"))
 	status, body, hdr := post(t, nil, url, "application/json", strings.NewReader(ok))
 	if status != 503 || body != "{\"error\":\"Redis is unavailable.\"}\n" || hdr.Get("Retry-After") != "1" {
@@ -171,9 +173,9 @@ func TestPublishRefusals(t *testing.T) {
 // partitions and sharded, and stream mode with partitions (whose answer
 // lists the entry IDs the streams then carry).
 func TestPublishDelivers(t *testing.T) {
-	rs := startRedis(t)
+	rs := testkit.StartRedis(t)
 	names := []string{"alice", "bob", "carol", "dave", "42"}
-	auth := startAuthAPI(t, users(names...))
+	auth := testkit.StartAuthAPI(t, testkit.Users(names...))
 	modes := []struct{ name, settings string }{
 		{"pubsub", "channel plain"},
 		{"sharded16", "channel sh\n\t\tsharded\n\t\tpartitions 16"},
@@ -196,9 +198,9 @@ func TestPublishDelivers(t *testing.T) {
 	base := serve(t, rs, auth, routes)
 	for _, m := range modes {
 		t.Run(m.name, func(t *testing.T) {
-			streams := map[string]*sseStream{}
+			streams := map[string]*testkit.Stream{}
 			for _, n := range names {
-				streams[n] = openStream(t, request(t, base+"/"+m.name+"/events", n+"-token"))
+				streams[n] = testkit.OpenStream(t, testkit.Request(t, base+"/"+m.name+"/events", n+"-token"))
 			}
 			url := base + "/" + m.name + "/publish"
 			var want = map[string][]string{}
@@ -239,12 +241,12 @@ func TestPublishDelivers(t *testing.T) {
 			for _, n := range names {
 				var got []string
 				for {
-					ev := streams[n].next(t, 5*time.Second)
-					if ev.data == marker {
+					ev := streams[n].Next(t, 5*time.Second)
+					if ev.Data == marker {
 						break
 					}
-					got = append(got, ev.data)
-					ids = append(ids, ev.id)
+					got = append(got, ev.Data)
+					ids = append(ids, ev.ID)
 				}
 				if !slices.Equal(got, want[n]) {
 					t.Errorf("%s got %q, want %q", n, got, want[n])
@@ -270,7 +272,7 @@ func TestPublishDelivers(t *testing.T) {
 			}
 			wantEntries := 0
 			for _, msg := range posted {
-				users, broadcast, _ := route([]byte(msg), "recipient_id")
+				users, broadcast, _ := message.Route([]byte(msg), "recipient_id")
 				if broadcast {
 					users = append(users, publish.Broadcast)
 				}
@@ -299,8 +301,8 @@ func jsonDecode(body string, v any) error {
 // more, which notify would drop as too_large: what notify_publish accepts
 // is what the readers deliver.
 func TestPublishLimitsMatchTheReaders(t *testing.T) {
-	rs := startRedis(t)
-	auth := startAuthAPI(t, users("alice"))
+	rs := testkit.StartRedis(t)
+	auth := testkit.StartAuthAPI(t, testkit.Users("alice"))
 	base := serve(t, rs, auth, `
 	notify /ps/events {
 		redis {redis}
@@ -324,9 +326,9 @@ func TestPublishLimitsMatchTheReaders(t *testing.T) {
 		stream_field body
 		max_message_size 100
 	}`)
-	tooLarge := metrics.drops.WithLabelValues(string(dropTooLarge))
+	tooLarge := notifyMetrics.Drops.WithLabelValues(string(message.TooLarge))
 	for mode, size := range map[string]int{"ps": 100, "st": 100 - len("body")} {
-		s := openStream(t, request(t, base+"/"+mode+"/events", "alice-token"))
+		s := testkit.OpenStream(t, testkit.Request(t, base+"/"+mode+"/events", "alice-token"))
 		msg := func(n int) string {
 			m := `{"recipient_id":"alice","pad":"`
 			return m + strings.Repeat("x", n-len(m)-2) + `"}`
@@ -338,8 +340,8 @@ func TestPublishLimitsMatchTheReaders(t *testing.T) {
 		if status, body := postJSON(t, base+"/"+mode+"/publish", msg(size)); status != 202 {
 			t.Errorf("%s: %d bytes: %d %s, want 202", mode, size, status, body)
 		}
-		if ev := s.next(t, 5*time.Second); ev.data != msg(size) {
-			t.Errorf("%s: delivered %q", mode, ev.data)
+		if ev := s.Next(t, 5*time.Second); ev.Data != msg(size) {
+			t.Errorf("%s: delivered %q", mode, ev.Data)
 		}
 		if got := testutil.ToFloat64(tooLarge); got != dropped {
 			t.Errorf("%s: too_large drops went from %v to %v", mode, dropped, got)
@@ -379,8 +381,8 @@ func (e *endless) Read(p []byte) (int, error) {
 // read a small part of the body, and the process's allocations stay far
 // below its size.
 func TestPublishRefusesHugeBodiesUnread(t *testing.T) {
-	rs := startRedis(t)
-	auth := startAuthAPI(t, users("alice"))
+	rs := testkit.StartRedis(t)
+	auth := testkit.StartAuthAPI(t, testkit.Users("alice"))
 	base := serve(t, rs, auth, `
 	notify_publish /publish {
 		redis {redis}
@@ -442,9 +444,9 @@ func TestPublishRefusesHugeBodiesUnread(t *testing.T) {
 // and checks that a request they refuse publishes nothing and one they let
 // through publishes.
 func TestPublishBehindCaddyAuth(t *testing.T) {
-	rs := startRedis(t)
-	auth := startAuthAPI(t, users("alice"))
-	auth.setReply("publisher-token", authReply{200, `{"user_id":"backend"}`})
+	rs := testkit.StartRedis(t)
+	auth := testkit.StartAuthAPI(t, testkit.Users("alice"))
+	auth.SetReply("publisher-token", testkit.AuthReply{Status: 200, Body: `{"user_id":"backend"}`})
 	hash, err := bcryptHash("s3cret")
 	if err != nil {
 		t.Fatal(err)
@@ -483,7 +485,7 @@ func TestPublishBehindCaddyAuth(t *testing.T) {
 		}
 	}`}
 	base := cfg.load(t)
-	s := openStream(t, request(t, base+"/events", "alice-token"))
+	s := testkit.OpenStream(t, testkit.Request(t, base+"/events", "alice-token"))
 	from2 := &http.Client{Transport: &http.Transport{DialContext: (&net.Dialer{LocalAddr: &net.TCPAddr{IP: net.IPv4(127, 0, 0, 2)}}).DialContext}}
 	msg := func(tag string) string { return fmt.Sprintf(`{"recipient_id":"alice","via":%q}`, tag) }
 	for _, tt := range []struct {
@@ -524,8 +526,8 @@ func TestPublishBehindCaddyAuth(t *testing.T) {
 			}
 			// The stream's next event is this one: none of the refused
 			// requests before it published.
-			if ev := s.next(t, 5*time.Second); ev.data != msg(tt.name) {
-				t.Errorf("the stream got %q, want %q", ev.data, msg(tt.name))
+			if ev := s.Next(t, 5*time.Second); ev.Data != msg(tt.name) {
+				t.Errorf("the stream got %q, want %q", ev.Data, msg(tt.name))
 			}
 		})
 	}
@@ -537,8 +539,8 @@ func TestPublishBehindCaddyAuth(t *testing.T) {
 // reload keeping the settings keeps it, and that it closes with its last
 // user.
 func TestPublishSharesTheClient(t *testing.T) {
-	rs := startRedis(t)
-	auth := startAuthAPI(t, users("alice"))
+	rs := testkit.StartRedis(t)
+	auth := testkit.StartAuthAPI(t, testkit.Users("alice"))
 	cfg := &caddyConfig{redis: rs, auth: auth, vars: map[string]string{"n": "1"}, routes: `
 	notify /ps/events {
 		redis {redis}
@@ -561,11 +563,7 @@ func TestPublishSharesTheClient(t *testing.T) {
 		stream_maxlen {n}
 	}`}
 	base := cfg.load(t)
-	pooled := func() int {
-		n := 0
-		clients.Range(func(_, _ any) bool { n++; return true })
-		return n
-	}
+	pooled := clients.len
 	check := func() [2]redis.UniversalClient {
 		t.Helper()
 		hs, ps := runningHandlers(t), runningPublishHandlers(t)
@@ -573,22 +571,22 @@ func TestPublishSharesTheClient(t *testing.T) {
 			t.Fatalf("%d notify and %d notify_publish handlers", len(hs), len(ps))
 		}
 		for i := range hs {
-			if hs[i].hubSet.client != ps[i].run.pub.Client {
+			if clientOf(hs[i]) != ps[i].run.pub.Client {
 				t.Errorf("handler pair %d: notify and notify_publish have different clients", i)
 			}
 		}
-		if hs[0].hubSet.client == hs[1].hubSet.client {
+		if clientOf(hs[0]) == clientOf(hs[1]) {
 			t.Error("the pub/sub handlers and the partitioned stream share a client sized for neither")
 		}
 		if n := pooled(); n != 2 {
 			t.Errorf("%d clients in the pool, want 2", n)
 		}
-		return [2]redis.UniversalClient{hs[0].hubSet.client, hs[1].hubSet.client}
+		return [2]redis.UniversalClient{clientOf(hs[0]), clientOf(hs[1])}
 	}
 	first := check()
 	// Both publish and deliver through it.
 	for _, mode := range []string{"ps", "st"} {
-		s := openStream(t, request(t, base+"/"+mode+"/events", "alice-token"))
+		s := testkit.OpenStream(t, testkit.Request(t, base+"/"+mode+"/events", "alice-token"))
 		url := base + "/" + mode + "/publish"
 		if mode == "ps" {
 			// The publisher's channel is another: publish to the
@@ -602,8 +600,8 @@ func TestPublishSharesTheClient(t *testing.T) {
 		if status, body := postJSON(t, url, `{"recipient_id":"alice"}`); status != 202 {
 			t.Errorf("st: %d %s", status, body)
 		}
-		if ev := s.next(t, 5*time.Second); ev.data != `{"recipient_id":"alice"}` {
-			t.Errorf("st: got %q", ev.data)
+		if ev := s.Next(t, 5*time.Second); ev.Data != `{"recipient_id":"alice"}` {
+			t.Errorf("st: got %q", ev.Data)
 		}
 	}
 	// A reload that changes a setting of notify_publish only keeps the
@@ -620,7 +618,7 @@ func TestPublishSharesTheClient(t *testing.T) {
 	if err := cfg.reload(); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 5*time.Second, "the clients to leave the pool", func() bool { return pooled() == 0 })
+	testkit.WaitFor(t, 5*time.Second, "the clients to leave the pool", func() bool { return pooled() == 0 })
 	for _, c := range first {
 		if err := c.Ping(t.Context()).Err(); !errors.Is(err, redis.ErrClosed) {
 			t.Errorf("a released client answers %v, want redis.ErrClosed", err)

@@ -6,14 +6,16 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/caddy-notify/notify/internal/testkit"
 )
 
 // TestQueryTokenRedactedFromAccessLog checks the log filter the README
 // recommends with token_query: the access log keeps the request but not the
 // token.
 func TestQueryTokenRedactedFromAccessLog(t *testing.T) {
-	rs := startRedis(t)
-	auth := startAuthAPI(t, users("alice"))
+	rs := testkit.StartRedis(t)
+	auth := testkit.StartAuthAPI(t, testkit.Users("alice"))
 	logFile := filepath.Join(t.TempDir(), "access.log")
 	cfg := &caddyConfig{redis: rs, auth: auth, vars: map[string]string{"log": logFile}, routes: `
 	log {
@@ -29,11 +31,11 @@ func TestQueryTokenRedactedFromAccessLog(t *testing.T) {
 		auth_url {auth}
 		token_query access_token
 	}`}
-	s := openStream(t, request(t, cfg.load(t)+"/?access_token=alice-token&x=1", ""))
-	s.close()
-	<-s.done
+	s := testkit.OpenStream(t, testkit.Request(t, cfg.load(t)+"/?access_token=alice-token&x=1", ""))
+	s.Close()
+	<-s.Done()
 	var log string
-	waitFor(t, 5e9, "the access log entry", func() bool {
+	testkit.WaitFor(t, 5e9, "the access log entry", func() bool {
 		b, _ := os.ReadFile(logFile)
 		log = string(b)
 		return strings.Contains(log, "access_token=REDACTED")
@@ -46,15 +48,15 @@ func TestQueryTokenRedactedFromAccessLog(t *testing.T) {
 // TestTokensNeverLogged runs every refusal path with Caddy's default logger
 // at DEBUG and checks that no token ever reaches the log.
 func TestTokensNeverLogged(t *testing.T) {
-	rs := startRedis(t)
-	auth := startAuthAPI(t, map[string]authReply{
-		"secret-ok":     {200, `{"user_id":"alice"}`},
-		"secret-500":    {500, `{"token":"secret-500"}`},
-		"secret-nouser": {200, `{"echo":"secret-nouser"}`},
-		"secret-403":    {403, `{}`},
+	rs := testkit.StartRedis(t)
+	auth := testkit.StartAuthAPI(t, map[string]testkit.AuthReply{
+		"secret-ok":     {Status: 200, Body: `{"user_id":"alice"}`},
+		"secret-500":    {Status: 500, Body: `{"token":"secret-500"}`},
+		"secret-nouser": {Status: 200, Body: `{"echo":"secret-nouser"}`},
+		"secret-403":    {Status: 403, Body: `{}`},
 	})
 	logFile := filepath.Join(t.TempDir(), "caddy.log")
-	dead := fmt.Sprintf("http://127.0.0.1:%d/", freePort(t))
+	dead := fmt.Sprintf("http://127.0.0.1:%d/", testkit.FreePort(t))
 	cfg := &caddyConfig{
 		redis: rs,
 		auth:  auth,
@@ -79,21 +81,21 @@ func TestTokensNeverLogged(t *testing.T) {
 	base := cfg.load(t)
 	for _, tok := range []string{"secret-ok", "secret-500", "secret-nouser", "secret-403", "secret-unknown"} {
 		for _, path := range []string{"/events", "/dead"} {
-			req := request(t, base+path, tok)
+			req := testkit.Request(t, base+path, tok)
 			req.Header.Set("Cookie", "session="+tok)
-			resp, err := streamClient.Do(req)
+			resp, err := testkit.StreamClient.Do(req)
 			if err != nil {
 				t.Fatal(err)
 			}
 			resp.Body.Close()
 		}
 	}
-	resp, err := streamClient.Get(base + "/events?t=secret-query")
+	resp, err := testkit.StreamClient.Get(base + "/events?t=secret-query")
 	if err != nil {
 		t.Fatal(err)
 	}
 	resp.Body.Close()
-	waitFor(t, 5e9, "log entries", func() bool {
+	testkit.WaitFor(t, 5e9, "log entries", func() bool {
 		b, _ := os.ReadFile(logFile)
 		// One line per handler: failures are logged at most once per
 		// failureLogEvery (TestAuthFailuresLoggedOncePerInterval).

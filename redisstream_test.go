@@ -3,19 +3,21 @@ package notify
 import (
 	"encoding/json"
 	"fmt"
+	"net/http"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/redis/go-redis/v9"
-	"go.uber.org/zap"
+
+	"github.com/caddy-notify/notify/internal/testkit"
 )
 
 const testStream = "events"
 
 // streamSetup runs Caddy with one stream-mode handler at /events, with
 // options (one per line) added to its block.
-func streamSetup(t *testing.T, rs *redisServer, options ...string) *caddyConfig {
+func streamSetup(t *testing.T, rs *testkit.Redis, options ...string) *caddyConfig {
 	t.Helper()
 	routes := `
 	metrics /metrics
@@ -28,7 +30,7 @@ func streamSetup(t *testing.T, rs *redisServer, options ...string) *caddyConfig 
 	}
 	cfg := &caddyConfig{
 		redis:  rs,
-		auth:   startAuthAPI(t, users("u1", "u2", "u3", "alice", "bob")),
+		auth:   testkit.StartAuthAPI(t, testkit.Users("u1", "u2", "u3", "alice", "bob")),
 		vars:   map[string]string{"stream": testStream},
 		routes: routes + "\n\t}",
 	}
@@ -46,22 +48,30 @@ func xadd(t testing.TB, c *redis.Client, msg string) string {
 	return id
 }
 
-// waitReaderAt waits until the stream reader of every live hub has read the
-// entry id.
-func waitReaderAt(t testing.TB, id string) {
+// waitReaderAt waits until the stream reader behind url has read the entry
+// id: a new stream starts at the last entry read, which its position frame
+// tells.
+func waitReaderAt(t testing.TB, url, token, id string) {
 	t.Helper()
-	waitFor(t, 5*time.Second, "the stream reader at "+id, func() bool {
-		at := true
-		hubs.Range(func(_, v any) bool {
-			r, ok := v.(*hubSet).hubs[0].reader.(*streamReader)
-			if ok {
-				r.mu.Lock()
-				at = at && r.win.last.String() == id
-				r.mu.Unlock()
+	testkit.WaitFor(t, 5*time.Second, "the stream reader at "+id, func() bool {
+		resp, err := testkit.StreamClient.Do(testkit.Request(t, url, token))
+		if err != nil || resp.StatusCode != http.StatusOK {
+			if err == nil {
+				resp.Body.Close()
 			}
-			return true
-		})
-		return at
+			return false
+		}
+		s := testkit.ReadStream(resp)
+		defer s.Close()
+		for {
+			switch f := s.NextFrame(t, 5*time.Second); f.Kind {
+			case testkit.FramePosition:
+				return f.ID == id
+			case testkit.FrameRetry:
+			default:
+				return false
+			}
+		}
 	})
 }
 
@@ -84,7 +94,7 @@ type sequenceClient struct {
 	user   string
 	lastID string
 	next   int // the number expected next
-	s      *sseStream
+	s      *testkit.Stream
 
 	reconnects int // streams the server ended
 }
@@ -97,17 +107,17 @@ func newSequenceClient(t *testing.T, url, user string) *sequenceClient {
 
 func (c *sequenceClient) connect() {
 	c.t.Helper()
-	req := request(c.t, c.url, c.user+"-token")
+	req := testkit.Request(c.t, c.url, c.user+"-token")
 	if c.lastID != "" {
 		req.Header.Set("Last-Event-ID", c.lastID)
 	}
-	c.s = openStream(c.t, req)
+	c.s = testkit.OpenStream(c.t, req)
 }
 
 func (c *sequenceClient) reconnect() {
 	c.t.Helper()
-	c.s.close()
-	<-c.s.done
+	c.s.Close()
+	<-c.s.Done()
 	c.connect()
 }
 
@@ -117,23 +127,23 @@ func (c *sequenceClient) reconnect() {
 func (c *sequenceClient) readUntil(n int) {
 	c.t.Helper()
 	for c.next <= n {
-		switch ev := c.s.nextFrame(c.t, 10*time.Second); ev.kind {
-		case frameEnd:
+		switch ev := c.s.NextFrame(c.t, 10*time.Second); ev.Kind {
+		case testkit.FrameEnd:
 			c.reconnects++
 			c.connect()
-		case framePosition:
-			c.lastID = ev.id // as EventSource does
-		case frameEvent:
+		case testkit.FramePosition:
+			c.lastID = ev.ID // as EventSource does
+		case testkit.FrameEvent:
 			c.check(ev)
 		}
 	}
 }
 
-func (c *sequenceClient) check(ev sseEvent) {
+func (c *sequenceClient) check(ev testkit.Frame) {
 	c.t.Helper()
 	var m numbered
-	if err := json.Unmarshal([]byte(ev.data), &m); err != nil {
-		c.t.Fatalf("%s: event %q: %v", c.user, ev.data, err)
+	if err := json.Unmarshal([]byte(ev.Data), &m); err != nil {
+		c.t.Fatalf("%s: event %q: %v", c.user, ev.Data, err)
 	}
 	if m.User != c.user {
 		c.t.Fatalf("%s received %s's message %d: %+v", c.user, m.User, m.N, ev)
@@ -141,20 +151,20 @@ func (c *sequenceClient) check(ev sseEvent) {
 	if m.N != c.next {
 		c.t.Fatalf("%s received %d, want %d (a gap or a duplicate)", c.user, m.N, c.next)
 	}
-	if ev.id == "" {
+	if ev.ID == "" {
 		c.t.Fatalf("%s: event without id", c.user)
 	}
 	c.next++
-	c.lastID = ev.id
+	c.lastID = ev.ID
 }
 
 func TestStreamDeliveryCarriesEntryIDs(t *testing.T) {
-	rs := startRedis(t)
+	rs := testkit.StartRedis(t)
 	base := streamSetup(t, rs).base()
-	c := rs.client()
+	c := rs.Client()
 	t.Cleanup(func() { c.Close() })
-	s := openStream(t, request(t, base+"/events", "alice-token"))
-	malformedBefore := metricValue(t, base+"/metrics", `caddy_notify_dropped_total{reason="malformed"}`)
+	s := testkit.OpenStream(t, testkit.Request(t, base+"/events", "alice-token"))
+	malformedBefore := testkit.MetricValue(t, base+"/metrics", `caddy_notify_dropped_total{reason="malformed"}`)
 	id1 := xadd(t, c, `{"recipient_id":"alice","n":1}`)
 	xadd(t, c, `{"recipient_id":"bob","n":2}`)
 	xadd(t, c, `not json`)
@@ -162,19 +172,19 @@ func TestStreamDeliveryCarriesEntryIDs(t *testing.T) {
 		t.Fatal(err)
 	}
 	id3 := xadd(t, c, "{\"recipient_id\":\"alice\",\n\"n\":3}")
-	for _, want := range []sseEvent{{id: id1, data: `{"recipient_id":"alice","n":1}`}, {id: id3, data: "{\"recipient_id\":\"alice\",\n\"n\":3}"}} {
-		if ev := s.next(t, 5*time.Second); ev.id != want.id || ev.data != want.data {
+	for _, want := range []testkit.Frame{{ID: id1, Data: `{"recipient_id":"alice","n":1}`}, {ID: id3, Data: "{\"recipient_id\":\"alice\",\n\"n\":3}"}} {
+		if ev := s.Next(t, 5*time.Second); ev.ID != want.ID || ev.Data != want.Data {
 			t.Fatalf("got %+v, want %+v", ev, want)
 		}
 	}
-	if d := metricValue(t, base+"/metrics", `caddy_notify_dropped_total{reason="malformed"}`) - malformedBefore; d != 2 {
+	if d := testkit.MetricValue(t, base+"/metrics", `caddy_notify_dropped_total{reason="malformed"}`) - malformedBefore; d != 2 {
 		t.Errorf("malformed drops %v, want 2 (bad JSON, no data field)", d)
 	}
 }
 
 func TestStreamResume(t *testing.T) {
-	rs := startRedis(t)
-	c := rs.client()
+	rs := testkit.StartRedis(t)
+	c := rs.Client()
 	t.Cleanup(func() { c.Close() })
 	// A window of 20 entries: resumes further back go to Redis.
 	base := streamSetup(t, rs, "history_entries 20").base()
@@ -198,7 +208,7 @@ func TestStreamResume(t *testing.T) {
 	}
 
 	t.Run("Last-Event-ID from memory", func(t *testing.T) {
-		clients["u1"].s.close()
+		clients["u1"].s.Close()
 		publish(4) // 12 entries: inside the window
 		clients["u1"].reconnect()
 		for u, cl := range clients {
@@ -206,39 +216,39 @@ func TestStreamResume(t *testing.T) {
 		}
 	})
 	t.Run("Last-Event-ID older than the window", func(t *testing.T) {
-		before := metricValue(t, base+"/metrics", `caddy_notify_replayed_events_total{source="redis"}`)
-		clients["u2"].s.close()
+		before := testkit.MetricValue(t, base+"/metrics", `caddy_notify_replayed_events_total{source="redis"}`)
+		clients["u2"].s.Close()
 		publish(30) // 90 entries: the window holds 20
 		clients["u2"].reconnect()
 		for u, cl := range clients {
 			cl.readUntil(sent[u])
 		}
-		if d := metricValue(t, base+"/metrics", `caddy_notify_replayed_events_total{source="redis"}`) - before; d < 20 {
+		if d := testkit.MetricValue(t, base+"/metrics", `caddy_notify_replayed_events_total{source="redis"}`) - before; d < 20 {
 			t.Errorf("replayed from redis rose by %v, want most of u2's 30", d)
 		}
 	})
 	t.Run("last_event_id query on a new stream", func(t *testing.T) {
 		cl := clients["u3"]
-		cl.s.close()
+		cl.s.Close()
 		publish(2)
-		cl.s = openStream(t, request(t, url+"?last_event_id="+cl.lastID, "u3-token"))
+		cl.s = testkit.OpenStream(t, testkit.Request(t, url+"?last_event_id="+cl.lastID, "u3-token"))
 		cl.readUntil(sent["u3"])
 	})
 	t.Run("header wins over query", func(t *testing.T) {
 		cl := clients["u3"]
 		stale := "0-1"
-		cl.s.close()
+		cl.s.Close()
 		publish(1)
-		req := request(t, url+"?last_event_id="+stale, "u3-token")
+		req := testkit.Request(t, url+"?last_event_id="+stale, "u3-token")
 		req.Header.Set("Last-Event-ID", cl.lastID)
-		cl.s = openStream(t, req)
+		cl.s = testkit.OpenStream(t, req)
 		cl.readUntil(sent["u3"])
 	})
 }
 
 func TestStreamResumeEdgeCases(t *testing.T) {
-	rs := startRedis(t)
-	c := rs.client()
+	rs := testkit.StartRedis(t)
+	c := rs.Client()
 	t.Cleanup(func() { c.Close() })
 	// Heartbeats off: a stream sends exactly its retry field, its
 	// preamble and its live events.
@@ -249,56 +259,58 @@ func TestStreamResumeEdgeCases(t *testing.T) {
 		ids = append(ids, xadd(t, c, numberedMsg("alice", i)))
 	}
 	// Let the reader see them all.
-	waitReaderAt(t, ids[len(ids)-1])
+	waitReaderAt(t, url, "alice-token", ids[len(ids)-1])
 
-	open := func(t *testing.T, lastID string) *sseStream {
+	open := func(t *testing.T, lastID string) *testkit.Stream {
 		t.Helper()
-		req := request(t, url, "alice-token")
+		req := testkit.Request(t, url, "alice-token")
 		req.Header.Set("Last-Event-ID", lastID)
-		s := openStream(t, req)
-		s.expect(t, sseEvent{kind: frameRetry, retry: "3000"})
+		s := testkit.OpenStream(t, req)
+		s.Expect(t, testkit.Frame{Kind: testkit.FrameRetry, Retry: "3000"})
 		return s
 	}
-	msg := func(n int) sseEvent { return sseEvent{kind: frameEvent, id: ids[n-1], data: numberedMsg("alice", n)} }
-	reset := func(reason, id string) sseEvent {
-		return sseEvent{kind: frameEvent, name: "reset", id: id, data: `{"reason":"` + reason + `"}`}
+	msg := func(n int) testkit.Frame {
+		return testkit.Frame{Kind: testkit.FrameEvent, ID: ids[n-1], Data: numberedMsg("alice", n)}
+	}
+	reset := func(reason, id string) testkit.Frame {
+		return testkit.Frame{Kind: testkit.FrameEvent, Name: "reset", ID: id, Data: `{"reason":"` + reason + `"}`}
 	}
 
 	t.Run("replay limit", func(t *testing.T) {
 		s := open(t, ids[9]) // 20 missed, limit 4
-		s.expect(t, reset("replay_limit", ""), msg(27), msg(28), msg(29), msg(30))
+		s.Expect(t, reset("replay_limit", ""), msg(27), msg(28), msg(29), msg(30))
 	})
 	t.Run("within the limit, from redis", func(t *testing.T) {
 		s := open(t, ids[26]) // 3 missed, older than the 5-entry window? no: 27..30 are 4 entries
-		s.expect(t, msg(28), msg(29), msg(30))
+		s.Expect(t, msg(28), msg(29), msg(30))
 	})
 	t.Run("id from the future", func(t *testing.T) {
 		s := open(t, "99999999999999-0")
-		s.expect(t, reset("unknown_last_event_id", ids[len(ids)-1]))
+		s.Expect(t, reset("unknown_last_event_id", ids[len(ids)-1]))
 		ids = append(ids, xadd(t, c, numberedMsg("alice", 31)))
-		s.expect(t, msg(31))
+		s.Expect(t, msg(31))
 	})
 	t.Run("trimmed history", func(t *testing.T) {
 		if err := c.XTrimMaxLen(t.Context(), testStream, 3).Err(); err != nil {
 			t.Fatal(err)
 		}
 		s := open(t, ids[2]) // 4..31 missed; only 29..31 retained
-		f := s.nextFrame(t, 5*time.Second)
-		if f.kind != frameEvent || f.name != "reset" ||
-			f.data != `{"reason":"history_truncated"}` && f.data != `{"reason":"replay_limit"}` {
+		f := s.NextFrame(t, 5*time.Second)
+		if f.Kind != testkit.FrameEvent || f.Name != "reset" ||
+			f.Data != `{"reason":"history_truncated"}` && f.Data != `{"reason":"replay_limit"}` {
 			t.Fatalf("first frame %+v, want a history_truncated or replay_limit reset", f)
 		}
 		// The window (5 entries: 27..31) and Redis (29..31) together
 		// still hold the newest; the limit keeps 4 of them.
-		s.expect(t, msg(28), msg(29), msg(30), msg(31))
+		s.Expect(t, msg(28), msg(29), msg(30), msg(31))
 	})
 }
 
 // TestStreamTrimmedBeyondWindow resumes from an ID whose successors were
 // trimmed from Redis and evicted from the window.
 func TestStreamTrimmedBeyondWindow(t *testing.T) {
-	rs := startRedis(t)
-	c := rs.client()
+	rs := testkit.StartRedis(t)
+	c := rs.Client()
 	t.Cleanup(func() { c.Close() })
 	base := streamSetup(t, rs, "history_entries 3", "heartbeat 0").base()
 	var ids []string
@@ -308,18 +320,18 @@ func TestStreamTrimmedBeyondWindow(t *testing.T) {
 	if err := c.XTrimMaxLen(t.Context(), testStream, 10).Err(); err != nil { // keeps 11..20
 		t.Fatal(err)
 	}
-	openStream(t, request(t, base+"/events", "bob-token")) // reader is up
-	req := request(t, base+"/events", "bob-token")
+	testkit.OpenStream(t, testkit.Request(t, base+"/events", "bob-token")) // reader is up
+	req := testkit.Request(t, base+"/events", "bob-token")
 	req.Header.Set("Last-Event-ID", ids[4]) // 6..10 are gone
-	s := openStream(t, req)
-	want := []sseEvent{
-		{kind: frameRetry, retry: "3000"},
-		{kind: frameEvent, name: "reset", data: `{"reason":"history_truncated"}`},
+	s := testkit.OpenStream(t, req)
+	want := []testkit.Frame{
+		{Kind: testkit.FrameRetry, Retry: "3000"},
+		{Kind: testkit.FrameEvent, Name: "reset", Data: `{"reason":"history_truncated"}`},
 	}
 	for i := 11; i <= 20; i++ {
-		want = append(want, sseEvent{kind: frameEvent, id: ids[i-1], data: numberedMsg("bob", i)})
+		want = append(want, testkit.Frame{Kind: testkit.FrameEvent, ID: ids[i-1], Data: numberedMsg("bob", i)})
 	}
-	s.expect(t, want...)
+	s.Expect(t, want...)
 }
 
 // TestStreamHistoryToLiveUnderLoad publishes continuously for two users
@@ -327,7 +339,7 @@ func TestStreamTrimmedBeyondWindow(t *testing.T) {
 // arrive exactly once, in order. A replay-then-subscribe implementation
 // loses or repeats entries published between its two steps.
 func TestStreamHistoryToLiveUnderLoad(t *testing.T) {
-	rs := startRedis(t)
+	rs := testkit.StartRedis(t)
 	base := streamSetup(t, rs, "history_entries 200", "replay_limit 10000").base()
 	url := base + "/events"
 	alice := newSequenceClient(t, url, "alice")
@@ -338,7 +350,7 @@ func TestStreamHistoryToLiveUnderLoad(t *testing.T) {
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		c := rs.client()
+		c := rs.Client()
 		defer c.Close()
 		pipe := c.Pipeline()
 		for i := 1; i <= total; i++ {
@@ -368,8 +380,8 @@ func TestStreamHistoryToLiveUnderLoad(t *testing.T) {
 }
 
 func TestStreamSurvivesRedisFailures(t *testing.T) {
-	rs := startRedis(t, "--appendonly", "yes", "--appendfsync", "always")
-	c := rs.client()
+	rs := testkit.StartRedis(t, "--appendonly", "yes", "--appendfsync", "always")
+	c := rs.Client()
 	t.Cleanup(func() { c.Close() })
 	cfg := streamSetup(t, rs)
 	url := cfg.base() + "/events"
@@ -400,9 +412,9 @@ func TestStreamSurvivesRedisFailures(t *testing.T) {
 		readAll()
 	})
 	t.Run("redis restarted with AOF", func(t *testing.T) {
-		rs.stop()
-		rs.start()
-		c2 := rs.client()
+		rs.Stop()
+		rs.Start()
+		c2 := rs.Client()
 		defer c2.Close()
 		publish(c2, 5)
 		readAll()
@@ -416,7 +428,7 @@ func TestStreamSurvivesRedisFailures(t *testing.T) {
 		}
 		publish(c, 3)
 		for _, cl := range clients {
-			cl.s.waitEnded(t, 2*time.Second)
+			cl.s.WaitEnded(t, 2*time.Second)
 			cl.reconnect()
 		}
 		publish(c, 3)
@@ -424,109 +436,21 @@ func TestStreamSurvivesRedisFailures(t *testing.T) {
 	})
 }
 
-// TestResumeWaitsForALaggingReader resumes from an ID this instance's
-// reader has not read yet (as when another instance delivered it): the
-// resume waits for the reader instead of calling the ID unknown, and the
-// stream continues after it without repeating it.
-func TestResumeWaitsForALaggingReader(t *testing.T) {
-	rs := startRedis(t)
-	c := rs.client()
-	t.Cleanup(func() { c.Close() })
-	gate := make(chan struct{}, 1) // one token lets one paused read go
-	var mu sync.Mutex
-	paused := false
-	hook := func() {
-		mu.Lock()
-		p := paused
-		mu.Unlock()
-		if p {
-			<-gate
-		}
-	}
-	opts, _ := redisOptions(rs.URL())
-	hs := newHubSet(opts, source{stream: testStream, history: historyConfig{100, 1 << 20}, beforeRead: hook}, zap.NewNop())
-	hb := hs.hubs[0]
-	t.Cleanup(func() {
-		close(gate)
-		_ = hs.Destruct()
-	})
-	ix := hb.attach(indexKey{dataField: "data", recipientField: "recipient_id"})
-	if !hb.waitUp(t.Context(), 5*time.Second) {
-		t.Fatal("reader not up")
-	}
-	xadd(t, c, numberedMsg("alice", 1))
-	reader := hb.reader.(*streamReader)
-	waitFor(t, 5*time.Second, "entry 1 read", func() bool {
-		reader.mu.Lock()
-		defer reader.mu.Unlock()
-		return reader.win.n == 1
-	})
-	mu.Lock()
-	paused = true
-	mu.Unlock()
-	// The reader finishes its current XREAD BLOCK (up to readBlock), then
-	// waits at the gate; entry 2 is added meanwhile.
-	time.Sleep(readBlock + 200*time.Millisecond)
-	id2, _ := parseEntryID(xadd(t, c, numberedMsg("alice", 2)))
-
-	type result struct {
-		res preamble
-		err error
-	}
-	done := make(chan result, 1)
-	sub := newSubscriber("alice", false, nil, queueLimit{events: 16})
-	woken := wakeOnEvents(sub)
-	go func() {
-		res, err := hb.register(t.Context(), ix, sub, &id2, 100)
-		done <- result{res, err}
-	}()
-	time.Sleep(200 * time.Millisecond)
-	select {
-	case r := <-done:
-		t.Fatalf("resume returned before the reader caught up: %+v", r)
-	default:
-	}
-	gate <- struct{}{} // let the reader read entry 2
-	var r result
-	select {
-	case r = <-done:
-	case <-time.After(5 * time.Second):
-		t.Fatal("resume still waiting")
-	}
-	if r.err != nil || r.res.reset != nil || len(r.res.replay) != 0 {
-		t.Fatalf("resume = %+v, %v; want nothing to replay and no reset", r.res, r.err)
-	}
-	mu.Lock()
-	paused = false
-	mu.Unlock()
-	gate <- struct{}{}
-	id3 := xadd(t, c, numberedMsg("alice", 3))
-	select {
-	case <-woken:
-	case <-time.After(5 * time.Second):
-		t.Fatal("no live event after the resume")
-	}
-	got, _, _ := sub.take(nil)
-	if len(got) != 1 || got[0].id.String() != id3 {
-		t.Fatalf("live events %v, want only entry 3 (%s)", got, id3)
-	}
-}
-
 // TestIndexAttachedToARunningStream adds, by a reload, a handler with
 // another recipient field to a stream whose entries are already in memory:
 // its history is rebuilt from the window, so it resumes from memory.
 func TestIndexAttachedToARunningStream(t *testing.T) {
-	rs := startRedis(t)
-	c := rs.client()
+	rs := testkit.StartRedis(t)
+	c := rs.Client()
 	t.Cleanup(func() { c.Close() })
 	cfg := streamSetup(t, rs)
 	base := cfg.base()
-	openStream(t, request(t, base+"/events", "alice-token")) // the reader is up
+	testkit.OpenStream(t, testkit.Request(t, base+"/events", "alice-token")) // the reader is up
 	var ids []string
 	for i := 1; i <= 5; i++ {
 		ids = append(ids, xadd(t, c, fmt.Sprintf(`{"recipient_id":"alice","to":"bob","n":%d}`, i)))
 	}
-	waitReaderAt(t, ids[len(ids)-1])
+	waitReaderAt(t, base+"/events", "alice-token", ids[len(ids)-1])
 	cfg.routes += `
 	notify /to {
 		redis {redis}
@@ -537,20 +461,20 @@ func TestIndexAttachedToARunningStream(t *testing.T) {
 	if err := cfg.reload(); err != nil {
 		t.Fatal(err)
 	}
-	memBefore := metricValue(t, base+"/metrics", `caddy_notify_replayed_events_total{source="memory"}`)
-	redisBefore := metricValue(t, base+"/metrics", `caddy_notify_replay_redis_commands_total`)
-	req := request(t, base+"/to", "bob-token")
+	memBefore := testkit.MetricValue(t, base+"/metrics", `caddy_notify_replayed_events_total{source="memory"}`)
+	redisBefore := testkit.MetricValue(t, base+"/metrics", `caddy_notify_replay_redis_commands_total`)
+	req := testkit.Request(t, base+"/to", "bob-token")
 	req.Header.Set("Last-Event-ID", ids[1])
-	s := openStream(t, req)
+	s := testkit.OpenStream(t, req)
 	for i := 3; i <= 5; i++ {
-		if ev := s.next(t, 5*time.Second); ev.id != ids[i-1] {
+		if ev := s.Next(t, 5*time.Second); ev.ID != ids[i-1] {
 			t.Fatalf("got %+v, want entry %d", ev, i)
 		}
 	}
-	if d := metricValue(t, base+"/metrics", `caddy_notify_replayed_events_total{source="memory"}`) - memBefore; d != 3 {
+	if d := testkit.MetricValue(t, base+"/metrics", `caddy_notify_replayed_events_total{source="memory"}`) - memBefore; d != 3 {
 		t.Errorf("replayed from memory rose by %v, want 3", d)
 	}
-	if d := metricValue(t, base+"/metrics", `caddy_notify_replay_redis_commands_total`) - redisBefore; d != 0 {
+	if d := testkit.MetricValue(t, base+"/metrics", `caddy_notify_replay_redis_commands_total`) - redisBefore; d != 0 {
 		t.Errorf("%v Redis commands for a resume inside the window", d)
 	}
 }
@@ -558,22 +482,22 @@ func TestIndexAttachedToARunningStream(t *testing.T) {
 // TestNewStreamGetsAStartingPosition: a stream that has received nothing
 // yet still resumes without loss, because it starts with an id field.
 func TestNewStreamGetsAStartingPosition(t *testing.T) {
-	rs := startRedis(t)
-	c := rs.client()
+	rs := testkit.StartRedis(t)
+	c := rs.Client()
 	t.Cleanup(func() { c.Close() })
 	base := streamSetup(t, rs).base()
 	last := xadd(t, c, numberedMsg("bob", 1)) // someone else's, before alice connects
-	waitReaderAt(t, last)
-	s := openStream(t, request(t, base+"/events", "alice-token"))
-	s.expect(t, sseEvent{kind: frameRetry, retry: "3000"}, sseEvent{kind: framePosition, id: last})
-	s.close() // gone before any event of its own
+	waitReaderAt(t, base+"/events", "bob-token", last)
+	s := testkit.OpenStream(t, testkit.Request(t, base+"/events", "alice-token"))
+	s.Expect(t, testkit.Frame{Kind: testkit.FrameRetry, Retry: "3000"}, testkit.Frame{Kind: testkit.FramePosition, ID: last})
+	s.Close() // gone before any event of its own
 	xadd(t, c, numberedMsg("alice", 1))
 	xadd(t, c, numberedMsg("alice", 2))
-	req := request(t, base+"/events", "alice-token")
+	req := testkit.Request(t, base+"/events", "alice-token")
 	req.Header.Set("Last-Event-ID", last) // the position
-	s2 := openStream(t, req)
+	s2 := testkit.OpenStream(t, req)
 	for i := 1; i <= 2; i++ {
-		if ev := s2.next(t, 5*time.Second); ev.data != numberedMsg("alice", i) {
+		if ev := s2.Next(t, 5*time.Second); ev.Data != numberedMsg("alice", i) {
 			t.Fatalf("got %+v, want alice's %d", ev, i)
 		}
 	}

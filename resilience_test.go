@@ -7,11 +7,14 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/caddy-notify/notify/internal/message"
+	"github.com/caddy-notify/notify/internal/testkit"
 )
 
 func TestRedisDownAndBack(t *testing.T) {
-	rs := startRedis(t)
-	auth := startAuthAPI(t, users("alice"))
+	rs := testkit.StartRedis(t)
+	auth := testkit.StartAuthAPI(t, testkit.Users("alice"))
 	base := serve(t, rs, auth, `
 	notify {
 		redis {redis}
@@ -19,20 +22,18 @@ func TestRedisDownAndBack(t *testing.T) {
 	}
 	`)
 	url := base + "/"
-	s := openStream(t, request(t, url, "alice-token"))
-	rs.publish(t, DefaultChannel, `{"recipient_id":"alice","n":1}`)
-	if ev := s.next(t, 5*time.Second); ev.data != `{"recipient_id":"alice","n":1}` {
-		t.Fatalf("got %q", ev.data)
+	s := testkit.OpenStream(t, testkit.Request(t, url, "alice-token"))
+	rs.Publish(t, defaultChannel, `{"recipient_id":"alice","n":1}`)
+	if ev := s.Next(t, 5*time.Second); ev.Data != `{"recipient_id":"alice","n":1}` {
+		t.Fatalf("got %q", ev.Data)
 	}
 
-	rs.stop()
-	waitFor(t, 5*time.Second, "subscription marked down", func() bool {
-		down := true
-		hubs.Range(func(_, v any) bool { down = !v.(*hubSet).isUp(); return true })
-		return down
+	rs.Stop()
+	testkit.WaitFor(t, 5*time.Second, "subscription marked down", func() bool {
+		return !readersUp()
 	})
-	callsBefore := auth.calls.Load()
-	resp, err := http.DefaultClient.Do(request(t, url, "alice-token"))
+	callsBefore := auth.Calls()
+	resp, err := http.DefaultClient.Do(testkit.Request(t, url, "alice-token"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -41,52 +42,52 @@ func TestRedisDownAndBack(t *testing.T) {
 		t.Fatalf("while Redis is down: status %d, Retry-After %q; want 503 and 5",
 			resp.StatusCode, resp.Header.Get("Retry-After"))
 	}
-	if auth.calls.Load() != callsBefore {
+	if auth.Calls() != callsBefore {
 		t.Error("auth API called while Redis is down")
 	}
 	select {
-	case <-s.done:
+	case <-s.Done():
 		t.Fatal("open stream closed while Redis is down")
 	default:
 	}
 
-	rs.start()
+	rs.Start()
 	// No client action: the open stream receives again once resubscribed.
-	c := rs.client()
+	c := rs.Client()
 	defer c.Close()
-	waitFor(t, 10*time.Second, "resubscription", func() bool {
-		n, err := c.PubSubNumSub(t.Context(), DefaultChannel).Result()
-		return err == nil && n[DefaultChannel] == 1
+	testkit.WaitFor(t, 10*time.Second, "resubscription", func() bool {
+		n, err := c.PubSubNumSub(t.Context(), defaultChannel).Result()
+		return err == nil && n[defaultChannel] == 1
 	})
-	rs.publish(t, DefaultChannel, `{"recipient_id":"alice","n":2}`)
-	if ev := s.next(t, 5*time.Second); ev.data != `{"recipient_id":"alice","n":2}` {
-		t.Fatalf("after restart got %q", ev.data)
+	rs.Publish(t, defaultChannel, `{"recipient_id":"alice","n":2}`)
+	if ev := s.Next(t, 5*time.Second); ev.Data != `{"recipient_id":"alice","n":2}` {
+		t.Fatalf("after restart got %q", ev.Data)
 	}
-	openStream(t, request(t, url, "alice-token"))
+	testkit.OpenStream(t, testkit.Request(t, url, "alice-token"))
 
 	// A killed connection (CLIENT KILL) is re-established the same way.
 	if err := c.Do(t.Context(), "CLIENT", "KILL", "TYPE", "pubsub").Err(); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 10*time.Second, "resubscription after CLIENT KILL", func() bool {
-		n, err := c.PubSubNumSub(t.Context(), DefaultChannel).Result()
-		return err == nil && n[DefaultChannel] == 1
+	testkit.WaitFor(t, 10*time.Second, "resubscription after CLIENT KILL", func() bool {
+		n, err := c.PubSubNumSub(t.Context(), defaultChannel).Result()
+		return err == nil && n[defaultChannel] == 1
 	})
-	rs.publish(t, DefaultChannel, `{"recipient_id":"alice","n":3}`)
-	if ev := s.next(t, 5*time.Second); ev.data != `{"recipient_id":"alice","n":3}` {
-		t.Fatalf("after CLIENT KILL got %q", ev.data)
+	rs.Publish(t, defaultChannel, `{"recipient_id":"alice","n":3}`)
+	if ev := s.Next(t, 5*time.Second); ev.Data != `{"recipient_id":"alice","n":3}` {
+		t.Fatalf("after CLIENT KILL got %q", ev.Data)
 	}
 }
 
 func TestCaddyStartsWithRedisDown(t *testing.T) {
-	auth := startAuthAPI(t, users("alice"))
-	rs := newRedisServer(t, freePort(t)) // started below
+	auth := testkit.StartAuthAPI(t, testkit.Users("alice"))
+	rs := testkit.NewRedis(t, testkit.FreePort(t)) // started below
 	url := serve(t, rs, auth, `
 	notify {
 		redis {redis}
 		auth_url {auth}
 	}`) + "/"
-	resp, err := http.DefaultClient.Do(request(t, url, "alice-token"))
+	resp, err := http.DefaultClient.Do(testkit.Request(t, url, "alice-token"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -94,10 +95,10 @@ func TestCaddyStartsWithRedisDown(t *testing.T) {
 	if resp.StatusCode != http.StatusServiceUnavailable {
 		t.Fatalf("status %d, want 503", resp.StatusCode)
 	}
-	rs.start()
-	var s *sseStream
-	waitFor(t, 10*time.Second, "stream accepted once Redis is up", func() bool {
-		resp, err := streamClient.Do(request(t, url, "alice-token"))
+	rs.Start()
+	var s *testkit.Stream
+	testkit.WaitFor(t, 10*time.Second, "stream accepted once Redis is up", func() bool {
+		resp, err := testkit.StreamClient.Do(testkit.Request(t, url, "alice-token"))
 		if err != nil {
 			return false
 		}
@@ -108,16 +109,16 @@ func TestCaddyStartsWithRedisDown(t *testing.T) {
 		resp.Body.Close()
 		return true
 	})
-	s = openStream(t, request(t, url, "alice-token"))
-	rs.publish(t, DefaultChannel, `{"recipient_id":"alice"}`)
-	if ev := s.next(t, 5*time.Second); ev.data != `{"recipient_id":"alice"}` {
-		t.Fatalf("got %q", ev.data)
+	s = testkit.OpenStream(t, testkit.Request(t, url, "alice-token"))
+	rs.Publish(t, defaultChannel, `{"recipient_id":"alice"}`)
+	if ev := s.Next(t, 5*time.Second); ev.Data != `{"recipient_id":"alice"}` {
+		t.Fatalf("got %q", ev.Data)
 	}
 }
 
 func TestMalformedMessagesAreDropped(t *testing.T) {
-	rs := startRedis(t)
-	auth := startAuthAPI(t, users("alice"))
+	rs := testkit.StartRedis(t)
+	auth := testkit.StartAuthAPI(t, testkit.Users("alice"))
 	base := serve(t, rs, auth, `
 	metrics /metrics
 	notify /events {
@@ -126,46 +127,46 @@ func TestMalformedMessagesAreDropped(t *testing.T) {
 		broadcast
 	}`)
 	metricsURL := base + "/metrics"
-	s := openStream(t, request(t, base+"/events", "alice-token"))
+	s := testkit.OpenStream(t, testkit.Request(t, base+"/events", "alice-token"))
 
-	bad := map[dropReason][]string{
-		dropMalformed: {`not json`, `{"recipient_id":"alice"`, `["alice"]`, `"alice"`, `42`, `null`, ``,
+	bad := map[message.Drop][]string{
+		message.Malformed: {`not json`, `{"recipient_id":"alice"`, `["alice"]`, `"alice"`, `42`, `null`, ``,
 			`{"recipient_id":"alice"} trailing`, "\xff\xfe"},
-		dropNoRecipient: {`{}`, `{"recipient_id":null}`, `{"recipient_id":""}`, `{"recipient_id":[]}`,
+		message.NoRecipient: {`{}`, `{"recipient_id":null}`, `{"recipient_id":""}`, `{"recipient_id":[]}`,
 			`{"recipient_id":[null]}`, `{"to":"alice"}`},
-		dropInvalidRecipient: {`{"recipient_id":true}`, `{"recipient_id":{"id":"alice"}}`, `{"recipient_id":1.5}`,
+		message.InvalidRecipient: {`{"recipient_id":true}`, `{"recipient_id":{"id":"alice"}}`, `{"recipient_id":1.5}`,
 			`{"recipient_id":["alice",true]}`, `{"recipient_id":[["alice"]]}`},
 	}
-	before := map[dropReason]float64{}
+	before := map[message.Drop]float64{}
 	for reason := range bad {
-		before[reason] = metricValue(t, metricsURL, `caddy_notify_dropped_total{reason="`+string(reason)+`"}`)
+		before[reason] = testkit.MetricValue(t, metricsURL, `caddy_notify_dropped_total{reason="`+string(reason)+`"}`)
 	}
 	var want []string
 	n := 0
 	for reason, payloads := range bad {
 		for _, p := range payloads {
-			rs.publish(t, DefaultChannel, p)
+			rs.Publish(t, defaultChannel, p)
 			n++
 			good := fmt.Sprintf(`{"recipient_id":"alice","after":%d,"reason":%q}`, n, reason)
-			rs.publish(t, DefaultChannel, good)
+			rs.Publish(t, defaultChannel, good)
 			want = append(want, good)
 		}
 	}
-	rs.publish(t, DefaultChannel, `{"recipient_id":"*","end":1}`)
-	got := s.collect(t, `{"recipient_id":"*","end":1}`)
+	rs.Publish(t, defaultChannel, `{"recipient_id":"*","end":1}`)
+	got := s.Collect(t, `{"recipient_id":"*","end":1}`)
 	if strings.Join(got, "\n") != strings.Join(want, "\n") {
 		t.Fatalf("received\n%q\nwant\n%q", got, want)
 	}
 	for reason, payloads := range bad {
 		sample := `caddy_notify_dropped_total{reason="` + string(reason) + `"}`
-		if d := metricValue(t, metricsURL, sample) - before[reason]; d != float64(len(payloads)) {
+		if d := testkit.MetricValue(t, metricsURL, sample) - before[reason]; d != float64(len(payloads)) {
 			t.Errorf("%s rose by %v, want %d", sample, d, len(payloads))
 		}
 	}
 	for _, sample := range []string{"caddy_notify_streams_open", "caddy_notify_messages_received_total",
 		"caddy_notify_deliveries_total", `caddy_notify_redis_subscriptions{state="up"}`,
 		`caddy_notify_stream_requests_total{outcome="ok"}`} {
-		if metricValue(t, metricsURL, sample) < 1 {
+		if testkit.MetricValue(t, metricsURL, sample) < 1 {
 			t.Errorf("metric %s missing from the metrics endpoint", sample)
 		}
 	}
@@ -175,8 +176,8 @@ func TestMalformedMessagesAreDropped(t *testing.T) {
 // overflows and it is closed, while the same user's other stream receives
 // every event.
 func TestSlowClientIsClosed(t *testing.T) {
-	rs := startRedis(t)
-	auth := startAuthAPI(t, users("alice"))
+	rs := testkit.StartRedis(t)
+	auth := testkit.StartAuthAPI(t, testkit.Users("alice"))
 	base := serve(t, rs, auth, `
 	metrics /metrics
 	notify /events {
@@ -185,7 +186,7 @@ func TestSlowClientIsClosed(t *testing.T) {
 		queue_size 8
 		write_timeout 1s
 	}`)
-	dropsBefore := metricValue(t, base+"/metrics", `caddy_notify_dropped_total{reason="slow_client"}`)
+	dropsBefore := testkit.MetricValue(t, base+"/metrics", `caddy_notify_dropped_total{reason="slow_client"}`)
 
 	// The slow client: a raw connection with a tiny receive buffer that is
 	// never read.
@@ -196,36 +197,36 @@ func TestSlowClientIsClosed(t *testing.T) {
 	t.Cleanup(func() { conn.Close() })
 	_ = conn.(*net.TCPConn).SetReadBuffer(4096)
 	fmt.Fprintf(conn, "GET /events HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer alice-token\r\n\r\n")
-	waitFor(t, 5*time.Second, "slow stream registered", func() bool { return openSubscribers() == 1 })
+	testkit.WaitFor(t, 5*time.Second, "slow stream registered", func() bool { return openSubscribers() == 1 })
 
-	fast := openStream(t, request(t, base+"/events", "alice-token"))
+	fast := testkit.OpenStream(t, testkit.Request(t, base+"/events", "alice-token"))
 	big := strings.Repeat("x", 32<<10)
 	var want []string
 	for i := range 200 {
 		m := fmt.Sprintf(`{"recipient_id":"alice","n":%d,"pad":%q}`, i, big)
-		rs.publish(t, DefaultChannel, m)
+		rs.Publish(t, defaultChannel, m)
 		want = append(want, m)
 		if i%8 == 7 {
 			// Keep pace with the fast reader so only the slow one
 			// falls behind.
 			for _, w := range want[len(want)-8:] {
-				if ev := fast.next(t, 5*time.Second); ev.data != w {
-					t.Fatalf("fast stream got %.60q, want %.60q", ev.data, w)
+				if ev := fast.Next(t, 5*time.Second); ev.Data != w {
+					t.Fatalf("fast stream got %.60q, want %.60q", ev.Data, w)
 				}
 			}
 		}
 	}
-	waitFor(t, 5*time.Second, "slow stream closed", func() bool { return openSubscribers() == 1 })
-	if d := metricValue(t, base+"/metrics", `caddy_notify_dropped_total{reason="slow_client"}`) - dropsBefore; d != 1 {
+	testkit.WaitFor(t, 5*time.Second, "slow stream closed", func() bool { return openSubscribers() == 1 })
+	if d := testkit.MetricValue(t, base+"/metrics", `caddy_notify_dropped_total{reason="slow_client"}`) - dropsBefore; d != 1 {
 		t.Errorf("slow_client drops rose by %v, want 1", d)
 	}
-	rs.publish(t, DefaultChannel, `{"recipient_id":"alice","end":1}`)
-	if ev := fast.next(t, 5*time.Second); ev.data != `{"recipient_id":"alice","end":1}` {
-		t.Fatalf("fast stream after the slow one closed: %q", ev.data)
+	rs.Publish(t, defaultChannel, `{"recipient_id":"alice","end":1}`)
+	if ev := fast.Next(t, 5*time.Second); ev.Data != `{"recipient_id":"alice","end":1}` {
+		t.Fatalf("fast stream after the slow one closed: %q", ev.Data)
 	}
 	// The slow client's handler is stuck in a write to a full socket; the
 	// write timeout ends it, so the connection is released.
-	waitFor(t, 5*time.Second, "slow stream's handler returned", func() bool {
-		return metricValue(t, base+"/metrics", "caddy_notify_streams_open") == 1
+	testkit.WaitFor(t, 5*time.Second, "slow stream's handler returned", func() bool {
+		return testkit.MetricValue(t, base+"/metrics", "caddy_notify_streams_open") == 1
 	})
 }

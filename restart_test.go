@@ -5,6 +5,8 @@ import (
 	"strconv"
 	"testing"
 	"time"
+
+	"github.com/caddy-notify/notify/internal/testkit"
 )
 
 // A Caddy that starts after entries were trimmed or deleted must tell a
@@ -13,14 +15,14 @@ import (
 func TestResumeAfterStartOnATrimmedStream(t *testing.T) {
 	tests := []struct {
 		name   string
-		change func(t *testing.T, rs *redisServer, ids []string)
+		change func(t *testing.T, rs *testkit.Redis, ids []string)
 		from   int // index into ids of the client's Last-Event-ID
 		want   []string
 	}{
 		{
 			name: "MAXLEN 3",
-			change: func(t *testing.T, rs *redisServer, _ []string) {
-				c := rs.client()
+			change: func(t *testing.T, rs *testkit.Redis, _ []string) {
+				c := rs.Client()
 				defer c.Close()
 				c.XTrimMaxLen(t.Context(), testStream, 3)
 			},
@@ -29,8 +31,8 @@ func TestResumeAfterStartOnATrimmedStream(t *testing.T) {
 		},
 		{
 			name: "MAXLEN 0",
-			change: func(t *testing.T, rs *redisServer, _ []string) {
-				c := rs.client()
+			change: func(t *testing.T, rs *testkit.Redis, _ []string) {
+				c := rs.Client()
 				defer c.Close()
 				c.XTrimMaxLen(t.Context(), testStream, 0)
 			},
@@ -39,8 +41,8 @@ func TestResumeAfterStartOnATrimmedStream(t *testing.T) {
 		},
 		{
 			name: "newest deleted, resume before it",
-			change: func(t *testing.T, rs *redisServer, ids []string) {
-				c := rs.client()
+			change: func(t *testing.T, rs *testkit.Redis, ids []string) {
+				c := rs.Client()
 				defer c.Close()
 				c.XDel(t.Context(), testStream, ids[9])
 			},
@@ -49,8 +51,8 @@ func TestResumeAfterStartOnATrimmedStream(t *testing.T) {
 		},
 		{
 			name: "newest deleted, resume from it",
-			change: func(t *testing.T, rs *redisServer, ids []string) {
-				c := rs.client()
+			change: func(t *testing.T, rs *testkit.Redis, ids []string) {
+				c := rs.Client()
 				defer c.Close()
 				c.XDel(t.Context(), testStream, ids[9])
 			},
@@ -62,8 +64,8 @@ func TestResumeAfterStartOnATrimmedStream(t *testing.T) {
 			// stream's XINFO says so, but an ID older than its first
 			// entry cannot be resumed from without loss.
 			name: "deleted and recreated",
-			change: func(t *testing.T, rs *redisServer, _ []string) {
-				c := rs.client()
+			change: func(t *testing.T, rs *testkit.Redis, _ []string) {
+				c := rs.Client()
 				defer c.Close()
 				c.Del(t.Context(), testStream)
 				// A later millisecond: the new stream's IDs are above
@@ -76,8 +78,8 @@ func TestResumeAfterStartOnATrimmedStream(t *testing.T) {
 		},
 		{
 			name: "oldest deleted, resume before it",
-			change: func(t *testing.T, rs *redisServer, ids []string) {
-				c := rs.client()
+			change: func(t *testing.T, rs *testkit.Redis, ids []string) {
+				c := rs.Client()
 				defer c.Close()
 				c.XDel(t.Context(), testStream, ids[1])
 			},
@@ -87,8 +89,8 @@ func TestResumeAfterStartOnATrimmedStream(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			rs := startRedis(t)
-			c := rs.client()
+			rs := testkit.StartRedis(t)
+			c := rs.Client()
 			t.Cleanup(func() { c.Close() })
 			var ids []string
 			for i := 1; i <= 10; i++ {
@@ -97,10 +99,10 @@ func TestResumeAfterStartOnATrimmedStream(t *testing.T) {
 			tt.change(t, rs, ids)
 			url := streamSetup(t, rs).base() + "/events"
 
-			req := request(t, url, "alice-token")
+			req := testkit.Request(t, url, "alice-token")
 			req.Header.Set("Last-Event-ID", ids[tt.from])
 			start := time.Now()
-			s := openStream(t, req)
+			s := testkit.OpenStream(t, req)
 			if d := time.Since(start); d > 500*time.Millisecond {
 				t.Errorf("the stream took %s to open", d)
 			}
@@ -108,8 +110,8 @@ func TestResumeAfterStartOnATrimmedStream(t *testing.T) {
 			marker := xadd(t, c, `{"recipient_id":"alice","n":0}`)
 			var got []string
 			for {
-				ev := s.next(t, 5*time.Second)
-				if ev.id == marker {
+				ev := s.Next(t, 5*time.Second)
+				if ev.ID == marker {
 					break
 				}
 				got = append(got, describe(ev, ids))
@@ -128,7 +130,7 @@ func TestResumeAfterStartOnATrimmedStream(t *testing.T) {
 
 // describe names an event for comparison: "reset <reason>[ id=<n>]" or the
 // message number, where n is the 1-based position of the id in ids.
-func describe(ev sseEvent, ids []string) string {
+func describe(ev testkit.Frame, ids []string) string {
 	pos := func(id string) string {
 		for i, x := range ids {
 			if x == id {
@@ -137,24 +139,24 @@ func describe(ev sseEvent, ids []string) string {
 		}
 		return id
 	}
-	if ev.name == "reset" {
+	if ev.Name == "reset" {
 		var r struct{ Reason string }
-		_ = json.Unmarshal([]byte(ev.data), &r)
+		_ = json.Unmarshal([]byte(ev.Data), &r)
 		s := "reset " + r.Reason
-		if ev.id != "" {
-			s += " id=" + pos(ev.id)
+		if ev.ID != "" {
+			s += " id=" + pos(ev.ID)
 		}
 		return s
 	}
 	var m numbered
-	if err := json.Unmarshal([]byte(ev.data), &m); err != nil || m.N < 1 {
-		return "event " + ev.data
+	if err := json.Unmarshal([]byte(ev.Data), &m); err != nil || m.N < 1 {
+		return "event " + ev.Data
 	}
 	if m.N > len(ids) {
 		return "message " + strconv.Itoa(m.N) // published by the case itself
 	}
-	if ids[m.N-1] != ev.id {
-		return "message " + strconv.Itoa(m.N) + " with id " + ev.id
+	if ids[m.N-1] != ev.ID {
+		return "message " + strconv.Itoa(m.N) + " with id " + ev.ID
 	}
 	return strconv.Itoa(m.N)
 }

@@ -7,17 +7,19 @@ import (
 	"slices"
 	"testing"
 	"time"
+
+	"github.com/caddy-notify/notify/internal/testkit"
 )
 
 // routingSetup runs one Caddy with two routes on the same channel: /events
 // without broadcast and /all with it.
-func routingSetup(t *testing.T) (base string, rs *redisServer) {
+func routingSetup(t *testing.T) (base string, rs *testkit.Redis) {
 	t.Helper()
-	rs = startRedis(t)
-	auth := startAuthAPI(t, users("alice", "bob"))
-	auth.replies["eight-token"] = authReply{200, `{"user_id":8}`}
-	auth.replies["eightstr-token"] = authReply{200, `{"user_id":"8"}`}
-	auth.replies["big-token"] = authReply{200, `{"user_id":9007199254740993}`}
+	rs = testkit.StartRedis(t)
+	auth := testkit.StartAuthAPI(t, testkit.Users("alice", "bob"))
+	auth.SetReply("eight-token", testkit.AuthReply{Status: 200, Body: `{"user_id":8}`})
+	auth.SetReply("eightstr-token", testkit.AuthReply{Status: 200, Body: `{"user_id":"8"}`})
+	auth.SetReply("big-token", testkit.AuthReply{Status: 200, Body: `{"user_id":9007199254740993}`})
 	base = serve(t, rs, auth, `
 	notify /events {
 		redis {redis}
@@ -33,14 +35,14 @@ func routingSetup(t *testing.T) (base string, rs *redisServer) {
 
 func TestRouting(t *testing.T) {
 	base, rs := routingSetup(t)
-	streams := map[string]*sseStream{
-		"alice":    openStream(t, request(t, base+"/events", "alice-token")),
-		"alice2":   openStream(t, request(t, base+"/events", "alice-token")),
-		"bob":      openStream(t, request(t, base+"/events", "bob-token")),
-		"eight":    openStream(t, request(t, base+"/events", "eight-token")),
-		"eightstr": openStream(t, request(t, base+"/events", "eightstr-token")),
-		"big":      openStream(t, request(t, base+"/events", "big-token")),
-		"bob-all":  openStream(t, request(t, base+"/all", "bob-token")),
+	streams := map[string]*testkit.Stream{
+		"alice":    testkit.OpenStream(t, testkit.Request(t, base+"/events", "alice-token")),
+		"alice2":   testkit.OpenStream(t, testkit.Request(t, base+"/events", "alice-token")),
+		"bob":      testkit.OpenStream(t, testkit.Request(t, base+"/events", "bob-token")),
+		"eight":    testkit.OpenStream(t, testkit.Request(t, base+"/events", "eight-token")),
+		"eightstr": testkit.OpenStream(t, testkit.Request(t, base+"/events", "eightstr-token")),
+		"big":      testkit.OpenStream(t, testkit.Request(t, base+"/events", "big-token")),
+		"bob-all":  testkit.OpenStream(t, testkit.Request(t, base+"/all", "bob-token")),
 	}
 	msgs := []string{
 		`{"recipient_id":"alice","n":1}`,
@@ -60,14 +62,14 @@ func TestRouting(t *testing.T) {
 		`{"recipient_id":"Alice","n":15}`,
 	}
 	for _, m := range msgs {
-		rs.publish(t, DefaultChannel, m)
+		rs.Publish(t, defaultChannel, m)
 	}
 	const marker = `{"recipient_id":"*","end":true}`
-	rs.publish(t, DefaultChannel, marker)
+	rs.Publish(t, defaultChannel, marker)
 	// The marker reaches only broadcast streams; the others get a
 	// personal end marker each, published after everything else.
 	for _, u := range []string{"alice", "bob", "8", "9007199254740993"} {
-		rs.publish(t, DefaultChannel, fmt.Sprintf(`{"recipient_id":%q,"end":true}`, u))
+		rs.Publish(t, defaultChannel, fmt.Sprintf(`{"recipient_id":%q,"end":true}`, u))
 	}
 	end := func(u string) string { return fmt.Sprintf(`{"recipient_id":%q,"end":true}`, u) }
 
@@ -87,7 +89,7 @@ func TestRouting(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.stream, func(t *testing.T) {
-			got := streams[tt.stream].collect(t, tt.marker)
+			got := streams[tt.stream].Collect(t, tt.marker)
 			if !slices.Equal(got, tt.want) {
 				t.Errorf("received\n%q\nwant\n%q", got, tt.want)
 			}
@@ -97,7 +99,7 @@ func TestRouting(t *testing.T) {
 
 func TestStreamHeadersAndRetry(t *testing.T) {
 	base, _ := routingSetup(t)
-	resp, err := streamClient.Do(request(t, base+"/events", "alice-token"))
+	resp, err := testkit.StreamClient.Do(testkit.Request(t, base+"/events", "alice-token"))
 	if err != nil {
 		t.Fatal(err)
 	}

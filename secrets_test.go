@@ -6,6 +6,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/caddy-notify/notify/internal/testkit"
 )
 
 // The Redis password never reaches a log line when the URL comes from a
@@ -35,8 +37,8 @@ func TestRedisPasswordNeverLogged(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			rs := startRedis(t, "--requirepass", password)
-			auth := startAuthAPI(t, users("alice"))
+			rs := testkit.StartRedis(t, "--requirepass", password)
+			auth := testkit.StartAuthAPI(t, testkit.Users("alice"))
 			logFile := filepath.Join(t.TempDir(), "caddy.log")
 			url := strings.Replace(rs.URL(), "redis://", "redis://:"+password+"@", 1)
 			cfg := &caddyConfig{
@@ -54,18 +56,18 @@ func TestRedisPasswordNeverLogged(t *testing.T) {
 				b, _ := os.ReadFile(logFile)
 				return string(b)
 			}
-			s := openStream(t, request(t, base+"/", "alice-token"))
+			s := testkit.OpenStream(t, testkit.Request(t, base+"/", "alice-token"))
 			if err := cfg.reload(); err != nil {
 				t.Fatal(err)
 			}
-			s.waitEnded(t, 5*time.Second) // the reload ended it
-			openStream(t, request(t, base+"/", "alice-token"))
-			rs.stop()
-			waitFor(t, 10*time.Second, "the outage logged", func() bool {
+			s.WaitEnded(t, 5*time.Second) // the reload ended it
+			testkit.OpenStream(t, testkit.Request(t, base+"/", "alice-token"))
+			rs.Stop()
+			testkit.WaitFor(t, 10*time.Second, "the outage logged", func() bool {
 				return strings.Contains(logged(), "redis subscription unavailable")
 			})
-			rs.start()
-			waitFor(t, 10*time.Second, "the subscription back", func() bool {
+			rs.Start()
+			testkit.WaitFor(t, 10*time.Second, "the subscription back", func() bool {
 				return strings.Count(logged(), "redis subscription established") >= 2
 			})
 			log := logged()

@@ -6,6 +6,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/caddy-notify/notify/internal/testkit"
 	"github.com/caddy-notify/notify/publish"
 )
 
@@ -58,7 +59,7 @@ func TestSentinel(t *testing.T) {
 			targets = append(targets, faultTarget{name: "failover" + h.path[1:], url: base + h.path, pub: pub})
 		}
 		fr := startFaultRun(t, targets, scaleUsers)
-		waitFor(t, 30*time.Second, "publishing to start", func() bool { return fr.published() > 50 })
+		testkit.WaitFor(t, 30*time.Second, "publishing to start", func() bool { return fr.published() > 50 })
 		killed := time.Now()
 		restore := ts.failover()
 		t.Logf("replica promoted %s after the kill", time.Since(killed).Round(time.Millisecond))

@@ -24,6 +24,10 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/caddy-notify/notify/internal/sse"
+	"github.com/caddy-notify/notify/internal/streamid"
+	"github.com/caddy-notify/notify/internal/testkit"
 )
 
 // The stream-mode soak (issue 8 §3): a seeded driver publishes entries
@@ -72,15 +76,15 @@ func TestStreamSoak(t *testing.T) {
 	}
 	t.Logf("seed %d (replay: SOAK_SEED=%d SOAK_DURATION=%s)", seed, seed, duration)
 
-	rs := newRedisServer(t, freePort(t), "--appendonly", "yes", "--appendfsync", "always",
+	rs := testkit.NewRedis(t, testkit.FreePort(t), "--appendonly", "yes", "--appendfsync", "always",
 		// Small nodes, so that approximate trims (whole nodes) remove something.
 		"--stream-node-max-entries", "10")
-	rs.start()
+	rs.Start()
 	names := make([]string, soakUsers)
 	for i := range names {
 		names[i] = "u" + strconv.Itoa(i)
 	}
-	auth := startAuthAPI(t, users(names...))
+	auth := testkit.StartAuthAPI(t, testkit.Users(names...))
 	cd := newSoakCaddy(t, rs.URL(), auth.URL)
 	cd.start()
 	if err := cd.waitUp(60 * time.Second); err != nil {
@@ -145,7 +149,7 @@ func newSoakCaddy(t *testing.T, redisURL, authURL string) *soakCaddy {
 	dir := t.TempDir()
 	c := &soakCaddy{
 		t: t, bin: buildSoakCaddy(t), dir: dir, file: filepath.Join(dir, "Caddyfile"),
-		port: freePort(t), admin: freePort(t), http: &http.Client{Timeout: 30 * time.Second},
+		port: testkit.FreePort(t), admin: testkit.FreePort(t), http: &http.Client{Timeout: 30 * time.Second},
 	}
 	cfg := fmt.Sprintf(`{
 	admin 127.0.0.1:%d
@@ -323,7 +327,7 @@ func (c *soakCaddy) logTail(n int) {
 
 // soakEntry is one entry the driver added.
 type soakEntry struct {
-	id        entryID
+	id        streamid.ID
 	field     string // "data", or another field for a junk entry
 	data      string
 	users     []string // named recipients, without duplicates
@@ -348,16 +352,16 @@ func (e *soakEntry) addressedTo(user string) bool {
 // for it.
 type watermark struct {
 	mu sync.Mutex
-	id entryID
+	id streamid.ID
 }
 
-func (w *watermark) observe(id entryID) {
+func (w *watermark) observe(id streamid.ID) {
 	w.mu.Lock()
-	w.id = laterID(w.id, id)
+	w.id = streamid.Later(w.id, id)
 	w.mu.Unlock()
 }
 
-func (w *watermark) get() entryID {
+func (w *watermark) get() streamid.ID {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	return w.id
@@ -376,7 +380,7 @@ type soakDriver struct {
 	t       *testing.T
 	rng     *rand.Rand
 	start   time.Time
-	rs      *redisServer
+	rs      *testkit.Redis
 	pub     *redis.Client
 	caddy   *soakCaddy
 	users   []string
@@ -384,7 +388,7 @@ type soakDriver struct {
 	mark    *watermark
 
 	entries []*soakEntry // in ID order
-	byID    map[entryID]*soakEntry
+	byID    map[streamid.ID]*soakEntry
 	oldest  int // entries before it are all removed
 	msgN    int
 
@@ -402,10 +406,10 @@ type soakDriver struct {
 	drove      time.Duration      // how long the rounds took
 }
 
-func newSoakDriver(t *testing.T, seed uint64, rs *redisServer, cd *soakCaddy, users []string) *soakDriver {
+func newSoakDriver(t *testing.T, seed uint64, rs *testkit.Redis, cd *soakCaddy, users []string) *soakDriver {
 	d := &soakDriver{
-		t: t, rng: rand.New(rand.NewPCG(seed, 0)), start: time.Now(), rs: rs, pub: rs.client(), caddy: cd,
-		users: users, mark: &watermark{}, byID: map[entryID]*soakEntry{},
+		t: t, rng: rand.New(rand.NewPCG(seed, 0)), start: time.Now(), rs: rs, pub: rs.Client(), caddy: cd,
+		users: users, mark: &watermark{}, byID: map[streamid.ID]*soakEntry{},
 		caddyUpAt: -1, redisUpAt: -1, faultCount: map[string]int{}, server: map[string]float64{},
 		nextLight: 5, nextHeavy: 20,
 	}
@@ -510,7 +514,7 @@ func (d *soakDriver) comeBack(i int) {
 	switch p := d.rng.IntN(100); {
 	case p < 3:
 		cmd.via = viaBogus
-		cmd.bogus = entryID{ms: uint64(time.Now().Add(24 * time.Hour).UnixMilli())}
+		cmd.bogus = streamid.ID{Ms: uint64(time.Now().Add(24 * time.Hour).UnixMilli())}
 	case p < 50:
 		cmd.via = viaQuery
 	}
@@ -582,10 +586,10 @@ func (d *soakDriver) publish(e *soakEntry) {
 		d.t.Fatalf("XADD: %v", err)
 	}
 	var ok bool
-	if e.id, ok = parseEntryID(id); !ok {
+	if e.id, ok = streamid.Parse(id); !ok {
 		d.t.Fatalf("XADD returned %q", id)
 	}
-	if n := len(d.entries); n > 0 && !d.entries[n-1].id.less(e.id) {
+	if n := len(d.entries); n > 0 && !d.entries[n-1].id.Less(e.id) {
 		d.t.Fatalf("XADD returned %s after %s", e.id, d.entries[n-1].id)
 	}
 	d.entries = append(d.entries, e)
@@ -602,7 +606,7 @@ func (d *soakDriver) retained() (live []*soakEntry, read int) {
 	for _, e := range d.entries[d.oldest:] {
 		if e.removedAt.IsZero() {
 			live = append(live, e)
-			if !w.less(e.id) {
+			if !w.Less(e.id) {
 				read++
 			}
 		}
@@ -700,7 +704,7 @@ func (d *soakDriver) lightFault() {
 		}
 		removed := 0
 		for _, e := range live {
-			if len(first) == 0 || e.id.less(mustParseID(d.t, first[0].ID)) {
+			if len(first) == 0 || e.id.Less(mustParseID(d.t, first[0].ID)) {
 				e.removedAt, e.removedBy = before, "trim"
 				removed++
 			}
@@ -808,8 +812,8 @@ func (m *redisMonitor) waitFor(s string, timeout time.Duration) error {
 	}
 }
 
-func mustParseID(t *testing.T, s string) entryID {
-	id, ok := parseEntryID(s)
+func mustParseID(t *testing.T, s string) streamid.ID {
+	id, ok := streamid.Parse(s)
 	if !ok {
 		t.Fatalf("bad entry ID %q", s)
 	}
@@ -834,7 +838,7 @@ func (d *soakDriver) heavyFault() {
 		// Down for some rounds, with nothing published, then the same
 		// port and AOF. go-redis's own retries hide an outage of up to
 		// about 2 s from Caddy; a longer one gets clients 503.
-		d.rs.stop()
+		d.rs.Stop()
 		rounds := 1 + 2*down
 		if long {
 			rounds = 40 + 3*down
@@ -888,9 +892,9 @@ func (d *soakDriver) killCaddyConns() int {
 
 func (d *soakDriver) redisUp() {
 	d.redisUpAt = -1
-	d.rs.start()
+	d.rs.Start()
 	d.pub.Close()
-	d.pub = d.rs.client()
+	d.pub = d.rs.Client()
 	d.fault("redis_start", "")
 }
 
@@ -922,7 +926,7 @@ func (d *soakDriver) finish() {
 	for _, c := range d.clients {
 		for {
 			pos, ok := c.position()
-			if ok && !pos.less(marker.id) {
+			if ok && !pos.Less(marker.id) {
 				break
 			}
 			if time.Now().After(deadline) {
@@ -974,7 +978,7 @@ func (d *soakDriver) report(ck *soakChecker) {
 		{"refused (503) / connection errors", fmt.Sprintf("%d / %d", st.unavailable, st.netErrors)},
 		{"faults", strings.Join(faults, ", ")},
 		{"resets", fmt.Sprintf("history_truncated %d, replay_limit %d, unknown_last_event_id %d",
-			ck.resets[resetTruncated], ck.resets[resetReplayOver], ck.resets[resetUnknownID])},
+			ck.resets[sse.ResetTruncated], ck.resets[sse.ResetReplayOver], ck.resets[sse.ResetUnknownID])},
 		{"gaps, each after a reset naming why", fmt.Sprintf("%d (%d entries)", ck.excusedGaps, ck.excusedEntries)},
 		{"replayed by Caddy: memory / Redis", fmt.Sprintf("%.0f / %.0f",
 			d.server[`caddy_notify_replayed_events_total{source="memory"}`], d.server[`caddy_notify_replayed_events_total{source="redis"}`])},
@@ -1006,7 +1010,7 @@ const (
 type soakCmd struct {
 	leave bool
 	via   soakVia
-	bogus entryID
+	bogus streamid.ID
 }
 
 type recKind int
@@ -1098,13 +1102,13 @@ func (c *soakClient) getLast() string {
 
 // position returns the client's last ID, for the final wait: none while
 // it is an ID from the future.
-func (c *soakClient) position() (entryID, bool) {
+func (c *soakClient) position() (streamid.ID, bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.bogus {
-		return entryID{}, false
+		return streamid.ID{}, false
 	}
-	return parseEntryID(c.last)
+	return streamid.Parse(c.last)
 }
 
 func (c *soakClient) run(ctx context.Context) {
@@ -1166,7 +1170,7 @@ func (c *soakClient) pause(ctx context.Context, d time.Duration) bool {
 }
 
 // open requests a stream; nil when refused or unreachable.
-func (c *soakClient) open(ctx context.Context) *sseStream {
+func (c *soakClient) open(ctx context.Context) *testkit.Stream {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.url, nil)
 	if err != nil {
 		panic(err)
@@ -1215,23 +1219,22 @@ func (c *soakClient) open(ctx context.Context) *sseStream {
 		c.stats.viaHeader++
 	}
 	c.record(soakRec{kind: recConnect, id: resume, via: via, bogus: bogus})
-	s := newSSEStream(resp)
-	go s.read()
+	s := testkit.ReadStream(resp)
 	return s
 }
 
 // read handles the stream's frames until it ends or the driver sends the
 // client away; it reports whether the client is away.
-func (c *soakClient) read(ctx context.Context, s *sseStream) bool {
-	defer func() { s.close(); <-s.done }()
+func (c *soakClient) read(ctx context.Context, s *testkit.Stream) bool {
+	defer func() { s.Close(); <-s.Done() }()
 	for {
 		select {
-		case f := <-s.events:
+		case f := <-s.Frames():
 			c.frame(f)
-		case <-s.done:
+		case <-s.Done():
 			for {
 				select {
-				case f := <-s.events:
+				case f := <-s.Frames():
 					c.frame(f)
 					continue
 				default:
@@ -1255,25 +1258,25 @@ func (c *soakClient) read(ctx context.Context, s *sseStream) bool {
 	}
 }
 
-func (c *soakClient) frame(f sseEvent) {
+func (c *soakClient) frame(f testkit.Frame) {
 	var id string
-	switch f.kind {
-	case framePosition:
-		c.record(soakRec{kind: recPosition, id: f.id})
-		id = f.id
-	case frameEvent:
-		switch f.name {
+	switch f.Kind {
+	case testkit.FramePosition:
+		c.record(soakRec{kind: recPosition, id: f.ID})
+		id = f.ID
+	case testkit.FrameEvent:
+		switch f.Name {
 		case "":
-			c.record(soakRec{kind: recEvent, id: f.id, data: f.data})
-			id = f.id
+			c.record(soakRec{kind: recEvent, id: f.ID, data: f.Data})
+			id = f.ID
 		case "reset":
 			var r struct{ Reason string }
-			if err := json.Unmarshal([]byte(f.data), &r); err != nil || f.data != `{"reason":"`+r.Reason+`"}` {
-				c.record(soakRec{kind: recError, data: "reset with data " + strconv.Quote(f.data)})
+			if err := json.Unmarshal([]byte(f.Data), &r); err != nil || f.Data != `{"reason":"`+r.Reason+`"}` {
+				c.record(soakRec{kind: recError, data: "reset with data " + strconv.Quote(f.Data)})
 				return
 			}
-			c.record(soakRec{kind: recReset, id: f.id, data: r.Reason})
-			id = f.id
+			c.record(soakRec{kind: recReset, id: f.ID, data: r.Reason})
+			id = f.ID
 		default:
 			c.record(soakRec{kind: recError, data: "unexpected event " + f.String()})
 			return
@@ -1284,7 +1287,7 @@ func (c *soakClient) frame(f sseEvent) {
 	if id == "" {
 		return
 	}
-	parsed, ok := parseEntryID(id)
+	parsed, ok := streamid.Parse(id)
 	if !ok {
 		c.record(soakRec{kind: recError, data: "bad id " + f.String()})
 		return
@@ -1359,11 +1362,11 @@ func newSoakChecker(d *soakDriver) *soakChecker {
 
 // between returns the user's entries after a and before b (or up to b
 // when through is set).
-func (ck *soakChecker) between(user string, a, b entryID, through bool) []*soakEntry {
+func (ck *soakChecker) between(user string, a, b streamid.ID, through bool) []*soakEntry {
 	list := ck.addressed[user]
-	i := sort.Search(len(list), func(i int) bool { return a.less(list[i].id) })
+	i := sort.Search(len(list), func(i int) bool { return a.Less(list[i].id) })
 	var out []*soakEntry
-	for ; i < len(list) && (list[i].id.less(b) || through && list[i].id == b); i++ {
+	for ; i < len(list) && (list[i].id.Less(b) || through && list[i].id == b); i++ {
 		out = append(out, list[i])
 	}
 	return out
@@ -1373,7 +1376,7 @@ func (ck *soakChecker) between(user string, a, b entryID, through bool) []*soakE
 type soakConn struct {
 	index   int
 	resumed bool
-	from    entryID // the ID it resumed from
+	from    streamid.ID // the ID it resumed from
 	bogus   bool
 	reset   *soakRec
 	frames  int // positions, events and resets seen
@@ -1404,9 +1407,9 @@ type soakConn struct {
 //     history_truncated reset, may only hold entries removed before the
 //     reset arrived.
 func (ck *soakChecker) checkClient(c *soakClient) {
-	var P entryID
+	var P streamid.ID
 	have := false
-	seen := map[entryID]bool{}
+	seen := map[streamid.ID]bool{}
 	var conn soakConn
 	var forgotten string
 	var i int // the record being checked
@@ -1418,7 +1421,7 @@ func (ck *soakChecker) checkClient(c *soakClient) {
 			c.n, c.user, conn.index, c.describe(c.log[i]), fmt.Sprintf(format, args...),
 			c.records(max(0, i-15), i), ck.faultsAround(c.log[i].at)))
 	}
-	gap := func(b entryID, through bool) {
+	gap := func(b streamid.ID, through bool) {
 		conn.checks++
 		if !have {
 			return
@@ -1432,7 +1435,7 @@ func (ck *soakChecker) checkClient(c *soakClient) {
 			fail(true, "silent gap after %s: %s", P, describeEntries(missing, c.start))
 			return
 		}
-		if conn.checks == 1 && (R.data == resetReplayOver || R.data == resetUnknownID) {
+		if conn.checks == 1 && (R.data == sse.ResetReplayOver || R.data == sse.ResetUnknownID) {
 			ck.excusedGaps++
 			ck.excusedEntries += len(missing)
 			return
@@ -1461,7 +1464,7 @@ func (ck *soakChecker) checkClient(c *soakClient) {
 				break
 			}
 			conn.resumed = true
-			conn.from, _ = parseEntryID(r.id)
+			conn.from, _ = streamid.Parse(r.id)
 			switch {
 			case forgotten != "" && r.id == forgotten:
 				conn.bogus = true
@@ -1470,7 +1473,7 @@ func (ck *soakChecker) checkClient(c *soakClient) {
 				fail(false, "resumed from %s, but the client's last ID is %v", r.id, P)
 			}
 		case recPosition:
-			id, _ := parseEntryID(r.id)
+			id, _ := streamid.Parse(r.id)
 			if conn.resumed || conn.frames > 0 {
 				fail(false, "a position frame on a resumed stream or after other frames")
 			}
@@ -1487,8 +1490,8 @@ func (ck *soakChecker) checkClient(c *soakClient) {
 				fail(false, "%s", msg)
 			}
 			if r.id != "" {
-				id, _ := parseEntryID(r.id)
-				if have && id.less(P) && r.data != resetUnknownID {
+				id, _ := streamid.Parse(r.id)
+				if have && id.Less(P) && r.data != sse.ResetUnknownID {
 					fail(false, "the reset's id is before the client's last ID %s", P)
 				}
 				gap(id, true)
@@ -1497,7 +1500,7 @@ func (ck *soakChecker) checkClient(c *soakClient) {
 		case recEvent:
 			conn.frames++
 			ck.delivered++
-			id, _ := parseEntryID(r.id)
+			id, _ := streamid.Parse(r.id)
 			e := ck.d.byID[id]
 			switch {
 			case e == nil:
@@ -1518,7 +1521,7 @@ func (ck *soakChecker) checkClient(c *soakClient) {
 			seen[id] = true
 			if !have {
 				fail(false, "an event before any position")
-			} else if !P.less(id) {
+			} else if !P.Less(id) {
 				fail(false, "out of order: after %s", P)
 			}
 			gap(id, false)
@@ -1532,30 +1535,30 @@ func (ck *soakChecker) checkClient(c *soakClient) {
 // checkReason checks that a reset's reason fits what happened; it returns
 // what does not.
 func (ck *soakChecker) checkReason(c *soakClient, r *soakRec, conn soakConn) string {
-	if conn.bogus != (r.data == resetUnknownID) {
+	if conn.bogus != (r.data == sse.ResetUnknownID) {
 		return fmt.Sprintf("reason %s after resuming from %s (an ID from the future: %v)", r.data, conn.from, conn.bogus)
 	}
 	switch r.data {
-	case resetUnknownID:
+	case sse.ResetUnknownID:
 		if r.id == "" {
 			return "an unknown_last_event_id reset without an id"
 		}
-	case resetTruncated:
+	case sse.ResetTruncated:
 		// Redis keeps no record of what XTRIM removed: the reset may be a
 		// false alarm when the entry at the resume point itself is gone.
-		i := sort.Search(len(ck.d.entries), func(i int) bool { return !ck.d.entries[i].id.less(conn.from) })
+		i := sort.Search(len(ck.d.entries), func(i int) bool { return !ck.d.entries[i].id.Less(conn.from) })
 		for _, e := range ck.d.entries[i:] {
 			if !e.removedAt.IsZero() && e.removedAt.Before(r.at) {
 				return ""
 			}
 		}
 		return fmt.Sprintf("history_truncated, but nothing at or after %s was removed", conn.from)
-	case resetReplayOver:
+	case sse.ResetReplayOver:
 		if r.id != "" {
 			return "a replay_limit reset with an id"
 		}
 		n := 0
-		for _, e := range ck.between(c.user, conn.from, entryID{ms: 1<<64 - 1}, false) {
+		for _, e := range ck.between(c.user, conn.from, streamid.ID{Ms: 1<<64 - 1}, false) {
 			if e.sentAt.Before(r.at) {
 				n++
 			}

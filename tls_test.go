@@ -8,15 +8,17 @@ import (
 	"time"
 
 	"github.com/quic-go/quic-go/http3"
+
+	"github.com/caddy-notify/notify/internal/testkit"
 )
 
 // TestStreamsOverTLS serves the handler over HTTPS with Caddy's internal CA
 // and opens one stream over HTTP/1.1 (hijacked: the TLS connection is taken
 // over), one over HTTP/2 and one over HTTP/3 (QUIC).
 func TestStreamsOverTLS(t *testing.T) {
-	rs := startRedis(t)
-	auth := startAuthAPI(t, users("alice"))
-	port := freePort(t)
+	rs := testkit.StartRedis(t)
+	auth := testkit.StartAuthAPI(t, testkit.Users("alice"))
+	port := testkit.FreePort(t)
 	loadCaddyfile(t, fmt.Sprintf(`{
 	admin off
 	persist_config off
@@ -40,7 +42,7 @@ https://127.0.0.1:%[2]d {
 	// The internal CA issues the site's certificate in the background.
 	probe := &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}} //nolint:gosec // test CA
 	t.Cleanup(probe.CloseIdleConnections)
-	waitFor(t, 15*time.Second, "the site certificate", func() bool {
+	testkit.WaitFor(t, 15*time.Second, "the site certificate", func() bool {
 		resp, err := (&http.Client{Transport: probe}).Head(url)
 		if err != nil {
 			return false
@@ -65,7 +67,7 @@ https://127.0.0.1:%[2]d {
 				t.Cleanup(tr.CloseIdleConnections)
 				rt = tr
 			}
-			resp, err := (&http.Client{Transport: rt}).Do(request(t, url, "alice-token"))
+			resp, err := (&http.Client{Transport: rt}).Do(testkit.Request(t, url, "alice-token"))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -73,13 +75,12 @@ https://127.0.0.1:%[2]d {
 				resp.Body.Close()
 				t.Fatalf("got %s %d, want %s 200", resp.Proto, resp.StatusCode, proto)
 			}
-			s := newSSEStream(resp)
-			go s.read()
-			t.Cleanup(func() { s.close(); <-s.done })
+			s := testkit.ReadStream(resp)
+			t.Cleanup(func() { s.Close(); <-s.Done() })
 			msg := fmt.Sprintf(`{"recipient_id":"alice","proto":%q}`, proto)
-			rs.publish(t, DefaultChannel, msg)
-			if ev := s.next(t, 5*time.Second); ev.data != msg {
-				t.Fatalf("got %q", ev.data)
+			rs.Publish(t, defaultChannel, msg)
+			if ev := s.Next(t, 5*time.Second); ev.Data != msg {
+				t.Fatalf("got %q", ev.Data)
 			}
 		})
 	}

@@ -3,6 +3,7 @@ package notify
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"slices"
 	"strings"
 	"testing"
@@ -26,16 +27,33 @@ func siteJSON(t *testing.T, handler string) string {
 	return `{"apps":{"http":{"servers":{"srv0":{"listen":[":8080"],"routes":[{"handle":[` + string(b) + `]}]}}}}}`
 }
 
-// adaptNotify adapts a Caddyfile site holding one notify block. Mistakes of
-// meaning must not fail here: the parser checks syntax only.
-func adaptNotify(t *testing.T, block string) string {
+// caddyfileLines adapts a Caddyfile site holding one notify block (its
+// directive on line 2) and loads it, as `caddy run` does: it returns the
+// lines of the adapter's error, each checked to name line 2 and cut of that
+// mention, or, when the block adapts (placeholders are left for the load),
+// the lines of Validate's error at the load. nil when both succeed.
+func caddyfileLines(t *testing.T, block string) []string {
 	t.Helper()
 	src := ":8080 {\n\tnotify {\n" + block + "\n\t}\n}\n"
 	out, _, err := caddyconfig.GetAdapter("caddyfile").Adapt([]byte(src), map[string]any{"filename": "Caddyfile"})
-	if err != nil {
+	if err == nil {
+		if err := loadErr(t, string(out)); err != nil {
+			return notifyLines(t, err)
+		}
+		return nil
+	}
+	_, msg, ok := strings.Cut(err.Error(), "parsing caddyfile tokens for 'notify': ")
+	if !ok {
 		t.Fatalf("adapting %q: %v", block, err)
 	}
-	return string(out)
+	lines := strings.Split(msg, "\n")
+	for i, l := range lines {
+		var cut bool
+		if lines[i], cut = strings.CutSuffix(l, ", at Caddyfile:2"); !cut {
+			t.Errorf("%q does not name the notify directive's line", l)
+		}
+	}
+	return lines
 }
 
 // loadErr provisions and validates a JSON config as loading it does
@@ -64,7 +82,8 @@ func notifyLines(t *testing.T, err error) []string {
 
 // TestSameErrorFromCaddyfileAndJSON builds each mistake both ways, a
 // Caddyfile block through the adapter and the JSON handler object a JSON
-// user would write, loads each, and requires the same error (issue 7).
+// user would write, loads each, and requires the same error: from the
+// adapter, naming the block's line, or from the load.
 func TestSameErrorFromCaddyfileAndJSON(t *testing.T) {
 	const auth = "\t\tauth_url http://a/\n"
 	const authJSON = `"auth_url":"http://a/",`
@@ -126,9 +145,14 @@ func TestSameErrorFromCaddyfileAndJSON(t *testing.T) {
 			"notify: history_bytes must be a size from 1 byte to 1 TiB"},
 		// JSON cannot say "queue_size": 0 apart from leaving it out (0 is
 		// the unset value of an omitempty field, as in every Caddy module),
-		// so a 0 means the default from both front ends, like the other
-		// counts and sizes.
-		{"queue_size 0", auth + "queue_size 0", `{` + authJSON + `"queue_size":0}`, ""},
+		// so there a 0 means the default; a written 0 in a Caddyfile is
+		// refused (TestCaddyfileRefusesWrittenZeros).
+		{"queue_size 0 in JSON", auth, `{` + authJSON + `"queue_size":0}`, ""},
+		{"auth_concurrency 10000", auth + "auth_concurrency 10000", `{` + authJSON + `"auth_concurrency":10000}`, ""},
+		{"auth_concurrency 10001", auth + "auth_concurrency 10001", `{` + authJSON + `"auth_concurrency":10001}`,
+			"notify: auth_concurrency must be a whole number from 1 to 10000"},
+		{"negative auth_concurrency", auth + "auth_concurrency -1", `{` + authJSON + `"auth_concurrency":-1}`,
+			"notify: auth_concurrency must be a whole number from 1 to 10000"},
 		{"queue_size 1001", auth + "queue_size 1001", `{` + authJSON + `"queue_size":1001}`,
 			"notify: queue_size must be a whole number from 1 to 1000"},
 		{"negative queue_size", auth + "queue_size -1", `{` + authJSON + `"queue_size":-1}`,
@@ -152,24 +176,19 @@ func TestSameErrorFromCaddyfileAndJSON(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			fromCaddyfile := loadErr(t, adaptNotify(t, tt.caddyfile))
-			fromJSON := loadErr(t, siteJSON(t, tt.handler))
-			if tt.want == "" {
-				if fromCaddyfile != nil || fromJSON != nil {
-					t.Fatalf("want both to load; Caddyfile: %v; JSON: %v", fromCaddyfile, fromJSON)
-				}
-				return
+			fromCaddyfile := caddyfileLines(t, tt.caddyfile)
+			var fromJSON []string
+			if err := loadErr(t, siteJSON(t, tt.handler)); err != nil {
+				fromJSON = notifyLines(t, err)
 			}
-			if fromCaddyfile == nil || fromJSON == nil {
-				t.Fatalf("want %q from both; Caddyfile: %v; JSON: %v", tt.want, fromCaddyfile, fromJSON)
+			var want []string
+			if tt.want != "" {
+				want = []string{tt.want}
 			}
-			if fromCaddyfile.Error() != fromJSON.Error() {
-				t.Errorf("different errors\nCaddyfile: %v\nJSON:      %v", fromCaddyfile, fromJSON)
+			if !slices.Equal(fromCaddyfile, want) || !slices.Equal(fromJSON, want) {
+				t.Errorf("want %q from both\nCaddyfile: %q\nJSON:      %q", want, fromCaddyfile, fromJSON)
 			}
-			if got := notifyLines(t, fromJSON); !slices.Equal(got, []string{tt.want}) {
-				t.Errorf("got %q, want %q", got, tt.want)
-			}
-			if strings.Contains(fromCaddyfile.Error(), "s3cret") || strings.Contains(fromJSON.Error(), "s3cret") {
+			if strings.Contains(fmt.Sprint(fromCaddyfile, fromJSON), "s3cret") {
 				t.Errorf("the Redis password is in the error: %v", fromJSON)
 			}
 		})
@@ -207,16 +226,15 @@ func TestValidateReportsAllInFieldOrder(t *testing.T) {
 		"notify: queue_size must be a whole number from 1 to 1000",
 		"notify: write_timeout must not be negative",
 	}
-	fromCaddyfile := loadErr(t, adaptNotify(t, block))
-	fromJSON := loadErr(t, siteJSON(t, handler))
-	if fromCaddyfile == nil || fromJSON == nil {
-		t.Fatalf("Caddyfile: %v; JSON: %v", fromCaddyfile, fromJSON)
+	fromCaddyfile := caddyfileLines(t, block)
+	err := loadErr(t, siteJSON(t, handler))
+	if err == nil {
+		t.Fatal("the JSON config loads")
 	}
-	if fromCaddyfile.Error() != fromJSON.Error() {
-		t.Errorf("different errors\nCaddyfile: %v\nJSON:      %v", fromCaddyfile, fromJSON)
-	}
-	if got := notifyLines(t, fromJSON); !slices.Equal(got, want) {
-		t.Errorf("got\n%s\nwant\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	for name, got := range map[string][]string{"Caddyfile": fromCaddyfile, "JSON": notifyLines(t, err)} {
+		if !slices.Equal(got, want) {
+			t.Errorf("%s: got\n%s\nwant\n%s", name, strings.Join(got, "\n"), strings.Join(want, "\n"))
+		}
 	}
 }
 
@@ -227,11 +245,11 @@ func TestProvisionBuildsNothingWhenInvalid(t *testing.T) {
 	ctx, cancel := caddy.NewContext(caddy.Context{Context: context.Background()})
 	defer cancel()
 	before := liveHubs()
-	h := Handler{AuthURL: "relative", Redis: "http://user:s3cret@x", QueueSize: -1}
+	h := Handler{Source: Source{Redis: "http://user:s3cret@x"}, AuthURL: "relative", QueueSize: -1}
 	if err := h.Provision(ctx); err != nil {
 		t.Fatalf("Provision: %v; want nil and Validate to report", err)
 	}
-	if h.hubSet != nil || h.auth != nil || h.stop != nil || liveHubs() != before {
+	if h.gateway != nil || h.auth != nil || liveHubs() != before {
 		t.Error("Provision built on an invalid config")
 	}
 	if h.Validate() == nil {
@@ -253,8 +271,8 @@ func TestValidate(t *testing.T) {
 		wantErr string
 	}{
 		{"ok", Handler{AuthURL: "http://a/"}, ""},
-		{"ok stream", Handler{AuthURL: "http://a/", Stream: "s"}, ""},
-		{"ok placeholders", Handler{AuthURL: "{env.NOTIFY_TEST_AUTH_URL}", Redis: "{env.NOTIFY_TEST_REDIS_URL}"}, ""},
+		{"ok stream", Handler{Source: Source{Stream: "s"}, AuthURL: "http://a/"}, ""},
+		{"ok placeholders", Handler{Source: Source{Redis: "{env.NOTIFY_TEST_REDIS_URL}"}, AuthURL: "{env.NOTIFY_TEST_AUTH_URL}"}, ""},
 		{"ok cors *", Handler{AuthURL: "http://a/", CORS: []string{"*"}}, ""},
 		{"ok heartbeat off", Handler{AuthURL: "http://a/", Heartbeat: new(caddy.Duration(0))}, ""},
 		{"no auth_url", Handler{}, "notify: auth_url is required"},

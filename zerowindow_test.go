@@ -10,6 +10,8 @@ import (
 
 	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/hpack"
+
+	"github.com/caddy-notify/notify/internal/testkit"
 )
 
 // zeroWindowClient is an h2c client that never opens a flow-control window:
@@ -111,8 +113,8 @@ func (c *zeroWindowClient) waitResets(ids []uint32, within time.Duration) {
 // past write_timeout, from the very first byte (the retry field), nor past
 // a config stop.
 func TestZeroWindowHTTP2Client(t *testing.T) {
-	rs := startRedis(t)
-	auth := startAuthAPI(t, users("alice"))
+	rs := testkit.StartRedis(t)
+	auth := testkit.StartAuthAPI(t, testkit.Users("alice"))
 	cfg := &caddyConfig{
 		redis: rs,
 		auth:  auth,
@@ -126,7 +128,7 @@ func TestZeroWindowHTTP2Client(t *testing.T) {
 		auth_url {auth}
 		write_timeout {write_timeout}
 	}`,
-		port: freePort(t),
+		port: testkit.FreePort(t),
 	}
 	load := func(t *testing.T, writeTimeout string) {
 		cfg.vars = map[string]string{"write_timeout": writeTimeout}
@@ -148,7 +150,7 @@ func TestZeroWindowHTTP2Client(t *testing.T) {
 			}
 		}
 		for range 300 {
-			rs.publish(t, DefaultChannel, `{"recipient_id":"alice","pad":"`+string(bytes.Repeat([]byte("x"), 200))+`"}`)
+			rs.Publish(t, defaultChannel, `{"recipient_id":"alice","pad":"`+string(bytes.Repeat([]byte("x"), 200))+`"}`)
 		}
 		return c
 	}
@@ -157,7 +159,7 @@ func TestZeroWindowHTTP2Client(t *testing.T) {
 		load(t, "1s")
 		c := openAll(t)
 		c.waitResets(ids, 3*time.Second)
-		waitFor(t, 2*time.Second, "streams released", func() bool { return openSubscribers() == 0 })
+		testkit.WaitFor(t, 2*time.Second, "streams released", func() bool { return openSubscribers() == 0 })
 	})
 	t.Run("config stop", func(t *testing.T) {
 		load(t, "1h")
@@ -167,6 +169,6 @@ func TestZeroWindowHTTP2Client(t *testing.T) {
 		load(t, "1h30m") // a reload stops the old config
 		c.waitResets(ids, time.Second)
 		t.Logf("streams reset %s after the reload began", time.Since(start))
-		waitFor(t, 2*time.Second, "streams released", func() bool { return openSubscribers() == 0 })
+		testkit.WaitFor(t, 2*time.Second, "streams released", func() bool { return openSubscribers() == 0 })
 	})
 }
