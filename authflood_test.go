@@ -29,7 +29,7 @@ import (
 	"github.com/caddy-notify/notify/internal/testkit"
 )
 
-// The tests in this file attack the auth path the way issue 8 did: streams
+// The tests in this file attack the auth path as an attacker would: streams
 // reset as soon as they are opened (HTTP/2 rapid reset), each with a fresh
 // token or all with one, and a flood of HTTP/1.1 clients that give up. The
 // auth API is a stub that measures what a real one would suffer: its peak
@@ -106,7 +106,7 @@ func randomToken() string {
 }
 
 // The rapid-reset attacker sends a batch of streams every attackTick:
-// 8,000 a second, the pace measured in issue 8 (77,000 streams in 10 s).
+// 8,000 a second, the pace of a measured attack (77,000 streams in 10 s).
 // Unpaced, it only measures how a CPU shared with the attacker is divided.
 const (
 	attackBatch = 200
@@ -258,7 +258,7 @@ func settleGoroutines(base, slack int, timeout time.Duration) int {
 	}
 }
 
-// TestAuthRapidResetFreshTokens is issue 8's attack: one h2c connection
+// TestAuthRapidResetFreshTokens is the rapid-reset attack: one h2c connection
 // opening streams with fresh random tokens and resetting each at once,
 // against an auth API that takes 200 ms. The auth API must never see more
 // than auth_concurrency requests at once nor more calls than those slots

@@ -64,6 +64,7 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //	    write_timeout        <duration>
 //	    max_message_size     <size>
 //	    takeover             on|off
+//	    reload_drain         <duration>
 //	}
 //
 // Every subdirective may appear once, except cors, which may be repeated.
@@ -112,6 +113,16 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 		"write_timeout": setPositiveDuration(&h.WriteTimeout),
 		"queue_bytes":   setPositiveSize(&h.QueueBytes),
 		"takeover":      setOnOff(&h.Takeover),
+		"reload_drain": func(arg string) error {
+			// A pointer: 0 ends the streams at once, unset means the
+			// default.
+			var d caddy.Duration
+			if err := setDuration(&d)(arg); err != nil {
+				return err
+			}
+			h.ReloadDrain = &d
+			return nil
+		},
 	} {
 		b.single[name] = set
 	}

@@ -35,13 +35,22 @@ func TestUnmarshalCaddyfile(t *testing.T) {
 		cors            https://b.example https://a.example
 		queue_size      100
 		write_timeout   3s
+		takeover        off
+		reload_drain    0
 	}`
 	var h Handler
 	if err := h.UnmarshalCaddyfile(caddyfile.NewTestDispenser(full)); err != nil {
 		t.Fatal(err)
 	}
-	zero := caddy.Duration(0)
-	want := Handler{Source: Source{Redis: "redis+cluster://user:pw@127.0.0.1:7000,127.0.0.1:7001", Channel: "alerts", Sharded: true, Partitions: 16, RecipientField: "to"}, AuthURL: "https://app.internal/api/v1/is_user_auth/", UserField: "uid", AuthTimeout: caddy.Duration(2e9), TokenQuery: "access_token", TokenCookie: "session", Heartbeat: &zero, Retry: caddy.Duration(1.5e9), Broadcast: true, CORS: []string{"https://a.example", "http://localhost:3000", "https://b.example"}, QueueSize: 100, WriteTimeout: caddy.Duration(3e9)}
+	zero, off := caddy.Duration(0), false
+	want := Handler{
+		Source: Source{Redis: "redis+cluster://user:pw@127.0.0.1:7000,127.0.0.1:7001", Channel: "alerts", Sharded: true,
+			Partitions: 16, RecipientField: "to"},
+		AuthURL: "https://app.internal/api/v1/is_user_auth/", UserField: "uid", AuthTimeout: caddy.Duration(2e9),
+		TokenQuery: "access_token", TokenCookie: "session", Heartbeat: &zero, Retry: caddy.Duration(1.5e9), Broadcast: true,
+		CORS:      []string{"https://a.example", "http://localhost:3000", "https://b.example"},
+		QueueSize: 100, WriteTimeout: caddy.Duration(3e9), Takeover: &off, ReloadDrain: &zero,
+	}
 	got, _ := json.Marshal(h)
 	exp, _ := json.Marshal(want)
 	if string(got) != string(exp) {
@@ -74,6 +83,8 @@ func TestUnmarshalCaddyfileErrors(t *testing.T) {
 		{"nested block", "notify {\n auth_url http://a/ {\n x\n }\n}", "auth_url does not take a block"},
 		{"block on broadcast", "notify {\n broadcast {\n x\n }\n}", "broadcast does not take a block"},
 		{"block on cors", "notify {\n cors https://a.example {\n x\n }\n}", "cors does not take a block"},
+		{"takeover yes", "notify {\n takeover yes\n}", `takeover: "yes" is neither on nor off`},
+		{"reload_drain soon", "notify {\n reload_drain soon\n}", `reload_drain: "soon" is not a duration such as 500ms, 15s or 1d`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -10,8 +10,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -23,15 +21,7 @@ import (
 // Real Redis deployments for the scaling tests (cluster_test.go,
 // sentinel_test.go, instances_test.go): a Redis Cluster and a Sentinel
 // set-up built from redis-server processes on loopback ports, and Caddy
-// processes built from ./cmd/caddy, each cleaned up by t.Cleanup.
-
-func TestMain(m *testing.M) {
-	code := m.Run()
-	if caddyBin.dir != "" {
-		_ = os.RemoveAll(caddyBin.dir)
-	}
-	os.Exit(code)
-}
+// processes (caddyproc_test.go), each cleaned up by t.Cleanup.
 
 // redisCLI returns the path of redis-cli, which the redis-server package
 // brings along.
@@ -412,91 +402,6 @@ func (ts *testSentinel) failover() (restore func()) {
 		old.Start()
 		ts.waitReady(next)
 	}
-}
-
-// caddyBin is a Caddy binary with this module, built once per test run
-// (without -race: it runs as separate processes, killed with SIGKILL).
-var caddyBin struct {
-	once sync.Once
-	dir  string
-	err  error
-}
-
-func caddyBinary(t testing.TB) string {
-	t.Helper()
-	caddyBin.once.Do(func() {
-		caddyBin.dir, caddyBin.err = os.MkdirTemp("", "notify-caddy-")
-		if caddyBin.err != nil {
-			return
-		}
-		out, err := exec.Command("go", "build", "-o", filepath.Join(caddyBin.dir, "caddy"), "./cmd/caddy").CombinedOutput()
-		if err != nil {
-			caddyBin.err = fmt.Errorf("building ./cmd/caddy: %v\n%s", err, out)
-		}
-	})
-	if caddyBin.err != nil {
-		t.Fatal(caddyBin.err)
-	}
-	return filepath.Join(caddyBin.dir, "caddy")
-}
-
-// caddyProcess is a Caddy process serving one site on a loopback port.
-type caddyProcess struct {
-	t    testing.TB
-	port int
-	cmd  *exec.Cmd
-	done chan struct{}
-}
-
-// startCaddyProcess runs routes as the site of a new Caddy process, with
-// {redis} and {auth} replaced, and waits until it listens.
-func startCaddyProcess(t testing.TB, redisURL, authURL, routes string) *caddyProcess {
-	t.Helper()
-	dir := t.TempDir()
-	p := &caddyProcess{t: t, port: testkit.FreePort(t), done: make(chan struct{})}
-	routes = strings.NewReplacer("{redis}", redisURL, "{auth}", authURL).Replace(block(routes))
-	cfg := fmt.Sprintf("{\n\tadmin off\n\tauto_https off\n\tpersist_config off\n\tgrace_period 1s\n"+
-		"\tstorage file_system %s\n\tlog {\n\t\tlevel WARN\n\t}\n}\nhttp://127.0.0.1:%d {\n%s\n}\n",
-		filepath.Join(dir, "data"), p.port, routes)
-	file := filepath.Join(dir, "Caddyfile")
-	if err := os.WriteFile(file, []byte(cfg), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	logs, err := os.Create(filepath.Join(dir, "caddy.log"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	p.cmd = exec.Command(caddyBinary(t), "run", "--config", file, "--adapter", "caddyfile")
-	p.cmd.Env = append(os.Environ(), "HOME="+dir, "XDG_DATA_HOME="+dir, "XDG_CONFIG_HOME="+dir)
-	p.cmd.Stdout, p.cmd.Stderr = logs, logs
-	if err := p.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	go func() { _ = p.cmd.Wait(); logs.Close(); close(p.done) }()
-	t.Cleanup(func() {
-		p.kill()
-		if t.Failed() {
-			b, _ := os.ReadFile(logs.Name())
-			t.Logf("caddy on port %d:\n%s", p.port, b)
-		}
-	})
-	testkit.WaitFor(t, 30*time.Second, "caddy to listen", func() bool {
-		c, err := net.Dial("tcp", p.Addr())
-		if err == nil {
-			c.Close()
-		}
-		return err == nil
-	})
-	return p
-}
-
-func (p *caddyProcess) Addr() string { return "127.0.0.1:" + strconv.Itoa(p.port) }
-func (p *caddyProcess) base() string { return "http://" + p.Addr() }
-
-// kill ends the process with SIGKILL: no stream is closed cleanly.
-func (p *caddyProcess) kill() {
-	_ = p.cmd.Process.Signal(syscall.SIGKILL)
-	<-p.done
 }
 
 // openStreamWhenUp opens a stream, retrying while the handler answers 503

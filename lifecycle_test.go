@@ -1,6 +1,9 @@
 package notify
 
 import (
+	"io"
+	"net"
+	"regexp"
 	"runtime"
 	"strings"
 	"testing"
@@ -121,7 +124,10 @@ func TestOneSubscriptionPerChannel(t *testing.T) {
 	}
 }
 
-func TestReloadEndsStreamsAndKeepsSubscription(t *testing.T) {
+// TestReloadKeepsTheSubscription: a reload that changes a delivery setting
+// (heartbeat) keeps the stream and the one subscription; one that changes
+// the Redis settings replaces the hub, once its stream, drained, has ended.
+func TestReloadKeepsTheSubscription(t *testing.T) {
 	rs := testkit.StartRedis(t)
 	auth := testkit.StartAuthAPI(t, testkit.Users("alice"))
 	cfg := &caddyConfig{redis: rs, auth: auth, vars: map[string]string{"heartbeat": "15s"}, routes: `
@@ -129,9 +135,10 @@ func TestReloadEndsStreamsAndKeepsSubscription(t *testing.T) {
 		redis {redis}
 		auth_url {auth}
 		heartbeat {heartbeat}
+		reload_drain 0
 	}`}
 	url := cfg.load(t) + "/"
-	old := testkit.OpenStream(t, testkit.Request(t, url, "alice-token"))
+	s := testkit.OpenStream(t, testkit.Request(t, url, "alice-token"))
 
 	cfg.vars["heartbeat"] = "20s"
 	reloaded := make(chan error, 1)
@@ -144,11 +151,9 @@ func TestReloadEndsStreamsAndKeepsSubscription(t *testing.T) {
 	case <-time.After(5 * time.Second):
 		t.Fatal("reload hangs on an open stream")
 	}
-	old.WaitEnded(t, 2*time.Second)
 	if liveHubs() != 1 {
 		t.Errorf("%d hubs after reload, want 1 (the subscription is kept)", liveHubs())
 	}
-	s := testkit.OpenStream(t, testkit.Request(t, url, "alice-token"))
 	rs.Publish(t, defaultChannel, `{"recipient_id":"alice","after":"reload"}`)
 	if ev := s.Next(t, 5*time.Second); ev.Data != `{"recipient_id":"alice","after":"reload"}` {
 		t.Fatalf("got %q", ev.Data)
@@ -198,4 +203,54 @@ func countLines(s, substr string) int {
 		}
 	}
 	return n
+}
+
+// A drain cuts off, a second after its window, a taken-over stream whose
+// writer is blocked on a client that stopped reading: no goroutine waits
+// for it, the stream Set closes the connection under the writer.
+func TestDrainCutsOffABlockedTakenOverWrite(t *testing.T) {
+	rs := testkit.StartRedis(t)
+	auth := testkit.StartAuthAPI(t, testkit.Users("alice"))
+	cfg := &caddyConfig{redis: rs, auth: auth, vars: map[string]string{"channel": defaultChannel}, routes: `
+	notify {
+		redis {redis}
+		auth_url {auth}
+		channel {channel}
+		reload_drain 0
+		max_message_size 2MiB
+		queue_bytes 64MiB
+		queue_size 1000
+		write_timeout 1h
+	}`}
+	base := cfg.load(t)
+	openBefore := testutil.ToFloat64(notifyMetrics.StreamsOpen)
+
+	conn, err := net.Dial("tcp", strings.TrimPrefix(base, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	_ = conn.(*net.TCPConn).SetReadBuffer(4096)
+	if _, err := io.WriteString(conn, "GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer alice-token\r\n\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	testkit.WaitFor(t, 5*time.Second, "stream registered", func() bool { return openSubscribers() == 1 })
+	// More than the socket buffers hold: the writer blocks in a write.
+	msg := bigMessage("alice", 0, 1_000_000)
+	for range 24 {
+		rs.Publish(t, defaultChannel, msg)
+	}
+	testkit.WaitFor(t, 5*time.Second, "a writer blocked on the client", func() bool {
+		n, _ := goroutinesIn(regexp.MustCompile(`stream\.\(\*Stream\)\.(start|resume)`))
+		return n == 1
+	})
+	time.Sleep(200 * time.Millisecond) // it stays blocked
+
+	cfg.vars["channel"] = "other" // the reload drains the stream
+	if err := cfg.reload(); err != nil {
+		t.Fatal(err)
+	}
+	testkit.WaitFor(t, 2*time.Second, "the blocked stream ended", func() bool {
+		return testutil.ToFloat64(notifyMetrics.StreamsOpen) == openBefore
+	})
 }

@@ -55,6 +55,7 @@ const (
 	defaultHistoryBytes     = 32 << 20
 	defaultQueueBytes       = 4 << 20
 	defaultPresenceInterval = 10 * time.Second
+	defaultReloadDrain      = 10 * time.Second
 	// maxQueueSize bounds queue_size: a larger queue only delays the
 	// moment a stuck client is closed while holding more memory.
 	maxQueueSize = 1000
@@ -203,16 +204,28 @@ type Handler struct {
 	// hands, as HTTP/2 and HTTP/3 streams always are. Default: true.
 	Takeover *bool `json:"takeover,omitempty"`
 
+	// When a config reload leaves no handler with this one's identity (a
+	// setting that decides what its streams receive or who their users
+	// are changed, or the handler is gone), its open streams end, each
+	// cleanly, spread evenly over this window, so that their clients do
+	// not all reconnect at once; 0 ends them at once. Streams of a handler
+	// whose identity the reload leaves as it was stay open. A stop of the
+	// process ends every stream at once. Default (when unset): 10s.
+	ReloadDrain *caddy.Duration `json:"reload_drain,omitempty"`
+
 	tokens      auth.TokenSource
 	cors        corsPolicy
 	heartbeat   time.Duration
 	takeover    bool
+	reloadDrain time.Duration
 	auth        *auth.Client
-	gateway     *gateway.Gateway // nil until Provision succeeds on a valid config
-	hubKey      string
-	presenceKey string
-	control     *control.Channel // nil when control_channel is off
-	controlKey  string
+	config      <-chan struct{} // this handler's config, told apart from the others: its context's Done
+	gatewayKey  string          // its key in the gateways pool; never log it
+	pooled      *pooledGateway  // nil until Provision succeeds on a valid config
+	gateway     *gateway.Gateway
+	attachment  *attachment
+	stopping    bool       // the config is stopping (its "stopping" event, before Cleanup in the same goroutine)
+	hubKey      string     // the key of the hubs the gateway reads, in their pool
 	retryFrame  *sse.Frame // every stream's first frame
 	retryAfter  string     // the retry delay in whole seconds, for Retry-After
 	logger      *zap.Logger
@@ -226,9 +239,10 @@ func (Handler) CaddyModule() caddy.ModuleInfo {
 	}
 }
 
-// Provision sets defaults, attaches the shared Redis hubs and arranges for
-// streams to end when the config stops. It does not dial Redis: the hubs do
-// that in the background, so Caddy starts while Redis is down.
+// Provision sets defaults and attaches the handler to its gateway: the one
+// a handler of the running config with the same identity uses (a reload),
+// or a new one on the pooled Redis hubs. It does not dial Redis: the hubs
+// do that in the background, so Caddy starts while Redis is down.
 //
 // Caddy calls Provision before Validate. Provision therefore checks nothing
 // itself: failing here would report the first mistake only, worded apart
@@ -255,24 +269,30 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	if err != nil {
 		return fmt.Errorf("loading events app: %w", err)
 	}
-	// Caddy waits for active requests before cleaning up a config, and its
-	// default grace period is unlimited: streams must end themselves when
-	// their config starts stopping, or reloads and exits would hang.
-	if err := events.(*caddyevents.App).On("stopping", stopOnEvent(h.endStreams)); err != nil {
+	// Caddy waits for active requests before it exits, and its default
+	// grace period is unlimited: when the process stops, streams must end
+	// themselves, or it would hang.
+	if err := events.(*caddyevents.App).On("stopping", stopOnEvent(h.configStopping)); err != nil {
 		return fmt.Errorf("watching stopping event: %w", err)
 	}
+	// The modules of one config get contexts that differ (one per server)
+	// but end together: the channel that says so names the config.
+	h.config = ctx.Done()
 	h.setUp(rc)
 	return nil
 }
 
 // setUp builds what serving needs, on a config Validate accepted: the
 // request side (token sources, CORS, the auth client, the retry frame) and
-// the engine (the pooled hubs, presence and control channel, and the
-// gateway). Part of Provision, after what needs a Caddy context.
+// the gateway with this config's settings, taken from the pool (kept from
+// the config a reload replaces) or built on the pooled hubs, presence
+// keeper and control channel. Part of Provision, after what needs a Caddy
+// context.
 func (h *Handler) setUp(rc *redisurl.Config) {
 	h.tokens = auth.TokenSource{Query: h.TokenQuery, Cookie: h.TokenCookie}
 	h.cors = newCORSPolicy(h.CORS)
-	h.auth = auth.New(auth.Options{URL: resolvePlaceholders(h.AuthURL), UserField: h.UserField,
+	authURL := resolvePlaceholders(h.AuthURL)
+	h.auth = auth.New(auth.Options{URL: authURL, UserField: h.UserField,
 		Timeout: time.Duration(h.AuthTimeout), CacheTTL: time.Duration(h.AuthCache),
 		Concurrency: h.AuthConcurrency, Logger: h.logger, Metrics: notifyMetrics})
 	h.retryFrame = sse.Retry(time.Duration(h.Retry))
@@ -283,55 +303,94 @@ func (h *Handler) setUp(rc *redisurl.Config) {
 		history = historySettings{h.HistoryEntries, h.HistoryBytes}
 	}
 	h.hubKey = hubKey(rc, &h.Source, history)
-	hubs := hubSets.acquire(h.hubKey, func() *pooledHubs {
-		client, clientKey := acquireClient(rc, h.Stream, h.Partitions)
-		src := hub.Source{Channel: h.Channel, Stream: h.Stream, Sharded: h.Sharded, Partitions: h.Partitions,
-			History: hub.History{Entries: history.entries, Bytes: history.bytes}, MaxMessageSize: h.MaxMessageSize}
-		// Pooled values outlive this config: they get the process logger.
-		opts := hub.Options{Logger: caddy.Log().Named("notify.hub"), Metrics: notifyMetrics}
-		return &pooledHubs{set: hub.NewSet(client, src, opts), clientKey: clientKey}
-	})
-	var keeper *presence.Keeper
+	var presenceKey, controlKey string
 	if h.Presence != "" {
-		h.presenceKey = fmt.Sprintf("%s %q %d", rc.Key(), h.Presence, h.PresenceInterval)
-		keeper = presenceKeepers.acquire(h.presenceKey, func() *pooledPresence {
-			client, clientKey := acquireClient(rc, "", 0)
-			logger := caddy.Log().Named("notify.presence")
-			return &pooledPresence{presence.New(client, h.Presence, time.Duration(h.PresenceInterval), logger, notifyMetrics), clientKey}
-		}).keeper
+		presenceKey = fmt.Sprintf("%s %q %d", rc.Key(), h.Presence, h.PresenceInterval)
+	}
+	// Read with SSUBSCRIBE like the main channel; a stream-mode handler's
+	// control channel is classic pub/sub.
+	sharded := h.Sharded && h.Stream == ""
+	if h.ControlChannel != "" {
+		controlKey = fmt.Sprintf("%s %q %t", rc.Key(), h.ControlChannel, sharded)
 	}
 	fields := index.Key{RecipientField: h.RecipientField}
 	if h.Stream != "" {
 		fields.DataField = h.StreamField
 	}
-	h.gateway = gateway.New(gateway.Options{
-		Hubs: hubs.set, Fields: fields, Broadcast: h.Broadcast,
+	identity := h.identity(fields, authURL, presenceKey, controlKey)
+	h.gatewayKey = fmt.Sprintf("%s #%d", identity, ordinals.next(h.config, identity))
+	settings := h.settings()
+	h.pooled = gateways.acquire(h.gatewayKey, func() *pooledGateway {
+		// Pooled values outlive this config: they get the process logger.
+		hubs := hubSets.acquire(h.hubKey, func() *pooledHubs {
+			client, clientKey := acquireClient(rc, h.Stream, h.Partitions)
+			src := hub.Source{Channel: h.Channel, Stream: h.Stream, Sharded: h.Sharded, Partitions: h.Partitions,
+				History: hub.History{Entries: history.entries, Bytes: history.bytes}, MaxMessageSize: h.MaxMessageSize}
+			opts := hub.Options{Logger: caddy.Log().Named("notify.hub"), Metrics: notifyMetrics}
+			return &pooledHubs{set: hub.NewSet(client, src, opts), clientKey: clientKey}
+		})
+		p := &pooledGateway{hubKey: h.hubKey, presenceKey: presenceKey, controlKey: controlKey}
+		var keeper *presence.Keeper
+		if presenceKey != "" {
+			keeper = presenceKeepers.acquire(presenceKey, func() *pooledPresence {
+				client, clientKey := acquireClient(rc, "", 0)
+				logger := caddy.Log().Named("notify.presence")
+				return &pooledPresence{presence.New(client, h.Presence, time.Duration(h.PresenceInterval), logger, notifyMetrics), clientKey}
+			}).keeper
+		}
+		p.gw = gateway.New(gateway.Options{Hubs: hubs.set, Fields: fields, Broadcast: h.Broadcast,
+			Reauth: h.Reauth > 0, Presence: keeper, Logger: caddy.Log().Named("notify"), Metrics: notifyMetrics,
+			Settings: settings})
+		if controlKey != "" {
+			p.control = controlChannels.acquire(controlKey, func() *pooledControl {
+				client, clientKey := acquireClient(rc, "", 0)
+				logger := caddy.Log().Named("notify.control")
+				return &pooledControl{control.New(client, h.ControlChannel, sharded, logger, notifyMetrics), clientKey}
+			}).channel
+			p.control.Add(p.gw)
+		}
+		return p
+	})
+	h.gateway = h.pooled.gw
+	h.attachment = h.pooled.attach(h.config, settings)
+}
+
+// identity is the key of the handler's gateway in its pool: every setting
+// that decides what its streams receive (the hubs they read, the fields,
+// broadcast) or who their users are (the auth API and its user field,
+// whether their credentials are kept for reauth), and what holds them (the
+// control channel, presence). A reload that changes none of them keeps the
+// handler's streams. It embeds credentials: never log it.
+func (h *Handler) identity(fields index.Key, authURL, presenceKey, controlKey string) string {
+	return fmt.Sprintf("%s|%q %q|%t|%q %q %t|%q|%q", h.hubKey, fields.DataField, fields.RecipientField,
+		h.Broadcast, authURL, h.UserField, h.Reauth > 0, controlKey, presenceKey)
+}
+
+// settings are the handler's settings that apply to the open streams of
+// its gateway, those a reload keeps included.
+func (h *Handler) settings() gateway.Settings {
+	return gateway.Settings{
 		Heartbeat: h.heartbeat, WriteTimeout: time.Duration(h.WriteTimeout),
 		Queue:      index.QueueLimit{Events: h.QueueSize, Bytes: h.QueueBytes},
 		MaxStreams: h.MaxStreams, MaxStreamsPerUser: h.MaxStreamsPerUser,
 		ReplayLimit: h.ReplayLimit, Takeover: h.takeover,
-		Auth: h.auth, Reauth: time.Duration(h.Reauth), Presence: keeper,
-		Logger: h.logger, Metrics: notifyMetrics,
-	})
-	if h.ControlChannel != "" {
-		// Read with SSUBSCRIBE like the main channel; a stream-mode
-		// handler's control channel is classic pub/sub.
-		sharded := h.Sharded && h.Stream == ""
-		h.controlKey = fmt.Sprintf("%s %q %t", rc.Key(), h.ControlChannel, sharded)
-		h.control = controlChannels.acquire(h.controlKey, func() *pooledControl {
-			client, clientKey := acquireClient(rc, "", 0)
-			logger := caddy.Log().Named("notify.control")
-			return &pooledControl{control.New(client, h.ControlChannel, sharded, logger, notifyMetrics), clientKey}
-		}).channel
-		h.control.Add(h.gateway)
+		Auth: h.auth, Reauth: time.Duration(h.Reauth), Drain: h.reloadDrain,
 	}
 }
 
-// endStreams ends the handler's streams: its config is stopping.
-func (h *Handler) endStreams() {
+// configStopping is the handler's part in its config stopping: at a reload
+// (another config is the running one), nothing, since Cleanup keeps or
+// drains the streams; at a stop of the process, every stream ends at once,
+// those draining after an earlier reload included.
+func (h *Handler) configStopping() {
+	h.stopping = true
+	if active := caddy.ActiveContext(); active.Context != nil && active.Done() != h.config {
+		return // a reload
+	}
 	if h.gateway != nil {
 		h.gateway.EndStreams()
 	}
+	draining.endAll()
 }
 
 func (h *Handler) applyDefaults() {
@@ -376,6 +435,10 @@ func (h *Handler) applyDefaults() {
 		h.QueueBytes = max(defaultQueueBytes, h.MaxMessageSize)
 	}
 	h.takeover = h.Takeover == nil || *h.Takeover
+	h.reloadDrain = defaultReloadDrain
+	if h.ReloadDrain != nil {
+		h.reloadDrain = time.Duration(*h.ReloadDrain)
+	}
 }
 
 // Validate is the one rulebook of the configuration: the Caddyfile parser
@@ -477,29 +540,29 @@ func (h *Handler) mistakes(atParse bool) []error {
 	if c.QueueBytes < c.MaxMessageSize {
 		fail("queue_bytes must be at least max_message_size (%d bytes)", c.MaxMessageSize)
 	}
+	if c.ReloadDrain != nil {
+		nonNegative("reload_drain", *c.ReloadDrain)
+	}
 	return errs
 }
 
-// Cleanup ends this instance's streams and releases its share of what is
-// pooled. Caddy also calls it after a failed Provision, so it tolerates nil
-// state.
+// Cleanup gives back this handler's use of its gateway. When a handler of
+// the config that replaces this one uses the gateway too, its streams are
+// kept (and counted); when none does, the gateway drains them. Caddy also
+// calls Cleanup after a failed Provision, and for a new config that failed
+// to load, so it tolerates nil state.
 func (h *Handler) Cleanup() error {
 	if h.auth != nil {
 		h.auth.Close()
 	}
-	var errs []error
-	if h.control != nil {
-		h.control.Remove(h.gateway)
-		errs = append(errs, controlChannels.release(h.controlKey))
+	if h.pooled == nil {
+		return nil
 	}
-	if h.gateway != nil {
-		h.gateway.Close()
-		errs = append(errs, hubSets.release(h.hubKey))
+	ordinals.forget(h.config)
+	if kept := h.pooled.detach(h.attachment); kept && h.stopping {
+		notifyMetrics.StreamsKept.Add(float64(h.gateway.Len()))
 	}
-	if h.presenceKey != "" {
-		errs = append(errs, presenceKeepers.release(h.presenceKey))
-	}
-	return errors.Join(errs...)
+	return gateways.release(h.gatewayKey)
 }
 
 // stopOnEvent adapts a func to caddyevents.Handler.

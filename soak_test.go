@@ -2,18 +2,14 @@ package notify
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"math/rand/v2"
 	"net"
 	"net/http"
 	"os"
-	"os/exec"
-	"path/filepath"
 	"regexp"
 	"slices"
 	"sort"
@@ -30,13 +26,14 @@ import (
 	"github.com/caddy-notify/notify/internal/testkit"
 )
 
-// The stream-mode soak (issue 8 §3): a seeded driver publishes entries
+// The stream-mode soak: a seeded driver publishes entries
 // (single, multi-recipient, broadcast, junk) to a Redis Stream read by a
 // Caddy binary, while clients leave and come back with Last-Event-ID or
 // last_event_id, and faults hit everything in between: XTRIM by MAXLEN and
 // MINID (approximate and exact), XDEL (also while a restarted Caddy loads
 // its window), CLIENT KILL of Caddy's connections, a Redis restart (SIGKILL,
-// AOF with fsync always), a Caddy SIGKILL and restart, a Caddy reload.
+// AOF with fsync always), a Caddy SIGKILL and restart, a forced reload of
+// the same config (which keeps every stream: only a kill may end one).
 // Afterwards a checker walks every client's frames against the publisher's
 // record; see checkClient for the exact invariant.
 //
@@ -87,7 +84,7 @@ func TestStreamSoak(t *testing.T) {
 	auth := testkit.StartAuthAPI(t, testkit.Users(names...))
 	cd := newSoakCaddy(t, rs.URL(), auth.URL)
 	cd.start()
-	if err := cd.waitUp(60 * time.Second); err != nil {
+	if err := cd.waitUp("/events", 60*time.Second); err != nil {
 		t.Fatal(err)
 	}
 
@@ -128,199 +125,22 @@ func TestStreamSoak(t *testing.T) {
 
 // ---- Caddy, as a separate process ----
 
-// soakCaddy is a Caddy binary built from ./cmd/caddy, run from a Caddyfile on
-// disk with its admin API on a local port, so that it can be reloaded,
-// killed with SIGKILL and started again on the same ports.
-type soakCaddy struct {
-	t      *testing.T
-	bin    string
-	dir    string
-	file   string // the Caddyfile
-	port   int
-	admin  int
-	logs   *os.File
-	http   *http.Client
-	cmd    *exec.Cmd
-	exited chan struct{}
-}
-
-func newSoakCaddy(t *testing.T, redisURL, authURL string) *soakCaddy {
+// newSoakCaddy prepares the soak's Caddy process (not started): one
+// stream-mode handler at /events, with its metrics.
+func newSoakCaddy(t *testing.T, redisURL, authURL string) *caddyProcess {
 	t.Helper()
-	dir := t.TempDir()
-	c := &soakCaddy{
-		t: t, bin: buildSoakCaddy(t), dir: dir, file: filepath.Join(dir, "Caddyfile"),
-		port: testkit.FreePort(t), admin: testkit.FreePort(t), http: &http.Client{Timeout: 30 * time.Second},
-	}
-	cfg := fmt.Sprintf(`{
-	admin 127.0.0.1:%d
-	auto_https off
-	persist_config off
-	grace_period 2s
-	storage file_system %s
-	log {
-		level WARN
-	}
-}
-http://127.0.0.1:%d {
+	routes := fmt.Sprintf(`
 	metrics /metrics
 	notify /events {
-		redis %s
+		redis {redis}
 		stream %s
-		auth_url %s
+		auth_url {auth}
 		broadcast
 		history_entries %d
 		replay_limit %d
 		heartbeat 2s
-	}
-}
-`, c.admin, filepath.Join(dir, "data"), c.port, redisURL, soakStream, authURL, soakHistory, soakReplayLimit)
-	if err := os.WriteFile(c.file, []byte(cfg), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	logs, err := os.OpenFile(filepath.Join(dir, "caddy.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
-	if err != nil {
-		t.Fatal(err)
-	}
-	c.logs = logs
-	t.Cleanup(func() {
-		c.kill()
-		logs.Close()
-	})
-	return c
-}
-
-// buildSoakCaddy builds ./cmd/caddy, without the race detector unless
-// SOAK_RACE is set: the build cache makes it quick after the first. Not in
-// Caddy's own directory, where $XDG_DATA_HOME/caddy must be a directory.
-func buildSoakCaddy(t *testing.T) string {
-	t.Helper()
-	bin := filepath.Join(t.TempDir(), "caddy")
-	args := []string{"build", "-o", bin}
-	if os.Getenv("SOAK_RACE") != "" {
-		args = append(args, "-race")
-	}
-	start := time.Now()
-	out, err := exec.Command("go", append(args, "./cmd/caddy")...).CombinedOutput()
-	if err != nil {
-		t.Fatalf("building ./cmd/caddy: %v\n%s", err, out)
-	}
-	t.Logf("built ./cmd/caddy in %s", time.Since(start).Round(time.Millisecond))
-	return bin
-}
-
-func (c *soakCaddy) base() string { return "http://127.0.0.1:" + strconv.Itoa(c.port) }
-
-// start runs Caddy without waiting for it: clients retry meanwhile.
-func (c *soakCaddy) start() {
-	c.t.Helper()
-	cmd := exec.Command(c.bin, "run", "--config", c.file, "--adapter", "caddyfile")
-	cmd.Env = append(os.Environ(), "HOME="+c.dir, "XDG_DATA_HOME="+c.dir, "XDG_CONFIG_HOME="+c.dir)
-	cmd.Stdout, cmd.Stderr = c.logs, c.logs
-	if err := cmd.Start(); err != nil {
-		c.t.Fatalf("starting caddy: %v", err)
-	}
-	exited := make(chan struct{})
-	go func() { _ = cmd.Wait(); close(exited) }()
-	c.cmd, c.exited = cmd, exited
-}
-
-// kill ends Caddy with SIGKILL: no Cleanup, no stream is ended cleanly.
-func (c *soakCaddy) kill() {
-	if c.cmd == nil {
-		return
-	}
-	_ = c.cmd.Process.Kill()
-	<-c.exited
-	c.cmd = nil
-}
-
-// waitUp waits until the site answers: 401 to a request without a token
-// means the config runs.
-func (c *soakCaddy) waitUp(timeout time.Duration) error {
-	deadline := time.Now().Add(timeout)
-	client := &http.Client{Timeout: 2 * time.Second}
-	for {
-		select {
-		case <-c.exited:
-			c.logTail(40)
-			return errors.New("caddy exited; its log is above")
-		default:
-		}
-		resp, err := client.Get(c.base() + "/events")
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusUnauthorized {
-				return nil
-			}
-		}
-		if time.Now().After(deadline) {
-			c.logTail(40)
-			return fmt.Errorf("caddy not serving after %s: %v", timeout, err)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-}
-
-// reload posts the same Caddyfile to the admin API; must-revalidate makes
-// Caddy load it although it is unchanged, as `caddy reload --force` does.
-func (c *soakCaddy) reload() error {
-	body, err := os.ReadFile(c.file)
-	if err != nil {
-		return err
-	}
-	req, err := http.NewRequest(http.MethodPost, fmt.Sprintf("http://127.0.0.1:%d/load", c.admin), bytes.NewReader(body))
-	if err != nil {
-		return err
-	}
-	req.Header.Set("Content-Type", "text/caddyfile")
-	req.Header.Set("Cache-Control", "must-revalidate")
-	resp, err := c.http.Do(req)
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		b, _ := io.ReadAll(resp.Body)
-		return fmt.Errorf("POST /load: %d %s", resp.StatusCode, b)
-	}
-	return nil
-}
-
-// scrape adds the caddy_notify_ counters of the running process to into:
-// a process's counters die with it, so the driver scrapes before each kill.
-func (c *soakCaddy) scrape(into map[string]float64) {
-	resp, err := c.http.Get(c.base() + "/metrics")
-	if err != nil {
-		c.t.Logf("scraping metrics: %v", err)
-		return
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	for line := range strings.SplitSeq(string(b), "\n") {
-		name, value, ok := strings.Cut(line, " ")
-		if !ok || !strings.HasPrefix(name, "caddy_notify_") {
-			continue
-		}
-		if v, err := strconv.ParseFloat(value, 64); err == nil {
-			into[name] += v
-		}
-	}
-}
-
-// checkLog fails the test on a data race reported by a Caddy built with
-// SOAK_RACE: the race detector only writes to the log, and a SIGKILL hides
-// its exit status.
-func (c *soakCaddy) checkLog() {
-	b, _ := os.ReadFile(filepath.Join(c.dir, "caddy.log"))
-	if i := bytes.Index(b, []byte("WARNING: DATA RACE")); i >= 0 {
-		c.t.Errorf("Caddy reported a data race:\n%s", b[i:min(len(b), i+8000)])
-	}
-}
-
-func (c *soakCaddy) logTail(n int) {
-	b, _ := os.ReadFile(filepath.Join(c.dir, "caddy.log"))
-	lines := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
-	c.t.Logf("caddy log (last %d lines):\n%s", n, strings.Join(lines[max(0, len(lines)-n):], "\n"))
+	}`, soakStream, soakHistory, soakReplayLimit)
+	return newCaddyProcess(t, redisURL, authURL, "grace_period 2s", routes)
 }
 
 // ---- what was published ----
@@ -382,7 +202,7 @@ type soakDriver struct {
 	start   time.Time
 	rs      *testkit.Redis
 	pub     *redis.Client
-	caddy   *soakCaddy
+	caddy   *caddyProcess
 	users   []string
 	clients []*soakClient
 	mark    *watermark
@@ -406,7 +226,7 @@ type soakDriver struct {
 	drove      time.Duration      // how long the rounds took
 }
 
-func newSoakDriver(t *testing.T, seed uint64, rs *testkit.Redis, cd *soakCaddy, users []string) *soakDriver {
+func newSoakDriver(t *testing.T, seed uint64, rs *testkit.Redis, cd *caddyProcess, users []string) *soakDriver {
 	d := &soakDriver{
 		t: t, rng: rand.New(rand.NewPCG(seed, 0)), start: time.Now(), rs: rs, pub: rs.Client(), caddy: cd,
 		users: users, mark: &watermark{}, byID: map[streamid.ID]*soakEntry{},
@@ -848,7 +668,7 @@ func (d *soakDriver) heavyFault() {
 	case "caddy_kill":
 		// Down for some rounds while publishing goes on: the restarted
 		// Caddy loads its window from the stream.
-		if err := d.caddy.waitUp(60 * time.Second); err != nil {
+		if err := d.caddy.waitUp("/events", 60*time.Second); err != nil {
 			d.t.Fatal(err)
 		}
 		d.caddy.scrape(d.server)
@@ -856,7 +676,7 @@ func (d *soakDriver) heavyFault() {
 		d.caddyUpAt = d.round + 1 + down
 		d.fault(kind, fmt.Sprintf("down for %d rounds", 1+down))
 	case "caddy_reload":
-		if err := d.caddy.waitUp(60 * time.Second); err != nil {
+		if err := d.caddy.waitUp("/events", 60*time.Second); err != nil {
 			d.t.Fatal(err)
 		}
 		if err := d.caddy.reload(); err != nil {
@@ -909,7 +729,7 @@ func (d *soakDriver) finish() {
 	if d.caddyUpAt >= 0 {
 		d.startCaddy()
 	}
-	if err := d.caddy.waitUp(60 * time.Second); err != nil {
+	if err := d.caddy.waitUp("/events", 60*time.Second); err != nil {
 		d.t.Fatal(err)
 	}
 	for i, at := range d.away {
@@ -1453,6 +1273,11 @@ func (ck *soakChecker) checkClient(c *soakClient) {
 	for i = range c.log {
 		r := &c.log[i]
 		switch r.kind {
+		case recEnd:
+			// A reload keeps the streams; only a killed Caddy ends them.
+			if !ck.killedAround(r.at) {
+				fail(false, "the stream ended with no Caddy kill before it (a reload keeps streams)")
+			}
 		case recForget:
 			forgotten = r.id
 		case recConnect:
@@ -1570,6 +1395,19 @@ func (ck *soakChecker) checkReason(c *soakClient, r *soakRec, conn soakConn) str
 		return fmt.Sprintf("unknown reason %q", r.data)
 	}
 	return ""
+}
+
+// killedAround reports whether a caddy_kill fault came within the 5 s
+// before at, or just after it: the driver records a kill once it is done,
+// and a client may see its stream end first.
+func (ck *soakChecker) killedAround(at time.Time) bool {
+	t := at.Sub(ck.d.start)
+	for _, f := range ck.d.faults {
+		if f.kind == "caddy_kill" && f.at <= t+time.Second && f.at > t-5*time.Second {
+			return true
+		}
+	}
+	return false
 }
 
 func (ck *soakChecker) faultsAround(at time.Time) string {

@@ -11,6 +11,8 @@ import (
 	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/hpack"
 
+	"github.com/caddyserver/caddy/v2"
+
 	"github.com/caddy-notify/notify/internal/testkit"
 )
 
@@ -111,7 +113,8 @@ func (c *zeroWindowClient) waitResets(ids []uint32, within time.Duration) {
 
 // An HTTP/2 client that opens no flow-control window cannot keep a stream
 // past write_timeout, from the very first byte (the retry field), nor past
-// a config stop.
+// the end of a drain (a reload that changes the handler's identity), nor
+// past a stop.
 func TestZeroWindowHTTP2Client(t *testing.T) {
 	rs := testkit.StartRedis(t)
 	auth := testkit.StartAuthAPI(t, testkit.Users("alice"))
@@ -127,11 +130,13 @@ func TestZeroWindowHTTP2Client(t *testing.T) {
 		redis {redis}
 		auth_url {auth}
 		write_timeout {write_timeout}
+		channel {channel}
+		reload_drain 0
 	}`,
 		port: testkit.FreePort(t),
 	}
 	load := func(t *testing.T, writeTimeout string) {
-		cfg.vars = map[string]string{"write_timeout": writeTimeout}
+		cfg.vars = map[string]string{"write_timeout": writeTimeout, "channel": defaultChannel}
 		cfg.load(t)
 	}
 	port := cfg.port
@@ -161,14 +166,29 @@ func TestZeroWindowHTTP2Client(t *testing.T) {
 		c.waitResets(ids, 3*time.Second)
 		testkit.WaitFor(t, 2*time.Second, "streams released", func() bool { return openSubscribers() == 0 })
 	})
-	t.Run("config stop", func(t *testing.T) {
+	t.Run("drain", func(t *testing.T) {
 		load(t, "1h")
 		c := openAll(t)
 		time.Sleep(200 * time.Millisecond) // every stream is blocked writing
 		start := time.Now()
-		load(t, "1h30m") // a reload stops the old config
+		cfg.vars["channel"] = "other"
+		if err := cfg.reload(); err != nil { // the streams drain, and cannot end cleanly
+			t.Fatal(err)
+		}
+		c.waitResets(ids, 2*time.Second)
+		t.Logf("streams reset %s after the reload began (reload_drain 0, and a second)", time.Since(start))
+		testkit.WaitFor(t, 2*time.Second, "streams released", func() bool { return openSubscribers() == 0 })
+	})
+	t.Run("stop", func(t *testing.T) {
+		load(t, "1h")
+		c := openAll(t)
+		time.Sleep(200 * time.Millisecond) // every stream is blocked writing
+		start := time.Now()
+		if err := caddy.Stop(); err != nil {
+			t.Fatal(err)
+		}
 		c.waitResets(ids, time.Second)
-		t.Logf("streams reset %s after the reload began", time.Since(start))
+		t.Logf("streams reset %s after the stop began", time.Since(start))
 		testkit.WaitFor(t, 2*time.Second, "streams released", func() bool { return openSubscribers() == 0 })
 	})
 }

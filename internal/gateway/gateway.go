@@ -4,11 +4,20 @@
 // credentials (reauth), their users' presence, and the control channel's
 // reach over them. The Caddy handler configures it with plain Options and
 // hands it each authenticated request (Serve).
+//
+// A gateway outlives the config that built it when the next config has a
+// handler with the same identity (what its streams receive and who their
+// users are): the streams stay open, and the next config's Settings apply
+// to them (Apply). A gateway no config wants any more ends its streams,
+// cleanly and spread out (Drain), or at once when the process stops
+// (EndStreams).
 package gateway
 
 import (
 	"context"
+	"math/rand/v2"
 	"net/http"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -25,7 +34,8 @@ import (
 	"github.com/caddy-notify/notify/publish"
 )
 
-// Options configure a Gateway.
+// Options are a gateway's identity: what its streams receive and who their
+// users are. They do not change while it lives.
 type Options struct {
 	// Hubs read the handler's source; the gateway attaches an index with
 	// Fields to each of them.
@@ -33,6 +43,20 @@ type Options struct {
 	Fields index.Key
 	// Broadcast: the streams receive the messages addressed to "*".
 	Broadcast bool
+	// Reauth: the streams' credentials are kept, to be checked again
+	// every Settings.Reauth.
+	Reauth bool
+	// Presence, when set, keeps the users of open streams online.
+	Presence *presence.Keeper
+	Logger   *zap.Logger
+	Metrics  *metrics.Set
+	// Settings are the first config's.
+	Settings Settings
+}
+
+// Settings are how a gateway serves its streams; a reload may change them,
+// and they then apply to the streams already open.
+type Settings struct {
 	// Heartbeat is the interval between heartbeats on an idle stream; 0:
 	// none.
 	Heartbeat time.Duration
@@ -49,71 +73,171 @@ type Options struct {
 	Takeover bool
 	// Auth is the auth API's client, for reauth.
 	Auth *auth.Client
-	// Reauth is how often open streams' credentials are checked again; 0:
-	// never.
+	// Reauth is how often open streams' credentials are checked again,
+	// with Options.Reauth.
 	Reauth time.Duration
-	// Presence, when set, keeps the users of open streams online.
-	Presence *presence.Keeper
-	Logger   *zap.Logger
-	Metrics  *metrics.Set
+	// Drain is how long Drain spreads the ends of the streams over.
+	Drain time.Duration
 }
 
 // Gateway is the engine of one notify handler.
 type Gateway struct {
-	hubs        *hub.Set
-	indexes     []*index.Index // by partition
-	owner       *index.Owner
-	broadcast   bool
-	replayLimit int
-	streams     *stream.Set
-	limits      *limits
-	reauth      *reauther // nil when reauth is off
-	presence    *presence.Keeper
+	hubs      *hub.Set
+	indexes   []*index.Index // by partition
+	owner     *index.Owner
+	broadcast bool
+	streams   *stream.Set
+	limits    *limits
+	reauth    *reauther // nil when reauth is off
+	presence  *presence.Keeper
+	logger    *zap.Logger
+	m         *metrics.Set
+
 	auth        atomic.Pointer[auth.Client]
-	logger      *zap.Logger
-	m           *metrics.Set
-	cancel      context.CancelFunc // stops the heartbeat and reauth loops
+	replayLimit atomic.Int64
+
+	mu        sync.Mutex // guards what follows
+	settings  Settings
+	heartbeat context.CancelFunc // stops the heartbeat loop, nil when none
+	reauthRun context.CancelFunc // stops the reauth loop, nil when none
+	ending    bool               // EndStreams or Drain was called
 }
 
-// New attaches a gateway to its hubs and starts its heartbeat and reauth
-// loops.
+// New attaches a gateway to its hubs and starts its loops.
 func New(opts Options) *Gateway {
-	ctx, cancel := context.WithCancel(context.Background())
 	g := &Gateway{
-		hubs:        opts.Hubs,
-		owner:       index.NewOwner(opts.Queue),
-		broadcast:   opts.Broadcast,
-		replayLimit: opts.ReplayLimit,
-		limits:      newLimits(opts.MaxStreams, opts.MaxStreamsPerUser),
-		presence:    opts.Presence,
-		logger:      opts.Logger,
-		m:           opts.Metrics,
-		cancel:      cancel,
+		hubs:      opts.Hubs,
+		owner:     index.NewOwner(opts.Settings.Queue),
+		broadcast: opts.Broadcast,
+		limits:    newLimits(opts.Settings.MaxStreams, opts.Settings.MaxStreamsPerUser),
+		presence:  opts.Presence,
+		logger:    opts.Logger,
+		m:         opts.Metrics,
 	}
-	g.auth.Store(opts.Auth)
 	g.streams = stream.NewSet(stream.Options{Logger: opts.Logger, Metrics: opts.Metrics,
-		WriteTimeout: opts.WriteTimeout, Takeover: opts.Takeover, OnEnd: g.ended})
+		WriteTimeout: opts.Settings.WriteTimeout, Takeover: opts.Settings.Takeover, OnEnd: g.ended})
+	if opts.Reauth {
+		g.reauth = newReauther(g.auth.Load, opts.Logger, opts.Metrics)
+	}
 	g.indexes = opts.Hubs.Attach(opts.Fields)
-	if opts.Heartbeat > 0 {
-		go g.beat(ctx, opts.Heartbeat)
-	}
-	if opts.Reauth > 0 {
-		g.reauth = newReauther(opts.Reauth, g.auth.Load, opts.Logger, opts.Metrics)
-		go g.reauth.run(ctx)
-	}
+	g.Apply(opts.Settings)
 	return g
 }
 
-// EndStreams ends every stream at once, and refuses new ones: the handler
-// is stopping. It may be called more than once.
+// Apply makes s the gateway's settings, for its open streams as for new
+// ones; a loop whose interval changed starts again.
+func (g *Gateway) Apply(s Settings) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.ending {
+		return
+	}
+	old := g.settings
+	g.settings = s
+	g.auth.Store(s.Auth)
+	g.replayLimit.Store(int64(s.ReplayLimit))
+	g.owner.SetLimit(s.Queue)
+	g.limits.set(s.MaxStreams, s.MaxStreamsPerUser)
+	g.streams.SetWriteTimeout(s.WriteTimeout)
+	g.streams.SetTakeover(s.Takeover)
+	if s.Heartbeat != old.Heartbeat || g.heartbeat == nil {
+		if g.heartbeat != nil {
+			g.heartbeat()
+			g.heartbeat = nil
+		}
+		if s.Heartbeat > 0 {
+			ctx, cancel := context.WithCancel(context.Background())
+			g.heartbeat = cancel
+			go g.beat(ctx, s.Heartbeat)
+		}
+	}
+	if g.reauth != nil && (s.Reauth != old.Reauth || g.reauthRun == nil) {
+		if g.reauthRun != nil {
+			g.reauthRun()
+			g.reauthRun = nil
+		}
+		if s.Reauth > 0 {
+			ctx, cancel := context.WithCancel(context.Background())
+			g.reauthRun = cancel
+			go g.reauth.run(ctx, s.Reauth)
+		}
+	}
+}
+
+// stopLoops stops the heartbeat and reauth loops, and makes Apply a no-op:
+// the gateway is ending. It reports false when it was already ending.
+func (g *Gateway) stopLoops() bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.ending {
+		return false
+	}
+	g.ending = true
+	for _, cancel := range []context.CancelFunc{g.heartbeat, g.reauthRun} {
+		if cancel != nil {
+			cancel()
+		}
+	}
+	return true
+}
+
+// Len is how many streams are open.
+func (g *Gateway) Len() int { return g.streams.Len() }
+
+// EndStreams ends every stream at once, and refuses new ones: the process
+// is stopping. It may be called more than once, and after Drain, whose
+// spread it cuts short.
 func (g *Gateway) EndStreams() {
-	g.cancel()
+	g.stopLoops()
 	g.streams.Stop()
 }
 
-// Close ends every stream and detaches the gateway from its hubs, once.
+// drainGrace is how long after its window a drain cuts off the streams it
+// could not end cleanly (a client that stopped reading).
+const drainGrace = time.Second
+
+// Drain ends the gateway's streams, each cleanly once what waits for it is
+// written (the body's end for HTTP/1.1, END_STREAM for HTTP/2 and HTTP/3,
+// never a reset), their ends spread evenly over the Drain setting in a
+// random order (0: at once), and refuses new ones. A stream still open a
+// second after the window is cut off. It returns at once, with a channel
+// closed when the last stream has ended, and how many streams it drains.
+func (g *Gateway) Drain() (ended <-chan struct{}, streams int) {
+	g.mu.Lock()
+	over := g.settings.Drain
+	g.mu.Unlock()
+	g.stopLoops()
+	open := g.streams.Close()
+	rand.Shuffle(len(open), func(i, j int) { open[i], open[j] = open[j], open[i] })
+	go func() {
+		start := time.Now()
+		cutoff := time.NewTimer(over + drainGrace)
+		defer cutoff.Stop()
+		for i, st := range open {
+			// Stream i of n ends at i/n of the window.
+			at := time.Duration(float64(over) * float64(i) / float64(len(open)))
+			if wait := time.Until(start.Add(at)); wait > 0 {
+				select {
+				case <-time.After(wait):
+				case <-g.streams.Emptied():
+					return
+				}
+			}
+			g.streams.Finish(st)
+		}
+		select {
+		case <-g.streams.Emptied():
+		case <-cutoff.C:
+			g.streams.Stop()
+		}
+	}()
+	return g.streams.Emptied(), len(open)
+}
+
+// Close detaches the gateway from its hubs, once its streams have ended
+// (EndStreams, or Drain's channel closed).
 func (g *Gateway) Close() {
-	g.EndStreams()
+	g.stopLoops()
 	g.hubs.Detach(g.indexes)
 }
 
@@ -180,7 +304,7 @@ func (g *Gateway) Serve(w http.ResponseWriter, r *http.Request, req Stream) erro
 		g.presence.Join(req.User)
 	}
 	st := g.streams.NewStream(sub, ix, cred)
-	pre, err := hb.Register(r.Context(), ix, sub, req.From, g.replayLimit)
+	pre, err := hb.Register(r.Context(), ix, sub, req.From, int(g.replayLimit.Load()))
 	if err != nil {
 		g.release(sub, cred)
 		return err

@@ -26,10 +26,9 @@ const reauthBuckets = 64
 // same token, cookies and user share one check: 1,000 streams of 10 users
 // cost about 10 auth calls per interval, not 1,000.
 type reauther struct {
-	interval time.Duration
-	auth     func() *auth.Client // the handler's client, as the newest config built it
-	logger   *zap.Logger
-	m        *metrics.Set
+	auth   func() *auth.Client // the handler's client, as the newest config built it
+	logger *zap.Logger
+	m      *metrics.Set
 
 	mu      sync.Mutex
 	groups  map[credGroupKey]*credGroup
@@ -51,8 +50,8 @@ type credGroup struct {
 	checking bool                // guarded by reauther.mu
 }
 
-func newReauther(interval time.Duration, client func() *auth.Client, logger *zap.Logger, m *metrics.Set) *reauther {
-	return &reauther{interval: interval, auth: client, logger: logger, m: m, groups: make(map[credGroupKey]*credGroup)}
+func newReauther(client func() *auth.Client, logger *zap.Logger, m *metrics.Set) *reauther {
+	return &reauther{auth: client, logger: logger, m: m, groups: make(map[credGroupKey]*credGroup)}
 }
 
 // join adds a stream opened with these credentials; leave removes it.
@@ -86,9 +85,10 @@ func (ra *reauther) leave(g *credGroup, s *index.Subscriber) {
 	}
 }
 
-// run checks one bucket of credentials per tick until ctx ends.
-func (ra *reauther) run(ctx context.Context) {
-	t := time.NewTicker(max(ra.interval/reauthBuckets, time.Millisecond))
+// run checks one bucket of credentials per tick, every bucket once per
+// interval, until ctx ends.
+func (ra *reauther) run(ctx context.Context, interval time.Duration) {
+	t := time.NewTicker(max(interval/reauthBuckets, time.Millisecond))
 	defer t.Stop()
 	for tick := 0; ; tick++ {
 		select {

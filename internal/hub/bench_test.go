@@ -53,7 +53,7 @@ func BenchmarkResumeStorm(b *testing.B) {
 		m := metrics.New()
 		hs := NewSet(c, Source{Stream: "storm", MaxMessageSize: cfg.maxSize,
 			History: History{Entries: 10_000, Bytes: 32 << 20}}, Options{Logger: zap.NewNop(), Metrics: m})
-		hb, ix := hs.Hub(0), hs.Attach(index.Key{DataField: "data", RecipientField: "recipient_id"})[0]
+		hb, ix := hs.hubs[0], hs.Attach(index.Key{DataField: "data", RecipientField: "recipient_id"})[0]
 		if !hb.WaitUp(b.Context(), 5*time.Second) {
 			_ = hs.Stop()
 			b.Fatal("stream reader not up")

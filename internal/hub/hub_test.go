@@ -23,7 +23,7 @@ func TestHubLifecycleLeaksNothing(t *testing.T) {
 	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
 	client := redis.NewClient(&redis.Options{Addr: rs.Addr()})
 	hs := NewSet(client, Source{Channel: "ch", MaxMessageSize: 1 << 20}, Options{Logger: zap.NewNop(), Metrics: metrics.New()})
-	hb := hs.Hub(0)
+	hb := hs.hubs[0]
 	ix := hb.Attach(index.Key{RecipientField: "to"})
 	s, woken := parkedSubscriber("u1")
 	ix.Add(s)
@@ -64,7 +64,7 @@ func TestHubStopWhileRedisDown(t *testing.T) {
 	client := redis.NewClient(&redis.Options{Addr: rs.Addr()})
 	defer client.Close()
 	hs := NewSet(client, Source{Channel: "ch", MaxMessageSize: 1 << 20}, Options{Logger: zap.NewNop(), Metrics: metrics.New()})
-	hb := hs.Hub(0)
+	hb := hs.hubs[0]
 	if hb.WaitUp(t.Context(), 300*time.Millisecond) {
 		t.Fatal("up without a server")
 	}
@@ -84,7 +84,7 @@ func TestHubLogsEachStateChangeOnce(t *testing.T) {
 	core, logs := observer.New(zapcore.InfoLevel)
 	rs := testkit.NewRedis(t, testkit.FreePort(t)) // started below
 	hs := newTestSet(t, rs.URL(), Source{Channel: "ch"}, Options{Logger: zap.New(core)})
-	hb := hs.Hub(0)
+	hb := hs.hubs[0]
 
 	// Several backoff rounds (100, 200, 400 ms …) pass while Redis is down.
 	testkit.WaitFor(t, 5*time.Second, "first failure logged", func() bool { return logs.Len() >= 1 })

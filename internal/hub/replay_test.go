@@ -31,7 +31,7 @@ func TestResumeWaitsForALaggingReader(t *testing.T) {
 	}
 	hs := newTestSet(t, rs.URL(), Source{Stream: testStream, History: History{100, 1 << 20}}, Options{BeforeRead: hook})
 	t.Cleanup(func() { close(gate) }) // before the set's Stop, which waits for the reader
-	hb := hs.Hub(0)
+	hb := hs.hubs[0]
 	ix := hb.Attach(index.Key{DataField: "data", RecipientField: "recipient_id"})
 	if !hb.WaitUp(t.Context(), 5*time.Second) {
 		t.Fatal("reader not up")

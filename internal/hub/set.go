@@ -102,9 +102,6 @@ func (s *Set) Partition(user string) (int, *Hub) {
 	return i, s.hubs[i]
 }
 
-// Hub returns the hub of partition i.
-func (s *Set) Hub(i int) *Hub { return s.hubs[i] }
-
 // WaitUp waits up to d for at least one partition to be read, and reports
 // whether one is: a new stream checks it before calling the auth API, so
 // that clients retrying during an outage do not load it, and then waits
@@ -117,14 +114,4 @@ func (s *Set) WaitUp(ctx context.Context, d time.Duration) bool {
 	up, ch := s.upN > 0, s.anyUp
 	s.mu.Unlock()
 	return up || waitClosed(ctx, ch, d)
-}
-
-// IsUp reports whether every partition is being read.
-func (s *Set) IsUp() bool {
-	for _, hb := range s.hubs {
-		if !hb.IsUp() {
-			return false
-		}
-	}
-	return true
 }

@@ -36,7 +36,7 @@ func TestWindowLoadRacingXDEL(t *testing.T) {
 		}
 	})
 	hs := newTestSet(t, "redis://"+proxy, Source{Stream: testStream, History: History{100, 1 << 20}}, Options{})
-	hb := hs.Hub(0)
+	hb := hs.hubs[0]
 	ix := hb.Attach(index.Key{DataField: "data", RecipientField: "recipient_id"})
 	if !hb.WaitUp(t.Context(), 5*time.Second) {
 		t.Fatal("reader not up")

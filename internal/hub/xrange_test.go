@@ -16,10 +16,10 @@ import (
 func streamReaderOn(t *testing.T, url, key string, maxSize int) *streamReader {
 	t.Helper()
 	hs := newTestSet(t, url, Source{Stream: key, MaxMessageSize: maxSize, History: History{Entries: 10, Bytes: 1 << 20}}, Options{})
-	if !hs.Hub(0).WaitUp(t.Context(), 5e9) {
+	if !hs.hubs[0].WaitUp(t.Context(), 5e9) {
 		t.Fatal("reader not up")
 	}
-	return hs.Hub(0).reader.(*streamReader)
+	return hs.hubs[0].reader.(*streamReader)
 }
 
 // A read of history stops at its byte budget (the first entry always

@@ -171,12 +171,27 @@ func (s *Subscriber) Revoke(f *sse.Frame) bool {
 	return true
 }
 
+// Finish ends the stream once what waits is written: nothing more is
+// queued, and the writer (woken if it was parked) ends the stream after
+// its last write, cleanly. It reports false when the stream was already
+// ending.
+func (s *Subscriber) Finish() bool {
+	s.mu.Lock()
+	if s.closed || s.final {
+		s.mu.Unlock()
+		return false
+	}
+	s.final = true
+	s.unlockAndWake()
+	return true
+}
+
 // Take is the writer's: the frames written last are done (they stop
 // counting against queue_bytes), and the queued ones move into buf (reused
 // between calls) and count until the next Take. last reports that they end
-// the stream. open is false when the stream must end now (closed). With
-// nothing queued, the writer parks: batch is empty, and the next frame
-// queued wakes it again.
+// the stream (with nothing queued: the stream ends now, cleanly). open is
+// false when the stream must end now (closed). With nothing queued, the
+// writer parks: batch is empty, and the next frame queued wakes it again.
 func (s *Subscriber) Take(buf []*sse.Frame) (batch []*sse.Frame, last, open bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -185,6 +200,9 @@ func (s *Subscriber) Take(buf []*sse.Frame) (batch []*sse.Frame, last, open bool
 		return buf[:0], false, false
 	}
 	if len(s.q) == 0 {
+		if s.final {
+			return buf[:0], true, true
+		}
 		s.parked = true
 		s.q = nil // no array is kept per idle stream
 		return buf[:0], false, true

@@ -31,6 +31,8 @@ type Set struct {
 	ReauthChecks        *prometheus.CounterVec
 	PresenceCommands    prometheus.Counter
 	ControlMessages     *prometheus.CounterVec
+	StreamsKept         prometheus.Counter
+	StreamsDrained      prometheus.Counter
 }
 
 // New creates the collectors of the notify handler.
@@ -113,6 +115,14 @@ func New() *Set {
 			Namespace: ns, Subsystem: sub, Name: "presence_commands_total",
 			Help: "Redis commands sent to keep presence (ZADD batches and prunes).",
 		}),
+		StreamsKept: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: ns, Subsystem: sub, Name: "streams_kept_total",
+			Help: "Streams a config reload kept open (their handler's identity was unchanged), counted at each reload.",
+		}),
+		StreamsDrained: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: ns, Subsystem: sub, Name: "streams_drained_total",
+			Help: "Streams a config reload ended, spread over reload_drain (their handler changed or is gone).",
+		}),
 	}
 }
 
@@ -123,6 +133,7 @@ func (m *Set) Collectors() []prometheus.Collector {
 		m.Drops, m.AuthDuration, m.AuthInFlight, m.AuthAbandoned,
 		m.RedisSubscriptions, m.PartitionsDown, m.RedisReconnects,
 		m.Replayed, m.ReplayRedisCommands, m.Resets, m.Revoked, m.ReauthChecks, m.PresenceCommands, m.ControlMessages,
+		m.StreamsKept, m.StreamsDrained,
 	}
 }
 

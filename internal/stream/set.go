@@ -45,13 +45,15 @@ type Set struct {
 	streams map[uint64]*Stream
 	last    uint64 // the last id given; ids are never reused
 	stopped bool
-	poll    *poller // started with the first taken-over stream, nil if unavailable
-	noPoll  bool    // the poller could not be started: readers only
+	emptied chan struct{} // closed once stopped and without streams
+	poll    *poller       // started with the first taken-over stream, nil if unavailable
+	noPoll  bool          // the poller could not be started: readers only
 }
 
 // NewSet returns an empty set.
 func NewSet(opts Options) *Set {
-	s := &Set{logger: opts.Logger, m: opts.Metrics, onEnd: opts.OnEnd, streams: make(map[uint64]*Stream)}
+	s := &Set{logger: opts.Logger, m: opts.Metrics, onEnd: opts.OnEnd, streams: make(map[uint64]*Stream),
+		emptied: make(chan struct{})}
 	s.SetWriteTimeout(opts.WriteTimeout)
 	s.SetTakeover(opts.Takeover)
 	return s
@@ -150,6 +152,9 @@ func (s *Set) remove(st *Stream) {
 	delete(s.streams, st.id)
 	p := s.poll
 	done := s.stopped && len(s.streams) == 0
+	if done {
+		s.closeEmptiedLocked()
+	}
 	s.mu.Unlock()
 	if p == nil {
 		return
@@ -176,27 +181,51 @@ func (s *Set) gone(id uint64) {
 // Stop ends every stream at once: a write under way fails, and idle
 // streams' writers are woken to end them. Streams served later are refused.
 func (s *Set) Stop() {
+	for _, st := range s.Close() {
+		st.leave()
+	}
+}
+
+// Close refuses the streams served from now on, and returns those open,
+// for the caller to end (Finish, or Stop).
+func (s *Set) Close() []*Stream {
 	s.mu.Lock()
+	defer s.mu.Unlock()
 	s.stopped = true
 	streams := make([]*Stream, 0, len(s.streams))
 	for _, st := range s.streams {
 		streams = append(streams, st)
 	}
-	p := s.poll
-	s.mu.Unlock()
-	for _, st := range streams {
-		st.leave()
+	if len(streams) == 0 {
+		s.closeEmptiedLocked()
+		if s.poll != nil {
+			s.poll.close()
+		}
 	}
-	if len(streams) == 0 && p != nil {
-		p.close()
-	}
+	return streams
 }
+
+// Finish ends st cleanly once what waits for it is written: the end of its
+// response as any response ends, never a reset.
+func (s *Set) Finish(st *Stream) { st.finish() }
+
+// Emptied is closed once the set is closed (Close, Stop) and its last
+// stream has ended.
+func (s *Set) Emptied() <-chan struct{} { return s.emptied }
 
 // Len is how many streams are open.
 func (s *Set) Len() int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return len(s.streams)
+}
+
+func (s *Set) closeEmptiedLocked() {
+	select {
+	case <-s.emptied:
+	default:
+		close(s.emptied)
+	}
 }
 
 // read is the fallback watch: it reads from conn until the client closes

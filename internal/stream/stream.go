@@ -106,7 +106,8 @@ func (st *Stream) serve(first []*sse.Frame, firstWritten func(), gone <-chan str
 
 // drain writes the queued frames, batch by batch, until the queue is empty
 // and the writer parked (true: the stream goes on) or the stream must end
-// (false: closed, a write failed, or its last frame was written).
+// (false: closed, a write failed, its last frame was written, or it was
+// finished and everything is written).
 func (st *Stream) drain() bool {
 	var batch []*sse.Frame
 	for {
@@ -116,7 +117,7 @@ func (st *Stream) drain() bool {
 			return false
 		}
 		if len(batch) == 0 {
-			return true
+			return !last
 		}
 		ok := st.write(batch)
 		clear(batch) // let the frames go before the next batch
@@ -166,6 +167,9 @@ func (st *Stream) end() {
 		close(st.ended) // serve may return: the ResponseWriter is done with
 	}
 }
+
+// finish ends the stream cleanly once what waits for it is written.
+func (st *Stream) finish() { st.sub.Finish() }
 
 // leave ends the stream from outside its writer: its client left, or its
 // Set is stopping. A pending write fails at once, and the writer (woken if

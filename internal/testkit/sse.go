@@ -210,6 +210,18 @@ func (s *Stream) Next(t testing.TB, timeout time.Duration) Frame {
 	}
 }
 
+// Quiet fails the test when a frame comes within d.
+func (s *Stream) Quiet(t testing.TB, d time.Duration) {
+	t.Helper()
+	select {
+	case f := <-s.frames:
+		t.Fatalf("got %+v, want nothing for %s", f, d)
+	case <-s.done:
+		t.Fatalf("the stream ended, want it open: %v", s.err)
+	case <-time.After(d):
+	}
+}
+
 // Expect reads one frame for each of want and fails the test unless they
 // are want, in order: a frame want does not list, a heartbeat too, fails it.
 func (s *Stream) Expect(t testing.TB, want ...Frame) {
