@@ -2,6 +2,7 @@
 //
 //   import { connect } from './notify.js';
 //   const notify = connect('/events', { user: me, onMessage: (e) => show(JSON.parse(e.data)) });
+//   // at sign-out: notify.signOut();
 //
 // It does what EventSource cannot:
 //
@@ -22,17 +23,22 @@
 //     BroadcastChannel. When the leader goes, another tab takes over at once
 //     and, in stream mode, resumes from the last ID it saw: no gap, no
 //     duplicate.
+//   - signOut() ends the user's stream in every tab and forgets everything
+//     the client stored for the user.
 //
-// The README's "Browser client" section documents the options; notify.d.ts
-// declares them.
+// docs/browser-client.md documents it; notify.d.ts declares it.
 
 const PREFIX = 'caddy-notify:';
+
+// The sign-out signal: a BroadcastChannel of this name, and where that is
+// missing, a storage event on this key (written and removed at once).
+const CONTROL_CHANNEL = PREFIX + 'control';
+const SIGNOUT_KEY = PREFIX + 'signout';
 
 /** Statuses after which the client waits and tries again. */
 const RETRY_STATUSES = new Set([429, 502, 503, 504]);
 
 const DEFAULTS = {
-  user: '',
   token: null,
   credentials: 'same-origin',
   headers: null,
@@ -93,9 +99,12 @@ export class NotifyError extends Error {
 export class NotifyClient {
   #o;
   #url;
+  #user;
   #key;
   #tab = randomId();
   #closed = false;
+  #signedOut = false;
+  #running = null; // this client's entry in `running` while it runs
   #role = 'none'; // 'leader' | 'follower' | 'none'
   #state = { status: 'connecting', leader: false };
 
@@ -130,17 +139,25 @@ export class NotifyClient {
    * @param {string | URL} url the notify handler, e.g. '/events'
    * @param {object} [options] see notify.d.ts
    */
-  constructor(url, options = {}) {
+  constructor(url, options) {
     // An option given as undefined keeps its default (a spread would not).
     this.#o = { ...DEFAULTS };
     for (const [k, v] of Object.entries(options ?? {})) if (v !== undefined) this.#o[k] = v;
+    // Without a user every user of the browser would share one key: the
+    // tab of a user who left could relay that user's stream to the next.
+    this.#user = userOf(this.#o.user);
     const u = new URL(url, globalThis.location?.href);
     u.searchParams.delete('last_event_id');
     this.#url = u;
     // One key names the shared stream, its lock, its channel and its stored
     // position: the stream URL and the user, so that tabs signed in as
-    // different users never share a stream.
-    this.#key = PREFIX + u.href + '\n' + String(this.#o.user ?? '');
+    // different users never share a stream. A URL's href holds no line
+    // break, nor does a user: keyUser can split the key.
+    this.#key = PREFIX + u.href + '\n' + this.#user;
+    listenForSignOut();
+    sweepTab(this.#user);
+    this.#running = { user: this.#user, end: () => this.#endSignedOut() };
+    running.add(this.#running);
 
     // Where to resume in stream mode: this tab's own position when it was
     // reloaded (sessionStorage survives a reload), else the browser's last
@@ -215,11 +232,51 @@ export class NotifyClient {
     return this.#lastId;
   }
 
-  /** Stops the stream for good. Another tab, if any, takes it over. */
+  /**
+   * Stops the stream for good. Another tab, if any, takes it over. The
+   * stored position stays, so that a client of the same user resumes from
+   * it (stream mode); signOut() forgets it.
+   */
   close() {
     if (this.#closed) return;
     this.#shutdown();
     this.#setState({ status: 'closed' });
+  }
+
+  /**
+   * The user signed out: ends every client of this user (any stream URL)
+   * in every tab of the origin, this one included, and removes every key
+   * the client stored for the user in localStorage and in each tab's
+   * sessionStorage. The client never starts again; for the next sign-in,
+   * create a new client with that user.
+   */
+  signOut() {
+    if (this.#signedOut) return;
+    const user = this.#user;
+    // The other tabs hear it before this one gives up the lead (the lead
+    // is kept a moment longer, see #endSignedOut), so that none of them
+    // takes over the user's stream in between.
+    announceSignOut(user);
+    for (const c of [...running]) if (c.user === user && c !== this.#running) c.end();
+    this.#endSignedOut();
+    forget(user);
+  }
+
+  // Ends this client at a sign-out, its own or one another tab or client
+  // announced, and forgets the user's events it holds in memory.
+  #endSignedOut() {
+    if (this.#signedOut) return;
+    this.#signedOut = true;
+    const user = this.#user;
+    // A leader keeps the lead a moment (STOP_GRACE), so that its
+    // followers hear the sign-out before one could take the stream over;
+    // what it stored meanwhile (the lease) goes once it leaves.
+    if (!this.#closed) this.#shutdown(true, () => forget(user));
+    this.#ring = [];
+    this.#ringBytes = 0;
+    this.#known = null;
+    this.#lastId = null;
+    this.#setState({ status: 'closed', signedOut: true });
   }
 
   // ---- roles ---------------------------------------------------------------
@@ -251,8 +308,11 @@ export class NotifyClient {
     this.#leaderTab = null;
   }
 
-  #shutdown(graceful = false) {
+  // Ends the client; `after` runs once the lead is given up.
+  #shutdown(graceful = false, after = null) {
     this.#closed = true;
+    this.#role = 'none';
+    running.delete(this.#running);
     this.#gen++;
     this.#abort?.abort();
     this.#wake?.();
@@ -260,8 +320,15 @@ export class NotifyClient {
     this.#sync = null;
     const election = this.#election;
     this.#election = null;
-    if (graceful && election) setTimeout(() => election.close(), STOP_GRACE);
-    else election?.close();
+    if (graceful && election) {
+      setTimeout(() => {
+        election.close();
+        after?.();
+      }, STOP_GRACE);
+    } else {
+      election?.close();
+      after?.();
+    }
     if (this.#channel) {
       this.#channel.close();
       this.#channel = null;
@@ -617,7 +684,7 @@ export class NotifyClient {
 
   #setState(s) {
     const next = { status: s.status, leader: this.#role === 'leader' };
-    for (const k of ['httpStatus', 'retryIn', 'error', 'revoked']) if (s[k] !== undefined) next[k] = s[k];
+    for (const k of ['httpStatus', 'retryIn', 'error', 'revoked', 'signedOut']) if (s[k] !== undefined) next[k] = s[k];
     this.#state = next;
     if (this.#role === 'leader') this.#post({ t: 'state', state: next });
     this.#call('onStateChange', { ...next });
@@ -642,6 +709,95 @@ export class NotifyClient {
   #tabKey() {
     return this.#key + '\ntab';
   }
+}
+
+// ---- sign-out ---------------------------------------------------------------------
+
+// The clients of this page that run: { user, end }. A sign-out ends those
+// of its user here at once, and in the other pages through the control
+// channel (or, without BroadcastChannel, a storage event).
+const running = new Set();
+let listening = null; // { channel, heard: the IDs of the sign-outs handled }
+
+function listenForSignOut() {
+  if (listening) return;
+  listening = { channel: null, heard: [] };
+  if (typeof BroadcastChannel === 'function') {
+    try {
+      listening.channel = new BroadcastChannel(CONTROL_CHANNEL);
+      listening.channel.onmessage = (e) => heard(e.data);
+    } catch (_) {
+      // no channel: the storage event still carries it
+    }
+  }
+  globalThis.addEventListener?.('storage', (e) => {
+    if (e.key !== SIGNOUT_KEY || !e.newValue) return;
+    try {
+      heard(JSON.parse(e.newValue));
+    } catch (_) {
+      // not ours
+    }
+  });
+}
+
+function announceSignOut(user) {
+  const m = { t: 'signout', user, id: randomId() };
+  handled(m.id);
+  try {
+    listening?.channel?.postMessage(m);
+  } catch (_) {
+    // the storage event below still carries it
+  }
+  const ls = localStorageOrNull();
+  storageSet(ls, SIGNOUT_KEY, JSON.stringify(m));
+  storageRemove(ls, SIGNOUT_KEY);
+}
+
+// A sign-out from another page: it arrives twice where both the channel
+// and storage events work.
+function heard(m) {
+  if (!m || m.t !== 'signout' || typeof m.user !== 'string' || typeof m.id !== 'string') return;
+  if (listening.heard.includes(m.id)) return;
+  handled(m.id);
+  for (const c of [...running]) if (c.user === m.user) c.end();
+  // Also what closed clients of this page stored in its sessionStorage,
+  // and whatever this page's clients wrote before they heard.
+  forget(m.user);
+}
+
+function handled(id) {
+  listening.heard.push(id);
+  if (listening.heard.length > 32) listening.heard.shift();
+}
+
+// Removes every key the client stored for user: in localStorage the
+// position (PREFIX + url + '\n' + user) and the lease (+ '\nlease'), in
+// this tab's sessionStorage its own position (+ '\ntab').
+function forget(user) {
+  for (const s of [localStorageOrNull(), sessionStorageOrNull()]) {
+    for (const k of storageKeys(s)) if (keyUser(k) === user) storageRemove(s, k);
+  }
+}
+
+// A tab that was between two pages (a reload) when its user signed out
+// elsewhere never heard it: its sessionStorage may still hold that user's
+// position. A client that starts drops this tab's positions of users that
+// no client of this page runs.
+function sweepTab(user) {
+  const s = sessionStorageOrNull();
+  const keep = new Set([user]);
+  for (const c of running) keep.add(c.user);
+  for (const k of storageKeys(s)) {
+    const u = keyUser(k);
+    if (u !== null && !keep.has(u)) storageRemove(s, k);
+  }
+}
+
+// The user of one of the client's storage keys, or null.
+function keyUser(k) {
+  if (typeof k !== 'string' || !k.startsWith(PREFIX)) return null;
+  const parts = k.slice(PREFIX.length).split('\n');
+  return parts.length >= 2 ? parts[1] : null;
 }
 
 // ---- leader election ----------------------------------------------------------
@@ -851,6 +1007,18 @@ class SSEParser {
 
 // ---- small helpers --------------------------------------------------------------
 
+const CONTROL_CHARS = /[\u0000-\u001f\u007f]/;
+
+// userOf checks the user option: a non-empty string without control
+// characters, or a finite number (its decimal text).
+function userOf(v) {
+  if (typeof v === 'number' && Number.isFinite(v)) return String(v);
+  if (typeof v === 'string' && v !== '' && !CONTROL_CHARS.test(v)) return v;
+  throw new TypeError(
+    'caddy-notify: the user option is required: the id of the signed-in user, a non-empty string without control characters or a finite number',
+  );
+}
+
 function hasLocks() {
   return typeof navigator !== 'undefined' && typeof navigator.locks?.request === 'function';
 }
@@ -948,6 +1116,16 @@ function storageSet(s, key, value) {
   } catch (_) {
     // quota or privacy mode: not fatal
   }
+}
+
+function storageKeys(s) {
+  const keys = [];
+  try {
+    for (let i = 0; i < s.length; i++) keys.push(s.key(i));
+  } catch (_) {
+    // storage refused: nothing to list
+  }
+  return keys;
 }
 
 function storageRemove(s, key) {

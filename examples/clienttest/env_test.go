@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"os/exec"
 	"strconv"
@@ -269,6 +270,7 @@ type backend struct {
 	gates map[string][]call        // per user: gate calls
 	fakes map[string]int           // per user: requests to the fake streams
 	kill  map[string]chan struct{} // per user: closed to revoke the fake stream
+	slow  int                      // requests for harness.js that were held back
 }
 
 // step is one scripted answer: a status, with Retry-After (gate), or a
@@ -297,6 +299,9 @@ func (b *backend) routes() http.Handler {
 		http.ServeFile(w, r, "testdata/harness.html")
 	})
 	mux.HandleFunc("GET /harness.js", func(w http.ResponseWriter, r *http.Request) {
+		if !b.holdBack(w, r) {
+			return
+		}
 		w.Header().Set("Cache-Control", "no-store")
 		http.ServeFile(w, r, "testdata/harness.js")
 	})
@@ -311,6 +316,35 @@ func (b *backend) routes() http.Handler {
 	mux.HandleFunc("GET /fake/silent", b.fakeSilent)
 	mux.HandleFunc("GET /fake/wire", b.fakeWire)
 	return mux
+}
+
+// holdBack delays harness.js for a page loaded with slow=<ms> (its Referer
+// says so): the page has replaced the previous one (a reload has
+// committed) but no client runs in it yet. False when the client left.
+func (b *backend) holdBack(w http.ResponseWriter, r *http.Request) bool {
+	ref, err := url.Parse(r.Header.Get("Referer"))
+	if err != nil {
+		return true
+	}
+	ms, err := strconv.Atoi(ref.Query().Get("slow"))
+	if err != nil || ms <= 0 {
+		return true
+	}
+	b.mu.Lock()
+	b.slow++
+	b.mu.Unlock()
+	select {
+	case <-time.After(time.Duration(ms) * time.Millisecond):
+		return true
+	case <-r.Context().Done():
+		return false
+	}
+}
+
+func (b *backend) slowLoads() int {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.slow
 }
 
 // userOf reads the user of a token.
@@ -508,6 +542,22 @@ func (b *backend) fakeCalls(user string) int {
 func publish(t testing.TB, stream bool, user string, n int) {
 	t.Helper()
 	if err := publishE(stream, user, n); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// publishAfter publishes message n to user where nobody may listen any
+// more (after a sign-out): pub/sub's count of receivers is not checked.
+func publishAfter(t testing.TB, stream bool, user string, n int) {
+	t.Helper()
+	msg, _ := json.Marshal(map[string]any{"recipient_id": user, "n": n})
+	var err error
+	if stream {
+		err = env.rdb.XAdd(t.Context(), &redis.XAddArgs{Stream: streamKey, Values: []any{"data", msg}}).Err()
+	} else {
+		err = env.rdb.Publish(t.Context(), channel, msg).Err()
+	}
+	if err != nil {
 		t.Fatal(err)
 	}
 }
