@@ -2,7 +2,13 @@
 
 /** One notification, as the server sent it. */
 export interface NotifyMessage {
-  /** The SSE event name: "message" for every notification the handler sends. */
+  /**
+   * The SSE event name: the name the handler gave the message (its
+   * `event_field`, e.g. "order_paid": 1 to 64 bytes, no control
+   * characters), or "message" for an unnamed one. A message the
+   * application named "reset" or "revoked" is one too: only the handler's
+   * own control events reach onReset and onRevoked.
+   */
   type: string;
   /** The message exactly as published (usually JSON: `JSON.parse(m.data)`). */
   data: string;
@@ -85,7 +91,7 @@ export interface NotifyOptions {
    */
   idleTimeout?: number;
 
-  /** A notification. */
+  /** Every notification, named or not (see NotifyClient.on for one name). */
   onMessage?: (this: NotifyClient, message: NotifyMessage) => void;
   /** The server (or the relay) could not deliver everything missed: refetch your state. */
   onReset?: (this: NotifyClient, reason: ResetReason) => void;
@@ -110,6 +116,9 @@ export declare class NotifyError extends Error {
   readonly status: number;
   constructor(message: string, status: number);
 }
+
+/** A listener of on(): called with each event of its name. */
+export type NotifyListener = (this: NotifyClient, message: NotifyMessage) => void;
 
 export declare class NotifyClient {
   /**
@@ -136,6 +145,18 @@ export declare class NotifyClient {
    * client never starts again: create a new one for the next sign-in.
    */
   signOut(): void;
+  /**
+   * Calls listener, after onMessage, with every event named `type` by the
+   * handler (`event_field`), in every tab; "message" for unnamed events.
+   * Adding the same listener twice for a name adds it once. Returns a
+   * function that removes it.
+   * @throws TypeError for an empty name or one with control characters,
+   * for "reset" and "revoked" (the handler's control events: use onReset
+   * and onRevoked), and for a listener that is not a function.
+   */
+  on(type: string, listener: NotifyListener): () => void;
+  /** Removes a listener added with on(); nothing when it is not there. */
+  off(type: string, listener: NotifyListener): void;
 }
 
 /**

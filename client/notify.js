@@ -2,6 +2,7 @@
 //
 //   import { connect } from './notify.js';
 //   const notify = connect('/events', { user: me, onMessage: (e) => show(JSON.parse(e.data)) });
+//   notify.on('order_paid', (e) => paid(JSON.parse(e.data)));
 //   // at sign-out: notify.signOut();
 //
 // It does what EventSource cannot:
@@ -13,7 +14,8 @@
 //     onError. fetch also lets it send `Authorization: Bearer` with a token
 //     fetched anew for every connection.
 //   - `reset` and `revoked` events reach onReset / onRevoked; after `revoked`
-//     it never reconnects.
+//     it never reconnects. Events the handler names (`event_field`) reach
+//     the listeners of their name, on(name, fn), as well as onMessage.
 //   - In stream mode it remembers the last event ID (localStorage, per
 //     stream URL and user) and resumes from it with `last_event_id` on a
 //     fresh page load: a reload loses nothing.
@@ -34,6 +36,10 @@ const PREFIX = 'caddy-notify:';
 // missing, a storage event on this key (written and removed at once).
 const CONTROL_CHANNEL = PREFIX + 'control';
 const SIGNOUT_KEY = PREFIX + 'signout';
+
+// The handler's control events. Its frames carry exactly {"reason": ...};
+// an event the application named so is an ordinary event (see controlReason).
+const CONTROL_EVENTS = new Set(['reset', 'revoked']);
 
 /** Statuses after which the client waits and tries again. */
 const RETRY_STATUSES = new Set([429, 502, 503, 504]);
@@ -105,6 +111,7 @@ export class NotifyClient {
   #closed = false;
   #signedOut = false;
   #running = null; // this client's entry in `running` while it runs
+  #listeners = new Map(); // event name → Set of on() listeners
   #role = 'none'; // 'leader' | 'follower' | 'none'
   #state = { status: 'connecting', leader: false };
 
@@ -260,6 +267,33 @@ export class NotifyClient {
     for (const c of [...running]) if (c.user === user && c !== this.#running) c.end();
     this.#endSignedOut();
     forget(user);
+  }
+
+  /**
+   * Calls listener with every event named `type` (the handler's
+   * event_field), after onMessage. An unnamed event is "message". Returns
+   * a function that removes the listener.
+   * @param {string} type
+   * @param {(message: {type: string, data: string, id: string | null}) => void} listener
+   */
+  on(type, listener) {
+    if (typeof type !== 'string' || type === '' || CONTROL_CHARS.test(type)) {
+      throw new TypeError('caddy-notify: on() takes an event name: a non-empty string without control characters');
+    }
+    if (CONTROL_EVENTS.has(type)) {
+      throw new TypeError(`caddy-notify: "${type}" is the handler's control event: use the on${type[0].toUpperCase() + type.slice(1)} option`);
+    }
+    if (typeof listener !== 'function') throw new TypeError('caddy-notify: on() takes a function as its listener');
+    let set = this.#listeners.get(type);
+    if (!set) this.#listeners.set(type, (set = new Set()));
+    set.add(listener);
+    return () => this.off(type, listener);
+  }
+
+  /** Removes a listener added with on(). */
+  off(type, listener) {
+    const set = this.#listeners.get(type);
+    if (set?.delete(listener) && set.size === 0) this.#listeners.delete(type);
   }
 
   // Ends this client at a sign-out, its own or one another tab or client
@@ -447,11 +481,12 @@ export class NotifyClient {
       },
       event: (type, data, id) => {
         if (gen !== this.#gen || revoked) return;
-        if (type === 'revoked') {
+        const reason = CONTROL_EVENTS.has(type) ? controlReason(data) : null;
+        if (reason !== null && type === 'revoked') {
           revoked = true;
-          this.#fromServer({ k: 'revoked', reason: reasonOf(data) });
-        } else if (type === 'reset') {
-          this.#fromServer({ k: 'reset', reason: reasonOf(data), id });
+          this.#fromServer({ k: 'revoked', reason });
+        } else if (reason !== null) {
+          this.#fromServer({ k: 'reset', reason, id });
         } else {
           this.#fromServer({ k: 'ev', type, data, id });
         }
@@ -549,8 +584,22 @@ export class NotifyClient {
       if (this.#known === null) this.#known = rec.id;
       this.#remember(rec);
     }
-    if (rec.k === 'ev') this.#call('onMessage', { type: rec.type, data: rec.data, id: rec.id ?? null });
+    if (rec.k === 'ev') this.#deliver(rec);
     return true;
+  }
+
+  // onMessage, then the listeners of the event's name, in the order they
+  // were added; one removed meanwhile is not called. Each gets its own
+  // copy of the message.
+  #deliver(rec) {
+    const message = () => ({ type: rec.type, data: rec.data, id: rec.id ?? null });
+    this.#call('onMessage', message());
+    const set = this.#listeners.get(rec.type);
+    if (!set) return;
+    for (const fn of [...set]) {
+      if (this.#signedOut) return;
+      if (set.has(fn)) this.#invoke(fn, message());
+    }
   }
 
   #position(id) {
@@ -694,7 +743,10 @@ export class NotifyClient {
   // reported (window 'error' event, console) and delivery goes on.
   #call(name, arg) {
     const fn = this.#o[name];
-    if (typeof fn !== 'function') return;
+    if (typeof fn === 'function') this.#invoke(fn, arg);
+  }
+
+  #invoke(fn, arg) {
     try {
       fn.call(this, arg);
     } catch (err) {
@@ -1065,14 +1117,22 @@ async function errorMessage(res) {
   return ('HTTP ' + res.status + ' ' + (res.statusText || '')).trim();
 }
 
-function reasonOf(data) {
+// controlReason returns the reason of the handler's own `reset` or
+// `revoked` frame, whose data is exactly {"reason": "..."} (sse.go), or
+// null for anything else. With `event_field`, a message named "reset" or
+// "revoked" is written under that name too, but its data always holds the
+// field that named it (and the recipient field), so it is an ordinary
+// event: a publisher cannot stop or reset the clients of its recipients.
+function controlReason(data) {
   try {
     const v = JSON.parse(data);
-    if (v && typeof v.reason === 'string') return v.reason;
+    if (v && typeof v === 'object' && !Array.isArray(v) && typeof v.reason === 'string' && Object.keys(v).length === 1) {
+      return v.reason;
+    }
   } catch (_) {
-    // fall through
+    // not JSON: not the handler's
   }
-  return String(data);
+  return null;
 }
 
 function recSize(rec) {

@@ -13,6 +13,7 @@
 //   shared     0 turns sharing off
 //   nolocks    1: no Web Locks (see harness.html)
 //   nobc       1: no BroadcastChannel (see harness.html)
+//   on         names to listen to with on(), comma-separated
 //   last       the lastEventId option
 //   minDelay, maxDelay, jitter, idleTimeout: the client's options
 import { connect } from '/notify.js';
@@ -39,6 +40,10 @@ const T = (window.T = {
   all: earlier.slice(), // the n of each message, all lives
   recv: earlierRecv.slice(), // "<recipient_id>:<n>" of each message, all lives
   ids: [], // their ids
+  types: [], // their types
+  named: {}, // per name given in `on`: the n of each message its listener got
+  unsub: {}, // per name given in `on`: what on() returned
+  fns: {}, // per name given in `on`: the listener
   resets: [],
   revoked: [],
   errors: [],
@@ -81,6 +86,7 @@ function record(m) {
   T.all.push(v.n);
   T.recv.push((v.recipient_id ?? '') + ':' + v.n);
   T.ids.push(m.id);
+  T.types.push(m.type);
   sessionStorage.setItem(ALL, JSON.stringify(T.all));
   sessionStorage.setItem(RECV, JSON.stringify(T.recv));
 }
@@ -139,6 +145,11 @@ function start() {
   } catch (err) {
     T.startError = { name: err.name, message: err.message };
     return;
+  }
+  for (const name of (q.get('on') ?? '').split(',').filter(Boolean)) {
+    T.named[name] = [];
+    T.fns[name] = (m) => T.named[name].push(JSON.parse(m.data).n);
+    T.unsub[name] = T.client.on(name, T.fns[name]);
   }
   T.startId = T.client.lastEventId;
 }
