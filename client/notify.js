@@ -304,7 +304,7 @@ export class NotifyClient {
     const user = this.#user;
     // A leader keeps the lead a moment (STOP_GRACE), so that its
     // followers hear the sign-out before one could take the stream over;
-    // what it stored meanwhile (the lease) goes once it leaves.
+    // what it stored meanwhile (the lease) goes once it gives it up.
     if (!this.#closed) this.#shutdown(true, () => forget(user));
     this.#ring = [];
     this.#ringBytes = 0;
@@ -342,8 +342,12 @@ export class NotifyClient {
     this.#leaderTab = null;
   }
 
-  // Ends the client; `after` runs once the lead is given up.
+  // Ends the client; `after` runs once its place in the election is given
+  // up. graceful: a leader keeps its place STOP_GRACE longer (see there),
+  // or until the page goes, so that a lease it renews meanwhile does not
+  // outlive the page.
   #shutdown(graceful = false, after = null) {
+    const wasLeader = this.#role === 'leader';
     this.#closed = true;
     this.#role = 'none';
     running.delete(this.#running);
@@ -354,11 +358,15 @@ export class NotifyClient {
     this.#sync = null;
     const election = this.#election;
     this.#election = null;
-    if (graceful && election) {
-      setTimeout(() => {
+    if (graceful && election && wasLeader) {
+      const leave = () => {
+        clearTimeout(timer);
+        globalThis.removeEventListener?.('pagehide', leave);
         election.close();
         after?.();
-      }, STOP_GRACE);
+      };
+      const timer = setTimeout(leave, STOP_GRACE);
+      globalThis.addEventListener?.('pagehide', leave);
     } else {
       election?.close();
       after?.();

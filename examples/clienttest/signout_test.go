@@ -314,3 +314,32 @@ func TestUserRequired(t *testing.T) {
 	}
 	wantNoErrors(t, a)
 }
+
+// TestSignOutThenLeave: the page signs out in the leader tab and leaves at
+// once (to a sign-in page), before the moment the leader keeps its place
+// is over. Where the lease in localStorage stands in for Web Locks, the
+// lease it renewed meanwhile must not outlive the page. Another user's
+// tab looks at the origin's localStorage afterwards.
+func TestSignOutThenLeave(t *testing.T) {
+	user := userFor(t)
+	b := newBrowser(t)
+	a := b.open("A", q("url", "/sevents", "user", user, "nolocks", "1"))
+	a.waitOpen()
+	publish(t, true, user, 1)
+	a.wantMsgs(seq(1, 1))
+	o := b.open("O", q("url", "/sevents", "user", strings.Replace(user, "Test", "Other", 1), "nolocks", "1"))
+	o.waitOpen()
+	if n := len(o.strings(`Object.keys(localStorage).filter((k) => k.includes(` + browsertest.JSString(user) + ` + '\nlease'))`)); n != 1 {
+		t.Fatalf("%d leases of the user in localStorage before the sign-out, want 1", n)
+	}
+	// The leader renews its lease every 500ms, and keeps its place 500ms
+	// after the sign-out: the page leaves as soon as the lease is back (or
+	// after 450ms).
+	a.run(`T.signOut();
+		const leave = () => location.assign('about:blank');
+		const lease = ` + browsertest.JSString(user) + ` + '\nlease';
+		setInterval(() => Object.keys(localStorage).some((k) => k.endsWith(lease)) && leave(), 5);
+		setTimeout(leave, 450)`)
+	time.Sleep(3 * settle)
+	wantNothingOf(t, user, o)
+}
