@@ -2,7 +2,13 @@
 
 /** One notification, as the server sent it. */
 export interface NotifyMessage {
-  /** The SSE event name: "message" for every notification the handler sends. */
+  /**
+   * The SSE event name: the name the handler gave the message (its
+   * `event_field`, e.g. "order_paid": 1 to 64 bytes, no control
+   * characters), or "message" for an unnamed one. A message the
+   * application named "reset" or "revoked" is one too: only the handler's
+   * own control events reach onReset and onRevoked.
+   */
   type: string;
   /** The message exactly as published (usually JSON: `JSON.parse(m.data)`). */
   data: string;
@@ -28,6 +34,8 @@ export interface NotifyState {
   error?: string;
   /** The reason of the `revoked` event that stopped the client, if any. */
   revoked?: RevokedReason;
+  /** True once the client stopped at a sign-out: signOut() in this tab or in another. */
+  signedOut?: true;
 }
 
 /** Reasons of the server's `reset` event, and the client's own. */
@@ -44,11 +52,13 @@ export type RevokedReason = 'unauthorized' | 'forbidden' | 'user_changed' | 'dis
 
 export interface NotifyOptions {
   /**
-   * Who is signed in, e.g. the user id. Part of the key of the shared
-   * stream and of the stored position, so tabs of different users never
-   * share one. Default "".
+   * Who is signed in: the user id, a non-empty string without control
+   * characters or a finite number. Required (connect throws a TypeError
+   * without it): it is part of the key of the shared stream, of its lock
+   * and channel, and of the stored position, so tabs of different users
+   * never share one, and signOut() ends and forgets this user's.
    */
-  user?: string | number;
+  user: string | number;
   /**
    * Called before every connection; a non-empty result is sent as
    * `Authorization: Bearer <token>`. Without it, the cookie (`token_cookie`)
@@ -81,7 +91,7 @@ export interface NotifyOptions {
    */
   idleTimeout?: number;
 
-  /** A notification. */
+  /** Every notification, named or not (see NotifyClient.on for one name). */
   onMessage?: (this: NotifyClient, message: NotifyMessage) => void;
   /** The server (or the relay) could not deliver everything missed: refetch your state. */
   onReset?: (this: NotifyClient, reason: ResetReason) => void;
@@ -107,18 +117,50 @@ export declare class NotifyError extends Error {
   constructor(message: string, status: number);
 }
 
+/** A listener of on(): called with each event of its name. */
+export type NotifyListener = (this: NotifyClient, message: NotifyMessage) => void;
+
 export declare class NotifyClient {
-  /** Opens the stream, or joins the one another tab holds. */
-  constructor(url: string | URL, options?: NotifyOptions);
+  /**
+   * Opens the stream, or joins the one another tab holds.
+   * @throws TypeError when options.user is missing or invalid.
+   */
+  constructor(url: string | URL, options: NotifyOptions);
   /** The current state (a copy). */
   readonly state: NotifyState;
   /** Whether this tab holds the stream. */
   readonly leader: boolean;
   /** Stream mode: the last event ID delivered, or null. */
   readonly lastEventId: string | null;
-  /** Stops for good; another tab, if any, takes the stream over. */
+  /**
+   * Stops for good; another tab, if any, takes the stream over. The stored
+   * position stays (stream mode), for the next client of the same user.
+   */
   close(): void;
+  /**
+   * The user signed out: ends every client of this user (any stream URL)
+   * in every tab of the origin, this one included (their state becomes
+   * closed with signedOut), and removes every key the client stored for
+   * the user in localStorage and in each open tab's sessionStorage. The
+   * client never starts again: create a new one for the next sign-in.
+   */
+  signOut(): void;
+  /**
+   * Calls listener, after onMessage, with every event named `type` by the
+   * handler (`event_field`), in every tab; "message" for unnamed events.
+   * Adding the same listener twice for a name adds it once. Returns a
+   * function that removes it.
+   * @throws TypeError for an empty name or one with control characters,
+   * for "reset" and "revoked" (the handler's control events: use onReset
+   * and onRevoked), and for a listener that is not a function.
+   */
+  on(type: string, listener: NotifyListener): () => void;
+  /** Removes a listener added with on(); nothing when it is not there. */
+  off(type: string, listener: NotifyListener): void;
 }
 
-/** new NotifyClient(url, options). */
-export declare function connect(url: string | URL, options?: NotifyOptions): NotifyClient;
+/**
+ * new NotifyClient(url, options).
+ * @throws TypeError when options.user is missing or invalid.
+ */
+export declare function connect(url: string | URL, options: NotifyOptions): NotifyClient;

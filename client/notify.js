@@ -2,6 +2,8 @@
 //
 //   import { connect } from './notify.js';
 //   const notify = connect('/events', { user: me, onMessage: (e) => show(JSON.parse(e.data)) });
+//   notify.on('order_paid', (e) => paid(JSON.parse(e.data)));
+//   // at sign-out: notify.signOut();
 //
 // It does what EventSource cannot:
 //
@@ -12,7 +14,8 @@
 //     onError. fetch also lets it send `Authorization: Bearer` with a token
 //     fetched anew for every connection.
 //   - `reset` and `revoked` events reach onReset / onRevoked; after `revoked`
-//     it never reconnects.
+//     it never reconnects. Events the handler names (`event_field`) reach
+//     the listeners of their name, on(name, fn), as well as onMessage.
 //   - In stream mode it remembers the last event ID (localStorage, per
 //     stream URL and user) and resumes from it with `last_event_id` on a
 //     fresh page load: a reload loses nothing.
@@ -22,17 +25,26 @@
 //     BroadcastChannel. When the leader goes, another tab takes over at once
 //     and, in stream mode, resumes from the last ID it saw: no gap, no
 //     duplicate.
+//   - signOut() ends the user's stream in every tab and forgets everything
+//     the client stored for the user.
 //
-// The README's "Browser client" section documents the options; notify.d.ts
-// declares them.
+// docs/browser-client.md documents it; notify.d.ts declares it.
 
 const PREFIX = 'caddy-notify:';
+
+// The sign-out signal: a BroadcastChannel of this name, and where that is
+// missing, a storage event on this key (written and removed at once).
+const CONTROL_CHANNEL = PREFIX + 'control';
+const SIGNOUT_KEY = PREFIX + 'signout';
+
+// The handler's control events. Its frames carry exactly {"reason": ...};
+// an event the application named so is an ordinary event (see controlReason).
+const CONTROL_EVENTS = new Set(['reset', 'revoked']);
 
 /** Statuses after which the client waits and tries again. */
 const RETRY_STATUSES = new Set([429, 502, 503, 504]);
 
 const DEFAULTS = {
-  user: '',
   token: null,
   credentials: 'same-origin',
   headers: null,
@@ -93,9 +105,13 @@ export class NotifyError extends Error {
 export class NotifyClient {
   #o;
   #url;
+  #user;
   #key;
   #tab = randomId();
   #closed = false;
+  #signedOut = false;
+  #running = null; // this client's entry in `running` while it runs
+  #listeners = new Map(); // event name → Set of on() listeners
   #role = 'none'; // 'leader' | 'follower' | 'none'
   #state = { status: 'connecting', leader: false };
 
@@ -130,17 +146,25 @@ export class NotifyClient {
    * @param {string | URL} url the notify handler, e.g. '/events'
    * @param {object} [options] see notify.d.ts
    */
-  constructor(url, options = {}) {
+  constructor(url, options) {
     // An option given as undefined keeps its default (a spread would not).
     this.#o = { ...DEFAULTS };
     for (const [k, v] of Object.entries(options ?? {})) if (v !== undefined) this.#o[k] = v;
+    // Without a user every user of the browser would share one key: the
+    // tab of a user who left could relay that user's stream to the next.
+    this.#user = userOf(this.#o.user);
     const u = new URL(url, globalThis.location?.href);
     u.searchParams.delete('last_event_id');
     this.#url = u;
     // One key names the shared stream, its lock, its channel and its stored
     // position: the stream URL and the user, so that tabs signed in as
-    // different users never share a stream.
-    this.#key = PREFIX + u.href + '\n' + String(this.#o.user ?? '');
+    // different users never share a stream. A URL's href holds no line
+    // break, nor does a user: keyUser can split the key.
+    this.#key = PREFIX + u.href + '\n' + this.#user;
+    listenForSignOut();
+    sweepTab(this.#user);
+    this.#running = { user: this.#user, end: () => this.#endSignedOut() };
+    running.add(this.#running);
 
     // Where to resume in stream mode: this tab's own position when it was
     // reloaded (sessionStorage survives a reload), else the browser's last
@@ -215,11 +239,78 @@ export class NotifyClient {
     return this.#lastId;
   }
 
-  /** Stops the stream for good. Another tab, if any, takes it over. */
+  /**
+   * Stops the stream for good. Another tab, if any, takes it over. The
+   * stored position stays, so that a client of the same user resumes from
+   * it (stream mode); signOut() forgets it.
+   */
   close() {
     if (this.#closed) return;
     this.#shutdown();
     this.#setState({ status: 'closed' });
+  }
+
+  /**
+   * The user signed out: ends every client of this user (any stream URL)
+   * in every tab of the origin, this one included, and removes every key
+   * the client stored for the user in localStorage and in each tab's
+   * sessionStorage. The client never starts again; for the next sign-in,
+   * create a new client with that user.
+   */
+  signOut() {
+    if (this.#signedOut) return;
+    const user = this.#user;
+    // The other tabs hear it before this one gives up the lead (the lead
+    // is kept a moment longer, see #endSignedOut), so that none of them
+    // takes over the user's stream in between.
+    announceSignOut(user);
+    for (const c of [...running]) if (c.user === user && c !== this.#running) c.end();
+    this.#endSignedOut();
+    forget(user);
+  }
+
+  /**
+   * Calls listener with every event named `type` (the handler's
+   * event_field), after onMessage. An unnamed event is "message". Returns
+   * a function that removes the listener.
+   * @param {string} type
+   * @param {(message: {type: string, data: string, id: string | null}) => void} listener
+   */
+  on(type, listener) {
+    if (typeof type !== 'string' || type === '' || CONTROL_CHARS.test(type)) {
+      throw new TypeError('caddy-notify: on() takes an event name: a non-empty string without control characters');
+    }
+    if (CONTROL_EVENTS.has(type)) {
+      throw new TypeError(`caddy-notify: "${type}" is the handler's control event: use the on${type[0].toUpperCase() + type.slice(1)} option`);
+    }
+    if (typeof listener !== 'function') throw new TypeError('caddy-notify: on() takes a function as its listener');
+    let set = this.#listeners.get(type);
+    if (!set) this.#listeners.set(type, (set = new Set()));
+    set.add(listener);
+    return () => this.off(type, listener);
+  }
+
+  /** Removes a listener added with on(). */
+  off(type, listener) {
+    const set = this.#listeners.get(type);
+    if (set?.delete(listener) && set.size === 0) this.#listeners.delete(type);
+  }
+
+  // Ends this client at a sign-out, its own or one another tab or client
+  // announced, and forgets the user's events it holds in memory.
+  #endSignedOut() {
+    if (this.#signedOut) return;
+    this.#signedOut = true;
+    const user = this.#user;
+    // A leader keeps the lead a moment (STOP_GRACE), so that its
+    // followers hear the sign-out before one could take the stream over;
+    // what it stored meanwhile (the lease) goes once it gives it up.
+    if (!this.#closed) this.#shutdown(true, () => forget(user));
+    this.#ring = [];
+    this.#ringBytes = 0;
+    this.#known = null;
+    this.#lastId = null;
+    this.#setState({ status: 'closed', signedOut: true });
   }
 
   // ---- roles ---------------------------------------------------------------
@@ -251,8 +342,15 @@ export class NotifyClient {
     this.#leaderTab = null;
   }
 
-  #shutdown(graceful = false) {
+  // Ends the client; `after` runs once its place in the election is given
+  // up. graceful: a leader keeps its place STOP_GRACE longer (see there),
+  // or until the page goes, so that a lease it renews meanwhile does not
+  // outlive the page.
+  #shutdown(graceful = false, after = null) {
+    const wasLeader = this.#role === 'leader';
     this.#closed = true;
+    this.#role = 'none';
+    running.delete(this.#running);
     this.#gen++;
     this.#abort?.abort();
     this.#wake?.();
@@ -260,8 +358,19 @@ export class NotifyClient {
     this.#sync = null;
     const election = this.#election;
     this.#election = null;
-    if (graceful && election) setTimeout(() => election.close(), STOP_GRACE);
-    else election?.close();
+    if (graceful && election && wasLeader) {
+      const leave = () => {
+        clearTimeout(timer);
+        globalThis.removeEventListener?.('pagehide', leave);
+        election.close();
+        after?.();
+      };
+      const timer = setTimeout(leave, STOP_GRACE);
+      globalThis.addEventListener?.('pagehide', leave);
+    } else {
+      election?.close();
+      after?.();
+    }
     if (this.#channel) {
       this.#channel.close();
       this.#channel = null;
@@ -380,11 +489,12 @@ export class NotifyClient {
       },
       event: (type, data, id) => {
         if (gen !== this.#gen || revoked) return;
-        if (type === 'revoked') {
+        const reason = CONTROL_EVENTS.has(type) ? controlReason(data) : null;
+        if (reason !== null && type === 'revoked') {
           revoked = true;
-          this.#fromServer({ k: 'revoked', reason: reasonOf(data) });
-        } else if (type === 'reset') {
-          this.#fromServer({ k: 'reset', reason: reasonOf(data), id });
+          this.#fromServer({ k: 'revoked', reason });
+        } else if (reason !== null) {
+          this.#fromServer({ k: 'reset', reason, id });
         } else {
           this.#fromServer({ k: 'ev', type, data, id });
         }
@@ -482,8 +592,22 @@ export class NotifyClient {
       if (this.#known === null) this.#known = rec.id;
       this.#remember(rec);
     }
-    if (rec.k === 'ev') this.#call('onMessage', { type: rec.type, data: rec.data, id: rec.id ?? null });
+    if (rec.k === 'ev') this.#deliver(rec);
     return true;
+  }
+
+  // onMessage, then the listeners of the event's name, in the order they
+  // were added; one removed meanwhile is not called. Each gets its own
+  // copy of the message.
+  #deliver(rec) {
+    const message = () => ({ type: rec.type, data: rec.data, id: rec.id ?? null });
+    this.#call('onMessage', message());
+    const set = this.#listeners.get(rec.type);
+    if (!set) return;
+    for (const fn of [...set]) {
+      if (this.#signedOut) return;
+      if (set.has(fn)) this.#invoke(fn, message());
+    }
   }
 
   #position(id) {
@@ -617,7 +741,7 @@ export class NotifyClient {
 
   #setState(s) {
     const next = { status: s.status, leader: this.#role === 'leader' };
-    for (const k of ['httpStatus', 'retryIn', 'error', 'revoked']) if (s[k] !== undefined) next[k] = s[k];
+    for (const k of ['httpStatus', 'retryIn', 'error', 'revoked', 'signedOut']) if (s[k] !== undefined) next[k] = s[k];
     this.#state = next;
     if (this.#role === 'leader') this.#post({ t: 'state', state: next });
     this.#call('onStateChange', { ...next });
@@ -627,7 +751,10 @@ export class NotifyClient {
   // reported (window 'error' event, console) and delivery goes on.
   #call(name, arg) {
     const fn = this.#o[name];
-    if (typeof fn !== 'function') return;
+    if (typeof fn === 'function') this.#invoke(fn, arg);
+  }
+
+  #invoke(fn, arg) {
     try {
       fn.call(this, arg);
     } catch (err) {
@@ -642,6 +769,95 @@ export class NotifyClient {
   #tabKey() {
     return this.#key + '\ntab';
   }
+}
+
+// ---- sign-out ---------------------------------------------------------------------
+
+// The clients of this page that run: { user, end }. A sign-out ends those
+// of its user here at once, and in the other pages through the control
+// channel (or, without BroadcastChannel, a storage event).
+const running = new Set();
+let listening = null; // { channel, heard: the IDs of the sign-outs handled }
+
+function listenForSignOut() {
+  if (listening) return;
+  listening = { channel: null, heard: [] };
+  if (typeof BroadcastChannel === 'function') {
+    try {
+      listening.channel = new BroadcastChannel(CONTROL_CHANNEL);
+      listening.channel.onmessage = (e) => heard(e.data);
+    } catch (_) {
+      // no channel: the storage event still carries it
+    }
+  }
+  globalThis.addEventListener?.('storage', (e) => {
+    if (e.key !== SIGNOUT_KEY || !e.newValue) return;
+    try {
+      heard(JSON.parse(e.newValue));
+    } catch (_) {
+      // not ours
+    }
+  });
+}
+
+function announceSignOut(user) {
+  const m = { t: 'signout', user, id: randomId() };
+  handled(m.id);
+  try {
+    listening?.channel?.postMessage(m);
+  } catch (_) {
+    // the storage event below still carries it
+  }
+  const ls = localStorageOrNull();
+  storageSet(ls, SIGNOUT_KEY, JSON.stringify(m));
+  storageRemove(ls, SIGNOUT_KEY);
+}
+
+// A sign-out from another page: it arrives twice where both the channel
+// and storage events work.
+function heard(m) {
+  if (!m || m.t !== 'signout' || typeof m.user !== 'string' || typeof m.id !== 'string') return;
+  if (listening.heard.includes(m.id)) return;
+  handled(m.id);
+  for (const c of [...running]) if (c.user === m.user) c.end();
+  // Also what closed clients of this page stored in its sessionStorage,
+  // and whatever this page's clients wrote before they heard.
+  forget(m.user);
+}
+
+function handled(id) {
+  listening.heard.push(id);
+  if (listening.heard.length > 32) listening.heard.shift();
+}
+
+// Removes every key the client stored for user: in localStorage the
+// position (PREFIX + url + '\n' + user) and the lease (+ '\nlease'), in
+// this tab's sessionStorage its own position (+ '\ntab').
+function forget(user) {
+  for (const s of [localStorageOrNull(), sessionStorageOrNull()]) {
+    for (const k of storageKeys(s)) if (keyUser(k) === user) storageRemove(s, k);
+  }
+}
+
+// A tab that was between two pages (a reload) when its user signed out
+// elsewhere never heard it: its sessionStorage may still hold that user's
+// position. A client that starts drops this tab's positions of users that
+// no client of this page runs.
+function sweepTab(user) {
+  const s = sessionStorageOrNull();
+  const keep = new Set([user]);
+  for (const c of running) keep.add(c.user);
+  for (const k of storageKeys(s)) {
+    const u = keyUser(k);
+    if (u !== null && !keep.has(u)) storageRemove(s, k);
+  }
+}
+
+// The user of one of the client's storage keys, or null.
+function keyUser(k) {
+  if (typeof k !== 'string' || !k.startsWith(PREFIX)) return null;
+  const parts = k.slice(PREFIX.length).split('\n');
+  return parts.length >= 2 ? parts[1] : null;
 }
 
 // ---- leader election ----------------------------------------------------------
@@ -851,6 +1067,18 @@ class SSEParser {
 
 // ---- small helpers --------------------------------------------------------------
 
+const CONTROL_CHARS = /[\u0000-\u001f\u007f]/;
+
+// userOf checks the user option: a non-empty string without control
+// characters, or a finite number (its decimal text).
+function userOf(v) {
+  if (typeof v === 'number' && Number.isFinite(v)) return String(v);
+  if (typeof v === 'string' && v !== '' && !CONTROL_CHARS.test(v)) return v;
+  throw new TypeError(
+    'caddy-notify: the user option is required: the id of the signed-in user, a non-empty string without control characters or a finite number',
+  );
+}
+
 function hasLocks() {
   return typeof navigator !== 'undefined' && typeof navigator.locks?.request === 'function';
 }
@@ -897,14 +1125,22 @@ async function errorMessage(res) {
   return ('HTTP ' + res.status + ' ' + (res.statusText || '')).trim();
 }
 
-function reasonOf(data) {
+// controlReason returns the reason of the handler's own `reset` or
+// `revoked` frame, whose data is exactly {"reason": "..."} (sse.go), or
+// null for anything else. With `event_field`, a message named "reset" or
+// "revoked" is written under that name too, but its data always holds the
+// field that named it (and the recipient field), so it is an ordinary
+// event: a publisher cannot stop or reset the clients of its recipients.
+function controlReason(data) {
   try {
     const v = JSON.parse(data);
-    if (v && typeof v.reason === 'string') return v.reason;
+    if (v && typeof v === 'object' && !Array.isArray(v) && typeof v.reason === 'string' && Object.keys(v).length === 1) {
+      return v.reason;
+    }
   } catch (_) {
-    // fall through
+    // not JSON: not the handler's
   }
-  return String(data);
+  return null;
 }
 
 function recSize(rec) {
@@ -948,6 +1184,16 @@ function storageSet(s, key, value) {
   } catch (_) {
     // quota or privacy mode: not fatal
   }
+}
+
+function storageKeys(s) {
+  const keys = [];
+  try {
+    for (let i = 0; i < s.length; i++) keys.push(s.key(i));
+  } catch (_) {
+    // storage refused: nothing to list
+  }
+  return keys;
 }
 
 function storageRemove(s, key) {

@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"os/exec"
 	"strconv"
@@ -269,6 +270,8 @@ type backend struct {
 	gates map[string][]call        // per user: gate calls
 	fakes map[string]int           // per user: requests to the fake streams
 	kill  map[string]chan struct{} // per user: closed to revoke the fake stream
+	named map[string]*namedLog     // per user: what /fake/named serves
+	slow  int                      // requests for harness.js that were held back
 }
 
 // step is one scripted answer: a status, with Retry-After (gate), or a
@@ -287,7 +290,7 @@ type call struct {
 
 func newBackend() *backend {
 	return &backend{auth: map[string][]step{}, gate: map[string][]step{}, calls: map[string][]call{},
-		gates: map[string][]call{}, fakes: map[string]int{}, kill: map[string]chan struct{}{}}
+		gates: map[string][]call{}, fakes: map[string]int{}, kill: map[string]chan struct{}{}, named: map[string]*namedLog{}}
 }
 
 func (b *backend) routes() http.Handler {
@@ -297,6 +300,9 @@ func (b *backend) routes() http.Handler {
 		http.ServeFile(w, r, "testdata/harness.html")
 	})
 	mux.HandleFunc("GET /harness.js", func(w http.ResponseWriter, r *http.Request) {
+		if !b.holdBack(w, r) {
+			return
+		}
 		w.Header().Set("Cache-Control", "no-store")
 		http.ServeFile(w, r, "testdata/harness.js")
 	})
@@ -310,7 +316,37 @@ func (b *backend) routes() http.Handler {
 	mux.HandleFunc("GET /fake/revoked", b.fakeRevoked)
 	mux.HandleFunc("GET /fake/silent", b.fakeSilent)
 	mux.HandleFunc("GET /fake/wire", b.fakeWire)
+	mux.HandleFunc("GET /fake/named", b.fakeNamed)
 	return mux
+}
+
+// holdBack delays harness.js for a page loaded with slow=<ms> (its Referer
+// says so): the page has replaced the previous one (a reload has
+// committed) but no client runs in it yet. False when the client left.
+func (b *backend) holdBack(w http.ResponseWriter, r *http.Request) bool {
+	ref, err := url.Parse(r.Header.Get("Referer"))
+	if err != nil {
+		return true
+	}
+	ms, err := strconv.Atoi(ref.Query().Get("slow"))
+	if err != nil || ms <= 0 {
+		return true
+	}
+	b.mu.Lock()
+	b.slow++
+	b.mu.Unlock()
+	select {
+	case <-time.After(time.Duration(ms) * time.Millisecond):
+		return true
+	case <-r.Context().Done():
+		return false
+	}
+}
+
+func (b *backend) slowLoads() int {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.slow
 }
 
 // userOf reads the user of a token.
@@ -465,6 +501,91 @@ func (b *backend) fakeWire(w http.ResponseWriter, r *http.Request) {
 	<-r.Context().Done()
 }
 
+// namedLog is the history /fake/named serves a user: frame i is the entry
+// with ID 1-<i+1>. grew is closed (and replaced) when frames are added.
+type namedLog struct {
+	frames []string
+	grew   chan struct{}
+}
+
+// namedFrame is how the handler will write message n once `event_field
+// type` is set: named after its type, or unnamed when it has none.
+func namedFrame(n int, name string) string {
+	data, _ := json.Marshal(map[string]any{"type": name, "n": n})
+	if name == "" {
+		data, _ = json.Marshal(map[string]any{"n": n})
+	}
+	f := fmt.Sprintf("id: 1-%d\n", n)
+	if name != "" {
+		f += "event: " + name + "\n"
+	}
+	return f + "data: " + string(data) + "\n\n"
+}
+
+// controlReset is the handler's own reset frame (sse.go) for entry n.
+func controlReset(n int, reason string) string {
+	return fmt.Sprintf("id: 1-%d\nevent: reset\ndata: {\"reason\":%q}\n\n", n, reason)
+}
+
+// appendNamed adds frames to user's history; the open /fake/named stream
+// writes them at once.
+func (b *backend) appendNamed(user string, frames ...string) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	l := b.namedLogOf(user)
+	l.frames = append(l.frames, frames...)
+	close(l.grew)
+	l.grew = make(chan struct{})
+}
+
+func (b *backend) namedLogOf(user string) *namedLog { // b.mu held
+	l, ok := b.named[user]
+	if !ok {
+		l = &namedLog{grew: make(chan struct{})}
+		b.named[user] = l
+	}
+	return l
+}
+
+// fakeNamed is an event stream in stream mode with named events, as the
+// handler will write them (namedFrame): it writes the user's history after
+// last_event_id (all of it without one), then each frame as it is added.
+func (b *backend) fakeNamed(w http.ResponseWriter, r *http.Request) {
+	b.countFake(r)
+	user := anyUser(tokenOf(r))
+	next := 0
+	if last := r.URL.Query().Get("last_event_id"); last != "" {
+		n, err := strconv.Atoi(strings.TrimPrefix(last, "1-"))
+		if err != nil {
+			http.Error(w, "bad last_event_id", http.StatusBadRequest)
+			return
+		}
+		next = n
+	}
+	w.Header().Set("Content-Type", "text/event-stream")
+	w.Header().Set("Cache-Control", "no-cache")
+	_, _ = w.Write([]byte("retry: 100\n\n"))
+	rc := http.NewResponseController(w)
+	for {
+		b.mu.Lock()
+		l := b.namedLogOf(user)
+		frames, grew := l.frames[min(next, len(l.frames)):], l.grew
+		b.mu.Unlock()
+		for _, f := range frames {
+			_, _ = w.Write([]byte(f))
+		}
+		next += len(frames)
+		if rc.Flush() != nil {
+			return
+		}
+		select {
+		case <-grew:
+		case <-r.Context().Done():
+			return
+		}
+	}
+}
+
 func (b *backend) countFake(r *http.Request) {
 	b.mu.Lock()
 	b.fakes[anyUser(tokenOf(r))]++
@@ -508,6 +629,22 @@ func (b *backend) fakeCalls(user string) int {
 func publish(t testing.TB, stream bool, user string, n int) {
 	t.Helper()
 	if err := publishE(stream, user, n); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// publishAfter publishes message n to user where nobody may listen any
+// more (after a sign-out): pub/sub's count of receivers is not checked.
+func publishAfter(t testing.TB, stream bool, user string, n int) {
+	t.Helper()
+	msg, _ := json.Marshal(map[string]any{"recipient_id": user, "n": n})
+	var err error
+	if stream {
+		err = env.rdb.XAdd(t.Context(), &redis.XAddArgs{Stream: streamKey, Values: []any{"data", msg}}).Err()
+	} else {
+		err = env.rdb.Publish(t.Context(), channel, msg).Err()
+	}
+	if err != nil {
 		t.Fatal(err)
 	}
 }

@@ -69,7 +69,7 @@ func (b *browser) open(name string, query url.Values) *tab {
 	tb := &tab{t: b.t, name: name, ctx: ctx, close: cancel, console: browsertest.WatchConsole(ctx)}
 	b.tabs = append(b.tabs, tb)
 	tb.do("loading the harness", chromedp.Navigate(env.base+"/?"+query.Encode()))
-	tb.waitFor("the client to start", `window.T !== undefined && T.client !== null`)
+	tb.waitFor("the harness to start", `window.T !== undefined && T.started === true`)
 	return tb
 }
 
@@ -99,6 +99,13 @@ func (tb *tab) waitFor(what, cond string) {
 		}
 		tb.fail("waiting for "+what, err)
 	}
+}
+
+// run runs JavaScript statements in the page.
+func (tb *tab) run(js string) {
+	tb.t.Helper()
+	var v any
+	tb.get(`(() => { `+js+`; return null; })()`, &v)
 }
 
 // get evaluates expr in the page and decodes its JSON into v.
@@ -147,6 +154,38 @@ func (tb *tab) waitMsgs(n int) {
 	tb.waitFor(fmt.Sprintf("%d messages", n), fmt.Sprintf(`T.msgs.length >= %d`, n))
 }
 
+// wantRecv checks the exact sequence of messages of all lives, each as
+// "<recipient_id>:<n>".
+func (tb *tab) wantRecv(want ...string) {
+	tb.t.Helper()
+	tb.waitFor(fmt.Sprintf("%d messages in all", len(want)), fmt.Sprintf(`T.recv.length >= %d`, len(want)))
+	if got := tb.strings(`T.recv`); !slices.Equal(got, want) {
+		tb.t.Fatalf("tab %s received %q, want exactly %q", tb.name, got, want)
+	}
+}
+
+// storageOf returns what the client stored in the tab's localStorage and
+// sessionStorage: every key, and the value of each of the client's keys
+// (the harness keeps what it received in sessionStorage too).
+func (tb *tab) storageOf() []string {
+	tb.t.Helper()
+	return tb.strings(`[localStorage, sessionStorage].flatMap((s) => Array.from({ length: s.length }, (_, i) => s.key(i))
+		.map((k) => k.startsWith('caddy-notify:') ? k + ' = ' + s.getItem(k) : k))`)
+}
+
+// wantNothingOf fails when the storage of a tab holds a key, or a value of
+// the client's, that names user.
+func wantNothingOf(t *testing.T, user string, tabs ...*tab) {
+	t.Helper()
+	for _, tb := range tabs {
+		for _, kv := range tb.storageOf() {
+			if strings.Contains(kv, user) {
+				t.Fatalf("tab %s: the storage still names %s: %q", tb.name, user, kv)
+			}
+		}
+	}
+}
+
 // wantMsgs checks the exact sequence of messages of this life.
 func (tb *tab) wantMsgs(want []int) {
 	tb.t.Helper()
@@ -160,7 +199,7 @@ func (tb *tab) fail(what string, err error) {
 	tb.t.Helper()
 	ctx, cancel := context.WithTimeout(tb.ctx, 2*time.Second)
 	defer cancel()
-	state, serr := chromedp.Run(ctx, chromedp.Evaluate[string](`JSON.stringify({msgs: T.msgs, all: T.all, resets: T.resets,
+	state, serr := chromedp.Run(ctx, chromedp.Evaluate[string](`JSON.stringify({msgs: T.msgs, all: T.all, recv: T.recv, resets: T.resets,
 		revoked: T.revoked, errors: T.errors, states: T.states, leader: T.leader, unauthorized: T.unauthorized})`))
 	if serr != nil {
 		state = "(cannot read the page: " + serr.Error() + ")"
