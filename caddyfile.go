@@ -43,7 +43,10 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //	    history_entries      <entries>
 //	    history_bytes        <size>
 //	    recipient_field      <field>
+//	    group_field          <field>
+//	    event_field          <field>
 //	    user_field           <field>
+//	    groups_field         <field>
 //	    auth_timeout         <duration>
 //	    auth_cache           <duration>
 //	    auth_concurrency     <requests>
@@ -88,6 +91,8 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 		"history_bytes":        setPositiveSize(&h.HistoryBytes),
 		"auth_url":             setString(&h.AuthURL),
 		"user_field":           setString(&h.UserField),
+		"groups_field":         setString(&h.GroupsField),
+		"event_field":          setString(&h.EventField),
 		"auth_timeout":         setPositiveDuration(&h.AuthTimeout),
 		"auth_cache":           setDuration(&h.AuthCache),
 		"auth_concurrency":     setPositive(&h.AuthConcurrency),

@@ -1,6 +1,7 @@
 package notify
 
 import (
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -17,7 +18,8 @@ func revokedFrame(reason string) testkit.Frame {
 // A disconnect on the control channel ends the user's streams on every
 // instance at once, with a revoked event, and leaves other users' alone;
 // "*" ends every stream; malformed control messages are dropped and
-// counted.
+// counted; an invalid element of a list is dropped and counted, and the
+// rest of the list applies.
 func TestControlChannelAcrossInstances(t *testing.T) {
 	rs := testkit.StartRedis(t)
 	auth := testkit.StartAuthAPI(t, map[string]testkit.AuthReply{
@@ -65,8 +67,8 @@ func TestControlChannelAcrossInstances(t *testing.T) {
 		s.Expect(t, revokedFrame(sse.RevokedDisconnected), testkit.Frame{Kind: testkit.FrameEnd})
 	}
 	for _, p := range instances {
-		if m, i, d, r := sample(p, malformed), sample(p, invalid), sample(p, disconnects), sample(p, revoked); m != 1 || i != 1 || d != 1 || r != 2 {
-			t.Errorf("instance %d: malformed %v, invalid %v, disconnects %v, revoked %v; want 1, 1, 1, 2 (alice and 42 here)", p.port, m, i, d, r)
+		if m, i, d, r := sample(p, malformed), sample(p, invalid), sample(p, disconnects), sample(p, revoked); m != 1 || i != 1 || d != 2 || r != 2 {
+			t.Errorf("instance %d: malformed %v, invalid %v, disconnects %v, revoked %v; want 1, 1, 2, 2 (alice and 42 here)", p.port, m, i, d, r)
 		}
 	}
 	// bob was named by nothing valid: his streams go on.
@@ -95,6 +97,103 @@ func TestControlChannelMustDifferFromChannel(t *testing.T) {
 		err := tt.h.Validate()
 		if got := err != nil && strings.Contains(err.Error(), "control_channel must not be a channel the messages come on"); got != tt.fail {
 			t.Errorf("%+v: Validate() = %v, want the control_channel error: %v", tt.h, err, tt.fail)
+		}
+	}
+}
+
+// controlSetup serves a handler with groups and a control channel, and
+// opens one stream for each token, once the channel is read.
+func controlSetup(t *testing.T, tokens ...string) (rs *testkit.Redis, base string, streams map[string]*testkit.Stream) {
+	t.Helper()
+	rs = testkit.StartRedis(t)
+	auth := testkit.StartAuthAPI(t, groupUsers(map[string]string{
+		"alice": `["org:7"]`, "bob": `["org:7","org:8"]`, "carol": `["org:8"]`, "dave": "",
+	}))
+	base = serve(t, rs, auth, `
+	metrics /metrics
+	notify /events {
+		redis {redis}
+		auth_url {auth}
+		groups_field groups
+		control_channel control
+		heartbeat 0
+	}`)
+	c := rs.Client()
+	t.Cleanup(func() { c.Close() })
+	testkit.WaitFor(t, 10*time.Second, "the control channel read", func() bool {
+		return c.PubSubNumSub(t.Context(), "control").Val()["control"] == 1
+	})
+	streams = map[string]*testkit.Stream{}
+	for _, tok := range tokens {
+		streams[tok] = openReady(t, base+"/events", tok+"-token")
+	}
+	return rs, base, streams
+}
+
+// expectOpen checks that each stream still delivers, in turn.
+func expectOpen(t *testing.T, rs *testkit.Redis, streams map[string]*testkit.Stream, users ...string) {
+	t.Helper()
+	for _, u := range users {
+		msg := fmt.Sprintf(`{"recipient_id":%q,"alive":1}`, u)
+		rs.Publish(t, defaultChannel, msg)
+		if ev := streams[u].Next(t, 5*time.Second); ev.Data != msg {
+			t.Fatalf("%s: got %+v, want %s", u, ev, msg)
+		}
+	}
+}
+
+// TestControlStarOnlyAsWholeValue: "*" signs everyone out only as the
+// whole value; in an array it is an invalid element, dropped and counted,
+// and the rest of the array applies.
+func TestControlStarOnlyAsWholeValue(t *testing.T) {
+	rs, base, streams := controlSetup(t, "alice", "bob", "carol", "dave")
+	before := testkit.MetricValue(t, base+"/metrics", `caddy_notify_control_messages_total{outcome="invalid_recipient"}`)
+	invalid := func() float64 {
+		return testkit.MetricValue(t, base+"/metrics", `caddy_notify_control_messages_total{outcome="invalid_recipient"}`) - before
+	}
+	rs.Publish(t, "control", `{"disconnect":["*"]}`)
+	testkit.WaitFor(t, 5*time.Second, "the invalid element counted", func() bool { return invalid() == 1 })
+	expectOpen(t, rs, streams, "alice", "bob", "carol", "dave")
+
+	rs.Publish(t, "control", `{"disconnect":["*","alice"]}`)
+	streams["alice"].Expect(t, revokedFrame(sse.RevokedDisconnected), testkit.Frame{Kind: testkit.FrameEnd})
+	if got := invalid(); got != 2 {
+		t.Errorf("invalid_recipient = %v, want 2", got)
+	}
+	expectOpen(t, rs, streams, "bob", "carol", "dave")
+
+	rs.Publish(t, "control", `{"disconnect":"*"}`)
+	for _, u := range []string{"bob", "carol", "dave"} {
+		streams[u].Expect(t, revokedFrame(sse.RevokedDisconnected), testkit.Frame{Kind: testkit.FrameEnd})
+	}
+}
+
+// TestControlDisconnectGroup: disconnect_group ends the streams of every
+// member of the groups it names, and nobody else's; an invalid group is
+// dropped and counted, and the rest applies.
+func TestControlDisconnectGroup(t *testing.T) {
+	rs, base, streams := controlSetup(t, "alice", "bob", "carol", "dave")
+	samples := []string{
+		`caddy_notify_control_messages_total{outcome="disconnect"}`,
+		`caddy_notify_control_messages_total{outcome="invalid_group"}`,
+		`caddy_notify_revoked_total{reason="disconnected"}`,
+	}
+	before := map[string]float64{}
+	for _, sample := range samples {
+		before[sample] = testkit.MetricValue(t, base+"/metrics", sample)
+	}
+	rs.Publish(t, "control", `{"disconnect_group":"org:9"}`)
+	rs.Publish(t, "control", `{"disconnect_group":["org:7"]}`)
+	for _, u := range []string{"alice", "bob"} {
+		streams[u].Expect(t, revokedFrame(sse.RevokedDisconnected), testkit.Frame{Kind: testkit.FrameEnd})
+	}
+	expectOpen(t, rs, streams, "carol", "dave")
+	rs.Publish(t, "control", `{"disconnect_group":[8,"","org:8"]}`)
+	streams["carol"].Expect(t, revokedFrame(sse.RevokedDisconnected), testkit.Frame{Kind: testkit.FrameEnd})
+	expectOpen(t, rs, streams, "dave")
+	for i, want := range []float64{3, 1, 3} {
+		if got := testkit.MetricValue(t, base+"/metrics", samples[i]) - before[samples[i]]; got != want {
+			t.Errorf("%s rose by %v, want %v", samples[i], got, want)
 		}
 	}
 }

@@ -79,7 +79,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.
 		return nil
 	}
 	client := clientKey(r)
-	user, aerr := h.auth.UserID(r.Context(), client, creds)
+	id, aerr := h.auth.Check(r.Context(), client, creds)
 	if aerr != nil {
 		if r.Context().Err() != nil {
 			// The client left while we waited: counted, so that a flood
@@ -93,6 +93,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.
 		h.refuse(w, aerr.Status, aerr.Msg)
 		return nil
 	}
+	user := id.User
 	// With partitions, another partition answered WaitUp: this stream
 	// needs its own to be read.
 	if h.Partitions > 1 && !g.WaitUserUp(r.Context(), user, redisWait) {
@@ -117,7 +118,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.
 		notifyMetrics.StreamsOpened.WithLabelValues("ok").Inc()
 		return nil
 	}
-	err := g.Serve(w, r, gateway.Stream{User: user, Client: client, Creds: creds, From: from, Retry: h.retryFrame})
+	err := g.Serve(w, r, gateway.Stream{User: user, Groups: id.Groups, Client: client, Creds: creds, From: from, Retry: h.retryFrame})
 	if err != nil {
 		if r.Context().Err() != nil {
 			notifyMetrics.StreamsOpened.WithLabelValues(metrics.CanceledOutcome).Inc()

@@ -31,6 +31,7 @@ import (
 	"github.com/caddy-notify/notify/internal/gateway"
 	"github.com/caddy-notify/notify/internal/hub"
 	"github.com/caddy-notify/notify/internal/index"
+	"github.com/caddy-notify/notify/internal/message"
 	"github.com/caddy-notify/notify/internal/presence"
 	"github.com/caddy-notify/notify/internal/redisurl"
 	"github.com/caddy-notify/notify/internal/sse"
@@ -45,6 +46,7 @@ func init() {
 // source.go).
 const (
 	defaultUserField        = "user_id"
+	defaultGroupField       = "groups"
 	defaultAuthTimeout      = 5 * time.Second
 	defaultHeartbeat        = 15 * time.Second
 	defaultRetry            = 3 * time.Second
@@ -102,6 +104,22 @@ type Handler struct {
 	// JSON field of the auth API's 200 response holding the user id (a
 	// non-empty string or an integer). Default: user_id.
 	UserField string `json:"user_field,omitempty"`
+
+	// JSON field of the auth API's 200 response holding the user's groups:
+	// an array of strings (group names, each 1 to 256 bytes of UTF-8, at
+	// most 1024), or null or absent for none. A malformed value fails the
+	// check with 502. A message naming one of a stream's groups in its
+	// group_field reaches it; with reauth, the groups are refreshed at
+	// each check. Off by default: streams have no groups.
+	GroupsField string `json:"groups_field,omitempty"`
+
+	// JSON field of each message naming its event: a string of 1 to 64
+	// bytes without control characters is written as "event: <name>",
+	// which browsers dispatch to addEventListener(name). Any other value,
+	// or none, leaves the event unnamed ("message"); the message is never
+	// dropped for it. "reset" and "revoked" are the module's own: a message
+	// naming them stays unnamed. Off by default.
+	EventField string `json:"event_field,omitempty"`
 
 	// Longest wait for the auth API; past it the client gets 504.
 	// Default: 5s.
@@ -292,7 +310,7 @@ func (h *Handler) setUp(rc *redisurl.Config) {
 	h.tokens = auth.TokenSource{Query: h.TokenQuery, Cookie: h.TokenCookie}
 	h.cors = newCORSPolicy(h.CORS)
 	authURL := resolvePlaceholders(h.AuthURL)
-	h.auth = auth.New(auth.Options{URL: authURL, UserField: h.UserField,
+	h.auth = auth.New(auth.Options{URL: authURL, UserField: h.UserField, GroupsField: h.GroupsField,
 		Timeout: time.Duration(h.AuthTimeout), CacheTTL: time.Duration(h.AuthCache),
 		Concurrency: h.AuthConcurrency, Logger: h.logger, Metrics: notifyMetrics})
 	h.retryFrame = sse.Retry(time.Duration(h.Retry))
@@ -313,7 +331,7 @@ func (h *Handler) setUp(rc *redisurl.Config) {
 	if h.ControlChannel != "" {
 		controlKey = fmt.Sprintf("%s %q %t", rc.Key(), h.ControlChannel, sharded)
 	}
-	fields := index.Key{RecipientField: h.RecipientField}
+	fields := index.Key{Fields: message.Fields{Recipient: h.RecipientField, Group: h.GroupField, Event: h.EventField}}
 	if h.Stream != "" {
 		fields.DataField = h.StreamField
 	}
@@ -339,7 +357,7 @@ func (h *Handler) setUp(rc *redisurl.Config) {
 			}).keeper
 		}
 		p.gw = gateway.New(gateway.Options{Hubs: hubs.set, Fields: fields, Broadcast: h.Broadcast,
-			Reauth: h.Reauth > 0, Presence: keeper, Logger: caddy.Log().Named("notify"), Metrics: notifyMetrics,
+			Reauth: h.Reauth > 0, LocalGroups: h.Stream != "", Presence: keeper, Logger: caddy.Log().Named("notify"), Metrics: notifyMetrics,
 			Settings: settings})
 		if controlKey != "" {
 			p.control = controlChannels.acquire(controlKey, func() *pooledControl {
@@ -357,13 +375,13 @@ func (h *Handler) setUp(rc *redisurl.Config) {
 
 // identity is the key of the handler's gateway in its pool: every setting
 // that decides what its streams receive (the hubs they read, the fields,
-// broadcast) or who their users are (the auth API and its user field,
+// broadcast) or who their users are (the auth API and its user and groups fields,
 // whether their credentials are kept for reauth), and what holds them (the
 // control channel, presence). A reload that changes none of them keeps the
 // handler's streams. It embeds credentials: never log it.
 func (h *Handler) identity(fields index.Key, authURL, presenceKey, controlKey string) string {
-	return fmt.Sprintf("%s|%q %q|%t|%q %q %t|%q|%q", h.hubKey, fields.DataField, fields.RecipientField,
-		h.Broadcast, authURL, h.UserField, h.Reauth > 0, controlKey, presenceKey)
+	return fmt.Sprintf("%s|%q %q %q %q|%t|%q %q %q %t|%q|%q", h.hubKey, fields.DataField, fields.Recipient,
+		fields.Group, fields.Event, h.Broadcast, authURL, h.UserField, h.GroupsField, h.Reauth > 0, controlKey, presenceKey)
 }
 
 // settings are the handler's settings that apply to the open streams of
@@ -408,6 +426,9 @@ func (h *Handler) applyDefaults() {
 	}
 	if h.UserField == "" {
 		h.UserField = defaultUserField
+	}
+	if h.GroupsField != "" && h.GroupField == "" {
+		h.GroupField = defaultGroupField
 	}
 	if h.AuthTimeout == 0 {
 		h.AuthTimeout = caddy.Duration(defaultAuthTimeout)
@@ -491,6 +512,15 @@ func (h *Handler) mistakes(atParse bool) []error {
 	}
 	if err := checkAuthURL(c.AuthURL, atParse); err != nil {
 		fail("%v", err)
+	}
+	if c.GroupField != "" && c.GroupsField == "" {
+		fail("group_field applies with groups_field only: streams have groups when the auth API names them; set groups_field, or remove group_field")
+	}
+	if c.EventField != "" && (c.EventField == c.RecipientField || c.EventField == c.GroupField) {
+		fail("event_field must be a field of its own, not the recipient_field or group_field")
+	}
+	if c.GroupsField != "" && c.GroupsField == c.UserField {
+		fail("groups_field and user_field must be different fields")
 	}
 	nonNegative("auth_timeout", c.AuthTimeout)
 	nonNegative("auth_cache", c.AuthCache)

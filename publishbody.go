@@ -18,8 +18,9 @@ const maxPublishBatch = 1000
 // The error messages of notify_publish's refusals of a body.
 const (
 	errMsgMalformed        = "Malformed message."
-	errMsgNoRecipient      = "Message has no recipient."
+	errMsgNoRecipient      = "Message has no recipient and no group."
 	errMsgInvalidRecipient = "Invalid recipient."
+	errMsgInvalidGroup     = "Invalid group."
 	errMsgTooLarge         = "Message too large."
 	errMsgTooMany          = "Too many messages: at most 1000."
 )
@@ -52,9 +53,9 @@ var errValueTooLarge = errors.New("value too large")
 // stream side delivers with, so that what it accepts is what the readers
 // deliver.
 type bodyReader struct {
-	br    *bufio.Reader
-	limit int    // the largest message, in bytes
-	field string // the recipient field
+	br     *bufio.Reader
+	limit  int            // the largest message, in bytes
+	fields message.Fields // the recipient and group fields
 }
 
 // read reads and checks the whole body; sizeHint is its Content-Length
@@ -135,20 +136,23 @@ func (b *bodyReader) message(buf []byte, limit, index int) (publish.Message, *bo
 	if err != nil {
 		return publish.Message{}, readError(err, index)
 	}
-	users, broadcast, reason := message.Route(data, b.field)
+	route, reason := message.Parse(data, b.fields)
 	switch reason {
 	case "":
 	case message.NoRecipient:
 		return publish.Message{}, messageError(http.StatusBadRequest, index, errMsgNoRecipient)
 	case message.InvalidRecipient:
 		return publish.Message{}, messageError(http.StatusBadRequest, index, errMsgInvalidRecipient)
+	case message.InvalidGroup:
+		return publish.Message{}, messageError(http.StatusBadRequest, index, errMsgInvalidGroup)
 	default:
 		return publish.Message{}, messageError(http.StatusBadRequest, index, errMsgMalformed)
 	}
-	if broadcast {
+	users := route.Users
+	if route.Broadcast {
 		users = append(users, publish.Broadcast)
 	}
-	return publish.Message{Data: data, Recipients: users}, nil
+	return publish.Message{Data: data, Recipients: users, Groups: route.Groups}, nil
 }
 
 // readError turns a failure to read a value into its refusal.

@@ -30,6 +30,7 @@ func parsePublishCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler,
 //	    stream_field     <field>
 //	    stream_maxlen    <entries>
 //	    recipient_field  <field>
+//	    group_field      <field>
 //	    max_message_size <size>
 //	}
 //

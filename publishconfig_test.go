@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"net/http"
+	"slices"
 	"strings"
 	"testing"
 
@@ -115,12 +116,13 @@ func FuzzPublishBody(f *testing.F) {
 	for _, s := range []string{
 		`{"recipient_id":"a"}`, ` [ {"recipient_id":1} , {"recipient_id":["*",2]} ] `, `[]`, `[`, `]`, `{`,
 		`[{"recipient_id":"a"},]`, `"x"`, `1`, `[1,2]`, `{"recipient_id":"a\"}"}`, `[{"a":"]"},{"recipient_id":"b"}]`,
-		`{"recipient_id":"a"}x`, "\t\n{\"recipient_id\":\"\\ud800\"}",
+		`{"recipient_id":"a"}x`, "\t\n{\"recipient_id\":\"\\ud800\"}", `{"groups":"org:7"}`, `[{"groups":["a","b"],"recipient_id":1},{"groups":[1]}]`,
 	} {
 		f.Add([]byte(s), uint16(64))
 	}
 	f.Fuzz(func(t *testing.T, body []byte, limit uint16) {
-		b := &bodyReader{br: bufio.NewReaderSize(strings.NewReader(string(body)), 16), limit: int(limit), field: "recipient_id"}
+		fields := message.Fields{Recipient: "recipient_id", Group: "groups"}
+		b := &bodyReader{br: bufio.NewReaderSize(strings.NewReader(string(body)), 16), limit: int(limit), fields: fields}
 		msgs, berr := b.read(-1)
 		if berr != nil {
 			switch berr.status {
@@ -137,19 +139,20 @@ func FuzzPublishBody(f *testing.F) {
 			if len(m.Data) > int(limit) {
 				t.Fatalf("accepted %d bytes over a limit of %d", len(m.Data), limit)
 			}
-			users, broadcast, reason := message.Route(m.Data, "recipient_id")
+			route, reason := message.Parse(m.Data, fields)
 			if reason != "" {
 				t.Fatalf("accepted %q, which the readers drop as %s", m.Data, reason)
 			}
-			if broadcast {
+			users := route.Users
+			if route.Broadcast {
 				users = append(users, "*")
 			}
-			if strings.Join(users, "\x00") != strings.Join(m.Recipients, "\x00") {
-				t.Fatalf("recipients %q, route says %q", m.Recipients, users)
+			if !slices.Equal(users, m.Recipients) || !slices.Equal(route.Groups, m.Groups) {
+				t.Fatalf("recipients %q and groups %q, the readers say %q and %q", m.Recipients, m.Groups, users, route.Groups)
 			}
 		}
 		// A body that is one message the readers deliver is accepted.
-		if _, _, reason := message.Route(body, "recipient_id"); reason == "" && len(body) <= int(limit) && len(msgs) != 1 {
+		if _, reason := message.Parse(body, fields); reason == "" && len(body) <= int(limit) && len(msgs) != 1 {
 			t.Fatalf("refused %q, which the readers deliver", body)
 		}
 		var arr []json.RawMessage

@@ -19,6 +19,7 @@ import (
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 
+	"github.com/caddy-notify/notify/internal/message"
 	"github.com/caddy-notify/notify/publish"
 )
 
@@ -165,7 +166,7 @@ func (p *PublishHandler) ServeHTTP(w http.ResponseWriter, r *http.Request, _ cad
 	}
 	br := run.readers.Get().(*bufio.Reader)
 	br.Reset(http.MaxBytesReader(w, r.Body, bodyLimit))
-	msgs, berr := (&bodyReader{br: br, limit: run.limit, field: p.RecipientField}).read(r.ContentLength)
+	msgs, berr := (&bodyReader{br: br, limit: run.limit, fields: message.Fields{Recipient: p.RecipientField, Group: p.GroupField}}).read(r.ContentLength)
 	br.Reset(nil)
 	run.readers.Put(br)
 	if berr != nil {

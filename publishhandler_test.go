@@ -102,12 +102,12 @@ func TestPublishRefusals(t *testing.T) {
 		{"truncated", http.MethodPost, "application/json", `{"recipient_id":"alice"`, 400, "Malformed message."},
 		{"not an object", http.MethodPost, "application/json", `"alice"`, 400, "Malformed message."},
 		{"two objects", http.MethodPost, "application/json", ok + ok, 400, "Malformed message."},
-		{"no recipient", http.MethodPost, "application/json", `{"text":"hi"}`, 400, "Message has no recipient."},
-		{"empty recipients", http.MethodPost, "application/json", `{"recipient_id":[null,""]}`, 400, "Message has no recipient."},
+		{"no recipient", http.MethodPost, "application/json", `{"text":"hi"}`, 400, "Message has no recipient and no group."},
+		{"empty recipients", http.MethodPost, "application/json", `{"recipient_id":[null,""]}`, 400, "Message has no recipient and no group."},
 		{"invalid recipient", http.MethodPost, "application/json", `{"recipient_id":4.2}`, 400, "Invalid recipient."},
 		{"lone surrogate", http.MethodPost, "application/json", `{"recipient_id":"\ud800"}`, 400, "Invalid recipient."},
 		{"array: malformed", http.MethodPost, "application/json", "[" + ok + ",1]", 400, "Message 1: Malformed message."},
-		{"array: no recipient", http.MethodPost, "application/json", "[" + ok + ",{}]", 400, "Message 1: Message has no recipient."},
+		{"array: no recipient", http.MethodPost, "application/json", "[" + ok + ",{}]", 400, "Message 1: Message has no recipient and no group."},
 		{"array: invalid recipient", http.MethodPost, "application/json", "[" + ok + "," + ok + "," + ok + `,{"recipient_id":true}]`, 400, "Message 3: Invalid recipient."},
 		{"array: trailing comma", http.MethodPost, "application/json", "[" + ok + ",]", 400, "Message 1: Malformed message."},
 		{"array: no comma", http.MethodPost, "application/json", "[" + ok + " " + ok + "]", 400, "Message 0: Malformed message."},
@@ -272,8 +272,9 @@ func TestPublishDelivers(t *testing.T) {
 			}
 			wantEntries := 0
 			for _, msg := range posted {
-				users, broadcast, _ := message.Route([]byte(msg), "recipient_id")
-				if broadcast {
+				route, _ := message.Parse([]byte(msg), message.Fields{Recipient: "recipient_id"})
+				users := route.Users
+				if route.Broadcast {
 					users = append(users, publish.Broadcast)
 				}
 				wantEntries += len(publish.Partitions(users, 8))

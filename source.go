@@ -69,6 +69,14 @@ type Source struct {
 	// integer, or an array of those. Default: recipient_id.
 	RecipientField string `json:"recipient_field,omitempty"`
 
+	// JSON field of each message that names groups it is for: a string or
+	// an array of strings (group names, 1 to 256 bytes of UTF-8); it goes
+	// to every stream whose user is in one of them (see groups_field).
+	// notify: default groups when groups_field is set, and only with it.
+	// notify_publish: off unless set; set it as on the readers to publish
+	// to groups.
+	GroupField string `json:"group_field,omitempty"`
+
 	// The largest message (pub/sub) or stream entry (all its fields) that
 	// is delivered, in bytes; a bigger one is dropped and counted as
 	// too_large without being parsed (notify_publish answers 413). It also
@@ -126,6 +134,9 @@ func (s *Source) check(fail func(format string, args ...any), atParse bool) {
 	if s.StreamField != "" && s.Stream == "" {
 		fail("stream_field applies to stream mode only: set stream, or remove stream_field")
 	}
+	if s.GroupField != "" && s.GroupField == s.RecipientField {
+		fail("group_field and recipient_field must be different fields")
+	}
 	if s.MaxMessageSize < 1 || s.MaxMessageSize > maxMessageSizeLimit {
 		fail("max_message_size must be a size from 1 byte to 512 MiB")
 	}
@@ -139,6 +150,7 @@ func (s *Source) caddyfileSyntax(b *blockSyntax) {
 	b.single["stream"] = setString(&s.Stream)
 	b.single["stream_field"] = setString(&s.StreamField)
 	b.single["recipient_field"] = setString(&s.RecipientField)
+	b.single["group_field"] = setString(&s.GroupField)
 	b.single["max_message_size"] = setPositiveSize(&s.MaxMessageSize)
 	b.flags["sharded"] = &s.Sharded
 }

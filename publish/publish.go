@@ -17,6 +17,13 @@
 // recipient field, in their canonical text (see [IntID]): the package does
 // not parse the message, so that the module's parser stays the one
 // rulebook for what a message names.
+//
+// A message to groups (the handler's group_field) is published with
+// [Publisher.PublishMessage] and its Groups: in pub/sub mode, once on the
+// partition of each group ([Partition] of the group name), which every
+// instance holding a stream in that group reads; in stream mode, on every
+// partition, because a stream reads, and resumes from, its user's
+// partition alone.
 package publish
 
 import (
@@ -39,7 +46,7 @@ const Broadcast = "*"
 const MaxPartitions = 1024
 
 // Partition returns the partition, from 0 to n-1, that reads the messages
-// of user id: crc32(id) mod n, with CRC-32 IEEE over the id's canonical
+// of user id (in pub/sub mode, also those of group id): crc32(id) mod n, with CRC-32 IEEE over the id's canonical
 // text (an integer's decimal digits, a string's UTF-8 bytes). With n <= 1
 // it is 0.
 func Partition(id string, n int) int {
@@ -139,8 +146,9 @@ type Target struct {
 
 // Errors returned by Publish before anything is sent.
 var (
-	ErrNoRecipient = errors.New("publish: the message names no recipient")
+	ErrNoRecipient = errors.New("publish: the message names no recipient and no group")
 	ErrEmptyID     = errors.New("publish: a recipient id is empty")
+	ErrEmptyGroup  = errors.New("publish: a group name is empty")
 	ErrEmpty       = errors.New("publish: the message is empty")
 	ErrConfig      = errors.New("publish: set exactly one of Channel and Stream, Sharded only with Channel, WaitReplicas only with Stream, and Partitions from 1 to 1024")
 	// ErrNotReplicated is returned, joined to the partition's key, when
@@ -158,25 +166,47 @@ func (p *Publisher) Validate() error {
 	return nil
 }
 
-// Targets returns the partitions and keys msg would be published to for
-// recipients, without sending anything: the first two steps of Publish
+// Targets returns the partitions and keys a message for recipients would be
+// published to, without sending anything: the first two steps of Publish
 // (validate, compute the partitions).
 func (p *Publisher) Targets(recipients []string) ([]Target, error) {
+	return p.TargetsOf(Message{Recipients: recipients})
+}
+
+// TargetsOf returns the partitions and keys m would be published to, by its
+// recipients and groups, without sending anything (m.Data is not read).
+func (p *Publisher) TargetsOf(m Message) ([]Target, error) {
 	if err := p.Validate(); err != nil {
 		return nil, err
 	}
-	if len(recipients) == 0 {
+	if len(m.Recipients) == 0 && len(m.Groups) == 0 {
 		return nil, ErrNoRecipient
 	}
-	if slices.Contains(recipients, "") {
+	if slices.Contains(m.Recipients, "") {
 		return nil, ErrEmptyID
+	}
+	if slices.Contains(m.Groups, "") {
+		return nil, ErrEmptyGroup
 	}
 	n := max(p.Partitions, 1)
 	base := p.Channel
 	if p.Stream != "" {
 		base = p.Stream
 	}
-	parts := Partitions(recipients, n)
+	var parts []int
+	if p.Stream != "" && len(m.Groups) > 0 {
+		// A stream reads its user's partition only: a group message must
+		// be on every one.
+		parts = Partitions([]string{Broadcast}, n)
+	} else {
+		parts = Partitions(m.Recipients, n)
+		for _, g := range m.Groups {
+			// By Partition, not Partitions: a group named "*" is a name.
+			parts = append(parts, Partition(g, n))
+		}
+		slices.Sort(parts)
+		parts = slices.Compact(parts)
+	}
 	targets := make([]Target, len(parts))
 	for i, part := range parts {
 		targets[i] = Target{Partition: part, Key: Name(base, part, n)}
@@ -197,25 +227,32 @@ func (p *Publisher) Targets(recipients []string) ([]Target, error) {
 // (go-redis MaxRetries) can publish a copy twice after such a break; set
 // MaxRetries to -1 when a duplicate is worse than a loss.
 func (p *Publisher) Publish(ctx context.Context, msg []byte, recipients ...string) (Result, error) {
-	targets, err := p.check(msg, recipients)
+	return p.PublishMessage(ctx, Message{Data: msg, Recipients: recipients})
+}
+
+// PublishMessage publishes m as Publish does, to its recipients and to its
+// groups: see the package's documentation for where a group message goes.
+func (p *Publisher) PublishMessage(ctx context.Context, m Message) (Result, error) {
+	targets, err := p.check(m)
 	if err != nil {
 		return Result{}, err
 	}
-	res, err := p.send(ctx, []Message{{Data: msg}}, [][]Target{targets})
+	res, err := p.send(ctx, []Message{m}, [][]Target{targets})
 	return res[0], err
 }
 
-// Message is one message of a batch: the JSON as the module delivers it,
-// and the canonical ids of its recipient field.
+// Message is one message: the JSON as the module delivers it, the
+// canonical ids of its recipient field, and the names of its group field.
 type Message struct {
 	Data       []byte
 	Recipients []string
+	Groups     []string
 }
 
 // PublishBatch publishes msgs as Publish would each, in order, in one
 // pipeline for all their copies (with WaitReplicas, each XADD with its
 // WAIT, one after the other). Every message is checked first: when one is
-// refused (no recipient, an empty id, empty data), nothing is sent and the
+// refused (no recipient nor group, an empty id or group, empty data), nothing is sent and the
 // error names its index (from 0) and wraps Publish's error for it. The
 // results are by message, in order; copies fail or succeed independently,
 // as with Publish, and the error joins every copy's.
@@ -225,7 +262,7 @@ type Message struct {
 func (p *Publisher) PublishBatch(ctx context.Context, msgs []Message) ([]Result, error) {
 	targets := make([][]Target, len(msgs))
 	for i, m := range msgs {
-		t, err := p.check(m.Data, m.Recipients)
+		t, err := p.check(m)
 		if err != nil {
 			return nil, fmt.Errorf("message %d: %w", i, err)
 		}
@@ -239,12 +276,12 @@ func (p *Publisher) PublishBatch(ctx context.Context, msgs []Message) ([]Result,
 
 // check is what Publish checks before sending: the settings, the
 // recipients and the message; it returns the message's targets.
-func (p *Publisher) check(msg []byte, recipients []string) ([]Target, error) {
-	targets, err := p.Targets(recipients)
+func (p *Publisher) check(m Message) ([]Target, error) {
+	targets, err := p.TargetsOf(m)
 	if err != nil {
 		return nil, err
 	}
-	if len(msg) == 0 {
+	if len(m.Data) == 0 {
 		return nil, ErrEmpty
 	}
 	return targets, nil

@@ -56,6 +56,45 @@ func TestPartitions(t *testing.T) {
 	}
 }
 
+// TestTargetsOfGroups: in pub/sub mode a group message goes to the
+// partition of each group and of each recipient, once each; in stream mode
+// to every partition; a group named "*" is a name, not a broadcast.
+func TestTargetsOfGroups(t *testing.T) {
+	c := redis.NewClient(&redis.Options{Addr: "127.0.0.1:1"}) // never dialed
+	defer c.Close()
+	parts := func(ts []Target) (p []int) {
+		for _, t := range ts {
+			p = append(p, t.Partition)
+		}
+		return p
+	}
+	pubsub := &Publisher{Client: c, Channel: "n", Partitions: 16}
+	stream := &Publisher{Client: c, Stream: "s", Partitions: 4}
+	for _, tt := range []struct {
+		name string
+		p    *Publisher
+		m    Message
+		want []int
+	}{
+		{"group alone", pubsub, Message{Groups: []string{"alice"}}, []int{7}},
+		{"group and its user share a partition", pubsub, Message{Recipients: []string{"alice"}, Groups: []string{"alice", "42"}}, []int{7, 8}},
+		{"a group named *", pubsub, Message{Groups: []string{"*"}}, []int{Partition("*", 16)}},
+		{"stream mode", stream, Message{Groups: []string{"org:7"}}, []int{0, 1, 2, 3}},
+		{"stream mode without groups", stream, Message{Recipients: []string{"42"}}, []int{Partition("42", 4)}},
+	} {
+		ts, err := tt.p.TargetsOf(tt.m)
+		if err != nil || !slices.Equal(parts(ts), tt.want) {
+			t.Errorf("%s: got %v, %v; want %v", tt.name, parts(ts), err, tt.want)
+		}
+	}
+	if _, err := pubsub.TargetsOf(Message{Groups: []string{"a", ""}}); !errors.Is(err, ErrEmptyGroup) {
+		t.Errorf("empty group: %v", err)
+	}
+	if _, err := pubsub.PublishMessage(t.Context(), Message{Data: []byte(`{}`)}); !errors.Is(err, ErrNoRecipient) {
+		t.Errorf("no recipient nor group: %v", err)
+	}
+}
+
 func TestPublisherRefuses(t *testing.T) {
 	c := redis.NewClient(&redis.Options{Addr: "127.0.0.1:1"}) // never dialed
 	defer c.Close()

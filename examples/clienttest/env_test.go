@@ -162,6 +162,19 @@ http://127.0.0.1:{site} {
 			retry 200ms
 		}
 	}
+	# Named events and groups, as the handler writes them.
+	handle /nevents {
+		notify {
+			redis {redis}
+			stream {stream}
+			auth_url {auth}
+			auth_timeout 500ms
+			token_cookie {cookie}
+			retry 200ms
+			event_field type
+			groups_field groups
+		}
+	}
 	# A gate in front of the stream answers what a rate limiter or a proxy
 	# would (429, 503 with Retry-After); replay_limit 2 makes resets easy.
 	handle /gated/sevents {
@@ -386,7 +399,7 @@ func (b *backend) record(calls map[string][]call, script map[string][]step, toke
 	return s
 }
 
-// authAPI answers the notify handler: 200 {"user_id": ...} for u:<user>
+// authAPI answers the notify handler: 200 {"user_id": ..., "groups": [...]} for u:<user>
 // unless the user's script says otherwise, 401 for anything else.
 func (b *backend) authAPI(w http.ResponseWriter, r *http.Request) {
 	token := tokenOf(r)
@@ -408,7 +421,8 @@ func (b *backend) authAPI(w http.ResponseWriter, r *http.Request) {
 		w.WriteHeader(http.StatusUnauthorized)
 		_, _ = w.Write([]byte(`{"detail":"Invalid token"}`))
 	default:
-		_ = json.NewEncoder(w).Encode(map[string]string{"user_id": user})
+		// Each user is alone in the group team-<user> (used on /nevents).
+		_ = json.NewEncoder(w).Encode(map[string]any{"user_id": user, "groups": []string{"team-" + user}})
 	}
 }
 

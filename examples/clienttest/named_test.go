@@ -1,9 +1,12 @@
 package clienttest
 
 import (
+	"encoding/json"
 	"slices"
 	"testing"
 	"time"
+
+	"github.com/redis/go-redis/v9"
 )
 
 // TestNamedEvents: events the handler names (`event_field`) reach the
@@ -141,4 +144,49 @@ func TestOnArguments(t *testing.T) {
 		t.Fatalf("listeners called %v, want [one:1 two:1 two:2]", got)
 	}
 	wantNoErrors(t, a)
+}
+
+// TestNamedEventsFromTheHandler: the same, end to end through the real
+// handler with `event_field type` (and `groups_field`): a message whose
+// type is a usable name reaches its named listeners in every tab, once and
+// in order, whether it names the user or the user's group; one without a
+// usable name reaches on('message').
+func TestNamedEventsFromTheHandler(t *testing.T) {
+	user := userFor(t)
+	b := newBrowser(t)
+	query := q("url", "/nevents", "user", user, "on", "order_paid,order_shipped,message")
+	a, bb, c := b.open("A", query), b.open("B", query), b.open("C", query)
+	tabs := []*tab{a, bb, c}
+	for _, tb := range tabs {
+		tb.waitOpen()
+	}
+	for i, m := range []map[string]any{
+		{"recipient_id": user, "type": "order_paid"},
+		{"recipient_id": user},
+		{"groups": "team-" + user, "type": "order_shipped"},
+		{"recipient_id": user, "type": "bad\nname"},
+		{"groups": []string{"team-" + user, "team-nobody"}, "recipient_id": user, "type": "order_paid"},
+		{"recipient_id": user, "type": 5},
+	} {
+		m["n"] = i + 1
+		data, _ := json.Marshal(m)
+		if err := env.rdb.XAdd(t.Context(), &redis.XAddArgs{Stream: streamKey, Values: []any{"data", data}}).Err(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	type seen struct {
+		Msgs, Paid, Shipped, Unnamed []int
+	}
+	want := seen{Msgs: []int{1, 2, 3, 4, 5, 6}, Paid: []int{1, 5}, Shipped: []int{3}, Unnamed: []int{2, 4, 6}}
+	for _, tb := range tabs {
+		tb.waitMsgs(len(want.Msgs))
+		time.Sleep(50 * time.Millisecond) // a duplicate would follow at once
+		var got seen
+		tb.get(`{msgs: T.msgs, paid: T.named.order_paid, shipped: T.named.order_shipped, unnamed: T.named.message}`, &got)
+		if !slices.Equal(got.Msgs, want.Msgs) || !slices.Equal(got.Paid, want.Paid) || !slices.Equal(got.Shipped, want.Shipped) ||
+			!slices.Equal(got.Unnamed, want.Unnamed) {
+			t.Errorf("tab %s saw %+v, want %+v", tb.name, got, want)
+		}
+		wantNoErrors(t, tb)
+	}
 }

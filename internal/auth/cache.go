@@ -22,7 +22,7 @@ type cache struct {
 }
 
 type cacheEntry struct {
-	userID  string
+	id      Identity
 	expires time.Time
 }
 
@@ -30,21 +30,21 @@ func newCache(ttl time.Duration) *cache {
 	return &cache{ttl: ttl, now: time.Now, entries: make(map[Key]cacheEntry)}
 }
 
-func (c *cache) get(key Key) (string, bool) {
+func (c *cache) get(key Key) (Identity, bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	e, ok := c.entries[key]
 	if !ok {
-		return "", false
+		return Identity{}, false
 	}
 	if !c.now().Before(e.expires) {
 		delete(c.entries, key)
-		return "", false
+		return Identity{}, false
 	}
-	return e.userID, true
+	return e.id, true
 }
 
-func (c *cache) put(key Key, userID string) {
+func (c *cache) put(key Key, id Identity) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	now := c.now()
@@ -58,5 +58,5 @@ func (c *cache) put(key Key, userID string) {
 			return
 		}
 	}
-	c.entries[key] = cacheEntry{userID: userID, expires: now.Add(c.ttl)}
+	c.entries[key] = cacheEntry{id: id, expires: now.Add(c.ttl)}
 }

@@ -28,7 +28,7 @@ func TestCache(t *testing.T) {
 	a.cache.mu.Unlock()
 
 	status := func(token, cookie string) int {
-		if _, err := a.UserID(t.Context(), "198.51.100.1", Credentials{Token: token, Cookie: cookie}); err != nil {
+		if _, err := a.Check(t.Context(), "198.51.100.1", Credentials{Token: token, Cookie: cookie}); err != nil {
 			return err.Status
 		}
 		return http.StatusOK

@@ -18,6 +18,9 @@ type Options struct {
 	URL string
 	// UserField is the field of a 200 answer holding the user id.
 	UserField string
+	// GroupsField, when set, is the field of a 200 answer holding the
+	// user's groups (see message.UserGroups).
+	GroupsField string
 	// Timeout bounds a check, its wait for a slot included.
 	Timeout time.Duration
 	// CacheTTL, when positive, is how long a successful answer is reused.
@@ -34,14 +37,15 @@ type Options struct {
 // most Concurrency calls are in flight at once (slots), and successful
 // answers may be cached for a short time.
 type Client struct {
-	url       string
-	userField string
-	timeout   time.Duration
-	client    *http.Client
-	logger    *zap.Logger
-	m         *metrics.Set
-	slots     *slots
-	cache     *cache // nil when off
+	url         string
+	userField   string
+	groupsField string
+	timeout     time.Duration
+	client      *http.Client
+	logger      *zap.Logger
+	m           *metrics.Set
+	slots       *slots
+	cache       *cache // nil when off
 
 	mu      sync.Mutex
 	flights map[Key]*flight // checks not yet answered, by credentials
@@ -64,14 +68,15 @@ func New(opts Options) *Client {
 		c = newCache(opts.CacheTTL)
 	}
 	return &Client{
-		url:       opts.URL,
-		userField: opts.UserField,
-		timeout:   opts.Timeout,
-		logger:    opts.Logger,
-		m:         opts.Metrics,
-		slots:     newSlots(opts.Concurrency),
-		cache:     c,
-		flights:   make(map[Key]*flight),
+		url:         opts.URL,
+		userField:   opts.UserField,
+		groupsField: opts.GroupsField,
+		timeout:     opts.Timeout,
+		logger:      opts.Logger,
+		m:           opts.Metrics,
+		slots:       newSlots(opts.Concurrency),
+		cache:       c,
+		flights:     make(map[Key]*flight),
 		client: &http.Client{
 			Transport: tr,
 			// A redirect is a misconfigured auth_url; following it could
@@ -84,13 +89,19 @@ func New(opts Options) *Client {
 // Close closes the idle connections to the auth API.
 func (a *Client) Close() { a.client.CloseIdleConnections() }
 
-// UserID returns the canonical user id for creds, or the refusal for the
+// Identity is who the auth API says credentials belong to.
+type Identity struct {
+	User   string   // the canonical user id
+	Groups []string // the user's groups, sorted; nil when none (or groups are off)
+}
+
+// Check returns the identity creds belong to, or the refusal for the
 // client. client is the key under which the check queues for a slot: the
 // client's address. A connect storm of many streams with the same
 // credentials makes one auth API call, not one per stream; a request whose
 // client has left makes none. The wait, slot included, ends at the
 // timeout with 504.
-func (a *Client) UserID(ctx context.Context, client string, creds Credentials) (string, *Error) {
+func (a *Client) Check(ctx context.Context, client string, creds Credentials) (Identity, *Error) {
 	key := creds.Key()
 	if a.cache != nil {
 		if id, ok := a.cache.get(key); ok {
@@ -100,7 +111,7 @@ func (a *Client) UserID(ctx context.Context, client string, creds Credentials) (
 	if ctx.Err() != nil {
 		// A stream reset before its check starts asks nothing.
 		a.m.AuthAbandoned.Inc()
-		return "", unavailable(ctx.Err())
+		return Identity{}, unavailable(ctx.Err())
 	}
 	wait, cancel := context.WithTimeout(ctx, a.timeout)
 	defer cancel()
@@ -117,7 +128,7 @@ func (a *Client) UserID(ctx context.Context, client string, creds Credentials) (
 	}
 	a.leave(f, me)
 	if ctx.Err() != nil {
-		return "", unavailable(ctx.Err())
+		return Identity{}, unavailable(ctx.Err())
 	}
-	return "", timedOut(errors.New("no answer within auth_timeout, waiting for a slot included"))
+	return Identity{}, timedOut(errors.New("no answer within auth_timeout, waiting for a slot included"))
 }

@@ -36,6 +36,7 @@ const (
 	msgUnavailable = "Authentication service unavailable."
 	msgTimedOut    = "Authentication service timed out."
 	msgNoUser      = "Authentication service returned no user."
+	msgBadGroups   = "Authentication service returned invalid groups."
 	msgInvalid     = "Invalid or expired token."
 	msgForbidden   = "Access denied."
 )

@@ -11,6 +11,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/caddy-notify/notify/internal/jsonscan"
 	"github.com/caddy-notify/notify/internal/message"
 )
 
@@ -18,7 +19,7 @@ import (
 const maxAnswer = 64 << 10
 
 // check makes one auth API call and records its latency.
-func (a *Client) check(ctx context.Context, creds Credentials) (string, *Error) {
+func (a *Client) check(ctx context.Context, creds Credentials) (Identity, *Error) {
 	start := time.Now()
 	id, result, aerr := a.call(ctx, creds)
 	a.m.AuthDuration.WithLabelValues(result).Observe(time.Since(start).Seconds())
@@ -51,14 +52,14 @@ func (a *Client) logFailure(aerr *Error) {
 }
 
 // call is the HTTP exchange: a GET with the token as a bearer token and the
-// client's cookies, and the answer read into a user id. result is its
+// client's cookies, and the answer read into an identity. result is its
 // label in auth_duration_seconds.
-func (a *Client) call(ctx context.Context, creds Credentials) (id, result string, _ *Error) {
+func (a *Client) call(ctx context.Context, creds Credentials) (id Identity, result string, _ *Error) {
 	ctx, cancel := context.WithTimeout(ctx, a.timeout)
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, a.url, nil)
 	if err != nil {
-		return "", "error", unavailable(err)
+		return Identity{}, "error", unavailable(err)
 	}
 	req.Header.Set("Authorization", "Bearer "+creds.Token)
 	req.Header.Set("Accept", "application/json")
@@ -75,29 +76,52 @@ func (a *Client) call(ctx context.Context, creds Credentials) (id, result string
 	body, err := io.ReadAll(io.LimitReader(resp.Body, maxAnswer))
 	switch {
 	case resp.StatusCode == http.StatusUnauthorized:
-		return "", "denied", &Error{Status: http.StatusUnauthorized, Msg: msgInvalid}
+		return Identity{}, "denied", &Error{Status: http.StatusUnauthorized, Msg: msgInvalid}
 	case resp.StatusCode == http.StatusForbidden:
-		return "", "denied", &Error{Status: http.StatusForbidden, Msg: msgForbidden}
+		return Identity{}, "denied", &Error{Status: http.StatusForbidden, Msg: msgForbidden}
 	case resp.StatusCode != http.StatusOK:
-		return "", "error", unavailable(fmt.Errorf("auth api answered %d", resp.StatusCode))
+		return Identity{}, "error", unavailable(fmt.Errorf("auth api answered %d", resp.StatusCode))
 	case err != nil:
 		return transportError(ctx, err)
 	}
-	id, ok := message.UserID(body, a.userField)
-	if !ok {
-		return "", "error", &Error{Status: http.StatusBadGateway, Msg: msgNoUser,
-			Err: fmt.Errorf("auth api answer has no usable %q field", a.userField)}
+	id, aerr := a.identity(body)
+	if aerr != nil {
+		return Identity{}, "error", aerr
 	}
 	return id, "ok", nil
 }
 
+// identity reads a 200 answer: the user id in the user field and, when
+// groups are on, the groups in theirs.
+func (a *Client) identity(answer []byte) (Identity, *Error) {
+	var raw [2][]byte
+	ok := jsonscan.Members(answer, []string{a.userField, a.groupsField}, raw[:])
+	var id Identity
+	if ok && raw[0] != nil {
+		id.User, ok = message.UserIDValue(raw[0])
+	} else {
+		ok = false
+	}
+	if !ok {
+		return Identity{}, &Error{Status: http.StatusBadGateway, Msg: msgNoUser,
+			Err: fmt.Errorf("auth api answer has no usable %q field", a.userField)}
+	}
+	if raw[1] != nil {
+		if id.Groups, ok = message.UserGroups(raw[1]); !ok {
+			return Identity{}, &Error{Status: http.StatusBadGateway, Msg: msgBadGroups,
+				Err: fmt.Errorf("auth api answer's %q field is not an array of at most %d group names", a.groupsField, message.MaxUserGroups)}
+		}
+	}
+	return id, nil
+}
+
 // transportError maps a failed exchange with the auth API: 504 when it took
 // longer than the timeout, 502 otherwise.
-func transportError(ctx context.Context, err error) (id, result string, _ *Error) {
+func transportError(ctx context.Context, err error) (id Identity, result string, _ *Error) {
 	if errors.Is(ctx.Err(), context.DeadlineExceeded) || isTimeout(err) {
-		return "", "timeout", timedOut(err)
+		return Identity{}, "timeout", timedOut(err)
 	}
-	return "", "error", unavailable(err)
+	return Identity{}, "error", unavailable(err)
 }
 
 func isTimeout(err error) bool {

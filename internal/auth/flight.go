@@ -23,7 +23,7 @@ type flight struct {
 	place   *waiter   // its place in the slot queue until send runs
 
 	done chan struct{} // closed when id and err are set
-	id   string
+	id   Identity
 	err  *Error
 }
 

@@ -112,8 +112,8 @@ type authResult struct {
 func (a *Client) checkAsync(ctx context.Context, client, token string) <-chan authResult {
 	ch := make(chan authResult, 1)
 	go func() {
-		id, err := a.UserID(ctx, client, Credentials{Token: token})
-		ch <- authResult{id, err}
+		id, err := a.Check(ctx, client, Credentials{Token: token})
+		ch <- authResult{id.User, err}
 	}()
 	return ch
 }
@@ -149,7 +149,7 @@ func TestFlightNoCallWhenClientGone(t *testing.T) {
 	ctx, cancel := context.WithCancel(t.Context())
 	cancel()
 	abandoned := testutil.ToFloat64(a.m.AuthAbandoned)
-	if _, err := a.UserID(ctx, "198.51.100.1", Credentials{Token: "alice"}); err == nil {
+	if _, err := a.Check(ctx, "198.51.100.1", Credentials{Token: "alice"}); err == nil {
 		t.Fatal("userID succeeded for a client that had left")
 	}
 	api.quiet(t, 200*time.Millisecond)
@@ -299,8 +299,8 @@ func TestFlightStress(t *testing.T) {
 				if rng.IntN(2) == 0 {
 					time.AfterFunc(time.Duration(rng.IntN(2000))*time.Microsecond, cancel)
 				}
-				id, err := a.UserID(ctx, fmt.Sprintf("198.51.100.%d", rng.IntN(4)), Credentials{Token: token})
-				if err == nil && id != token {
+				id, err := a.Check(ctx, fmt.Sprintf("198.51.100.%d", rng.IntN(4)), Credentials{Token: token})
+				if err == nil && id.User != token {
 					t.Errorf("token %s got user %q", token, id)
 				}
 				if err != nil && ctx.Err() == nil {

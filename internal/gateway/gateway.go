@@ -17,6 +17,7 @@ import (
 	"context"
 	"math/rand/v2"
 	"net/http"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -46,6 +47,12 @@ type Options struct {
 	// Reauth: the streams' credentials are kept, to be checked again
 	// every Settings.Reauth.
 	Reauth bool
+	// LocalGroups: every hub delivers the messages of every group (stream
+	// mode, where a group's messages are on every partition), so a
+	// stream's groups are indexed beside its user. Otherwise (pub/sub) a
+	// group's messages are on the group's partition, whose index holds
+	// its members.
+	LocalGroups bool
 	// Presence, when set, keeps the users of open streams online.
 	Presence *presence.Keeper
 	Logger   *zap.Logger
@@ -82,16 +89,17 @@ type Settings struct {
 
 // Gateway is the engine of one notify handler.
 type Gateway struct {
-	hubs      *hub.Set
-	indexes   []*index.Index // by partition
-	owner     *index.Owner
-	broadcast bool
-	streams   *stream.Set
-	limits    *limits
-	reauth    *reauther // nil when reauth is off
-	presence  *presence.Keeper
-	logger    *zap.Logger
-	m         *metrics.Set
+	hubs        *hub.Set
+	indexes     []*index.Index // by partition
+	owner       *index.Owner
+	broadcast   bool
+	localGroups bool
+	streams     *stream.Set
+	limits      *limits
+	reauth      *reauther // nil when reauth is off
+	presence    *presence.Keeper
+	logger      *zap.Logger
+	m           *metrics.Set
 
 	auth        atomic.Pointer[auth.Client]
 	replayLimit atomic.Int64
@@ -106,18 +114,19 @@ type Gateway struct {
 // New attaches a gateway to its hubs and starts its loops.
 func New(opts Options) *Gateway {
 	g := &Gateway{
-		hubs:      opts.Hubs,
-		owner:     index.NewOwner(opts.Settings.Queue),
-		broadcast: opts.Broadcast,
-		limits:    newLimits(opts.Settings.MaxStreams, opts.Settings.MaxStreamsPerUser),
-		presence:  opts.Presence,
-		logger:    opts.Logger,
-		m:         opts.Metrics,
+		hubs:        opts.Hubs,
+		owner:       index.NewOwner(opts.Settings.Queue),
+		broadcast:   opts.Broadcast,
+		localGroups: opts.LocalGroups || opts.Hubs.Partitions() == 1,
+		limits:      newLimits(opts.Settings.MaxStreams, opts.Settings.MaxStreamsPerUser),
+		presence:    opts.Presence,
+		logger:      opts.Logger,
+		m:           opts.Metrics,
 	}
 	g.streams = stream.NewSet(stream.Options{Logger: opts.Logger, Metrics: opts.Metrics,
 		WriteTimeout: opts.Settings.WriteTimeout, Takeover: opts.Settings.Takeover, OnEnd: g.ended})
 	if opts.Reauth {
-		g.reauth = newReauther(g.auth.Load, opts.Logger, opts.Metrics)
+		g.reauth = newReauther(g.auth.Load, g.regroup, opts.Logger, opts.Metrics)
 	}
 	g.indexes = opts.Hubs.Attach(opts.Fields)
 	g.Apply(opts.Settings)
@@ -274,7 +283,8 @@ func (g *Gateway) WaitUserUp(ctx context.Context, user string, d time.Duration) 
 // Stream is an authenticated request for a stream.
 type Stream struct {
 	User   string
-	Client string // the client's address, for the auth API's slots
+	Groups []string // the user's groups, sorted
+	Client string   // the client's address, for the auth API's slots
 	Creds  auth.Credentials
 	From   *streamid.ID // stream mode: resume after this ID; nil: from now on
 	Retry  *sse.Frame   // the stream's first frame
@@ -296,15 +306,25 @@ func (g *Gateway) Serve(w http.ResponseWriter, r *http.Request, req Stream) erro
 	part, hb := g.hubs.Partition(req.User)
 	ix := g.indexes[part]
 	sub := index.NewSubscriber(req.User, g.broadcast, g.owner)
+	sub.SetGroups(req.Groups)
 	var cred *credGroup
 	if g.reauth != nil {
-		cred = g.reauth.join(sub, req.Client, req.Creds)
+		cred = g.reauth.join(sub, req.Client, req.Creds, req.Groups)
 	}
 	if g.presence != nil {
 		g.presence.Join(req.User)
 	}
 	st := g.streams.NewStream(sub, ix, cred)
-	pre, err := hb.Register(r.Context(), ix, sub, req.From, int(g.replayLimit.Load()))
+	// Groups indexed elsewhere (pub/sub partitions) are joined first:
+	// pub/sub has no history, so the stream only needs to be in them
+	// before its response starts. Those indexed beside the user join with
+	// it, at the moment its history and live events meet.
+	local := req.Groups
+	if !g.localGroups {
+		g.joinRemote(sub, req.Groups)
+		local = nil
+	}
+	pre, err := hb.Register(r.Context(), ix, sub, local, req.From, int(g.replayLimit.Load()))
 	if err != nil {
 		g.release(sub, cred)
 		return err
@@ -324,21 +344,23 @@ func (g *Gateway) ended(st *stream.Stream, tag any) {
 }
 
 // release gives back what an authenticated stream held: its places in
-// the limits, reauth and presence.
+// the limits, reauth, presence and its groups.
 func (g *Gateway) release(sub *index.Subscriber, cred *credGroup) {
 	if cred != nil {
 		g.reauth.leave(cred, sub)
 	}
+	g.leaveGroups(sub, sub.Groups())
 	if g.presence != nil {
 		g.presence.Leave(sub.User())
 	}
 	g.Release(sub.User())
 }
 
-// Disconnect ends the gateway's streams of users, or all of them, with a
-// revoked event, and returns how many it ended: the control channel's
-// Target. A user's streams are in its partition's index.
-func (g *Gateway) Disconnect(users []string, all bool) int {
+// Disconnect ends the gateway's streams of users, of members of groups,
+// or all of them, with a revoked event, and returns how many it ended: the
+// control channel's Target. A user's streams are in its partition's index;
+// a group's members, in their users' indexes or the group's.
+func (g *Gateway) Disconnect(users, groups []string, all bool) int {
 	n := 0
 	frame := sse.Revoked(sse.RevokedDisconnected)
 	revoke := func(s *index.Subscriber) {
@@ -357,5 +379,71 @@ func (g *Gateway) Disconnect(users []string, all bool) int {
 	for _, u := range users {
 		g.indexes[publish.Partition(u, len(g.indexes))].EachOfUser(u, revoke)
 	}
+	for _, grp := range groups {
+		for _, ix := range g.groupIndexes(grp) {
+			ix.EachOfGroup(grp, revoke)
+		}
+	}
 	return n
+}
+
+// groupIndexes are the indexes that may hold members of group: the
+// group's partition's, or, with local groups, every partition's.
+func (g *Gateway) groupIndexes(group string) []*index.Index {
+	if g.localGroups {
+		return g.indexes
+	}
+	return g.indexes[publish.Partition(group, len(g.indexes)) : publish.Partition(group, len(g.indexes))+1]
+}
+
+// homeOf is the index holding sub's membership of group.
+func (g *Gateway) homeOf(sub *index.Subscriber, group string) *index.Index {
+	n := len(g.indexes)
+	if g.localGroups {
+		return g.indexes[publish.Partition(sub.User(), n)]
+	}
+	return g.indexes[publish.Partition(group, n)]
+}
+
+// joinRemote adds sub to groups in their partitions' indexes.
+func (g *Gateway) joinRemote(sub *index.Subscriber, groups []string) {
+	for _, grp := range groups {
+		g.homeOf(sub, grp).AddGroups(sub, []string{grp})
+	}
+}
+
+// leaveGroups takes sub out of groups, wherever they are indexed.
+func (g *Gateway) leaveGroups(sub *index.Subscriber, groups []string) {
+	for _, grp := range groups {
+		g.homeOf(sub, grp).RemoveGroups(sub, []string{grp})
+	}
+}
+
+// regroup moves subs, the streams of one set of credentials, from the
+// groups old to the groups now (both sorted): reauth found the user's
+// groups changed. Delivery follows from the next message on.
+func (g *Gateway) regroup(subs []*index.Subscriber, old, now []string) {
+	var left, joined []string
+	for _, grp := range old {
+		if _, in := slices.BinarySearch(now, grp); !in {
+			left = append(left, grp)
+		}
+	}
+	for _, grp := range now {
+		if _, in := slices.BinarySearch(old, grp); !in {
+			joined = append(joined, grp)
+		}
+	}
+	for _, sub := range subs {
+		sub.SetGroups(now)
+		for _, grp := range joined {
+			g.homeOf(sub, grp).AddGroups(sub, []string{grp})
+		}
+		g.leaveGroups(sub, left)
+		if sub.IsClosed() {
+			// It ended meanwhile, and may have left its groups before
+			// it joined these: leave them again.
+			g.leaveGroups(sub, now)
+		}
+	}
 }

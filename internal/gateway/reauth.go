@@ -26,9 +26,10 @@ const reauthBuckets = 64
 // same token, cookies and user share one check: 1,000 streams of 10 users
 // cost about 10 auth calls per interval, not 1,000.
 type reauther struct {
-	auth   func() *auth.Client // the handler's client, as the newest config built it
-	logger *zap.Logger
-	m      *metrics.Set
+	auth    func() *auth.Client // the handler's client, as the newest config built it
+	regroup func(subs []*index.Subscriber, old, now []string)
+	logger  *zap.Logger
+	m       *metrics.Set
 
 	mu      sync.Mutex
 	groups  map[credGroupKey]*credGroup
@@ -48,20 +49,21 @@ type credGroup struct {
 	bucket   int
 	subs     []*index.Subscriber // guarded by reauther.mu
 	checking bool                // guarded by reauther.mu
+	groups   []string            // the user's groups at the last check; guarded by reauther.mu
 }
 
-func newReauther(client func() *auth.Client, logger *zap.Logger, m *metrics.Set) *reauther {
-	return &reauther{auth: client, logger: logger, m: m, groups: make(map[credGroupKey]*credGroup)}
+func newReauther(client func() *auth.Client, regroup func([]*index.Subscriber, []string, []string), logger *zap.Logger, m *metrics.Set) *reauther {
+	return &reauther{auth: client, regroup: regroup, logger: logger, m: m, groups: make(map[credGroupKey]*credGroup)}
 }
 
 // join adds a stream opened with these credentials; leave removes it.
-func (ra *reauther) join(s *index.Subscriber, client string, creds auth.Credentials) *credGroup {
+func (ra *reauther) join(s *index.Subscriber, client string, creds auth.Credentials, groups []string) *credGroup {
 	key := credGroupKey{creds.Key(), s.User()}
 	ra.mu.Lock()
 	defer ra.mu.Unlock()
 	g := ra.groups[key]
 	if g == nil {
-		g = &credGroup{key: key, client: client, creds: creds, bucket: rand.N(reauthBuckets)}
+		g = &credGroup{key: key, client: client, creds: creds, bucket: rand.N(reauthBuckets), groups: groups}
 		ra.groups[key] = g
 		ra.buckets[g.bucket] = append(ra.buckets[g.bucket], g)
 	}
@@ -116,17 +118,26 @@ func (ra *reauther) run(ctx context.Context, interval time.Duration) {
 // refusal or another user ends the group's streams with a revoked event; an
 // outage of the auth API ends none.
 func (ra *reauther) check(ctx context.Context, g *credGroup) {
-	id, aerr := ra.auth().UserID(ctx, g.client, g.creds)
+	id, aerr := ra.auth().Check(ctx, g.client, g.creds)
 	ra.mu.Lock()
 	g.checking = false
 	subs := slices.Clone(g.subs)
+	old := g.groups
+	regroup := aerr == nil && id.User == g.key.user && !slices.Equal(old, id.Groups)
+	if regroup {
+		g.groups = id.Groups
+	}
 	ra.mu.Unlock()
 	if ctx.Err() != nil {
-		return // the config is stopping: its streams end anyway
+		return // the loop was stopped: the gateway is ending or restarting it
+	}
+	if regroup {
+		// A membership change alone ends no stream: delivery follows.
+		ra.regroup(subs, old, id.Groups)
 	}
 	result, reason := "ok", ""
 	switch {
-	case aerr == nil && id == g.key.user:
+	case aerr == nil && id.User == g.key.user:
 	case aerr == nil:
 		result, reason = "denied", sse.RevokedUserChanged
 	case aerr.Status == http.StatusUnauthorized:

@@ -11,6 +11,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/caddy-notify/notify/internal/index"
+	"github.com/caddy-notify/notify/internal/message"
 	"github.com/caddy-notify/notify/internal/metrics"
 	"github.com/caddy-notify/notify/internal/streamid"
 	"github.com/caddy-notify/notify/internal/testkit"
@@ -53,7 +54,7 @@ func BenchmarkResumeStorm(b *testing.B) {
 		m := metrics.New()
 		hs := NewSet(c, Source{Stream: "storm", MaxMessageSize: cfg.maxSize,
 			History: History{Entries: 10_000, Bytes: 32 << 20}}, Options{Logger: zap.NewNop(), Metrics: m})
-		hb, ix := hs.hubs[0], hs.Attach(index.Key{DataField: "data", RecipientField: "recipient_id"})[0]
+		hb, ix := hs.hubs[0], hs.Attach(index.Key{DataField: "data", Fields: message.Fields{Recipient: "recipient_id"}})[0]
 		if !hb.WaitUp(b.Context(), 5*time.Second) {
 			_ = hs.Stop()
 			b.Fatal("stream reader not up")
@@ -70,7 +71,7 @@ func BenchmarkResumeStorm(b *testing.B) {
 					pos := entries - behind + i%users
 					after, _ := streamid.Parse(ids[pos])
 					sub := index.NewSubscriber(user, false, index.NewOwner(index.QueueLimit{Events: 8}))
-					res, err := hb.Register(b.Context(), ix, sub, &after, 1000)
+					res, err := hb.Register(b.Context(), ix, sub, nil, &after, 1000)
 					if err != nil {
 						b.Fatal(err)
 					}

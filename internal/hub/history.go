@@ -1,8 +1,10 @@
 package hub
 
 import (
+	"slices"
 	"sort"
 
+	"github.com/caddy-notify/notify/internal/index"
 	"github.com/caddy-notify/notify/internal/sse"
 	"github.com/caddy-notify/notify/internal/streamid"
 )
@@ -11,16 +13,24 @@ import (
 // entries that concern each user and of broadcast entries, oldest first.
 type userHistory struct {
 	byUser    map[string][]uint64
+	byGroup   map[string][]uint64
 	broadcast []uint64
 }
 
-// add records that entry seq concerns users (and everyone, when broadcast).
-func (h *userHistory) add(w *window, seq uint64, users []string, broadcast bool) {
+// add records that entry seq concerns users, groups (and everyone, when
+// broadcast).
+func (h *userHistory) add(w *window, seq uint64, users []string, broadcast bool, groups []string) {
 	if h.byUser == nil {
 		h.byUser = make(map[string][]uint64)
 	}
 	for _, u := range users {
 		h.byUser[u] = append(dropEvicted(w, h.byUser[u]), seq)
+	}
+	if len(groups) > 0 && h.byGroup == nil {
+		h.byGroup = make(map[string][]uint64)
+	}
+	for _, g := range groups {
+		h.byGroup[g] = append(dropEvicted(w, h.byGroup[g]), seq)
 	}
 	if broadcast {
 		h.broadcast = append(dropEvicted(w, h.broadcast), seq)
@@ -37,42 +47,45 @@ func dropEvicted(w *window, seqs []uint64) []uint64 {
 	return seqs[i:]
 }
 
-// sweep forgets users whose whole history was evicted; run once per turn
-// of the ring, it keeps the map bounded by the users in the window.
+// sweep forgets users and groups whose whole history was evicted; run once
+// per turn of the ring, it keeps the maps bounded by the users and groups
+// in the window.
 func (h *userHistory) sweep(w *window) {
-	for u, seqs := range h.byUser {
-		if len(seqs) == 0 || seqs[len(seqs)-1] < w.firstSeq {
-			delete(h.byUser, u)
+	for _, m := range []map[string][]uint64{h.byUser, h.byGroup} {
+		for k, seqs := range m {
+			if len(seqs) == 0 || seqs[len(seqs)-1] < w.firstSeq {
+				delete(m, k)
+			}
 		}
 	}
 }
 
-// replay returns the window's events for user after id, framed from
-// dataField, in order: entries naming the user, and broadcast entries when
-// the stream takes them.
-func (h *userHistory) replay(w *window, dataField, user string, broadcast bool, after streamid.ID) []*sse.Frame {
-	named := afterID(w, h.byUser[user], after)
-	var all []uint64
+// replay returns the window's frames for a stream of user in groups after
+// id, framed for key, in order: entries naming the user, entries to its
+// groups, and broadcast entries when the stream takes them, each once.
+func (h *userHistory) replay(w *window, key index.Key, user string, groups []string, broadcast bool, after streamid.ID) []*sse.Frame {
+	lists := [][]uint64{afterID(w, h.byUser[user], after)}
 	if broadcast {
-		all = afterID(w, h.broadcast, after)
+		lists = append(lists, afterID(w, h.broadcast, after))
 	}
-	out := make([]*sse.Frame, 0, len(named)+len(all))
-	i, j := 0, 0
-	for i < len(named) || j < len(all) {
-		var seq uint64
-		switch {
-		case j == len(all) || (i < len(named) && named[i] < all[j]):
-			seq = named[i]
-			i++
-		case i == len(named) || all[j] < named[i]:
-			seq = all[j]
-			j++
-		default: // in both lists: named and broadcast
-			seq = named[i]
-			i++
-			j++
+	for _, g := range groups {
+		if seqs := h.byGroup[g]; len(seqs) > 0 {
+			lists = append(lists, afterID(w, seqs, after))
 		}
-		out = append(out, w.at(seq).frameFor(dataField))
+	}
+	var seqs []uint64
+	if len(lists) == 1 {
+		seqs = lists[0]
+	} else {
+		for _, l := range lists {
+			seqs = append(seqs, l...)
+		}
+		slices.Sort(seqs)
+		seqs = slices.Compact(seqs)
+	}
+	out := make([]*sse.Frame, 0, len(seqs))
+	for _, seq := range seqs {
+		out = append(out, w.at(seq).frameFor(key))
 	}
 	return out
 }

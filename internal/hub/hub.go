@@ -9,7 +9,6 @@ package hub
 
 import (
 	"context"
-	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -83,7 +82,10 @@ type Hub struct {
 	// part and parts are the partition this hub reads and how many there
 	// are: its indexes hold the streams of that partition's users only.
 	part, parts int
-	onChange    func(up bool)
+	// groupsEverywhere: a group's messages are on every partition (stream
+	// mode), not on the group's own.
+	groupsEverywhere bool
+	onChange         func(up bool)
 
 	cancel context.CancelFunc
 	done   chan struct{} // closed when the reader's goroutine has returned
@@ -118,10 +120,11 @@ type sourceReader interface {
 	// at a moment when no message is being dispatched if the reader keeps
 	// history for it. Called with the hub's mu held.
 	addRoute(rt *route, publish func())
-	// register adds sub to rt's index so that it receives every message
-	// after from (or, when from is nil, every message from now on), and
-	// returns what the stream writes before its live events.
-	register(ctx context.Context, rt *route, sub *index.Subscriber, from *streamid.ID, replayLimit int) (Preamble, error)
+	// register adds sub to rt's index, as a stream of its user and a
+	// member of groups, so that it receives every message after from (or,
+	// when from is nil, every message from now on), and returns what the
+	// stream writes before its live events.
+	register(ctx context.Context, rt *route, sub *index.Subscriber, groups []string, from *streamid.ID, replayLimit int) (Preamble, error)
 }
 
 // New creates a hub reading src through client and starts its reader
@@ -130,16 +133,17 @@ type sourceReader interface {
 func New(client redis.UniversalClient, src Source, opts Options) *Hub {
 	ctx, cancel := context.WithCancel(context.Background())
 	hb := &Hub{
-		client:   client,
-		part:     src.Partition,
-		parts:    max(src.Partitions, 1),
-		onChange: opts.onChange,
-		logger:   opts.Logger,
-		m:        opts.Metrics,
-		cancel:   cancel,
-		done:     make(chan struct{}),
-		upCh:     make(chan struct{}),
-		routes:   make(map[index.Key]*route),
+		client:           client,
+		part:             src.Partition,
+		parts:            max(src.Partitions, 1),
+		groupsEverywhere: src.Stream != "",
+		onChange:         opts.onChange,
+		logger:           opts.Logger,
+		m:                opts.Metrics,
+		cancel:           cancel,
+		done:             make(chan struct{}),
+		upCh:             make(chan struct{}),
+		routes:           make(map[index.Key]*route),
 	}
 	hb.snapshot.Store(new([]*route))
 	hb.countState(false, 1)
@@ -233,14 +237,15 @@ func (hb *Hub) storeSnapshotLocked() {
 	hb.snapshot.Store(&routes)
 }
 
-// Register adds a new stream, sub, to ix (which Attach returned) so that
-// it receives every message after from (in stream mode; nil: every message
+// Register adds a new stream, sub, to ix (which Attach returned), as a
+// stream of its user and a member of groups (those ix delivers), so that it
+// receives every message after from (in stream mode; nil: every message
 // from now on), and returns what the stream writes before its live events.
-func (hb *Hub) Register(ctx context.Context, ix *index.Index, sub *index.Subscriber, from *streamid.ID, replayLimit int) (Preamble, error) {
+func (hb *Hub) Register(ctx context.Context, ix *index.Index, sub *index.Subscriber, groups []string, from *streamid.ID, replayLimit int) (Preamble, error) {
 	hb.mu.Lock()
 	rt := hb.routes[ix.Key()]
 	hb.mu.Unlock()
-	return hb.reader.register(ctx, rt, sub, from, replayLimit)
+	return hb.reader.register(ctx, rt, sub, groups, from, replayLimit)
 }
 
 // IsUp reports whether the source is being read.
@@ -301,19 +306,34 @@ func (hb *Hub) setUp(up bool, err error) {
 	hb.logger.Info("redis subscription established", hb.logFields()...)
 }
 
-// ownUsers keeps, of a message's users, those of this hub's partition: the
-// others' streams are in other hubs, and their history is kept there. A
-// message for none of them, and not a broadcast, was published on the
-// wrong partition.
-func (hb *Hub) ownUsers(users []string, broadcast bool) ([]string, message.Drop) {
+// own returns what of r this hub's indexes deliver: the users of its
+// partition (the others' streams are in other hubs, and their history is
+// kept there) and the groups it delivers (in pub/sub mode those of its
+// partition, whose members register here; in stream mode every group, whose
+// messages every partition's stream holds). A message with none of them,
+// and not a broadcast, was published on the wrong partition.
+func (hb *Hub) own(r *message.Route) (users, groups []string, drop message.Drop) {
 	if hb.parts <= 1 {
-		return users, ""
+		return r.Users, r.Groups, ""
 	}
-	users = slices.DeleteFunc(users, func(u string) bool { return publish.Partition(u, hb.parts) != hb.part })
-	if len(users) == 0 && !broadcast {
-		return nil, message.WrongPartition
+	for _, u := range r.Users {
+		if publish.Partition(u, hb.parts) == hb.part {
+			users = append(users, u)
+		}
 	}
-	return users, ""
+	if hb.groupsEverywhere {
+		groups = r.Groups
+	} else {
+		for _, g := range r.Groups {
+			if publish.Partition(g, hb.parts) == hb.part {
+				groups = append(groups, g)
+			}
+		}
+	}
+	if len(users) == 0 && len(groups) == 0 && !r.Broadcast {
+		return nil, nil, message.WrongPartition
+	}
+	return users, groups, ""
 }
 
 // count records what a delivery did.

@@ -12,6 +12,7 @@ import (
 	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/caddy-notify/notify/internal/index"
+	"github.com/caddy-notify/notify/internal/message"
 	"github.com/caddy-notify/notify/internal/metrics"
 	"github.com/caddy-notify/notify/internal/testkit"
 )
@@ -24,7 +25,7 @@ func TestHubLifecycleLeaksNothing(t *testing.T) {
 	client := redis.NewClient(&redis.Options{Addr: rs.Addr()})
 	hs := NewSet(client, Source{Channel: "ch", MaxMessageSize: 1 << 20}, Options{Logger: zap.NewNop(), Metrics: metrics.New()})
 	hb := hs.hubs[0]
-	ix := hb.Attach(index.Key{RecipientField: "to"})
+	ix := hb.Attach(index.Key{Fields: message.Fields{Recipient: "to"}})
 	s, woken := parkedSubscriber("u1")
 	ix.Add(s)
 	if !hb.WaitUp(t.Context(), 5*time.Second) {

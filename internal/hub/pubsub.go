@@ -87,8 +87,9 @@ func (p *pubsubReader) renew(ctx context.Context) error {
 
 func (p *pubsubReader) addRoute(_ *route, publish func()) { publish() }
 
-func (p *pubsubReader) register(_ context.Context, rt *route, sub *index.Subscriber, _ *streamid.ID, _ int) (Preamble, error) {
+func (p *pubsubReader) register(_ context.Context, rt *route, sub *index.Subscriber, groups []string, _ *streamid.ID, _ int) (Preamble, error) {
 	rt.ix.Add(sub)
+	rt.ix.AddGroups(sub, groups)
 	return Preamble{}, nil
 }
 
@@ -161,18 +162,20 @@ func (p *pubsubReader) dispatch(payload []byte) {
 		return
 	}
 	var f *sse.Frame
+	var fEvent string
 	for _, rt := range *hb.snapshot.Load() {
-		users, broadcast, reason := message.Route(payload, rt.ix.Key().RecipientField)
+		r, reason := message.Parse(payload, rt.ix.Key().Fields)
+		var users, groups []string
 		if reason == "" {
-			users, reason = hb.ownUsers(users, broadcast)
+			users, groups, reason = hb.own(&r)
 		}
 		if reason != "" {
 			hb.drop(reason)
 			continue
 		}
-		if f == nil {
-			f = sse.Message(payload)
+		if f == nil || fEvent != r.Event {
+			f, fEvent = sse.Message(r.Event, payload), r.Event
 		}
-		hb.count(rt.ix.Deliver(users, broadcast, f))
+		hb.count(rt.ix.Deliver(&r, users, groups, f))
 	}
 }

@@ -10,6 +10,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/caddy-notify/notify/internal/index"
+	"github.com/caddy-notify/notify/internal/message"
 	"github.com/caddy-notify/notify/internal/metrics"
 )
 
@@ -33,7 +34,7 @@ func TestGoRedisHasShardedReconnectFix(t *testing.T) {
 // proportion to its size: with go-redis's own copy, a message costs about
 // twice its size while it is delivered.
 func TestDispatchAllocatesOneFrame(t *testing.T) {
-	ix := index.New(index.Key{RecipientField: "recipient_id"})
+	ix := index.New(index.Key{Fields: message.Fields{Recipient: "recipient_id"}})
 	s := index.NewSubscriber("alice", false, index.NewOwner(index.QueueLimit{Events: 8}))
 	ix.Add(s)
 	hb := &Hub{logger: zap.NewNop(), m: metrics.New()}

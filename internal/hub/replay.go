@@ -51,18 +51,18 @@ type replay struct {
 
 // resume registers sub so that it receives every event after `after`
 // exactly once, and returns the events to replay first.
-func (r *streamReader) resume(ctx context.Context, rt *route, sub *index.Subscriber, after streamid.ID, limit int) (Preamble, error) {
+func (r *streamReader) resume(ctx context.Context, rt *route, sub *index.Subscriber, groups []string, after streamid.ID, limit int) (Preamble, error) {
 	ix := rt.ix
-	if p, done, err := r.resumeAhead(ctx, ix, sub, after); done || err != nil {
+	if p, done, err := r.resumeAhead(ctx, ix, sub, groups, after); done || err != nil {
 		return p, err
 	}
 	rp := &replay{rt: rt, sub: sub, after: after, limit: limit}
-
 	r.mu.Lock()
 	w := r.win
-	fromWindow := rt.hist.replay(w, ix.Key().DataField, sub.User(), sub.Broadcast(), streamid.Later(after, w.coverAfter))
+	fromWindow := rt.hist.replay(w, ix.Key(), sub.User(), sub.Groups(), sub.Broadcast(), streamid.Later(after, w.coverAfter))
 	until, end := w.coverAfter, w.last
 	ix.Add(sub)
+	ix.AddGroups(sub, groups)
 	r.mu.Unlock()
 
 	if !after.Less(until) {
@@ -74,12 +74,14 @@ func (r *streamReader) resume(ctx context.Context, rt *route, sub *index.Subscri
 	case r.replays <- struct{}{}:
 	case <-ctx.Done():
 		ix.Remove(sub)
+		ix.RemoveGroups(sub, groups)
 		return Preamble{}, ctx.Err()
 	}
 	release := sync.OnceFunc(func() { <-r.replays })
 	if err := r.fetch(ctx, rp, until); err != nil {
 		release()
 		ix.Remove(sub)
+		ix.RemoveGroups(sub, groups)
 		return Preamble{}, err
 	}
 	p := rp.finish(append(rp.fetched, fromWindow...), len(rp.fetched), end)
@@ -112,7 +114,7 @@ func (rp *replay) finish(events []*sse.Frame, fromRedis int, end streamid.ID) Pr
 // registered with an unknown_last_event_id reset carrying the current end
 // (done). Otherwise the reader lags behind the instance that sent the ID,
 // and resumeAhead waits up to lagWait for it to catch up.
-func (r *streamReader) resumeAhead(ctx context.Context, ix *index.Index, sub *index.Subscriber, after streamid.ID) (p Preamble, done bool, _ error) {
+func (r *streamReader) resumeAhead(ctx context.Context, ix *index.Index, sub *index.Subscriber, groups []string, after streamid.ID) (p Preamble, done bool, _ error) {
 	r.mu.Lock()
 	ahead := r.win.last.Less(after)
 	r.mu.Unlock()
@@ -143,6 +145,7 @@ func (r *streamReader) resumeAhead(ctx context.Context, ix *index.Index, sub *in
 				r.mu.Lock()
 				end := r.win.last
 				ix.Add(sub)
+				ix.AddGroups(sub, groups)
 				r.mu.Unlock()
 				return Preamble{reset: sse.Reset(sse.ResetUnknownID, &end), reason: sse.ResetUnknownID}, true, nil
 			}
@@ -207,15 +210,30 @@ func (rp *replay) match(m redis.XMessage, maxSize int) *sse.Frame {
 	if !ok || fieldsSize(m.Values) > maxSize {
 		return nil
 	}
-	payload, ok := entryPayload(m.Values, rp.rt.ix.Key().DataField)
+	key := rp.rt.ix.Key()
+	payload, ok := entryPayload(m.Values, key.DataField)
 	if !ok {
 		return nil
 	}
-	users, broadcast, reason := message.Route(payload, rp.rt.ix.Key().RecipientField)
-	if reason != "" || !(slices.Contains(users, rp.sub.User()) || (rp.sub.Broadcast() && broadcast)) {
+	r, reason := message.Parse(payload, key.Fields)
+	if reason != "" || !rp.wants(&r) {
 		return nil
 	}
-	return sse.Entry(id, payload)
+	return sse.Entry(id, r.Event, payload)
+}
+
+// wants reports whether r is for the resuming stream: it names its user,
+// is a broadcast it takes, or is for one of its groups.
+func (rp *replay) wants(r *message.Route) bool {
+	if _, named := slices.BinarySearch(r.Users, rp.sub.User()); named || (r.Broadcast && rp.sub.Broadcast()) {
+		return true
+	}
+	for _, g := range r.Groups {
+		if _, in := slices.BinarySearch(rp.sub.Groups(), g); in {
+			return true
+		}
+	}
+	return false
 }
 
 // xinfo is what XINFO STREAM says about the stream.

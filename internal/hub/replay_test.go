@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/caddy-notify/notify/internal/index"
+	"github.com/caddy-notify/notify/internal/message"
 	"github.com/caddy-notify/notify/internal/streamid"
 	"github.com/caddy-notify/notify/internal/testkit"
 )
@@ -32,7 +33,7 @@ func TestResumeWaitsForALaggingReader(t *testing.T) {
 	hs := newTestSet(t, rs.URL(), Source{Stream: testStream, History: History{100, 1 << 20}}, Options{BeforeRead: hook})
 	t.Cleanup(func() { close(gate) }) // before the set's Stop, which waits for the reader
 	hb := hs.hubs[0]
-	ix := hb.Attach(index.Key{DataField: "data", RecipientField: "recipient_id"})
+	ix := hb.Attach(index.Key{DataField: "data", Fields: message.Fields{Recipient: "recipient_id"}})
 	if !hb.WaitUp(t.Context(), 5*time.Second) {
 		t.Fatal("reader not up")
 	}
@@ -58,7 +59,7 @@ func TestResumeWaitsForALaggingReader(t *testing.T) {
 	done := make(chan result, 1)
 	sub, woken := parkedSubscriber("alice")
 	go func() {
-		res, err := hb.Register(t.Context(), ix, sub, &id2, 100)
+		res, err := hb.Register(t.Context(), ix, sub, nil, &id2, 100)
 		done <- result{res, err}
 	}()
 	time.Sleep(200 * time.Millisecond)

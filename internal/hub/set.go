@@ -96,6 +96,9 @@ func (s *Set) Detach(ixs []*index.Index) {
 	}
 }
 
+// Partitions is how many partitions the set reads.
+func (s *Set) Partitions() int { return len(s.hubs) }
+
 // Partition returns the partition of user and its hub.
 func (s *Set) Partition(user string) (int, *Hub) {
 	i := publish.Partition(user, len(s.hubs))

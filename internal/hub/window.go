@@ -7,11 +7,11 @@ import (
 
 // winEntry is one Redis Stream entry kept in the window.
 type winEntry struct {
-	id      streamid.ID
-	fields  map[string]any // the entry as read, for indexes attached later
-	ev      *sse.Frame     // its SSE frame for the data field evField; nil when malformed
-	evField string
-	size    int
+	id     streamid.ID
+	fields map[string]any // the entry as read, for indexes attached later
+	ev     *sse.Frame     // its SSE frame for the fields evKey; nil when malformed
+	evKey  frameKey
+	size   int
 }
 
 // window holds the newest stream entries, oldest first, in a ring; each
@@ -73,4 +73,10 @@ func (w *window) sweepDue() bool {
 	}
 	w.sweepAt = w.firstSeq + uint64(len(w.ring))
 	return true
+}
+
+// frameKey is what an entry's frame depends on besides the entry: the
+// field its message is in and the field naming its event.
+type frameKey struct {
+	data, event string
 }

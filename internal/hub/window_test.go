@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/caddy-notify/notify/internal/index"
+	"github.com/caddy-notify/notify/internal/message"
 	"github.com/caddy-notify/notify/internal/sse"
 	"github.com/caddy-notify/notify/internal/streamid"
 	"github.com/caddy-notify/notify/internal/testkit"
@@ -37,13 +38,13 @@ func TestWindowLoadRacingXDEL(t *testing.T) {
 	})
 	hs := newTestSet(t, "redis://"+proxy, Source{Stream: testStream, History: History{100, 1 << 20}}, Options{})
 	hb := hs.hubs[0]
-	ix := hb.Attach(index.Key{DataField: "data", RecipientField: "recipient_id"})
+	ix := hb.Attach(index.Key{DataField: "data", Fields: message.Fields{Recipient: "recipient_id"}})
 	if !hb.WaitUp(t.Context(), 5*time.Second) {
 		t.Fatal("reader not up")
 	}
 
 	sub, _ := parkedSubscriber("alice")
-	p, err := hb.Register(t.Context(), ix, sub, &ids[2], 100)
+	p, err := hb.Register(t.Context(), ix, sub, nil, &ids[2], 100)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -276,23 +276,25 @@ func (r *streamReader) appendEntry(id streamid.ID, fields map[string]any, live b
 		return
 	}
 	type routed struct {
-		rt        *route
-		users     []string
-		broadcast bool
+		rt            *route
+		r             message.Route
+		users, groups []string
 	}
 	var routes []routed
 	for _, rt := range *hb.snapshot.Load() {
-		ix := rt.ix
-		payload, ok := entryPayload(fields, ix.Key().DataField)
+		key := rt.ix.Key()
+		payload, ok := entryPayload(fields, key.DataField)
 		if !ok {
 			if live {
 				hb.drop(message.Malformed)
 			}
 			continue
 		}
-		users, broadcast, reason := message.Route(payload, ix.Key().RecipientField)
+		rr := routed{rt: rt}
+		var reason message.Drop
+		rr.r, reason = message.Parse(payload, key.Fields)
 		if reason == "" {
-			users, reason = hb.ownUsers(users, broadcast)
+			rr.users, rr.groups, reason = hb.own(&rr.r)
 		}
 		if reason != "" {
 			if live {
@@ -300,18 +302,19 @@ func (r *streamReader) appendEntry(id streamid.ID, fields map[string]any, live b
 			}
 			continue
 		}
-		if e.ev == nil || e.evField != ix.Key().DataField {
-			// Indexes on one data field share one frame.
-			e.ev, e.evField = sse.Entry(id, payload), ix.Key().DataField
+		if fk := (frameKey{key.DataField, key.Event}); e.ev == nil || e.evKey != fk {
+			// Indexes on the same fields share one frame.
+			e.ev, e.evKey = sse.Entry(id, rr.r.Event, payload), fk
 			e.size += e.ev.Len()
 		}
-		routes = append(routes, routed{rt, users, broadcast})
+		routes = append(routes, rr)
 	}
 	seq := w.push(e)
-	for _, r := range routes {
-		r.rt.hist.add(w, seq, r.users, r.broadcast)
+	for i := range routes {
+		rr := &routes[i]
+		rr.rt.hist.add(w, seq, rr.users, rr.r.Broadcast, rr.groups)
 		if live {
-			hb.count(r.rt.ix.Deliver(r.users, r.broadcast, w.at(seq).frameFor(r.rt.ix.Key().DataField)))
+			hb.count(rr.rt.ix.Deliver(&rr.r, rr.users, rr.groups, w.at(seq).frameFor(rr.rt.ix.Key())))
 		}
 	}
 	if w.sweepDue() {
@@ -321,13 +324,14 @@ func (r *streamReader) appendEntry(id streamid.ID, fields map[string]any, live b
 	}
 }
 
-// eventFor returns the frame of e for the data field.
-func (e *winEntry) frameFor(dataField string) *sse.Frame {
-	if e.evField == dataField {
+// frameFor returns the frame of e for an index with key.
+func (e *winEntry) frameFor(key index.Key) *sse.Frame {
+	if e.evKey == (frameKey{key.DataField, key.Event}) {
 		return e.ev
 	}
-	payload, _ := entryPayload(e.fields, dataField)
-	return sse.Entry(e.id, payload)
+	payload, _ := entryPayload(e.fields, key.DataField)
+	r, _ := message.Parse(payload, key.Fields)
+	return sse.Entry(e.id, r.Event, payload)
 }
 
 // addRoute fills a new route's history from the window before publishing
@@ -337,23 +341,25 @@ func (r *streamReader) addRoute(rt *route, publish func()) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	w := r.win
+	key := ix.Key()
 	for seq := w.firstSeq; seq < w.nextSeq(); seq++ {
 		e := w.at(seq)
-		payload, ok := entryPayload(e.fields, ix.Key().DataField)
+		payload, ok := entryPayload(e.fields, key.DataField)
 		if !ok {
 			continue
 		}
-		users, broadcast, reason := message.Route(payload, ix.Key().RecipientField)
+		m, reason := message.Parse(payload, key.Fields)
+		var users, groups []string
 		if reason == "" {
-			users, reason = r.hub.ownUsers(users, broadcast)
+			users, groups, reason = r.hub.own(&m)
 		}
 		if reason != "" {
 			continue
 		}
 		if e.ev == nil {
-			e.ev, e.evField = sse.Entry(e.id, payload), ix.Key().DataField
+			e.ev, e.evKey = sse.Entry(e.id, m.Event, payload), frameKey{key.DataField, key.Event}
 		}
-		rt.hist.add(w, seq, users, broadcast)
+		rt.hist.add(w, seq, users, m.Broadcast, groups)
 	}
 	publish()
 }
@@ -361,13 +367,14 @@ func (r *streamReader) addRoute(rt *route, publish func()) {
 // register adds sub to rt's index. A stream that does not resume starts at
 // the last entry read, which its position frame tells the client; one that
 // resumes is replayed what it missed first (replay.go).
-func (r *streamReader) register(ctx context.Context, rt *route, sub *index.Subscriber, from *streamid.ID, replayLimit int) (Preamble, error) {
+func (r *streamReader) register(ctx context.Context, rt *route, sub *index.Subscriber, groups []string, from *streamid.ID, replayLimit int) (Preamble, error) {
 	if from != nil {
-		return r.resume(ctx, rt, sub, *from, replayLimit)
+		return r.resume(ctx, rt, sub, groups, *from, replayLimit)
 	}
 	r.mu.Lock()
 	start := r.win.last
 	rt.ix.Add(sub)
+	rt.ix.AddGroups(sub, groups)
 	r.mu.Unlock()
 	return Preamble{position: sse.Position(start)}, nil
 }

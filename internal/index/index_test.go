@@ -6,6 +6,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/caddy-notify/notify/internal/message"
 	"github.com/caddy-notify/notify/internal/sse"
 )
 
@@ -27,7 +28,7 @@ func drain(s *Subscriber) []string {
 }
 
 func TestIndexDeliver(t *testing.T) {
-	ix := New(Key{RecipientField: "recipient_id"})
+	ix := New(Key{Fields: message.Fields{Recipient: "recipient_id"}})
 	alice1 := NewSubscriber("alice", false, NewOwner(QueueLimit{Events: 10}))
 	alice2 := NewSubscriber("alice", true, NewOwner(QueueLimit{Events: 10}))
 	bob := NewSubscriber("bob", true, NewOwner(QueueLimit{Events: 10}))
@@ -35,21 +36,21 @@ func TestIndexDeliver(t *testing.T) {
 	for _, s := range []*Subscriber{alice1, alice2, bob, carol} {
 		ix.Add(s)
 	}
-	ev := func(s string) *sse.Frame { return sse.Message([]byte(s)) }
+	ev := func(s string) *sse.Frame { return sse.Message("", []byte(s)) }
 
-	c := ix.Deliver([]string{"alice"}, false, ev("a"))
+	c := deliver(ix, []string{"alice"}, false, ev("a"))
 	if c.Delivered != 2 || c.Overflow != 0 {
 		t.Errorf("to alice: %+v", c)
 	}
-	c = ix.Deliver(nil, true, ev("all"))
+	c = deliver(ix, nil, true, ev("all"))
 	if c.Delivered != 2 { // alice2 and bob have broadcast on
 		t.Errorf("broadcast: %+v", c)
 	}
-	c = ix.Deliver([]string{"carol"}, true, ev("all+carol"))
+	c = deliver(ix, []string{"carol"}, true, ev("all+carol"))
 	if c.Delivered != 3 {
 		t.Errorf("broadcast plus carol: %+v", c)
 	}
-	c = ix.Deliver([]string{"nobody"}, false, ev("x"))
+	c = deliver(ix, []string{"nobody"}, false, ev("x"))
 	if c.Delivered != 0 {
 		t.Errorf("to nobody: %+v", c)
 	}
@@ -69,14 +70,14 @@ func TestIndexDeliver(t *testing.T) {
 }
 
 func TestIndexOverflowClosesOnlyTheFullStream(t *testing.T) {
-	ix := New(Key{RecipientField: "recipient_id"})
+	ix := New(Key{Fields: message.Fields{Recipient: "recipient_id"}})
 	slow := NewSubscriber("alice", false, NewOwner(QueueLimit{Events: 3}))
 	fast := NewSubscriber("alice", false, NewOwner(QueueLimit{Events: 3}))
 	ix.Add(slow)
 	ix.Add(fast)
 	var overflow int
 	for i := range 5 {
-		c := ix.Deliver([]string{"alice"}, false, sse.Message([]byte(strconv.Itoa(i))))
+		c := deliver(ix, []string{"alice"}, false, sse.Message("", []byte(strconv.Itoa(i))))
 		overflow += c.Overflow
 		drain(fast)
 	}
@@ -101,4 +102,10 @@ func countStreams(ix *Index) int {
 		ix.EachInShard(i, func(*Subscriber) { n++ })
 	}
 	return n
+}
+
+// deliver is a delivery to users (sorted), and to every broadcast stream
+// with broadcast, of an index that holds every partition.
+func deliver(ix *Index, users []string, broadcast bool, f *sse.Frame) Counts {
+	return ix.Deliver(&message.Route{Users: users, Broadcast: broadcast}, users, nil, f)
 }

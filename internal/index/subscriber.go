@@ -2,6 +2,7 @@ package index
 
 import (
 	"math/rand/v2"
+	"slices"
 	"sync"
 	"sync/atomic"
 
@@ -17,11 +18,12 @@ import (
 type Subscriber struct {
 	user      string
 	owner     *Owner
-	w         Waker // nil in tests that take from the queue themselves
-	broadcast bool  // receives messages addressed to "*"
-	beatSlot  uint8 // which tick of its shard's turn visits it (see BeatSlots)
+	groups    atomic.Pointer[[]string] // sorted; nil: none
+	w         Waker                    // nil in tests that take from the queue themselves
+	broadcast bool                     // receives messages addressed to "*"
+	beatSlot  uint8                    // which tick of its shard's turn visits it (see BeatSlots)
 
-	// Fields ordered for size: an idle stream's subscriber is 104 bytes.
+	// Fields ordered for size: an idle stream's subscriber is 112 bytes.
 	mu     sync.Mutex
 	busy   bool // a frame was queued since the last heartbeat
 	closed bool // no more frames: the stream must end
@@ -85,6 +87,30 @@ func (s *Subscriber) User() string { return s.user }
 
 // Owner is the handler the stream belongs to.
 func (s *Subscriber) Owner() *Owner { return s.owner }
+
+// Groups are the groups of the stream's user, sorted; nil when none.
+func (s *Subscriber) Groups() []string {
+	if g := s.groups.Load(); g != nil {
+		return *g
+	}
+	return nil
+}
+
+// SetGroups sets the stream's groups (sorted, without duplicates): where it
+// is a member of an index's groups is the caller's to change.
+func (s *Subscriber) SetGroups(groups []string) {
+	if len(groups) == 0 {
+		s.groups.Store(nil)
+		return
+	}
+	s.groups.Store(&groups)
+}
+
+// inGroup reports whether the stream's user is in group g.
+func (s *Subscriber) inGroup(g string) bool {
+	_, found := slices.BinarySearch(s.Groups(), g)
+	return found
+}
 
 // Broadcast reports whether the stream receives broadcasts.
 func (s *Subscriber) Broadcast() bool { return s.broadcast }

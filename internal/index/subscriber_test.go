@@ -12,7 +12,7 @@ func TestSubscriberPing(t *testing.T) {
 	if got := drain(s); len(got) != 1 || got[0] != ": ping" {
 		t.Fatalf("idle stream: %q", got)
 	}
-	s.Push(sse.Message([]byte("e")))
+	s.Push(sse.Message("", []byte("e")))
 	drain(s)
 	s.Ping() // the stream was busy since the last beat: no ping
 	if got := drain(s); len(got) != 0 {
@@ -27,7 +27,7 @@ func TestSubscriberPing(t *testing.T) {
 // queue_bytes counts what waits and what the writer holds; one event is
 // always let through, however large.
 func TestSubscriberQueueBytes(t *testing.T) {
-	kib := sse.Message(make([]byte, 1024-len("data: \n\n")))
+	kib := sse.Message("", make([]byte, 1024-len("data: \n\n")))
 	s := NewSubscriber("a", false, NewOwner(QueueLimit{Events: 100, Bytes: 3 * 1024}))
 	for i := range 3 {
 		if delivered, overflow := s.Push(kib); !delivered || overflow {
@@ -62,7 +62,7 @@ func TestSubscriberQueueBytes(t *testing.T) {
 		t.Fatal("overflowing stream not closed")
 	}
 
-	big := sse.Message(make([]byte, 10*1024))
+	big := sse.Message("", make([]byte, 10*1024))
 	s = NewSubscriber("a", false, NewOwner(QueueLimit{Events: 100, Bytes: 3 * 1024}))
 	if delivered, _ := s.Push(big); !delivered {
 		t.Fatal("one event larger than queue_bytes on an empty queue was refused")

@@ -13,10 +13,23 @@ package jsonscan
 // field), and the last of duplicate keys wins, as in encoding/json. value
 // aliases data.
 func Member(data []byte, field string) (value []byte, found, ok bool) {
+	var v [1][]byte
+	if !Members(data, []string{field}, v[:]) {
+		return nil, false, false
+	}
+	return v[0], v[0] != nil, true
+}
+
+// Members is Member for several fields in one pass: values[i] is set to the
+// value of fields[i], or nil when data has no such member (an empty field
+// name matches nothing). It reports whether data is exactly one JSON
+// object; when it is not, values are meaningless.
+func Members(data []byte, fields []string, values [][]byte) bool {
+	clear(values)
 	s := scanner{data: data}
 	s.space()
 	if !s.consume('{') {
-		return nil, false, false
+		return false
 	}
 	s.depth = 1 // level 1 is this object: its bit stays 0
 	s.space()
@@ -25,36 +38,39 @@ func Member(data []byte, field string) (value []byte, found, ok bool) {
 			key := s.i + 1
 			escaped, ok := s.str()
 			if !ok {
-				return nil, false, false
+				return false
 			}
-			match := textEquals(data[key:s.i-1], escaped, field)
+			match := -1
+			for i, f := range fields {
+				if f != "" && textEquals(data[key:s.i-1], escaped, f) {
+					match = i
+					break
+				}
+			}
 			s.space()
 			if !s.consume(':') {
-				return nil, false, false
+				return false
 			}
 			s.space()
 			start := s.i
 			if !s.value() {
-				return nil, false, false
+				return false
 			}
-			if match {
-				value, found = data[start:s.i], true
+			if match >= 0 {
+				values[match] = data[start:s.i]
 			}
 			s.space()
 			if s.consume('}') {
 				break
 			}
 			if !s.consume(',') {
-				return nil, false, false
+				return false
 			}
 			s.space()
 		}
 	}
 	s.space()
-	if s.i != len(data) {
-		return nil, false, false
-	}
-	return value, found, true
+	return s.i == len(data)
 }
 
 // maxDepth is encoding/json's nesting limit: JSON nested deeper is

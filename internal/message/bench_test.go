@@ -11,7 +11,7 @@ func BenchmarkRecipients(b *testing.B) {
 			p := []byte(payload)
 			b.ReportAllocs()
 			for range b.N {
-				if _, reason := Recipients(p, "recipient_id"); reason != "" {
+				if _, reason := recipients(p, "recipient_id"); reason != "" {
 					b.Fatal(reason)
 				}
 			}

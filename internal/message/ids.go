@@ -70,6 +70,11 @@ func UserID(answer []byte, field string) (string, bool) {
 	if !ok || !found {
 		return "", false
 	}
+	return UserIDValue(raw)
+}
+
+// UserIDValue is UserID for the field's value, raw.
+func UserIDValue(raw []byte) (string, bool) {
 	id, ok, valid := ScalarID(raw)
 	if !valid || !ok || id == Broadcast || len(id) > MaxUserIDLen {
 		return "", false
@@ -107,4 +112,112 @@ func checkScalar(raw []byte) (ok, valid bool) {
 	default:
 		return false, false
 	}
+}
+
+// MaxGroupLen bounds, in bytes, a group name.
+const MaxGroupLen = 256
+
+// MaxUserGroups bounds the groups an auth API may name for one user.
+const MaxUserGroups = 1024
+
+// Groups reads raw, a valid JSON value, as the groups a message names: a
+// name, or an array of names, each a string of 1 to MaxGroupLen bytes of
+// valid Unicode text. null names none. It returns them sorted and without
+// duplicates; ok is false when an element is not a name.
+func Groups(raw []byte) (groups []string, ok bool) {
+	switch raw[0] {
+	case 'n':
+		return nil, string(raw) == "null"
+	case '[':
+		return groupList(raw, -1)
+	}
+	g, ok := groupName(raw)
+	if !ok {
+		return nil, false
+	}
+	return []string{g}, true
+}
+
+// UserGroups reads raw, a valid JSON value, as the groups an auth API
+// answered for a user: null, or an array of at most MaxUserGroups names
+// (see Groups). ok is false for anything else.
+func UserGroups(raw []byte) (groups []string, ok bool) {
+	switch raw[0] {
+	case 'n':
+		return nil, string(raw) == "null"
+	case '[':
+		return groupList(raw, MaxUserGroups)
+	}
+	return nil, false
+}
+
+// groupList reads an array of group names, at most max of them (no bound
+// when negative), sorted and without duplicates.
+func groupList(raw []byte, max int) ([]string, bool) {
+	n := 0
+	c := jsonscan.ElementsOf(raw)
+	for e := c.Next(); e != nil; e = c.Next() {
+		if !isGroupName(e) {
+			return nil, false
+		}
+		n++
+	}
+	if max >= 0 && n > max {
+		return nil, false
+	}
+	if n == 0 {
+		return nil, true
+	}
+	groups := make([]string, 0, n)
+	c = jsonscan.ElementsOf(raw)
+	for e := c.Next(); e != nil; e = c.Next() {
+		g, _ := groupName(e)
+		groups = append(groups, g)
+	}
+	slices.Sort(groups)
+	return slices.Compact(groups), true
+}
+
+// isGroupName is groupName without the copy.
+func isGroupName(raw []byte) bool {
+	if len(raw) < 3 || raw[0] != '"' || !jsonscan.ValidText(raw[1:len(raw)-1]) {
+		return false
+	}
+	if len(raw)-2 <= MaxGroupLen {
+		return true // an escape never decodes longer
+	}
+	g, _ := jsonscan.Unquote(raw[1 : len(raw)-1])
+	return len(g) <= MaxGroupLen
+}
+
+// groupName reads one group name.
+func groupName(raw []byte) (string, bool) {
+	if !isGroupName(raw) {
+		return "", false
+	}
+	g, _ := jsonscan.Unquote(raw[1 : len(raw)-1])
+	return g, true
+}
+
+// MaxEventLen bounds, in bytes, an event name.
+const MaxEventLen = 64
+
+// EventName reads raw, a valid JSON value, as an event name: a string of 1
+// to MaxEventLen bytes of valid Unicode text without control characters,
+// other than "reset" and "revoked", the names of the handler's own events.
+// It returns "" for anything else: the event is then unnamed.
+func EventName(raw []byte) string {
+	if len(raw) < 3 || raw[0] != '"' {
+		return ""
+	}
+	name, ok := jsonscan.Unquote(raw[1 : len(raw)-1])
+	if !ok || name == "" || len(name) > MaxEventLen || name == "reset" || name == "revoked" {
+		return ""
+	}
+	for i := 0; i < len(name); i++ {
+		if c := name[i]; c < 0x20 || c == 0x7f {
+			return ""
+		}
+	}
+	return name
 }

@@ -1,7 +1,7 @@
 // Package message reads what the engine needs of a published message: whom
-// it is for (its recipients, and whether it is a broadcast), read in place
-// from the message's JSON with jsonscan, and why a message reaches nobody
-// (Drop, whose values are metric labels).
+// it is for (its recipients, whether it is a broadcast, its groups) and its
+// event name, read in place from the message's JSON with jsonscan, and why
+// a message reaches nobody (Drop, whose values are metric labels).
 package message
 
 import (
@@ -21,43 +21,68 @@ type Drop string
 // The reasons a message is dropped.
 const (
 	Malformed        Drop = "malformed"         // not a JSON object
-	NoRecipient      Drop = "no_recipient"      // field missing, null, "" or []
-	InvalidRecipient Drop = "invalid_recipient" // field of another type, or not valid text
+	NoRecipient      Drop = "no_recipient"      // no recipient and no group
+	InvalidRecipient Drop = "invalid_recipient" // a recipient of another type, or not valid text
+	InvalidGroup     Drop = "invalid_group"     // a group that is not a name (see Groups)
 	TooLarge         Drop = "too_large"         // over max_message_size: not parsed
 	SlowClient       Drop = "slow_client"       // a stream's queue was full
-	WrongPartition   Drop = "wrong_partition"   // none of its recipients reads this partition
+	WrongPartition   Drop = "wrong_partition"   // none of its recipients or groups reads this partition
 )
 
-// Recipients extracts the recipients of a published message from its field
-// named field. It returns the canonical user ids, sorted and without
-// duplicates ("*" included when present), or the reason the message must be
-// dropped. Integers are kept as their exact decimal text so that 42 and "42"
-// name the same user and large ids are never rounded.
-//
-// It runs for every message, so it reads the payload in place: one pass
-// (jsonscan.Member) checks that it is a JSON object and finds the field,
-// and only the ids are copied out. A 20 MB message costs no second 20 MB.
-func Recipients(payload []byte, field string) ([]string, Drop) {
-	raw, found, ok := jsonscan.Member(payload, field)
-	if !ok {
-		return nil, Malformed
-	}
-	if !found {
-		return nil, NoRecipient
-	}
-	return IDs(raw)
+// Fields names the fields of a message the engine reads.
+type Fields struct {
+	Recipient string // its recipients
+	Group     string // its groups; "" when messages name no groups
+	Event     string // its event name; "" when events are unnamed
 }
 
-// Route is Recipients with the broadcast address taken out: the users a
-// message names, and whether it also goes to every broadcast stream.
-func Route(payload []byte, field string) (users []string, broadcast bool, reason Drop) {
-	users, reason = Recipients(payload, field)
-	if reason != "" {
-		return nil, false, reason
+// Route is whom a message is for, and how its event is named.
+type Route struct {
+	Users     []string // canonical user ids, sorted, without duplicates or "*"
+	Broadcast bool     // it also goes to every broadcast stream
+	Groups    []string // group names, sorted, without duplicates
+	Event     string   // the event's name; "" for an unnamed event
+}
+
+// Parse reads whom payload is for and its event name, in one pass over the
+// JSON. A message names at least one recipient or group; recipients and
+// groups that cannot be read drop it, so that a publisher's bug is seen
+// rather than half delivered. An event name that cannot be used (see
+// EventName) leaves the event unnamed: it never drops a message.
+//
+// It runs for every message, so it reads the payload in place: only the
+// ids and names are copied out. A 20 MB message costs no second 20 MB.
+func Parse(payload []byte, f Fields) (Route, Drop) {
+	var raw [3][]byte
+	if !jsonscan.Members(payload, []string{f.Recipient, f.Group, f.Event}, raw[:]) {
+		return Route{}, Malformed
 	}
-	if i := slices.Index(users, Broadcast); i >= 0 {
-		users = slices.Delete(users, i, i+1)
-		broadcast = true
+	var r Route
+	if raw[0] != nil {
+		users, drop := IDs(raw[0])
+		switch drop {
+		case "", NoRecipient:
+		default:
+			return Route{}, drop
+		}
+		if i := slices.Index(users, Broadcast); i >= 0 {
+			users = slices.Delete(users, i, i+1)
+			r.Broadcast = true
+		}
+		r.Users = users
 	}
-	return users, broadcast, ""
+	if raw[1] != nil {
+		groups, ok := Groups(raw[1])
+		if !ok {
+			return Route{}, InvalidGroup
+		}
+		r.Groups = groups
+	}
+	if len(r.Users) == 0 && !r.Broadcast && len(r.Groups) == 0 {
+		return Route{}, NoRecipient
+	}
+	if raw[2] != nil {
+		r.Event = EventName(raw[2])
+	}
+	return r, ""
 }

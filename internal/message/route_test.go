@@ -127,7 +127,7 @@ func TestRecipients(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.payload, func(t *testing.T) {
-			got, reason := Recipients([]byte(tt.payload), "recipient_id")
+			got, reason := recipients([]byte(tt.payload), "recipient_id")
 			if reason != tt.reason || !slices.Equal(got, tt.want) {
 				t.Errorf("recipients = %q, %q; want %q, %q", got, reason, tt.want, tt.reason)
 			}
@@ -216,7 +216,7 @@ func TestRecipientIDsNeverCollapse(t *testing.T) {
 			`{"recipient_id":["` + text + `"]}`,
 			`{"recipient_id":["\ufffd","` + text + `"]}`,
 		} {
-			users, _, reason := Route([]byte(payload), "recipient_id")
+			users, reason := routeUsers([]byte(payload), "recipient_id")
 			if slices.Contains(invalid, text) {
 				if reason != InvalidRecipient || users != nil {
 					t.Errorf("%q: got %q, %q; want invalid_recipient", payload, users, reason)
@@ -258,7 +258,7 @@ func TestRecipientsAllocs(t *testing.T) {
 		{large + `"recipient_id":"alice"`, 0},
 	} {
 		p := []byte(tt.payload)
-		if got := testing.AllocsPerRun(10, func() { Recipients(p, "recipient_id") }); got != tt.allocs {
+		if got := testing.AllocsPerRun(10, func() { recipients(p, "recipient_id") }); got != tt.allocs {
 			t.Errorf("%.40q…: %v allocations, want %v", tt.payload, got, tt.allocs)
 		}
 	}
@@ -282,7 +282,7 @@ func FuzzRecipients(f *testing.F) {
 		f.Add([]byte(s))
 	}
 	f.Fuzz(func(t *testing.T, payload []byte) {
-		got, reason := Recipients(payload, "recipient_id")
+		got, reason := recipients(payload, "recipient_id")
 		// The oracle: json.Unmarshal refuses exactly what the
 		// scanner must call malformed (Valid rules out trailing data
 		// a Decoder would leave unread).
@@ -449,8 +449,27 @@ func BenchmarkRecipientsLarge(b *testing.B) {
 	b.ReportAllocs()
 	b.ResetTimer()
 	for range b.N {
-		if _, reason := Recipients(payload, "recipient_id"); reason != "" {
+		if _, reason := recipients(payload, "recipient_id"); reason != "" {
 			b.Fatal(reason)
 		}
 	}
+}
+
+// recipients is what Parse finds in field alone: the users, with "*" among
+// them for a broadcast, or why the message is dropped.
+func recipients(payload []byte, field string) ([]string, Drop) {
+	r, drop := Parse(payload, Fields{Recipient: field})
+	if drop != "" {
+		return nil, drop
+	}
+	if r.Broadcast {
+		return append([]string{Broadcast}, r.Users...), ""
+	}
+	return r.Users, ""
+}
+
+// routeUsers is what Parse finds in field alone: the users, without "*".
+func routeUsers(payload []byte, field string) ([]string, Drop) {
+	r, drop := Parse(payload, Fields{Recipient: field})
+	return r.Users, drop
 }

@@ -7,6 +7,6 @@ func BenchmarkAppendEvent(b *testing.B) {
 	dst := make([]byte, 0, 256)
 	b.ReportAllocs()
 	for range b.N {
-		dst = appendEvent(dst[:0], "1700000000000-0", payload)
+		dst = appendEvent(dst[:0], "1700000000000-0", "", payload)
 	}
 }

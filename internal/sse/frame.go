@@ -30,24 +30,26 @@ func (f *Frame) Len() int { return len(f.wire) }
 // keeps proxies and NATs from closing an idle connection.
 var Ping = &Frame{wire: []byte(": ping\n\n")}
 
-// Message frames a pub/sub message: data fields only.
-func Message(payload []byte) *Frame {
-	return &Frame{wire: appendEvent(make([]byte, 0, frameSize("", payload)), "", payload)}
+// Message frames a pub/sub message: an event named name ("" for an
+// unnamed one, which clients dispatch as "message") with the payload as
+// its data.
+func Message(name string, payload []byte) *Frame {
+	return &Frame{wire: appendEvent(make([]byte, 0, frameSize("", name, payload)), "", name, payload)}
 }
 
 // Entry frames the message of a Redis Stream entry, with the entry ID as the
 // SSE id so that the client can resume after it.
-func Entry(id streamid.ID, payload []byte) *Frame {
+func Entry(id streamid.ID, name string, payload []byte) *Frame {
 	sid := id.String()
-	return &Frame{wire: appendEvent(make([]byte, 0, frameSize(sid, payload)), sid, payload)}
+	return &Frame{wire: appendEvent(make([]byte, 0, frameSize(sid, name, payload)), sid, name, payload)}
 }
 
 // frameSize is at least the length of appendEvent's output, so that a frame
 // is allocated once at its size instead of growing by doubling: for a large
 // message that would cost several times its size.
-func frameSize(id string, data []byte) int {
+func frameSize(id, name string, data []byte) int {
 	lines := 1 + bytes.Count(data, []byte{'\n'}) + bytes.Count(data, []byte{'\r'})
-	return len("id: \n") + len(id) + len(data) + lines*len("data: \n") + 1
+	return len("id: \nevent: \n") + len(id) + len(name) + len(data) + lines*len("data: \n") + 1
 }
 
 // Position is an id field alone: EventSource records it as its last event
@@ -106,12 +108,18 @@ func Retry(d time.Duration) *Frame {
 // appendEvent appends data as one SSE event. Each line of data becomes its
 // own data field; SSE treats CRLF, CR and LF alike as line ends, so the
 // client's reassembled text equals data with every CRLF or CR turned into
-// LF. id, when not empty, is written as the id field; callers must only pass
-// ids without CR or LF (stream entry ids are digits and a dash).
-func appendEvent(dst []byte, id string, data []byte) []byte {
+// LF. id and name, when not empty, are written as the id and event fields;
+// callers must only pass ids and names without CR or LF (stream entry ids
+// are digits and a dash; message.EventName refuses control characters).
+func appendEvent(dst []byte, id, name string, data []byte) []byte {
 	if id != "" {
 		dst = append(dst, "id: "...)
 		dst = append(dst, id...)
+		dst = append(dst, '\n')
+	}
+	if name != "" {
+		dst = append(dst, "event: "...)
+		dst = append(dst, name...)
 		dst = append(dst, '\n')
 	}
 	start := 0

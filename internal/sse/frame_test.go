@@ -10,18 +10,20 @@ import (
 
 func TestAppendEvent(t *testing.T) {
 	tests := []struct {
-		id, data, want string
+		id, name, data, want string
 	}{
-		{"", `{"a":1}`, "data: {\"a\":1}\n\n"},
-		{"1700000000000-0", `{"a":1}`, "id: 1700000000000-0\ndata: {\"a\":1}\n\n"},
-		{"", "{\n  \"a\": 1\n}", "data: {\ndata:   \"a\": 1\ndata: }\n\n"},
-		{"", "a\r\nb\rc\n", "data: a\ndata: b\ndata: c\ndata: \n\n"},
-		{"", "\n\n", "data: \ndata: \ndata: \n\n"},
-		{"", " lead", "data:  lead\n\n"},
-		{"", "", "data: \n\n"},
+		{"", "order_paid", `{"a":1}`, "event: order_paid\ndata: {\"a\":1}\n\n"},
+		{"1-0", "x", "a\nb", "id: 1-0\nevent: x\ndata: a\ndata: b\n\n"},
+		{"", "", `{"a":1}`, "data: {\"a\":1}\n\n"},
+		{"1700000000000-0", "", `{"a":1}`, "id: 1700000000000-0\ndata: {\"a\":1}\n\n"},
+		{"", "", "{\n  \"a\": 1\n}", "data: {\ndata:   \"a\": 1\ndata: }\n\n"},
+		{"", "", "a\r\nb\rc\n", "data: a\ndata: b\ndata: c\ndata: \n\n"},
+		{"", "", "\n\n", "data: \ndata: \ndata: \n\n"},
+		{"", "", " lead", "data:  lead\n\n"},
+		{"", "", "", "data: \n\n"},
 	}
 	for _, tt := range tests {
-		if got := string(appendEvent(nil, tt.id, []byte(tt.data))); got != tt.want {
+		if got := string(appendEvent(nil, tt.id, tt.name, []byte(tt.data))); got != tt.want {
 			t.Errorf("appendEvent(%q, %q) = %q, want %q", tt.id, tt.data, got, tt.want)
 		}
 	}
@@ -73,7 +75,7 @@ func FuzzAppendEvent(f *testing.F) {
 		f.Add([]byte(s))
 	}
 	f.Fuzz(func(t *testing.T, data []byte) {
-		wire := appendEvent(nil, "", data)
+		wire := appendEvent(nil, "", "", data)
 		events := parseSSE(wire)
 		if len(events) != 1 {
 			t.Fatalf("%q framed as %d events: %q", data, len(events), wire)

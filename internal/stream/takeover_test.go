@@ -57,7 +57,7 @@ func TestTakenOverTLSBatchIsFewRecords(t *testing.T) {
 	small := func(n int) []*sse.Frame { // n events of 100 bytes
 		var frames []*sse.Frame
 		for i := range n {
-			frames = append(frames, sse.Message([]byte(strings.Repeat("x", 83)+string(rune('a'+i%26)))))
+			frames = append(frames, sse.Message("", []byte(strings.Repeat("x", 83)+string(rune('a'+i%26)))))
 		}
 		return frames
 	}
@@ -70,7 +70,7 @@ func TestTakenOverTLSBatchIsFewRecords(t *testing.T) {
 		{"300 small events (30 KiB)", small(300), 2},
 		// The small ones before it, the large one alone (16 KiB and the
 		// rest: TLS splits it), the small ones after it.
-		{"a 20 KiB event between small ones", append(append(small(3), sse.Message(bytes.Repeat([]byte("y"), 20<<10))), small(3)...), 4},
+		{"a 20 KiB event between small ones", append(append(small(3), sse.Message("", bytes.Repeat([]byte("y"), 20<<10))), small(3)...), 4},
 	} {
 		before := counted.writes.Load()
 		if err := w.writeFrames(tc.frames, 5*time.Second); err != nil {
