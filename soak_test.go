@@ -157,6 +157,7 @@ type soakEntry struct {
 	sentAt    time.Time // before XADD was sent
 	removedAt time.Time // before the XDEL or XTRIM that removed it was sent; zero while retained
 	removedBy string
+	ackedAt   time.Time // after Redis answered the command that removed it
 }
 
 func (e *soakEntry) addressedTo(user string) bool {
@@ -481,9 +482,10 @@ func (d *soakDriver) lightFault() {
 		if n, err = d.pub.XDel(ctx, soakStream, ids...).Result(); err == nil && int(n) != len(ids) {
 			d.t.Fatalf("XDEL %v deleted %d entries", ids, n)
 		}
+		acked := time.Now()
 		for _, id := range ids {
 			e := d.byID[mustParseID(d.t, id)]
-			e.removedAt, e.removedBy = before, "xdel"
+			e.removedAt, e.removedBy, e.ackedAt = before, "xdel", acked
 		}
 		detail = strings.Join(ids, " ")
 	case "xtrim_maxlen", "xtrim_maxlen_approx":
@@ -525,7 +527,7 @@ func (d *soakDriver) lightFault() {
 		removed := 0
 		for _, e := range live {
 			if len(first) == 0 || e.id.Less(mustParseID(d.t, first[0].ID)) {
-				e.removedAt, e.removedBy = before, "trim"
+				e.removedAt, e.removedBy, e.ackedAt = before, "trim", time.Now()
 				removed++
 			}
 		}
@@ -589,7 +591,7 @@ func (d *soakDriver) startCaddy() {
 	if n, err := d.pub.XDel(context.Background(), soakStream, target.id.String()).Result(); err != nil || n != 1 {
 		d.t.Fatalf("XDEL %s: %d, %v", target.id, n, err)
 	}
-	target.removedAt, target.removedBy = before, "xdel"
+	target.removedAt, target.removedBy, target.ackedAt = before, "xdel", time.Now()
 	d.fault("xdel_during_load", target.id.String())
 }
 
@@ -802,6 +804,7 @@ func (d *soakDriver) report(ck *soakChecker) {
 		{"gaps, each after a reset naming why", fmt.Sprintf("%d (%d entries)", ck.excusedGaps, ck.excusedEntries)},
 		{"replayed by Caddy: memory / Redis", fmt.Sprintf("%.0f / %.0f",
 			d.server[`caddy_notify_replayed_events_total{source="memory"}`], d.server[`caddy_notify_replayed_events_total{source="redis"}`])},
+		{"resumes over entries removed before them / removed entries delivered", fmt.Sprintf("%d / %d", ck.overRemoved, ck.retractedReplays)},
 		{"silent gaps", strconv.Itoa(ck.silentGaps)},
 		{"other violations", strconv.Itoa(len(ck.violations) - ck.silentGaps)},
 	}
@@ -852,8 +855,9 @@ type soakRec struct {
 	at    time.Time
 	id    string
 	data  string
-	via   soakVia // viaHeader or viaQuery
-	bogus bool    // the ID it resumed from is from the future
+	via   soakVia   // viaHeader or viaQuery
+	bogus bool      // the ID it resumed from is from the future
+	sent  time.Time // recConnect: when the request was sent
 }
 
 type soakClientStats struct {
@@ -1010,6 +1014,7 @@ func (c *soakClient) open(ctx context.Context) *testkit.Stream {
 	// An ID from the future stays the client's until a frame replaces
 	// it: a return by last_event_id may carry it too.
 	bogus = bogus && resume == last
+	sent := time.Now()
 	resp, err := c.http.Do(req)
 	if err != nil {
 		if ctx.Err() == nil {
@@ -1038,7 +1043,7 @@ func (c *soakClient) open(ctx context.Context) *testkit.Stream {
 	default:
 		c.stats.viaHeader++
 	}
-	c.record(soakRec{kind: recConnect, id: resume, via: via, bogus: bogus})
+	c.record(soakRec{kind: recConnect, id: resume, via: via, bogus: bogus, sent: sent})
 	s := testkit.ReadStream(resp)
 	return s
 }
@@ -1166,6 +1171,11 @@ type soakChecker struct {
 	resets         map[string]int
 	excusedGaps    int
 	excusedEntries int
+	// overRemoved counts the resumes whose range held an entry of their
+	// user that Redis had removed before the request; retractedReplays,
+	// the events of such removed entries delivered anyway (violations).
+	overRemoved      int
+	retractedReplays int
 }
 
 func newSoakChecker(d *soakDriver) *soakChecker {
@@ -1199,8 +1209,9 @@ type soakConn struct {
 	from    streamid.ID // the ID it resumed from
 	bogus   bool
 	reset   *soakRec
-	frames  int // positions, events and resets seen
-	checks  int // gaps checked since it opened
+	sent    time.Time // when its request was sent
+	frames  int       // positions, events and resets seen
+	checks  int       // gaps checked since it opened
 }
 
 // checkClient walks one client's records. P is the client's last ID, as
@@ -1281,7 +1292,7 @@ func (ck *soakChecker) checkClient(c *soakClient) {
 		case recForget:
 			forgotten = r.id
 		case recConnect:
-			conn = soakConn{index: conn.index + 1}
+			conn = soakConn{index: conn.index + 1, sent: r.sent}
 			if r.id == "" {
 				if have {
 					fail(false, "a new stream although the client has %s", P)
@@ -1290,6 +1301,12 @@ func (ck *soakChecker) checkClient(c *soakClient) {
 			}
 			conn.resumed = true
 			conn.from, _ = streamid.Parse(r.id)
+			for _, e := range ck.between(c.user, conn.from, streamid.ID{Ms: 1<<64 - 1}, false) {
+				if !e.ackedAt.IsZero() && e.ackedAt.Before(conn.sent) {
+					ck.overRemoved++
+					break
+				}
+			}
 			switch {
 			case forgotten != "" && r.id == forgotten:
 				conn.bogus = true
@@ -1335,6 +1352,12 @@ func (ck *soakChecker) checkClient(c *soakClient) {
 				fail(false, "data %q, published %q", r.data, e.data)
 			case !e.addressedTo(c.user):
 				fail(false, "someone else's event (%s)", e.data)
+			}
+			if !e.ackedAt.IsZero() && e.ackedAt.Before(conn.sent) {
+				// Redis had said it was gone before the stream was asked
+				// for: neither a replay nor a live read may carry it.
+				ck.retractedReplays++
+				fail(false, "%s was removed (%s) before the stream was requested", describeEntries([]*soakEntry{e}, c.start), e.removedBy)
 			}
 			if conn.bogus && conn.reset == nil {
 				fail(false, "an event after resuming from an ID from the future, without an unknown_last_event_id reset")

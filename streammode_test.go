@@ -295,14 +295,9 @@ func TestStreamResumeEdgeCases(t *testing.T) {
 			t.Fatal(err)
 		}
 		s := open(t, ids[2]) // 4..31 missed; only 29..31 retained
-		f := s.NextFrame(t, 5*time.Second)
-		if f.Kind != testkit.FrameEvent || f.Name != "reset" ||
-			f.Data != `{"reason":"history_truncated"}` && f.Data != `{"reason":"replay_limit"}` {
-			t.Fatalf("first frame %+v, want a history_truncated or replay_limit reset", f)
-		}
-		// The window (5 entries: 27..31) and Redis (29..31) together
-		// still hold the newest; the limit keeps 4 of them.
-		s.Expect(t, msg(28), msg(29), msg(30), msg(31))
+		// The window still held 27..31, but 27 and 28 are gone from
+		// Redis: they are not replayed.
+		s.Expect(t, reset("history_truncated", ""), msg(29), msg(30), msg(31))
 	})
 }
 
@@ -496,4 +491,70 @@ func TestNewStreamGetsAStartingPosition(t *testing.T) {
 			t.Fatalf("got %+v, want alice's %d", ev, i)
 		}
 	}
+}
+
+// TestRetractedEntriesNeverReplayed: entries removed from Redis while Caddy
+// runs (XDEL, XTRIM, DEL of the stream) are never replayed, though the
+// window had read them: a resume gets what Redis still holds after its ID,
+// in order, behind a history_truncated reset that says something is gone.
+func TestRetractedEntriesNeverReplayed(t *testing.T) {
+	rs := testkit.StartRedis(t)
+	c := rs.Client()
+	t.Cleanup(func() { c.Close() })
+	base := streamSetup(t, rs, "history_entries 1000", "heartbeat 0").base()
+	live := openStreamWhenUp(t, base+"/events", "bob-token", "")
+	ids := map[int]string{}
+	add := func(from, to int) {
+		for i := from; i <= to; i++ {
+			ids[i] = xadd(t, c, numberedMsg("bob", i))
+		}
+		// Read live: the window holds them.
+		for i := from; i <= to; i++ {
+			if ev := live.Next(t, 5*time.Second); ev.ID != ids[i] {
+				t.Fatalf("live: got %+v, want entry %d", ev, i)
+			}
+		}
+	}
+	msg := func(i int) testkit.Frame {
+		return testkit.Frame{Kind: testkit.FrameEvent, ID: ids[i], Data: numberedMsg("bob", i)}
+	}
+	reset := testkit.Frame{Kind: testkit.FrameEvent, Name: "reset", Data: `{"reason":"history_truncated"}`}
+	retry := testkit.Frame{Kind: testkit.FrameRetry, Retry: "3000"}
+	resume := func(t *testing.T, after int, want ...testkit.Frame) {
+		t.Helper()
+		s := openStreamWhenUp(t, base+"/events", "bob-token", ids[after])
+		s.Expect(t, append([]testkit.Frame{retry}, want...)...)
+		s.Close()
+	}
+	add(1, 10)
+	resume(t, 2, msg(3), msg(4), msg(5), msg(6), msg(7), msg(8), msg(9), msg(10)) // nothing removed: from memory
+
+	t.Run("XDEL", func(t *testing.T) {
+		if n := c.XDel(t.Context(), testStream, ids[5], ids[7]).Val(); n != 2 {
+			t.Fatalf("XDEL removed %d", n)
+		}
+		resume(t, 2, reset, msg(3), msg(4), msg(6), msg(8), msg(9), msg(10))
+		resume(t, 8, msg(9), msg(10)) // after the deletions: nothing is missing
+	})
+	t.Run("XTRIM", func(t *testing.T) {
+		add(11, 14)
+		if err := c.XTrimMaxLen(t.Context(), testStream, 3).Err(); err != nil { // keeps 12..14
+			t.Fatal(err)
+		}
+		resume(t, 9, reset, msg(12), msg(13), msg(14))
+	})
+	t.Run("DEL", func(t *testing.T) {
+		add(15, 16)
+		if err := c.Del(t.Context(), testStream).Err(); err != nil {
+			t.Fatal(err)
+		}
+		s := openStreamWhenUp(t, base+"/events", "bob-token", ids[14])
+		s.Expect(t, retry)
+		if f := s.NextFrame(t, 5*time.Second); f.Name != "reset" || f.Data != `{"reason":"history_truncated"}` {
+			t.Fatalf("got %+v, want a history_truncated reset", f)
+		}
+		// The stream goes on: an entry added now is delivered live.
+		ids[17] = xadd(t, c, numberedMsg("bob", 17))
+		s.Expect(t, msg(17))
+	})
 }

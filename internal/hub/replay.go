@@ -22,7 +22,9 @@ import (
 // entry read: live events after it queue up while the replay is put
 // together, and the window's part of the replay is taken at that same
 // moment. Only what the window no longer holds is read from Redis, a fixed
-// range that the moving window cannot outrun.
+// range that the moving window cannot outrun. Before the window is used,
+// XINFO STREAM tells what Redis removed since (XDEL, XTRIM, DEL), and the
+// window lets go of it.
 
 const (
 	// maxReplays bounds the resumes that read from Redis, per stream
@@ -57,6 +59,22 @@ func (r *streamReader) resume(ctx context.Context, rt *route, sub *index.Subscri
 		return p, err
 	}
 	rp := &replay{rt: rt, sub: sub, after: after, limit: limit}
+	// An entry deleted from Redis is never replayed from memory: one XINFO
+	// STREAM, sent after the resume began, says what was removed since
+	// the window read it. A resume with nothing to replay needs none.
+	r.mu.Lock()
+	behind := after.Less(r.win.last)
+	r.mu.Unlock()
+	if behind {
+		info, err := r.info(ctx)
+		if err != nil {
+			return Preamble{}, err
+		}
+		r.mu.Lock()
+		r.win.retract(info)
+		r.mu.Unlock()
+	}
+
 	r.mu.Lock()
 	w := r.win
 	fromWindow := rt.hist.replay(w, ix.Key(), sub.User(), sub.Groups(), sub.Broadcast(), streamid.Later(after, w.coverAfter))

@@ -65,6 +65,23 @@ func (w *window) evict() {
 	w.firstSeq++
 }
 
+// retract evicts the entries that Redis may no longer hold, by info, read
+// after they were: those older than the stream's first entry (trimmed),
+// those at or below its newest deleted ID (Redis says which ID an XDEL
+// removed last, not which before it: every entry up to it goes), or all of
+// them when the stream is empty or gone (DEL). Resumes from before them
+// then read Redis, which knows what is left.
+func (w *window) retract(info xinfo) {
+	for w.n > 0 {
+		id := w.ring[w.head].id
+		kept := info.exists && info.first != (streamid.ID{}) && !id.Less(info.first) && info.maxDeleted.Less(id)
+		if kept {
+			return
+		}
+		w.evict()
+	}
+}
+
 // sweepDue reports whether the ring turned once since the last sweep of the
 // user histories, and schedules the next one.
 func (w *window) sweepDue() bool {
