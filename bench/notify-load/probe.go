@@ -110,7 +110,8 @@ func (p *prober) open() (time.Duration, error) {
 	if err != nil {
 		return 0, err
 	}
-	defer resp.Body.Close()
+	// No resp.Body.Close: it would read the endless stream to its end (the
+	// deadline); closing the connection ends the probe's stream at once.
 	if resp.StatusCode != http.StatusOK {
 		return 0, statusError(resp.StatusCode)
 	}

@@ -231,10 +231,11 @@ func runMain(args []string) int {
 	defer stop()
 	// Whatever happens, the process ends at the deadline (plus a little
 	// for the report).
-	time.AfterFunc(cfg.deadline+5*time.Second, func() {
+	exitTimer := time.AfterFunc(cfg.deadline+5*time.Second, func() {
 		fmt.Fprintln(os.Stderr, "run: deadline passed; exiting")
 		os.Exit(3)
 	})
+	defer exitTimer.Stop() // runMain may return to a caller that goes on (the tests)
 
 	var authLocal *authAPI
 	if cfg.authListen != "" {
