@@ -386,3 +386,32 @@ func TestGapRange(t *testing.T) {
 		t.Errorf("unique %d gapRecv %d dup %d, want 2 1 1", c.unique.Load(), c.gapRecv.Load(), c.dup.Load())
 	}
 }
+
+func TestParseIDPair(t *testing.T) {
+	for _, c := range []struct {
+		id   string
+		want [2]uint64
+		ok   bool
+	}{
+		{"1700000000000-0", [2]uint64{1700000000000, 0}, true},
+		{"1796646471:12", [2]uint64{1796646471, 12}, true},
+		{"", [2]uint64{}, false},
+		{"12", [2]uint64{}, false},
+		{"-1", [2]uint64{}, false},
+		{"1-", [2]uint64{}, false},
+		{"1-x", [2]uint64{}, false},
+		{"1:[0]", [2]uint64{}, false},
+	} {
+		v, ok := parseIDPair([]byte(c.id))
+		if ok != c.ok || v != c.want {
+			t.Errorf("%q: %v %v, want %v %v", c.id, v, ok, c.want, c.ok)
+		}
+	}
+	s, c := newState("1")
+	for _, id := range []string{"5-0", "5-1", "x", "5-1", "4-9", "6-0"} {
+		s.onMessageID([]byte(id))
+	}
+	if c.idRegress.Load() != 2 {
+		t.Errorf("%d regressions, want 2 (5-1 again, 4-9)", c.idRegress.Load())
+	}
+}
