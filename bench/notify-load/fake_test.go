@@ -105,19 +105,27 @@ func (f *fakeNotify) events(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
+// publish delivers a message to its recipient's streams; a fan-out
+// message, to every stream (one group of every user, as -fan 1).
 func (f *fakeNotify) publish(w http.ResponseWriter, r *http.Request, i int) {
 	b, _ := io.ReadAll(r.Body)
 	rcpt, _, _, ok := parseMessage(b)
-	if !ok {
+	_, _, _, fan := parseFanMessage(b)
+	if !ok && !fan {
 		w.WriteHeader(http.StatusBadRequest)
 		return
 	}
 	f.posts[i].Add(1)
 	f.mu.Lock()
-	for ch := range f.subs[string(rcpt)] {
-		select {
-		case ch <- string(b):
-		default:
+	for user, subs := range f.subs {
+		if !fan && user != string(rcpt) {
+			continue
+		}
+		for ch := range subs {
+			select {
+			case ch <- string(b):
+			default:
+			}
 		}
 	}
 	f.mu.Unlock()

@@ -74,3 +74,21 @@ func TestFanoutAccounting(t *testing.T) {
 		t.Errorf("expected %d, want 10", e)
 	}
 }
+
+// TestFanoutRun publishes fan-out messages through a whole run, both
+// addressings: every stream gets every message once, and the CPU per
+// delivery is that of the deliveries.
+func TestFanoutRun(t *testing.T) {
+	for _, by := range []string{"group", "list"} {
+		f := newFakeNotify(t, "")
+		code, out, s := runCaptured(t, "-url", f.srv.URL+"/events", "-streams", "40", "-rate", "20", "-duration", "1s",
+			"-fan", "1", "-fan-by", by, "-publish", "http", "-pub-url", f.srv.URL+"/publish", "-settle", "100ms",
+			"-drain", "2s", "-deadline", "30s")
+		if code != 0 || !s.OK || s.Expected != 40*20 || s.Received != 40*20 || s.Fan != 1 || s.FanBy != by {
+			t.Fatalf("%s: exit %d, summary %+v\n%s", by, code, s, out)
+		}
+		if want := map[string]bool{"group": false, "list": true}[by]; (s.MessageBytes > 200) != want {
+			t.Errorf("%s: %d bytes a message", by, s.MessageBytes)
+		}
+	}
+}

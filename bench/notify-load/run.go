@@ -374,6 +374,13 @@ func runMain(args []string) int {
 		fmt.Fprintln(os.Stderr, "run:", err)
 		return 1
 	}
+	// A stream reads a message of up to 1 KiB with one system call; a
+	// bigger one (a fan-out message listing its users) with a few, up to
+	// 64 KiB at a time.
+	readBuf := 1024
+	if cfg.pub.fan != nil {
+		readBuf = min(max(len(cfg.pub.message(nil, 0, time.Now().UnixNano()))+512, 1024), 64<<10)
+	}
 	children := make([]*child, procs)
 	connFirst := 0
 	for p := range procs {
@@ -395,7 +402,7 @@ func runMain(args []string) int {
 			"-reconnect-at", cfg.reconnectAt.String(),
 			"-rate", strconv.FormatFloat(cfg.pub.rate, 'g', -1, 64),
 			"-reconnect="+strconv.FormatBool(cfg.reconnect), "-retry", cfg.retry.String(),
-			"-fan", strconv.Itoa(cfg.fan))
+			"-fan", strconv.Itoa(cfg.fan), "-read-buffer", strconv.Itoa(readBuf))
 		cmd.Stderr = os.Stderr
 		in, err := cmd.StdinPipe()
 		if err != nil {
@@ -508,7 +515,7 @@ func runMain(args []string) int {
 		rr.start(ctx, pubStart, pubStart.Add(cfg.pub.duration))
 	}
 	if cfg.pub.rate > 0 && cfg.pub.duration > 0 && s.Streams > 0 {
-		fmt.Printf("publishing %.0f events/s for %s (%s)\n", cfg.pub.rate, cfg.pub.duration, cfg.pub.mode)
+		fmt.Printf("publishing %g events/s for %s (%s)\n", cfg.pub.rate, cfg.pub.duration, cfg.pub.mode)
 		if cfg.reconnectAt > 0 {
 			fmt.Printf("reconnect storm at %s\n", cfg.reconnectAt)
 		}

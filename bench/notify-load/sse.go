@@ -337,12 +337,10 @@ func parseIDPair(id []byte) ([2]uint64, bool) {
 	return v, true
 }
 
-// errLineTooLong is returned for an SSE line longer than the reader's buffer.
-var errLineTooLong = errors.New("SSE line longer than the read buffer")
-
 // readSSE reads an event stream until it fails, handing each event's data
 // to s. Only single-line data is expected (the load tool's messages); an
-// event with several data lines is counted as unparsed. As an EventSource
+// event with several data lines is counted as unparsed; of a line longer
+// than br's buffer only the start is read. As an EventSource
 // does, the id field of an event becomes the stream's last event ID when the
 // event is dispatched (at its blank line, even without data; an id holding
 // NUL is ignored), so a connection cut in the middle of an event does not
@@ -357,13 +355,21 @@ func readSSE(br *bufio.Reader, s *streamState) error {
 		id      []byte // the pending event's id field
 		hasID   bool
 		event   []byte // the pending event's name
+		head    []byte // the start of a line longer than the buffer
 	)
 	for {
 		line, err := br.ReadSlice('\n')
-		if err != nil {
-			if errors.Is(err, bufio.ErrBufferFull) {
-				return errLineTooLong
+		if errors.Is(err, bufio.ErrBufferFull) {
+			// A line longer than the buffer (a fan-out message listing
+			// thousands of users): its start holds all the receiver reads;
+			// the rest is skipped.
+			head = append(head[:0], line...)
+			for errors.Is(err, bufio.ErrBufferFull) {
+				_, err = br.ReadSlice('\n')
 			}
+			line = append(head, '\n')
+		}
+		if err != nil {
 			if err == io.EOF && len(line) == 0 {
 				return io.EOF
 			}

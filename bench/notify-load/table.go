@@ -94,7 +94,7 @@ func writeTable(w io.Writer, dir string, wls []string) {
 		name := fmt.Sprintf("(%s) %d %s streams / %d users", wl, ref.StreamsRequested, proto, ref.Users)
 		switch {
 		case ref.Fan > 0:
-			name += fmt.Sprintf(" / %.0f msg/s, each to %s (%d bytes)", ref.Rate, fanTarget(ref), ref.MessageBytes)
+			name += fmt.Sprintf(" / %g msg/s, each to %s (%d bytes)", ref.Rate, fanTarget(ref), ref.MessageBytes)
 		case ref.Rate > 0:
 			name += fmt.Sprintf(" / %.0f ev/s", ref.Rate)
 		default:

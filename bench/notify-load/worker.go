@@ -57,7 +57,13 @@ type workerConfig struct {
 	reconnect bool
 	retry     time.Duration
 	fan       int // > 0: fan-out events to groups of users (fan.go)
+	readBuf   int // bytes of a stream's read buffers; 0: 1 KiB
 }
+
+// readBuf is the size of a stream's read buffers: 1 KiB holds a load-tool
+// message; big ones (a fan-out message listing its users) are read in
+// fewer system calls with more.
+func (w *worker) readBuf() int { return max(w.cfg.readBuf, 1024) }
 
 // gapSlack widens the unresumable gap of a stream reconnecting without a
 // last event ID to events published this long before its connection was
@@ -496,7 +502,7 @@ func (w *worker) openH1(ctx context.Context, i, user int, lastID []byte) (net.Co
 		conn.Close()
 		return nil, nil, err
 	}
-	resp, err := http.ReadResponse(bufio.NewReaderSize(conn, 1024), nil)
+	resp, err := http.ReadResponse(bufio.NewReaderSize(conn, w.readBuf()), nil)
 	if err != nil {
 		conn.Close()
 		return nil, nil, err
@@ -506,7 +512,7 @@ func (w *worker) openH1(ctx context.Context, i, user int, lastID []byte) (net.Co
 		return nil, nil, statusError(resp.StatusCode)
 	}
 	_ = conn.SetDeadline(time.Time{})
-	return conn, bufio.NewReaderSize(resp.Body, 1024), nil
+	return conn, bufio.NewReaderSize(resp.Body, w.readBuf()), nil
 }
 
 // connectH2 opens the worker's streams over h2c connections, perConn streams
@@ -565,7 +571,7 @@ func (w *worker) runH2(ctx context.Context, slot *h2Slot, i int, sem chan struct
 
 	st := w.newState(user)
 	for {
-		err = readSSE(bufio.NewReaderSize(body, 1024), st)
+		err = readSSE(bufio.NewReaderSize(body, w.readBuf()), st)
 		body.Close()
 		if !w.cfg.reconnect {
 			w.streamEnded(err)
@@ -785,6 +791,7 @@ func workerMain(args []string) int {
 	fs.BoolVar(&cfg.reconnect, "reconnect", false, "a stream that ends reconnects as an EventSource does")
 	fs.DurationVar(&cfg.retry, "retry", 3*time.Second, "-reconnect: the delay of a stream whose server sent no retry field")
 	fs.IntVar(&cfg.fan, "fan", 0, "fan-out events to this many groups (fan.go); 0: one user per event")
+	fs.IntVar(&cfg.readBuf, "read-buffer", 1024, "bytes of each stream's read buffers")
 	_ = fs.Parse(args)
 	if cfg.users < 1 || cfg.count < 0 || cfg.concurrency < 1 || cfg.perConn < 1 || cfg.fan < 0 {
 		fmt.Fprintln(os.Stderr, "worker: bad flags")
