@@ -38,7 +38,9 @@
 #                    the Caddyfiles of (s) (the subdirective is newer than the load tool: unset, the
 #                    module's default applies, or none before it exists)
 #   BENCH_RELOAD_RATE events/s of (s) (default 1000: nchan's publishing nginx fell behind 2000 during the reload)
-#   BENCH_FAN_RATE   messages/s of (t), each to 10,000 streams (default 2)
+#   BENCH_FAN_RATE   messages/s of (t), each to 10,000 streams (default 0.2: a listed message is
+#                    69 KB, and every stream gets all of it: 138 MB/s to write and read)
+#   BENCH_FAN_DURATION  publishing seconds of (t) (default 60)
 #
 # Workloads:
 #   a  1,000 streams / 1,000 users / 1,000 events/s
@@ -76,8 +78,8 @@
 #      nchan: its channel ids prefixed; the publisher follows once the reload is done), then
 #      s-h2 and s-h2-change: the same with 20,000 h2c streams (80 connections x 250; nginx on an
 #      h2c listener, as m)
-#   t  group fan-out (caddy only): 10,000 streams / 10,000 users, BENCH_FAN_RATE messages/s each
-#      for all 10,000 users. t-group: {"groups":"g0"} with `groups_field groups` (the auth API
+#   t  group fan-out (caddy only): 10,000 streams / 10,000 users, BENCH_FAN_RATE messages/s for
+#      BENCH_FAN_DURATION s, each for all 10,000 users. t-group: {"groups":"g0"} with `groups_field groups` (the auth API
 #      puts every user in g0; skipped while the module does not know groups_field); t-list: the
 #      same messages listing the 10,000 users in recipient_id
 #   n  (a) over TLS, HTTP/1.1      o  (d) over TLS, HTTP/1.1
@@ -99,7 +101,8 @@ AUTH_DELAY=${BENCH_AUTH_DELAY:-200ms}
 AUTH_CONCURRENCY=${BENCH_AUTH_CONCURRENCY:-}
 RELOAD_DRAIN=${BENCH_RELOAD_DRAIN:-10s}
 RELOAD_RATE=${BENCH_RELOAD_RATE:-1000}
-FAN_RATE=${BENCH_FAN_RATE:-2}
+FAN_RATE=${BENCH_FAN_RATE:-0.2}
+FAN_DUR=${BENCH_FAN_DURATION:-60}
 # duration_ms D: a whole number of ms, s or m (BENCH_RELOAD_DRAIN) in milliseconds.
 duration_ms() {
 	case $1 in
@@ -271,7 +274,7 @@ workload() {
 		case $1 in *-change) WL_RELOAD=change ;; esac
 		if [ -n "${BENCH_RELOAD_DRAIN:-}" ]; then WL_OPTS="reload_drain $RELOAD_DRAIN"; fi ;;
 	t-group | t-list)
-		WL_ARGS=(-streams 10000 -users 10000 -fan 1 -fan-by "${1#t-}" -rate "$FAN_RATE" -duration "${DUR}s")
+		WL_ARGS=(-streams 10000 -users 10000 -fan 1 -fan-by "${1#t-}" -rate "$FAN_RATE" -duration "${FAN_DUR}s")
 		if [ "$1" = t-group ]; then
 			WL_OPTS="groups_field groups"
 			WL_AUTH_QUERY="?group_mod=1" # every user in g0
