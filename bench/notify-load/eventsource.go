@@ -29,7 +29,10 @@ func (w *worker) reopen(ctx context.Context, st *streamState, endErr error, open
 			return false
 		}
 		resumed := len(st.lastID) > 0
-		if err := open(st.lastID); err != nil {
+		w.attempting.Add(1)
+		err := open(st.lastID)
+		w.attempting.Add(-1)
+		if err != nil {
 			st.reconnectFailed()
 			w.reconnFailed.Add(1)
 			w.reconnErrs.add(err)

@@ -30,10 +30,12 @@ func TestMain(m *testing.M) {
 // per POST (/publish, and /publish2 for a publisher that followed a
 // changed reload), and the two calls of Caddy's admin API the reload uses:
 // GET /config/ and POST /load, which ends every stream, as the module does
-// today. loadMode makes the reload fail (500), hang, or kill the server.
+// today. loadMode makes the reload fail (500), hang, or kill the server, or
+// (mute) succeed and leave the server answering no stream request.
 type fakeNotify struct {
 	srv      *httptest.Server
-	loadMode string // "", "fail", "hang" or "kill"
+	loadMode string // "", "fail", "hang", "kill" or "mute"
+	mute     atomic.Bool
 
 	mu      sync.Mutex
 	subs    map[string]map[chan string]struct{}
@@ -71,6 +73,10 @@ func newFakeNotify(t *testing.T, loadMode string) *fakeNotify {
 }
 
 func (f *fakeNotify) events(w http.ResponseWriter, r *http.Request) {
+	if f.mute.Load() {
+		<-r.Context().Done()
+		return
+	}
 	user, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer u")
 	if !ok {
 		w.WriteHeader(http.StatusUnauthorized)
@@ -166,6 +172,8 @@ func (f *fakeNotify) load(w http.ResponseWriter, r *http.Request) {
 		f.srv.Listener.Close()
 		go f.srv.CloseClientConnections()
 		panic(http.ErrAbortHandler)
+	case "mute":
+		f.mute.Store(true)
 	}
 	f.mu.Lock()
 	close(f.end)

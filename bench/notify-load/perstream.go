@@ -15,6 +15,7 @@ type streamFigures struct {
 	Ended      uint64 `json:"ended"`        // streams the server ended at least once
 	Ends       uint64 `json:"ends"`         // connections it ended, in all
 	Down       uint64 `json:"down"`         // ended and not back when the worker reported
+	Pending    uint64 `json:"pending"`      // of those, with an attempt under way then (no answer yet)
 	Reconnects uint64 `json:"reconnects"`   // connections re-established
 	Failures   uint64 `json:"failures"`     // reconnect attempts that failed
 	FirstEndNs int64  `json:"first_end_ns"` // the first end; 0: none
@@ -59,7 +60,7 @@ func (w *worker) perStream(k int, reloadNs int64) streamFigures {
 	if reloadNs == 0 {
 		reloadNs = pubStart
 	}
-	f := streamFigures{Streams: len(states), IDRegress: w.c.idRegress.Load(),
+	f := streamFigures{Streams: len(states), Pending: uint64(max(w.attempting.Load(), 0)), IDRegress: w.c.idRegress.Load(),
 		ResumeGaps: w.c.resumeGaps.Load(), ResumeGapEvents: w.c.resumeGapEvents.Load()}
 	var up, back hist
 	for _, st := range states {

@@ -111,7 +111,8 @@ type reloadSummary struct {
 	Reconnects        uint64         `json:"reconnects"`
 	ReconnectFailures uint64         `json:"reconnect_failures"`
 	ReconnectErrors   map[string]int `json:"reconnect_errors,omitempty"`
-	Down              uint64         `json:"down"` // ended and not back at the end
+	Down              uint64         `json:"down"`    // ended and not back at the end
+	Pending           uint64         `json:"pending"` // of those, waiting for an answer to a reconnect then
 	UpP50Secs         float64        `json:"up_p50_secs"`
 	UpMaxSecs         float64        `json:"up_max_secs"`
 
@@ -258,7 +259,7 @@ func (rr *reloadRun) finish(st *streamTotals, retry time.Duration, rate float64,
 		return float64(ns-base) / 1e9
 	}
 	f := st.f
-	r.StreamsEnded, r.Ends, r.Down = f.Ended, f.Ends, f.Down
+	r.StreamsEnded, r.Ends, r.Down, r.Pending = f.Ended, f.Ends, f.Down, f.Pending
 	r.EndsFirstSecs, r.EndsLastSecs = after(f.FirstEndNs), after(f.LastEndNs)
 	r.CloseReasons, r.ReconnectErrors = closeReasons, reconnErrs
 	r.Reconnects, r.ReconnectFailures = f.Reconnects, f.Failures
@@ -315,8 +316,8 @@ func (r *reloadSummary) report() string {
 	for _, k := range sortedKeys(r.CloseReasons) {
 		add("    ended x%d: %s", r.CloseReasons[k], k)
 	}
-	add("  reconnects: %d done, %d attempts failed; re-established p50 %.2fs, last %.2fs after the reload; %d still down at the end",
-		r.Reconnects, r.ReconnectFailures, r.UpP50Secs, r.UpMaxSecs, r.Down)
+	add("  reconnects: %d done, %d attempts failed; re-established p50 %.2fs, last %.2fs after the reload; %d still down at the end (%d of them waiting for an answer to a reconnect)",
+		r.Reconnects, r.ReconnectFailures, r.UpP50Secs, r.UpMaxSecs, r.Down, r.Pending)
 	for _, k := range sortedKeys(r.ReconnectErrors) {
 		add("    reconnect failure x%d: %s", r.ReconnectErrors[k], k)
 	}
@@ -326,7 +327,7 @@ func (r *reloadSummary) report() string {
 		r.Late, r.NotBack, r.BackResolutionSecs)
 	all := fmt.Sprintf("%.2fs after the reload", r.AllBackSecs)
 	if r.AllBackSecs < 0 {
-		all = fmt.Sprintf("NEVER: %d streams down, %d not receiving at the end", r.Down, r.NotBack)
+		all = fmt.Sprintf("NEVER: %d streams down (%d waiting for an answer), %d not receiving at the end", r.Down, r.Pending, r.NotBack)
 	}
 	add("  streams receiving again p50 %.2fs; every stream receiving again: %s (drain window %.0fs + retry %.0fs = %.0fs)",
 		r.BackP50Secs, all, r.DrainSecs, r.RetrySecs, r.DrainSecs+r.RetrySecs)
@@ -459,6 +460,7 @@ func (t *streamTotals) add(f streamFigures) {
 	t.f.Ended += f.Ended
 	t.f.Ends += f.Ends
 	t.f.Down += f.Down
+	t.f.Pending += f.Pending
 	t.f.Reconnects += f.Reconnects
 	t.f.Failures += f.Failures
 	if f.FirstEndNs > 0 && (t.f.FirstEndNs == 0 || f.FirstEndNs < t.f.FirstEndNs) {

@@ -80,8 +80,9 @@ func TestReloadRun(t *testing.T) {
 }
 
 // TestReloadRunFailures attacks the tool: a reload that fails, one that
-// hangs, a server that dies at the reload. Each run must end by itself,
-// soon, say what went wrong, and fail.
+// hangs, a server that dies at the reload, one that answers no stream
+// after it. Each run must end by itself, soon, say what went wrong, and
+// fail.
 func TestReloadRunFailures(t *testing.T) {
 	for _, c := range []struct {
 		mode, wantErr string
@@ -89,19 +90,20 @@ func TestReloadRunFailures(t *testing.T) {
 		{"fail", "POST /load: status 500: loading new config: boom"},
 		{"hang", "POST /load"},
 		{"kill", "POST /load"},
+		{"mute", ""},
 	} {
 		f := newFakeNotify(t, c.mode)
 		start := time.Now()
-		code, out, s := runCaptured(t, reloadArgs(f, "-reload-timeout", "300ms")...)
+		code, out, s := runCaptured(t, reloadArgs(f, "-reload-timeout", "300ms", "-connect-timeout", "30s")...)
 		took := time.Since(start)
 		r := s.Reload
-		if code == 0 || s.OK || r == nil || r.Done || !strings.Contains(r.Error, c.wantErr) {
+		if code == 0 || s.OK || r == nil || r.Done != (c.wantErr == "") || !strings.Contains(r.Error, c.wantErr) {
 			t.Fatalf("%s: exit %d, ok %v, reload %+v\n%s", c.mode, code, s.OK, r, out)
 		}
 		if took > 20*time.Second {
 			t.Errorf("%s: the run took %s", c.mode, took)
 		}
-		if !strings.Contains(out, "FAILED: "+r.Error) {
+		if c.wantErr != "" && !strings.Contains(out, "FAILED: "+r.Error) {
 			t.Errorf("%s: the report does not say the reload failed:\n%s", c.mode, out)
 		}
 		switch c.mode {
@@ -116,6 +118,13 @@ func TestReloadRunFailures(t *testing.T) {
 			}
 			if !strings.Contains(out, "NEVER: 30 streams down") {
 				t.Errorf("kill: report:\n%s", out)
+			}
+		case "mute": // every reconnect waits for an answer (30 s) past the end
+			if r.StreamsEnded != 30 || r.Down != 30 || r.Pending != 30 || r.ReconnectFailures != 0 || r.AllBackSecs != -1 {
+				t.Errorf("mute: %+v", r)
+			}
+			if !strings.Contains(out, "NEVER: 30 streams down (30 waiting for an answer)") {
+				t.Errorf("mute: report:\n%s", out)
 			}
 		}
 	}

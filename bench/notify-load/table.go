@@ -217,7 +217,7 @@ func writeReloadRows(w io.Writer, wl string, c, n *summary) {
 		row{"**every stream receiving again (s after the reload)**", func(s *summary) (float64, string, bool) {
 			r := s.Reload
 			if r.AllBackSecs < 0 {
-				return 0, fmt.Sprintf("never (%d down, %d not receiving)", r.Down, r.NotBack), false
+				return 0, fmt.Sprintf("never (%d down, %d waiting for an answer; %d not receiving)", r.Down, r.Pending, r.NotBack), false
 			}
 			return r.AllBackSecs, fmt.Sprintf("%.2f", r.AllBackSecs), true
 		}},

@@ -244,9 +244,10 @@ type worker struct {
 	pubStart     atomic.Int64 // from the start command
 	gaps         []gap        // of streams reconnected without a last event ID; under mu
 
-	states []*streamState // of every established stream; under mu
-	quit   chan struct{}  // closed when the worker reports: reconnecting streams stop
-	quitMu sync.Once
+	states     []*streamState // of every established stream; under mu
+	attempting atomic.Int64   // reconnect attempts under way (reopen)
+	quit       chan struct{}  // closed when the worker reports: reconnecting streams stop
+	quitMu     sync.Once
 }
 
 // gap is the unresumable gap of one stream: seqs lo..hi of its user.
