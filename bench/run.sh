@@ -15,7 +15,8 @@
 #
 # Environment:
 #   BENCH_DURATION   publishing seconds per workload (default 20)
-#   BENCH_WORKLOADS  workloads to run, of: a b c d e f g h i j k l m n o p q r (default all but r; g needs BENCH_MODE=stream)
+#   BENCH_WORKLOADS  workloads to run, of: a b c d e f g h i j k l m n o p q r s t (default all but r, s and t;
+#                    g needs BENCH_MODE=stream)
 #   BENCH_ATTACK_DURATION  seconds of attack in (h) and (i) (default 10, or BENCH_DURATION when shorter)
 #   BENCH_AUTH_DELAY the auth API refuses unknown tokens after this long (default 200ms)
 #   BENCH_AUTH_CONCURRENCY  when set, `auth_concurrency <n>` is added to every Caddyfile (the
@@ -32,6 +33,14 @@
 #                    takes them; more sends JSON arrays)
 #   BENCH_STORM_USERS users of workload (g) (default 10000, one per stream; 1000 gives every
 #                    stream an event per second, so that every one resumes with Last-Event-ID)
+#   BENCH_RELOAD_DRAIN  workload (s): the drain window the load tool allows for (default 10s, the
+#                    module's reload_drain default). When set, `reload_drain <it>` is also added to
+#                    the Caddyfiles of (s) (the subdirective is newer than the load tool: unset, the
+#                    module's default applies, or none before it exists)
+#   BENCH_RELOAD_RATE events/s of (s) (default 1000: nchan's publishing nginx fell behind 2000 during the reload)
+#   BENCH_FAN_RATE   messages/s of (t), each to 10,000 streams (default 0.2: a listed message is
+#                    69 KB, and every stream gets all of it: 138 MB/s to write and read)
+#   BENCH_FAN_DURATION  publishing seconds of (t) (default 60)
 #
 # Workloads:
 #   a  1,000 streams / 1,000 users / 1,000 events/s
@@ -60,6 +69,19 @@
 #      both servers (nginx on an h2c-only listener, http2_max_concurrent_streams 250)
 #   r  publish throughput: (a) with 20,000 events/s asked for 10 s (BENCH_PUBLISH=http: what the
 #      publishing server accepts; the load tool reports messages/s published without error)
+#   s  reload: 19,000 HTTP/1.1 streams / 19,000 users / BENCH_RELOAD_RATE events/s; 5 s into
+#      publishing the server is reloaded once (Caddy: its admin API, POST /load of the running
+#      config with Cache-Control: must-revalidate; nchan: nginx -s reload) while a new user opens
+#      a stream every 100 ms; streams reconnect as EventSource does (retry field, Last-Event-ID).
+#      Publishing lasts for the reload window (drain window + 3 s retry + 2 s) and 3 s more.
+#      Runs: s (the same config), s-change (the notify handler's channel, or stream, renamed;
+#      nchan: its channel ids prefixed; the publisher follows once the reload is done), then
+#      s-h2 and s-h2-change: the same with 20,000 h2c streams (80 connections x 250; nginx on an
+#      h2c listener, as m)
+#   t  group fan-out (caddy only): 10,000 streams / 10,000 users, BENCH_FAN_RATE messages/s for
+#      BENCH_FAN_DURATION s, each for all 10,000 users. t-group: {"groups":"g0"} with `groups_field groups` (the auth API
+#      puts every user in g0; skipped while the module does not know groups_field); t-list: the
+#      same messages listing the 10,000 users in recipient_id
 #   n  (a) over TLS, HTTP/1.1      o  (d) over TLS, HTTP/1.1
 #   p  (a) over TLS, HTTP/2        q  (d) over TLS, HTTP/2 (250 streams per connection)
 #      TLS: one self-signed certificate (ECDSA P-256) for both servers, made in the output directory
@@ -77,6 +99,24 @@ WORKLOADS=${BENCH_WORKLOADS:-"a b c d e f g h i j k l m n o p q"}
 ATTACK_DUR=${BENCH_ATTACK_DURATION:-$((DUR < 10 ? DUR : 10))}
 AUTH_DELAY=${BENCH_AUTH_DELAY:-200ms}
 AUTH_CONCURRENCY=${BENCH_AUTH_CONCURRENCY:-}
+RELOAD_DRAIN=${BENCH_RELOAD_DRAIN:-10s}
+RELOAD_RATE=${BENCH_RELOAD_RATE:-1000}
+FAN_RATE=${BENCH_FAN_RATE:-0.2}
+FAN_DUR=${BENCH_FAN_DURATION:-60}
+# duration_ms D: a whole number of ms, s or m (BENCH_RELOAD_DRAIN) in milliseconds.
+duration_ms() {
+	case $1 in
+	*[!0-9]*ms | ms) ;;
+	*ms) echo "${1%ms}" && return ;;
+	*[!0-9]*s | s) ;;
+	*s) echo $((${1%s} * 1000)) && return ;;
+	*[!0-9]*m | m) ;;
+	*m) echo $((${1%m} * 60000)) && return ;;
+	esac
+	echo "bench: $1: a duration must be a whole number of ms, s or m" >&2
+	return 1
+}
+duration_ms "$RELOAD_DRAIN" >/dev/null || exit 2
 TARGETS=${BENCH_TARGETS:-"caddy nchan"}
 IDLE=${BENCH_IDLE:-5}
 HEARTBEAT=${BENCH_HEARTBEAT:-15s}
@@ -153,6 +193,8 @@ runs_of() {
 	b) echo "b b-control" ;;
 	h) echo "h h-valid" ;;
 	k) echo "k k-default" ;;
+	s) echo "s s-change s-h2 s-h2-change" ;;
+	t) echo "t-group t-list" ;;
 	*) echo "$1" ;;
 	esac
 }
@@ -162,9 +204,13 @@ runs_of() {
 # lines added to Caddy's notify block (WL_OPTS, one per line), another
 # source line (WL_SOURCE), a command run against the flushed Redis before
 # the server starts (WL_PRESTART), why nchan does not run it (WL_NO_NCHAN),
-# its URL scheme (WL_SCHEME) and nginx's listen options (WL_LISTEN).
+# its URL scheme (WL_SCHEME), nginx's listen options (WL_LISTEN), the
+# server's reload (WL_RELOAD: same or change; run_caddy and run_nchan add
+# the server's own reload flags) and a query added to the auth URL
+# (WL_AUTH_QUERY).
 workload() {
 	WL_TOOL=run WL_OPTS="" WL_SOURCE="" WL_PRESTART=() WL_NO_NCHAN="" WL_SCHEME=http WL_LISTEN=""
+	WL_RELOAD="" WL_AUTH_QUERY=""
 	local attack=(-duration "${ATTACK_DUR}s" -baseline 2s -drain 10s -probe-src 127.0.0.2 -probe-interval 250ms)
 	case $1 in
 	a) WL_ARGS=(-streams 1000 -users 1000 -rate 1000 -duration "${DUR}s") ;;
@@ -212,6 +258,28 @@ workload() {
 		WL_ARGS=(-streams 20000 -users 20000 -proto h2 -streams-per-conn 250 -rate 1000 -duration "${DUR}s"
 			-connect-concurrency 2000 -connect-timeout 60s)
 		WL_LISTEN=http2 ;;
+	s | s-change | s-h2 | s-h2-change)
+		# Publishing covers the reload window (drain + retry + 2 s) and 3 s more.
+		local drain_ms at_ms=5000
+		drain_ms=$(duration_ms "$RELOAD_DRAIN")
+		WL_ARGS=(-rate "$RELOAD_RATE" -duration "$((at_ms + drain_ms + 8000))ms" -reload-at "${at_ms}ms"
+			-reload-drain "$RELOAD_DRAIN" -probe-interval 100ms -drain 5s -connect-timeout 60s)
+		case $1 in
+		s-h2*)
+			WL_ARGS+=(-streams 20000 -users 20000 -proto h2 -streams-per-conn 250 -connect-concurrency 2000)
+			WL_LISTEN=http2 ;;
+		*) WL_ARGS+=(-streams 19000 -users 19000 -src-ips 2 -connect-concurrency 1000) ;;
+		esac
+		WL_RELOAD=same
+		case $1 in *-change) WL_RELOAD=change ;; esac
+		if [ -n "${BENCH_RELOAD_DRAIN:-}" ]; then WL_OPTS="reload_drain $RELOAD_DRAIN"; fi ;;
+	t-group | t-list)
+		WL_ARGS=(-streams 10000 -users 10000 -fan 1 -fan-by "${1#t-}" -rate "$FAN_RATE" -duration "${FAN_DUR}s")
+		if [ "$1" = t-group ]; then
+			WL_OPTS="groups_field groups"
+			WL_AUTH_QUERY="?group_mod=1" # every user in g0
+		fi
+		WL_NO_NCHAN="it measures caddy-notify's CPU per delivery by group against a recipient list" ;;
 	n | o | p | q)
 		local base=a
 		case $1 in o | q) base=d ;; esac
@@ -228,9 +296,16 @@ workload() {
 
 # run_caddy W: one workload (or variant) against a fresh Caddy.
 run_caddy() {
-	local w=$1 port dir=$OUT/caddy-$1 opts
+	local w=$1 port dir=$OUT/caddy-$1 opts admin="admin off" reload=()
 	mkdir -p "$dir"
 	port=$($LOAD freeport)
+	if [ -n "$WL_RELOAD" ]; then # the load tool reloads it through its admin API
+		local adminport
+		adminport=$($LOAD freeport)
+		admin="admin 127.0.0.1:$adminport"
+		reload=(-reload-admin "http://127.0.0.1:$adminport")
+		if [ "$WL_RELOAD" = change ]; then reload+=(-reload-change notifications-v2); fi
+	fi
 	# The workload's own lines, then auth_concurrency when asked for, as
 	# lines of the notify block.
 	opts=$({
@@ -239,7 +314,7 @@ run_caddy() {
 	} | sed -e '/^$/d' -e 's/^/\t\t/')
 	cat >"$dir/Caddyfile" <<EOF
 {
-	admin off
+	$admin
 	auto_https off
 	persist_config off
 	grace_period 1s
@@ -252,7 +327,7 @@ $WL_SCHEME://127.0.0.1:$port {
 	notify /events {
 		redis redis://127.0.0.1:$REDIS_PORT/0
 		${WL_SOURCE:-$SOURCE_LINE}
-		auth_url http://127.0.0.1:$AUTH_PORT/auth
+		auth_url http://127.0.0.1:$AUTH_PORT/auth$WL_AUTH_QUERY
 		heartbeat $HEARTBEAT
 $opts
 	}
@@ -313,7 +388,7 @@ EOP
 	fi
 	case $WL_TOOL in
 	run)
-		"$LOAD" run "${common[@]}" "${WL_ARGS[@]}" -mode "$mode" -redis "127.0.0.1:$REDIS_PORT" "${pub[@]}" \
+		"$LOAD" run "${common[@]}" "${WL_ARGS[@]}" "${reload[@]}" -mode "$mode" -redis "127.0.0.1:$REDIS_PORT" "${pub[@]}" \
 			-redis-pid "$REDIS_PID" -auth-stats "http://127.0.0.1:$AUTH_PORT/stats" -deadline 8m
 		;;
 	attack)
@@ -334,16 +409,34 @@ run_nchan() {
 	port=$($LOAD freeport)
 	pubport=$($LOAD freeport)
 	local f
-	for f in sub pub; do
+	# render F PREFIX: nginx's config F (sub or pub), its channel ids prefixed by PREFIX.
+	render() {
 		sed -e "s#@DIR@#$dir#g; s#@REDIS_PORT@#$REDIS_PORT#g; s#@AUTH_PORT@#$AUTH_PORT#g" \
 			-e "s#@PORT@#$port#g; s#@PUB_PORT@#$pubport#g; s#@WORKERS@#$(nproc)#g" \
-			-e "s#@LISTEN@#$WL_LISTEN#g" \
+			-e "s#@LISTEN@#$WL_LISTEN#g; s#@CHANNEL_PREFIX@#$2#g" \
 			-e "s#@TLS@#$([ "$WL_SCHEME" = https ] && echo "ssl_certificate $OUT/cert.pem; ssl_certificate_key $OUT/key.pem;")#g" \
-			"$ROOT/bench/nchan-$f.conf.tmpl" >"$dir/nginx-$f.conf"
+			"$ROOT/bench/nchan-$1.conf.tmpl"
+	}
+	for f in sub pub; do
+		render $f "" >"$dir/nginx-$f.conf"
 		nginx -c "$dir/nginx-$f.conf" -p "$dir/" -g 'daemon off;' >"$dir/nginx-$f.out" 2>&1 &
 		PIDS+=("$!")
 		eval "${f}_pid=$!"
 	done
+	# (s): the load tool reloads the subscribers' nginx, with the same
+	# config or with its channel ids prefixed by v2_ (the publisher then
+	# posts to /pub-v2/<user>); the nginx master's CPU counts its workers,
+	# the old ones included.
+	local reload=() servers
+	if [ -n "$WL_RELOAD" ]; then
+		local sig="nginx -c $dir/nginx-sub.conf -p $dir/ -s reload"
+		reload=(-reload-cmd "$sig")
+		if [ "$WL_RELOAD" = change ]; then
+			render sub v2_ >"$dir/nginx-sub-changed.conf"
+			reload=(-reload-cmd "cp $dir/nginx-sub-changed.conf $dir/nginx-sub.conf && $sig"
+				-reload-change v2_ -reload-pub-url "http://127.0.0.1:$pubport/pub-v2/{user}")
+		fi
+	fi
 	wait_port "$port"
 	wait_port "$pubport"
 	sleep 0.5
@@ -351,12 +444,14 @@ run_nchan() {
 	local workers pubworkers
 	workers=$(pgrep -P "$sub_pid" | paste -sd, -)
 	pubworkers=$(pgrep -P "$pub_pid" | paste -sd, -)
+	servers=(-server-pids "$workers")
+	if [ -n "$WL_RELOAD" ]; then servers=(-server-pids "$sub_pid" -server-tree); fi
 	echo "bench: ($w) nchan"
 	case $WL_TOOL in
 	run)
-		"$LOAD" run -label "nchan-$w" -url "$WL_SCHEME://127.0.0.1:$port/sub/{user}" "${WL_ARGS[@]}" \
+		"$LOAD" run -label "nchan-$w" -url "$WL_SCHEME://127.0.0.1:$port/sub/{user}" "${WL_ARGS[@]}" "${reload[@]}" \
 			-mode nchan -pub-url "http://127.0.0.1:$pubport/pub/{user}" -redis "127.0.0.1:$REDIS_PORT" \
-			-server-pids "$workers" -redis-pid "$REDIS_PID" -aux-pids "$pubworkers" \
+			"${servers[@]}" -redis-pid "$REDIS_PID" -aux-pids "$pubworkers" \
 			-auth-stats "http://127.0.0.1:$AUTH_PORT/stats" -deadline 8m
 		;;
 	attack) # {user}: a random one for the attacker, the legitimate user's own for the probes

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/url"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -25,11 +26,19 @@ import (
 // their peak) and the connections it accepted (and the peak open at once),
 // for GET /stats; GET /stats?reset=1 also restarts both peaks from the
 // current values, so that each workload measures its own.
+//
+// Groups: with groups (every user is in each) or groupMod k (user N is in
+// group g<N mod k>, see fan.go), a 200 answer also carries "groups": [...].
+// The query of the auth URL may set both per request, as groups=a,b and
+// group_mod=k, so that one auth API serves workloads with and without
+// groups: a handler's auth_url ending in ?group_mod=1 puts every user in g0.
 type authAPI struct {
 	calls   atomic.Uint64
 	refused atomic.Uint64
 
 	unknownDelay time.Duration
+	groups       []string
+	groupMod     int
 
 	inflight peakGauge // requests being answered
 	conns    atomic.Uint64
@@ -114,8 +123,59 @@ func (a *authAPI) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
+	groups, err := a.groupsOf(r.URL.Query(), user)
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusBadRequest)
+		return
+	}
+	b := append(make([]byte, 0, 64), `{"user_id":"`...)
+	b = append(b, user...)
+	b = append(b, '"')
+	if len(groups) > 0 {
+		b = append(b, `,"groups":[`...)
+		for i, g := range groups {
+			if i > 0 {
+				b = append(b, ',')
+			}
+			b = strconv.AppendQuote(b, g)
+		}
+		b = append(b, ']')
+	}
 	w.Header().Set("Content-Type", "application/json")
-	_, _ = w.Write([]byte(`{"user_id":"` + user + `"}` + "\n"))
+	_, _ = w.Write(append(b, "}\n"...))
+}
+
+// groupsOf returns the groups of user (a decimal id): the API's own
+// settings, or those of the request's query (groups, group_mod) when it
+// names them.
+func (a *authAPI) groupsOf(q url.Values, user string) ([]string, error) {
+	groups, mod := a.groups, a.groupMod
+	if q.Has("groups") {
+		groups = splitList(q.Get("groups"))
+	}
+	if q.Has("group_mod") {
+		n, err := strconv.Atoi(q.Get("group_mod"))
+		if err != nil || n < 0 {
+			return nil, fmt.Errorf("group_mod must be a whole number, not %q", q.Get("group_mod"))
+		}
+		mod = n
+	}
+	if mod > 0 {
+		n, _ := strconv.ParseUint(user, 10, 63)
+		groups = append(groups[:len(groups):len(groups)], groupName(int(n%uint64(mod))))
+	}
+	return groups, nil
+}
+
+// splitList splits a comma-separated list, leaving out empty items.
+func splitList(s string) []string {
+	var out []string
+	for _, f := range strings.Split(s, ",") {
+		if f = strings.TrimSpace(f); f != "" {
+			out = append(out, f)
+		}
+	}
+	return out
 }
 
 // tokenUser maps "Bearer u<N>" to "N".
@@ -130,14 +190,12 @@ func tokenUser(h string) (string, bool) {
 	return tok[1:], true
 }
 
-// startAuth serves the auth API on addr until ctx ends; unknown tokens are
-// refused after unknownDelay.
-func startAuth(ctx context.Context, addr string, unknownDelay time.Duration) (*authAPI, string, error) {
+// startAuth serves the auth API a on addr until ctx ends.
+func startAuth(ctx context.Context, addr string, a *authAPI) (string, error) {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
-		return nil, "", err
+		return "", err
 	}
-	a := &authAPI{unknownDelay: unknownDelay}
 	srv := &http.Server{Handler: a, ReadHeaderTimeout: 10 * time.Second, ConnState: a.connState}
 	go func() {
 		<-ctx.Done()
@@ -150,7 +208,7 @@ func startAuth(ctx context.Context, addr string, unknownDelay time.Duration) (*a
 			fmt.Println("auth API:", err)
 		}
 	}()
-	return a, ln.Addr().String(), nil
+	return ln.Addr().String(), nil
 }
 
 // authCalls asks an auth API started by another process for its call count.

@@ -4,6 +4,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -78,5 +79,44 @@ func TestPeakGauge(t *testing.T) {
 	g.resetPeak()
 	if g.peak.Load() != 1 {
 		t.Fatalf("peak after reset %d, want 1", g.peak.Load())
+	}
+}
+
+// TestAuthAPIGroups: with -groups or -group-mod (or their query on the
+// auth URL, which wins), a 200 carries the user's groups.
+func TestAuthAPIGroups(t *testing.T) {
+	a := &authAPI{groups: []string{"all"}}
+	srv := httptest.NewServer(a)
+	defer srv.Close()
+	get := func(token, query string) (int, string) {
+		req, _ := http.NewRequest("GET", srv.URL+"/auth"+query, nil)
+		req.Header.Set("Authorization", "Bearer "+token)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, strings.TrimSpace(string(b))
+	}
+	for _, c := range []struct {
+		token, query string
+		code         int
+		body         string
+	}{
+		{"u7", "", 200, `{"user_id":"7","groups":["all"]}`},
+		{"u7", "?group_mod=3", 200, `{"user_id":"7","groups":["all","g1"]}`},
+		{"u7", "?groups=&group_mod=1", 200, `{"user_id":"7","groups":["g0"]}`},
+		{"u7", "?groups=a,b", 200, `{"user_id":"7","groups":["a","b"]}`},
+		{"u7", "?groups=", 200, `{"user_id":"7"}`},
+		{"u7", "?group_mod=x", 400, "group_mod must be a whole number, not \"x\""},
+		{"x", "?group_mod=1", 401, `{"detail":"invalid token"}`},
+	} {
+		if code, body := get(c.token, c.query); code != c.code || body != c.body {
+			t.Errorf("%s%s: %d %s, want %d %s", c.token, c.query, code, body, c.code, c.body)
+		}
+	}
+	if len(a.groups) != 1 {
+		t.Errorf("the API's own groups changed: %v", a.groups)
 	}
 }

@@ -73,11 +73,18 @@ func TestReadSSEAccounting(t *testing.T) {
 	}
 }
 
-func TestReadSSELineTooLong(t *testing.T) {
-	s, _ := newState("1")
-	err := readSSE(bufio.NewReaderSize(strings.NewReader("data: "+strings.Repeat("x", 100)+"\n\n"), 16), s)
-	if err != errLineTooLong {
-		t.Fatalf("got %v, want errLineTooLong", err)
+// A line longer than the reader's buffer is read from its start, the rest
+// skipped: a fan-out message listing thousands of users still counts.
+func TestReadSSELongLine(t *testing.T) {
+	s, c := newState("1")
+	long := msg(1, 1)[:len(msg(1, 1))-1] + `,"pad":"` + strings.Repeat("x", 300) + `"}`
+	err := readSSE(bufio.NewReaderSize(strings.NewReader("data: "+long+"\n\ndata: "+msg(1, 2)+"\n\n"), 64), s)
+	if err != io.EOF || c.unique.Load() != 2 || c.unparsed.Load() != 0 {
+		t.Fatalf("err %v, unique %d, unparsed %d; want EOF, 2, 0", err, c.unique.Load(), c.unparsed.Load())
+	}
+	err = readSSE(bufio.NewReaderSize(strings.NewReader("data: "+strings.Repeat("x", 100)), 16), s)
+	if err != io.EOF && err != io.ErrUnexpectedEOF {
+		t.Fatalf("cut long line: %v", err)
 	}
 }
 
@@ -384,5 +391,34 @@ func TestGapRange(t *testing.T) {
 	}
 	if c.unique.Load() != 2 || c.gapRecv.Load() != 1 || c.dup.Load() != 1 {
 		t.Errorf("unique %d gapRecv %d dup %d, want 2 1 1", c.unique.Load(), c.gapRecv.Load(), c.dup.Load())
+	}
+}
+
+func TestParseIDPair(t *testing.T) {
+	for _, c := range []struct {
+		id   string
+		want [2]uint64
+		ok   bool
+	}{
+		{"1700000000000-0", [2]uint64{1700000000000, 0}, true},
+		{"1796646471:12", [2]uint64{1796646471, 12}, true},
+		{"", [2]uint64{}, false},
+		{"12", [2]uint64{}, false},
+		{"-1", [2]uint64{}, false},
+		{"1-", [2]uint64{}, false},
+		{"1-x", [2]uint64{}, false},
+		{"1:[0]", [2]uint64{}, false},
+	} {
+		v, ok := parseIDPair([]byte(c.id))
+		if ok != c.ok || v != c.want {
+			t.Errorf("%q: %v %v, want %v %v", c.id, v, ok, c.want, c.ok)
+		}
+	}
+	s, c := newState("1")
+	for _, id := range []string{"5-0", "5-1", "x", "5-1", "4-9", "6-0"} {
+		s.onMessageID([]byte(id))
+	}
+	if c.idRegress.Load() != 2 {
+		t.Errorf("%d regressions, want 2 (5-1 again, 4-9)", c.idRegress.Load())
 	}
 }

@@ -26,6 +26,8 @@ import (
 type prober struct {
 	url         string // {user} is replaced by user
 	user        int
+	spread      int    // > 1: probe n opens a stream of user + n mod spread (a new user each time)
+	proto       string // h1 (default) or h2: h2c with prior knowledge, a new connection per probe
 	src         string // source address, e.g. 127.0.0.2; "" any
 	interval    time.Duration
 	timeout     time.Duration
@@ -33,6 +35,7 @@ type prober struct {
 	maxInflight int
 
 	lat      hist
+	n        atomic.Uint64 // probes started
 	ok       atomic.Uint64
 	failed   atomic.Uint64
 	skipped  atomic.Uint64
@@ -72,7 +75,15 @@ func (p *prober) run(ctx context.Context) {
 
 // once opens one stream and records its outcome.
 func (p *prober) once() {
-	d, err := p.open()
+	user := p.user
+	if n := p.n.Add(1) - 1; p.spread > 1 {
+		user += int(n % uint64(p.spread))
+	}
+	open := p.open
+	if p.proto == "h2" {
+		open = p.openH2
+	}
+	d, err := open(user)
 	if err != nil {
 		p.failed.Add(1)
 		p.failures.add(err)
@@ -82,9 +93,10 @@ func (p *prober) once() {
 	p.lat.record(d)
 }
 
-// open opens a stream and returns the time to its first frame (or 200).
-func (p *prober) open() (time.Duration, error) {
-	u, err := url.Parse(userURL(p.url, p.user))
+// open opens a stream of user over HTTP/1.1 and returns the time to its
+// first frame (or 200).
+func (p *prober) open(user int) (time.Duration, error) {
+	u, err := url.Parse(userURL(p.url, user))
 	if err != nil {
 		return 0, err
 	}
@@ -101,12 +113,49 @@ func (p *prober) open() (time.Duration, error) {
 	defer conn.Close()
 	_ = conn.SetDeadline(deadline)
 	req := "GET " + u.RequestURI() + " HTTP/1.1\r\nHost: " + u.Host +
-		"\r\nAuthorization: Bearer u" + strconv.Itoa(p.user) +
+		"\r\nAuthorization: Bearer u" + strconv.Itoa(user) +
 		"\r\nAccept: text/event-stream\r\nCache-Control: no-cache\r\n\r\n"
 	if _, err := io.WriteString(conn, req); err != nil {
 		return 0, err
 	}
 	resp, err := http.ReadResponse(bufio.NewReaderSize(conn, 4096), nil)
+	if err != nil {
+		return 0, err
+	}
+	// No resp.Body.Close: it would read the endless stream to its end (the
+	// deadline); closing the connection ends the probe's stream at once.
+	if resp.StatusCode != http.StatusOK {
+		return 0, statusError(resp.StatusCode)
+	}
+	if p.firstFrame {
+		if _, err := newFrameReader(resp.Body, 0).next(); err != nil {
+			return 0, errors.New("no first frame: " + errKey(err))
+		}
+	}
+	return time.Since(start), nil
+}
+
+// openH2 opens a stream of user over a new h2c connection (prior
+// knowledge) and returns the time to its first frame (or 200).
+func (p *prober) openH2(user int) (time.Duration, error) {
+	start := time.Now()
+	ctx, cancel := context.WithTimeout(context.Background(), p.timeout)
+	defer cancel()
+	d := net.Dialer{}
+	if p.src != "" {
+		d.LocalAddr = &net.TCPAddr{IP: net.ParseIP(p.src)}
+	}
+	var protos http.Protocols
+	protos.SetUnencryptedHTTP2(true)
+	tr := &http.Transport{Protocols: &protos, DialContext: d.DialContext, DisableCompression: true}
+	defer tr.CloseIdleConnections()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, userURL(p.url, user), nil)
+	if err != nil {
+		return 0, err
+	}
+	req.Header.Set("Authorization", "Bearer u"+strconv.Itoa(user))
+	req.Header.Set("Accept", "text/event-stream")
+	resp, err := tr.RoundTrip(req)
 	if err != nil {
 		return 0, err
 	}
@@ -129,13 +178,14 @@ type probeSummary struct {
 	Failed   uint64         `json:"failed"`
 	Skipped  uint64         `json:"skipped"` // ticks with maxInflight probes still open
 	P50ms    float64        `json:"p50_ms"`
+	P99ms    float64        `json:"p99_ms"`
 	Maxms    float64        `json:"max_ms"`
 	Failures map[string]int `json:"failures,omitempty"`
 }
 
 func (p *prober) summary() probeSummary {
 	return probeSummary{Probes: p.ok.Load() + p.failed.Load(), OK: p.ok.Load(), Failed: p.failed.Load(),
-		Skipped: p.skipped.Load(), P50ms: msOf(p.lat.quantile(0.5)), Maxms: msOf(time.Duration(p.lat.max.Load())),
+		Skipped: p.skipped.Load(), P50ms: msOf(p.lat.quantile(0.5)), P99ms: msOf(p.lat.quantile(0.99)), Maxms: msOf(time.Duration(p.lat.max.Load())),
 		Failures: p.failures.snapshot()}
 }
 

@@ -48,29 +48,98 @@ func sampleProcs(pids []int) procSample {
 	return s
 }
 
+// sampleTree is sampleProcs of pids and their children (one level, as an
+// nginx master's workers), the CPU of the children each pid has reaped
+// included (cutime+cstime): the workers a reload replaced are counted.
+func sampleTree(pids []int) procSample {
+	s := procSample{OK: len(pids) > 0}
+	for _, pid := range pids {
+		kids := procChildren(pid)
+		p := sampleProcs(append([]int{pid}, kids...))
+		reaped, err := procChildCPU(pid)
+		if !p.OK && len(kids) > 0 { // a child exited between the two reads: once more
+			kids = procChildren(pid)
+			p = sampleProcs(append([]int{pid}, kids...))
+			reaped, err = procChildCPU(pid)
+		}
+		if !p.OK || err != nil {
+			s.OK = false
+			continue
+		}
+		s.CPUSecs += p.CPUSecs + reaped
+		s.RSSKiB += p.RSSKiB
+		s.PSSKiB += p.PSSKiB
+	}
+	return s
+}
+
+// procChildren lists the children of pid (/proc/<pid>/task/*/children).
+func procChildren(pid int) []int {
+	tasks, _ := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
+	var kids []int
+	for _, t := range tasks {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%s/children", pid, t.Name()))
+		if err != nil {
+			continue
+		}
+		for _, f := range strings.Fields(string(b)) {
+			if k, err := strconv.Atoi(f); err == nil {
+				kids = append(kids, k)
+			}
+		}
+	}
+	return kids
+}
+
 // procCPU returns utime+stime of pid in seconds.
 func procCPU(pid int) (float64, error) {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	f, err := procStatFields(pid)
 	if err != nil {
 		return 0, err
+	}
+	return statSecs(pid, f[11], f[12])
+}
+
+// procChildCPU returns cutime+cstime of pid in seconds: the CPU of the
+// children it waited for.
+func procChildCPU(pid int) (float64, error) {
+	f, err := procStatFields(pid)
+	if err != nil {
+		return 0, err
+	}
+	return statSecs(pid, f[13], f[14])
+}
+
+// statSecs adds two clock-tick fields of /proc/<pid>/stat in seconds.
+func statSecs(pid int, a, b string) (float64, error) {
+	x, err1 := strconv.ParseUint(a, 10, 64)
+	y, err2 := strconv.ParseUint(b, 10, 64)
+	if err1 != nil || err2 != nil {
+		return 0, fmt.Errorf("/proc/%d/stat: bad time fields", pid)
+	}
+	return float64(x+y) / clockTicks, nil
+}
+
+// procStatFields returns the fields of /proc/<pid>/stat from field 3
+// (state) on.
+func procStatFields(pid int) ([]string, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return nil, err
 	}
 	// The command name (field 2) may hold spaces: fields are counted
 	// after its closing parenthesis.
 	i := bytes.LastIndexByte(b, ')')
 	if i < 0 {
-		return 0, fmt.Errorf("/proc/%d/stat: no command name", pid)
+		return nil, fmt.Errorf("/proc/%d/stat: no command name", pid)
 	}
 	f := strings.Fields(string(b[i+1:]))
-	// f[0] is field 3 (state); utime is field 14, stime field 15.
-	if len(f) < 13 {
-		return 0, fmt.Errorf("/proc/%d/stat: too few fields", pid)
+	// f[0] is field 3 (state); utime, stime, cutime and cstime are fields
+	// 14 to 17.
+	if len(f) < 15 {
+		return nil, fmt.Errorf("/proc/%d/stat: too few fields", pid)
 	}
-	ut, err1 := strconv.ParseUint(f[11], 10, 64)
-	st, err2 := strconv.ParseUint(f[12], 10, 64)
-	if err1 != nil || err2 != nil {
-		return 0, fmt.Errorf("/proc/%d/stat: bad utime/stime", pid)
-	}
-	return float64(ut+st) / clockTicks, nil
+	return f, nil
 }
 
 // procRSS returns VmRSS of pid in KiB.

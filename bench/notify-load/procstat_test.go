@@ -2,6 +2,8 @@ package main
 
 import (
 	"os"
+	"os/exec"
+	"slices"
 	"testing"
 	"time"
 )
@@ -33,4 +35,40 @@ func TestStatusFieldAndRSSPeak(t *testing.T) {
 		t.Errorf("peak %d KiB, want at least %d KiB + 48 MiB", peak, before)
 	}
 	_ = b[len(b)-1]
+}
+
+// TestSampleTree: a parent's sample counts its children, and the CPU of a
+// child it waited for stays counted once the child is gone (an nginx
+// master whose workers a reload replaced).
+func TestSampleTree(t *testing.T) {
+	me := os.Getpid()
+	burn := exec.Command("sh", "-c", "i=0; while [ $i -lt 200000 ]; do i=$((i+1)); done; sleep 30")
+	if err := burn.Start(); err != nil {
+		t.Skip("no sh:", err)
+	}
+	defer func() { _ = burn.Process.Kill(); _ = burn.Wait() }()
+	if !slices.Contains(procChildren(me), burn.Process.Pid) {
+		t.Fatalf("children of %d: %v, want %d among them", me, procChildren(me), burn.Process.Pid)
+	}
+	var with procSample
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+		if c, err := procCPU(burn.Process.Pid); err == nil && c >= 0.05 {
+			break
+		}
+	}
+	with = sampleTree([]int{me})
+	alone := sampleProcs([]int{me})
+	child, _ := procCPU(burn.Process.Pid)
+	if !with.OK || with.CPUSecs < alone.CPUSecs+child-0.02 || with.RSSKiB <= alone.RSSKiB {
+		t.Errorf("tree %+v, process alone %+v, child cpu %.2f", with, alone, child)
+	}
+	_ = burn.Process.Kill()
+	_ = burn.Wait()
+	after := sampleTree([]int{me})
+	if !after.OK || after.CPUSecs < with.CPUSecs-0.01 {
+		t.Errorf("after the child was reaped: %+v, before %+v", after, with)
+	}
+	if s := sampleTree([]int{1 << 30}); s.OK {
+		t.Error("a missing pid sampled OK")
+	}
 }

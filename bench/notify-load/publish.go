@@ -42,6 +42,43 @@ type pubConfig struct {
 	duration time.Duration
 	users    int
 	pad      int
+	// fan, when set, makes every event a fan-out message to a group of
+	// users (fan.go) instead of a message to one user.
+	fan *fanout
+	// switched, once set (by a changed reload, reload.go), makes the
+	// publisher follow the server's new source: it publishes to newName
+	// (channel or stream) or, by HTTP, to newPubURL.
+	switched  *atomic.Bool
+	newName   string
+	newPubURL string
+}
+
+// names returns the channel and stream the events go to now.
+func (cfg *pubConfig) names() (channel, stream string) {
+	if cfg.switched != nil && cfg.switched.Load() && cfg.newName != "" {
+		return cfg.newName, cfg.newName
+	}
+	return cfg.channel, cfg.stream
+}
+
+// url returns the publisher URL the events go to now.
+func (cfg *pubConfig) url() string {
+	if cfg.switched != nil && cfg.switched.Load() && cfg.newPubURL != "" {
+		return cfg.newPubURL
+	}
+	return cfg.pubURL
+}
+
+// message appends the message of event k, stamped now, to dst.
+func (cfg *pubConfig) message(dst []byte, k int, now int64) []byte {
+	if cfg.fan != nil {
+		return cfg.fan.appendMessage(dst, k, now)
+	}
+	user := k % cfg.users
+	if cfg.foreign {
+		user += cfg.users
+	}
+	return appendMessage(dst, user, uint64(k/cfg.users+1), now, cfg.pad)
 }
 
 // pubResult is what the publisher did.
@@ -86,21 +123,22 @@ func publish(ctx context.Context, cfg pubConfig) (pubResult, error) {
 		send = func(ks []int) uint64 {
 			pipe := rdb.Pipeline()
 			now := time.Now().UnixNano()
+			channel, stream := cfg.names()
 			for _, k := range ks {
 				user := k % cfg.users
 				if cfg.foreign {
 					user += cfg.users
 				}
-				buf = appendMessage(buf[:0], user, uint64(k/cfg.users+1), now, cfg.pad)
-				part := partition.Partition(strconv.Itoa(user), n)
+				buf = cfg.message(buf[:0], k, now)
+				part := partition.Partition(strconv.Itoa(user), n) // 0 for fan-out: one partition
 				switch {
 				case cfg.mode == "stream":
-					pipe.XAdd(ctx, &redis.XAddArgs{Stream: partition.Name(cfg.stream, part, n), MaxLen: 100000, Approx: true,
+					pipe.XAdd(ctx, &redis.XAddArgs{Stream: partition.Name(stream, part, n), MaxLen: 100000, Approx: true,
 						Values: []any{"data", string(buf)}})
 				case cfg.sharded:
-					pipe.SPublish(ctx, partition.Name(cfg.channel, part, n), string(buf))
+					pipe.SPublish(ctx, partition.Name(channel, part, n), string(buf))
 				default:
-					pipe.Publish(ctx, partition.Name(cfg.channel, part, n), string(buf))
+					pipe.Publish(ctx, partition.Name(channel, part, n), string(buf))
 				}
 			}
 			cmds, _ := pipe.Exec(ctx)
@@ -182,12 +220,12 @@ func httpSender(ctx context.Context, cfg pubConfig) func(ks []int) uint64 {
 					if i > 0 {
 						buf = append(buf, ',')
 					}
-					buf = appendMessage(buf, k%cfg.users, uint64(k/cfg.users+1), now, cfg.pad)
+					buf = cfg.message(buf, k, now)
 				}
 				if len(ks) > 1 {
 					buf = append(buf, ']')
 				}
-				if !postOnce(ctx, client, userURL(cfg.pubURL, ks[0]%cfg.users), buf) {
+				if !postOnce(ctx, client, userURL(cfg.url(), ks[0]%cfg.users), buf) {
 					failed.Add(uint64(len(ks)))
 				}
 				pending.Add(-len(ks))

@@ -15,6 +15,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -28,13 +29,20 @@ func authMain(args []string) int {
 	listen := fs.String("listen", "127.0.0.1:0", "address of the auth API")
 	deadline := fs.Duration("deadline", time.Hour, "exit after this long")
 	unknownDelay := fs.Duration("unknown-delay", 0, "answer tokens other than u<N> (401) after this long, as an API looking them up would")
+	groups := fs.String("groups", "", "comma-separated groups every user is in, answered as \"groups\": [...] (the auth URL's query groups=... overrides it)")
+	groupMod := fs.Int("group-mod", 0, "with k > 0, user N is also in group g<N mod k> (the auth URL's query group_mod=k overrides it)")
 	_ = fs.Parse(args)
+	if *groupMod < 0 {
+		fmt.Fprintln(os.Stderr, "auth: -group-mod must not be negative")
+		return 2
+	}
 	raiseNofile()
 	ctx, cancel := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer cancel()
 	ctx, cancel2 := context.WithTimeout(ctx, *deadline)
 	defer cancel2()
-	a, addr, err := startAuth(ctx, *listen, *unknownDelay)
+	a := &authAPI{unknownDelay: *unknownDelay, groups: splitList(*groups), groupMod: *groupMod}
+	addr, err := startAuth(ctx, *listen, a)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "auth:", err)
 		return 1
@@ -58,11 +66,17 @@ type runConfig struct {
 	pub                 pubConfig
 	serverPids          string
 	serverPidsFile      string
+	serverTree          bool // the server's CPU and memory include its pids' children (sampleTree)
 	redisPid, auxPids   string
 	authListen, authURL string
 	label               string
 	reconnectAt         time.Duration
 	metricsURL          string
+	reconnect           bool          // streams reconnect as EventSource does (eventsource.go)
+	retry               time.Duration // their delay when the server sends no retry field
+	reload              reloadConfig  // reload.go
+	fan                 int           // fan-out to this many groups (fan.go)
+	fanBy               string
 }
 
 // child is one worker process seen from the parent.
@@ -155,6 +169,15 @@ type summary struct {
 	CatchMaxms         float64            `json:"catch_max_ms"`
 	MetricsDelta       map[string]float64 `json:"metrics_delta,omitempty"` // caddy_notify_*_total, publishing start → end of drain
 
+	// Fan-out (-fan): groups, how messages are addressed (group or list)
+	// and the size of one message.
+	Fan          int    `json:"fan,omitempty"`
+	FanBy        string `json:"fan_by,omitempty"`
+	MessageBytes int    `json:"message_bytes,omitempty"`
+
+	// The reload workload (-reload-at).
+	Reload *reloadSummary `json:"reload,omitempty"`
+
 	// The attack and memory workloads (notify-load attack, notify-load memory).
 	Attack *attackSummary `json:"attack,omitempty"`
 	Memory *memorySummary `json:"memory,omitempty"`
@@ -196,6 +219,7 @@ func runMain(args []string) int {
 	fs.IntVar(&cfg.pub.pad, "pad", 0, "extra bytes of payload per message")
 	fs.StringVar(&cfg.serverPids, "server-pids", "", "comma-separated pids whose CPU and RSS are the server's (summed)")
 	fs.StringVar(&cfg.serverPidsFile, "server-pids-file", "", "file holding -server-pids, read at start")
+	fs.BoolVar(&cfg.serverTree, "server-tree", false, "-server-pids are parents (an nginx master): their children count, those a reload replaced included")
 	fs.StringVar(&cfg.redisPid, "redis-pid", "", "redis-server pid, for its CPU while publishing")
 	fs.StringVar(&cfg.auxPids, "aux-pids", "", "other pids whose CPU while publishing is reported (e.g. nchan's publishing nginx)")
 	fs.StringVar(&cfg.authListen, "auth-listen", "", "also serve the auth API on this address, in this process")
@@ -203,6 +227,20 @@ func runMain(args []string) int {
 	fs.StringVar(&cfg.label, "label", "", "name of the run in the summary")
 	fs.DurationVar(&cfg.reconnectAt, "reconnect-at", 0, "reconnect storm (h1, for -mode stream): this long after publishing starts every stream closes its connection and reconnects at once with Last-Event-ID (0: off)")
 	fs.StringVar(&cfg.metricsURL, "metrics-url", "", "Prometheus endpoint of the server: deltas of its caddy_notify_*_total counters over publishing are reported")
+	fs.BoolVar(&cfg.reconnect, "reconnect", false, "a stream that ends reconnects as an EventSource does: after the retry field's delay (-retry without one), with Last-Event-ID when it received an id (implied by -reload-at)")
+	fs.DurationVar(&cfg.retry, "retry", 3*time.Second, "-reconnect: a stream's delay when the server sent no retry field")
+	fs.DurationVar(&cfg.reload.at, "reload-at", 0, "reload the server this long after publishing starts (reload.go; needs -reload-admin or -reload-cmd)")
+	fs.StringVar(&cfg.reload.admin, "reload-admin", "", "Caddy's admin API (http://host:port): GET /config/, POST it back to /load with Cache-Control: must-revalidate")
+	fs.StringVar(&cfg.reload.cmd, "reload-cmd", "", "reload with this command (sh -c), e.g. nginx -c <conf> -s reload")
+	fs.StringVar(&cfg.reload.change, "reload-change", "", "a changed reload: the new channel (stream, in stream mode) that -reload-admin gives every notify handler; the publisher follows once the reload is done")
+	fs.StringVar(&cfg.reload.pubURL, "reload-pub-url", "", "-reload-change with HTTP publishing (nchan): the publisher URL afterwards, {user} replaced")
+	fs.DurationVar(&cfg.reload.drain, "reload-drain", 0, "the server's drain window (reload_drain): how long it may take to end the streams of a reload")
+	fs.DurationVar(&cfg.reload.window, "reload-window", 0, "the reload window after -reload-at, for the probes and the auth API (0: the drain window + -retry + 2s)")
+	fs.DurationVar(&cfg.reload.timeout, "reload-timeout", 30*time.Second, "the longest reload request or command")
+	fs.DurationVar(&cfg.reload.interval, "probe-interval", 100*time.Millisecond, "-reload-at: a new user opens a stream this often (0: no probes)")
+	fs.StringVar(&cfg.reload.probeSrc, "probe-src", "127.0.0.2", "-reload-at: the probes' source address")
+	fs.IntVar(&cfg.fan, "fan", 0, "fan-out: event m goes to every user of group m mod k (user u is in group u mod k; the auth API's -group-mod k) instead of one user (0: off)")
+	fs.StringVar(&cfg.fanBy, "fan-by", "group", "-fan: address messages by group ({\"groups\":\"g<j>\"}) or list (recipient_id: an array of the group's users)")
 	_ = fs.Parse(args)
 	if cfg.users <= 0 {
 		cfg.users = cfg.streams
@@ -224,6 +262,35 @@ func runMain(args []string) int {
 		fmt.Fprintln(os.Stderr, "run: -reconnect-at needs -proto h1, a -rate, and a time within -duration")
 		return 2
 	}
+	if cfg.retry <= 0 {
+		fmt.Fprintln(os.Stderr, "run: -retry must be positive")
+		return 2
+	}
+	if err := cfg.reload.check(&cfg); err != nil {
+		fmt.Fprintln(os.Stderr, "run:", err)
+		return 2
+	}
+	if cfg.reload.at > 0 {
+		cfg.reconnect = true
+	}
+	if cfg.reconnect && cfg.reconnectAt > 0 {
+		fmt.Fprintln(os.Stderr, "run: -reconnect (or -reload-at) and -reconnect-at are two ways of reconnecting: choose one")
+		return 2
+	}
+	if cfg.fan != 0 {
+		if cfg.fan < 0 || cfg.pub.mode == "nchan" || cfg.pub.partitions > 1 || cfg.pub.foreign {
+			fmt.Fprintln(os.Stderr, "run: -fan needs a positive count, -mode pubsub or stream, one partition and no -foreign")
+			return 2
+		}
+		f, err := newFanout(cfg.fanBy, cfg.fan, cfg.users)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "run:", err)
+			return 2
+		}
+		cfg.pub.fan = f
+	}
+	cfg.pub.switched = new(atomic.Bool)
+	cfg.pub.newName, cfg.pub.newPubURL = cfg.reload.change, cfg.reload.pubURL
 	raiseNofile()
 	ctx, cancel := context.WithTimeout(context.Background(), cfg.deadline)
 	defer cancel()
@@ -231,14 +298,16 @@ func runMain(args []string) int {
 	defer stop()
 	// Whatever happens, the process ends at the deadline (plus a little
 	// for the report).
-	time.AfterFunc(cfg.deadline+5*time.Second, func() {
+	exitTimer := time.AfterFunc(cfg.deadline+5*time.Second, func() {
 		fmt.Fprintln(os.Stderr, "run: deadline passed; exiting")
 		os.Exit(3)
 	})
+	defer exitTimer.Stop() // runMain may return to a caller that goes on (the tests)
 
 	var authLocal *authAPI
 	if cfg.authListen != "" {
-		a, addr, err := startAuth(ctx, cfg.authListen, 0)
+		a := &authAPI{}
+		addr, err := startAuth(ctx, cfg.authListen, a)
 		if err != nil {
 			fmt.Fprintln(os.Stderr, "run: auth API:", err)
 			return 1
@@ -289,17 +358,28 @@ func runMain(args []string) int {
 	if srcIPs <= 0 {
 		srcIPs = (conns + 19999) / 20000
 	}
+	sampleServer := sampleProcs
+	if cfg.serverTree {
+		sampleServer = sampleTree
+	}
 	s := summary{Label: cfg.label, URL: cfg.url, Proto: cfg.proto, Procs: procs, StreamsRequested: cfg.streams,
 		Users: cfg.users, Mode: cfg.pub.mode, Rate: cfg.pub.rate}
 	fmt.Printf("notify-load: %d %s streams over %d users, %d connections, %d worker processes, %d source addresses\n",
 		cfg.streams, cfg.proto, cfg.users, conns, procs, srcIPs)
 
-	s.Server[0] = sampleProcs(serverPids)
+	s.Server[0] = sampleServer(serverPids)
 	authBefore := authCount()
 	exe, err := os.Executable()
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "run:", err)
 		return 1
+	}
+	// A stream reads a message of up to 1 KiB with one system call; a
+	// bigger one (a fan-out message listing its users) with a few, up to
+	// 64 KiB at a time.
+	readBuf := 1024
+	if cfg.pub.fan != nil {
+		readBuf = min(max(len(cfg.pub.message(nil, 0, time.Now().UnixNano()))+512, 1024), 64<<10)
 	}
 	children := make([]*child, procs)
 	connFirst := 0
@@ -320,7 +400,9 @@ func runMain(args []string) int {
 			"-concurrency", strconv.Itoa(cfg.concurrency),
 			"-deadline", (cfg.deadline + 2*time.Second).String(),
 			"-reconnect-at", cfg.reconnectAt.String(),
-			"-rate", strconv.FormatFloat(cfg.pub.rate, 'g', -1, 64))
+			"-rate", strconv.FormatFloat(cfg.pub.rate, 'g', -1, 64),
+			"-reconnect="+strconv.FormatBool(cfg.reconnect), "-retry", cfg.retry.String(),
+			"-fan", strconv.Itoa(cfg.fan), "-read-buffer", strconv.Itoa(readBuf))
 		cmd.Stderr = os.Stderr
 		in, err := cmd.StdinPipe()
 		if err != nil {
@@ -381,7 +463,7 @@ func runMain(args []string) int {
 		fmt.Printf("  connect error x%d: %s\n", connectErrs[k], k)
 	}
 	sleepCtx(ctx, cfg.settle+cfg.idle)
-	s.Server[1] = sampleProcs(serverPids)
+	s.Server[1] = sampleServer(serverPids)
 	s.AuthCalls = -1
 	if a := authCount(); a >= 0 && authBefore >= 0 {
 		s.AuthCalls = a - authBefore
@@ -403,14 +485,42 @@ func runMain(args []string) int {
 	var trace cpuTrace
 	traceCtx, stopTrace := context.WithCancel(ctx)
 	defer stopTrace()
-	if cfg.reconnectAt > 0 && len(serverPids) > 0 {
+	if cfg.reconnectAt > 0 && len(serverPids) > 0 && !cfg.serverTree {
 		go trace.run(traceCtx, serverPids, 50*time.Millisecond)
 	}
 	pubStart := time.Now()
+	var rr *reloadRun
+	if cfg.reload.at > 0 && s.Streams > 0 {
+		rr = &reloadRun{rc: cfg.reload, switched: cfg.pub.switched, authStats: func(reset bool) (authStats, bool) {
+			if authLocal != nil {
+				if reset {
+					authLocal.inflight.resetPeak()
+					authLocal.open.resetPeak()
+				}
+				return authLocal.stats(), true
+			}
+			if cfg.authURL == "" {
+				return authStats{}, false
+			}
+			st, err := fetchAuthStats(cfg.authURL, reset)
+			if err != nil {
+				fmt.Fprintln(os.Stderr, "run: auth stats:", err)
+			}
+			return st, err == nil
+		}, newProber: func() *prober {
+			// A new user each time, none of the streams' users.
+			return &prober{url: strings.Split(cfg.url, ",")[0], user: cfg.users + 1000, spread: 1 << 20, proto: cfg.proto,
+				src: cfg.reload.probeSrc, interval: cfg.reload.interval, timeout: 10 * time.Second, firstFrame: true, maxInflight: 64}
+		}}
+		rr.start(ctx, pubStart, pubStart.Add(cfg.pub.duration))
+	}
 	if cfg.pub.rate > 0 && cfg.pub.duration > 0 && s.Streams > 0 {
-		fmt.Printf("publishing %.0f events/s for %s (%s)\n", cfg.pub.rate, cfg.pub.duration, cfg.pub.mode)
+		fmt.Printf("publishing %g events/s for %s (%s)\n", cfg.pub.rate, cfg.pub.duration, cfg.pub.mode)
 		if cfg.reconnectAt > 0 {
 			fmt.Printf("reconnect storm at %s\n", cfg.reconnectAt)
+		}
+		if rr != nil {
+			fmt.Printf("reload (%s) at %s, reload window %s\n", cfg.reload.kind(), cfg.reload.at, cfg.reload.window)
 		}
 		startLine := fmt.Sprintf("start %d\n", pubStart.UnixNano())
 		for _, c := range children {
@@ -430,6 +540,9 @@ func runMain(args []string) int {
 			expected = 0 // nothing is for the streams
 		}
 		cmdLine = fmt.Sprintf("drain %d %d\n", expected, drain.Milliseconds())
+		if rr != nil {
+			cmdLine = fmt.Sprintf("drain %d %d %d\n", expected, drain.Milliseconds(), rr.baseNs(pubStart))
+		}
 	}
 	for _, c := range children {
 		_, _ = io.WriteString(c.in, cmdLine)
@@ -453,7 +566,7 @@ func runMain(args []string) int {
 			s.ToolCPUSecs += cpu
 		}
 	}
-	s.Server[2] = sampleProcs(serverPids)
+	s.Server[2] = sampleServer(serverPids)
 	redis2, aux2 := sampleProcs(redisPids), sampleProcs(auxPids)
 	cmds2, cmdsOK2 := redisCommands(ctx, cfg.pub)
 	if a := authCount(); a >= 0 && authBefore >= 0 {
@@ -467,6 +580,7 @@ func runMain(args []string) int {
 	closeErrs := map[string]int{}
 	var lastEvent, stormStart, stormLastOK int64
 	reconnErrs := map[string]int{}
+	var perStream streamTotals
 	for _, c := range children {
 		if c.err != nil {
 			fmt.Fprintln(os.Stderr, "run:", c.err)
@@ -501,6 +615,14 @@ func runMain(args []string) int {
 			stormStart = r.StormStartNs
 		}
 		stormLastOK = max(stormLastOK, r.StormLastOKNs)
+		perStream.add(r.Streams)
+	}
+	if rr != nil {
+		s.Reload = rr.finish(&perStream, cfg.retry, cfg.pub.rate, cfg.users, cfg.fan, closeErrs, reconnErrs)
+	}
+	if cfg.fan > 0 {
+		s.Fan, s.FanBy = cfg.fan, cfg.fanBy
+		s.MessageBytes = len(cfg.pub.message(nil, 0, time.Now().UnixNano()))
 	}
 	s.ReconnectAtSecs = cfg.reconnectAt.Seconds()
 	s.CPUStormSecs, s.CPUBeforeStormSecs = -1, -1
@@ -565,6 +687,9 @@ func runMain(args []string) int {
 	s.OK = s.StreamsFailed == 0 && s.ClosedEarly == 0 && s.Lost == 0 && s.Duplicated == 0 &&
 		s.Misrouted == 0 && s.OutOfOrder == 0 && s.Unparsed == 0 && s.PublishErrors == 0 &&
 		s.Resets == 0 && s.ReconnectsFailed == 0 && (cfg.reconnectAt == 0 || s.Reconnects == uint64(s.Streams))
+	if s.Reload != nil {
+		s.OK = reloadOK(&s, cfg.pub.mode == "stream")
+	}
 
 	// Report.
 	if cfg.pub.rate > 0 {
@@ -594,6 +719,12 @@ func runMain(args []string) int {
 	if cfg.reconnectAt > 0 || s.Resets > 0 {
 		fmt.Printf("reset events: %d\n", s.Resets)
 	}
+	if s.Reload != nil {
+		fmt.Println(s.Reload.report())
+	}
+	if s.Fan > 0 {
+		fmt.Printf("fan-out: %d groups, addressed by %s, %d bytes a message\n", s.Fan, s.FanBy, s.MessageBytes)
+	}
 	if len(s.MetricsDelta) > 0 {
 		keys := make([]string, 0, len(s.MetricsDelta))
 		for k := range s.MetricsDelta {
@@ -605,7 +736,7 @@ func runMain(args []string) int {
 			fmt.Printf("  %s %+.0f\n", k, s.MetricsDelta[k])
 		}
 	}
-	if s.ClosedEarly > 0 {
+	if s.ClosedEarly > 0 && s.Reload == nil {
 		fmt.Printf("streams closed early: %d\n", s.ClosedEarly)
 		for _, k := range sortedKeys(closeErrs) {
 			fmt.Printf("  close reason x%d: %s\n", closeErrs[k], k)

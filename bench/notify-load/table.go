@@ -54,7 +54,7 @@ func lastJSONLine(path string) (*summary, error) {
 func tableMain(args []string) int {
 	fs := flag.NewFlagSet("table", flag.ExitOnError)
 	dir := fs.String("dir", ".", "directory of the run logs")
-	wls := fs.String("workloads", "a b c d e f g h h-valid i j k k-default l", "workloads (runs), in order")
+	wls := fs.String("workloads", "a b c d e f g h h-valid i j k k-default l m n o p q r s s-change s-h2 s-h2-change t-group t-list", "workloads (runs), in order")
 	_ = fs.Parse(args)
 	writeTable(os.Stdout, *dir, strings.Fields(*wls))
 	return 0
@@ -83,14 +83,21 @@ func writeTable(w io.Writer, dir string, wls []string) {
 			writeExtraRows(w, wl, c, n)
 			continue
 		}
+		if ref.Reload != nil {
+			writeReloadRows(w, wl, c, n)
+			continue
+		}
 		proto := ref.Proto
 		if strings.HasPrefix(ref.URL, "https:") {
 			proto += " TLS"
 		}
 		name := fmt.Sprintf("(%s) %d %s streams / %d users", wl, ref.StreamsRequested, proto, ref.Users)
-		if ref.Rate > 0 {
+		switch {
+		case ref.Fan > 0:
+			name += fmt.Sprintf(" / %g msg/s, each to %s (%d bytes)", ref.Rate, fanTarget(ref), ref.MessageBytes)
+		case ref.Rate > 0:
 			name += fmt.Sprintf(" / %.0f ev/s", ref.Rate)
-		} else {
+		default:
 			name += " / connect only"
 		}
 		num := func(f func(*summary) float64, format string) func(*summary) (float64, string, bool) {
@@ -139,6 +146,99 @@ func writeTable(w io.Writer, dir string, wls []string) {
 			row{"load tool CPU s (whole run)", num(func(s *summary) float64 { return s.ToolCPUSecs }, "%.2f")})
 		writeRows(w, name, metrics, c, n)
 	}
+}
+
+// fanTarget says how a fan-out run addressed its messages.
+func fanTarget(s *summary) string {
+	per := s.Users / max(s.Fan, 1)
+	if s.FanBy == "list" {
+		return fmt.Sprintf("%d users listed in recipient_id", per)
+	}
+	if s.Fan == 1 {
+		return fmt.Sprintf("one group of %d users", per)
+	}
+	return fmt.Sprintf("a group of %d users", per)
+}
+
+// writeReloadRows prints the rows of a reload run (reload.go).
+func writeReloadRows(w io.Writer, wl string, c, n *summary) {
+	ref := c
+	if ref == nil {
+		ref = n
+	}
+	r := ref.Reload
+	name := fmt.Sprintf("(%s) reload, %s config, %d %s streams / %.0f ev/s, at %.0f s",
+		wl, r.Kind, ref.StreamsRequested, ref.Proto, ref.Rate, r.AtSecs)
+	text := func(label string, f func(s *summary, r *reloadSummary) string) row {
+		return row{label, func(s *summary) (float64, string, bool) { return 0, f(s, s.Reload), false }}
+	}
+	num := func(label, format string, f func(r *reloadSummary) float64) row {
+		return row{label, func(s *summary) (float64, string, bool) { v := f(s.Reload); return v, fmt.Sprintf(format, v), true }}
+	}
+	secs := func(v float64) string {
+		if v < 0 {
+			return "–"
+		}
+		return fmt.Sprintf("%.2f", v)
+	}
+	probe := func(p probeSummary) string {
+		return fmt.Sprintf("%.1f / %.1f / %.1f, %d of %d failed", p.P50ms, p.P99ms, p.Maxms, p.Failed, p.Probes)
+	}
+	rows := []row{
+		text("streams established", func(s *summary, _ *reloadSummary) string {
+			return fmt.Sprintf("%d / %d", s.Streams, s.StreamsRequested)
+		}),
+		text("reload", func(_ *summary, r *reloadSummary) string {
+			if !r.Done {
+				return "FAILED: " + r.Error
+			}
+			return fmt.Sprintf("%s, %.2f s", r.How, r.TookSecs)
+		}),
+		num("**streams ended by the server**", "%.0f", func(r *reloadSummary) float64 { return float64(r.StreamsEnded) }),
+		text("ends: first / last (s after the reload)", func(_ *summary, r *reloadSummary) string {
+			return secs(r.EndsFirstSecs) + " / " + secs(r.EndsLastSecs)
+		}),
+		text("reconnects / failed attempts", func(_ *summary, r *reloadSummary) string {
+			return fmt.Sprintf("%d / %d", r.Reconnects, r.ReconnectFailures)
+		}),
+		text("re-established p50 / last (s after)", func(_ *summary, r *reloadSummary) string {
+			return secs(r.UpP50Secs) + " / " + secs(r.UpMaxSecs)
+		}),
+		text("lost: events / streams / max per stream", func(_ *summary, r *reloadSummary) string {
+			return fmt.Sprintf("%d / %d / %d", r.Lost, r.Losing, r.LostMax)
+		}),
+		text("duplicated: events / streams / max per stream", func(_ *summary, r *reloadSummary) string {
+			return fmt.Sprintf("%d / %d / %d", r.Dups, r.Duplicating, r.DupMax)
+		}),
+		text("streams losing events after they were back (or unended) / not receiving at the end", func(_ *summary, r *reloadSummary) string {
+			return fmt.Sprintf("%d / %d", r.Late, r.NotBack)
+		}),
+		text("streams receiving again p50 (s after the reload)", func(_ *summary, r *reloadSummary) string { return secs(r.BackP50Secs) }),
+		row{"**every stream receiving again (s after the reload)**", func(s *summary) (float64, string, bool) {
+			r := s.Reload
+			if r.AllBackSecs < 0 {
+				return 0, fmt.Sprintf("never (%d down, %d waiting for an answer; %d not receiving)", r.Down, r.Pending, r.NotBack), false
+			}
+			return r.AllBackSecs, fmt.Sprintf("%.2f", r.AllBackSecs), true
+		}},
+		text("id regressions / resumes skipping events", func(_ *summary, r *reloadSummary) string {
+			return fmt.Sprintf("%d / %d", r.IDRegressions, r.ResumeGaps)
+		}),
+		num("auth API calls in the reload window", "%.0f", func(r *reloadSummary) float64 { return float64(r.AuthCallsWindow) }),
+		num("auth API calls after it", "%.0f", func(r *reloadSummary) float64 { return float64(r.AuthCallsAfter) }),
+		num("auth API peak in flight (window)", "%.0f", func(r *reloadSummary) float64 { return float64(r.AuthPeakInflight) }),
+		text("new user's time to stream p50 / p99 / max (ms), before", func(_ *summary, r *reloadSummary) string { return probe(r.ProbeBefore) }),
+		text("**new user's time to stream, reload window**", func(_ *summary, r *reloadSummary) string { return probe(r.ProbeWindow) }),
+		text("new user's time to stream, after", func(_ *summary, r *reloadSummary) string { return probe(r.ProbeAfter) }),
+	}
+	writeRows(w, name, rows, c, n)
+	okRow := func(s *summary) string {
+		if s == nil {
+			return "–"
+		}
+		return map[bool]string{true: "OK", false: "PROBLEMS"}[s.OK]
+	}
+	fmt.Fprintf(w, "|  | result | %s | %s | – |\n", okRow(c), okRow(n))
 }
 
 // row is one metric of a table: its cell for a run (ok false: nothing to

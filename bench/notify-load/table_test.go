@@ -42,3 +42,35 @@ func TestTableAttackAndMemory(t *testing.T) {
 		}
 	}
 }
+
+func TestTableReload(t *testing.T) {
+	dir := t.TempDir()
+	write := func(name, json string) {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte("text\n"+json+"\n"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write("caddy-s.log", `{"proto":"h1","streams_requested":19000,"streams_established":19000,"rate":1000,"reload":{"kind":"unchanged","how":"admin",`+
+		`"at_secs":5,"took_secs":0.02,"done":true,"streams_ended":19000,"ends":19000,"ends_first_secs":0.01,"ends_last_secs":1.1,`+
+		`"reconnects":19000,"up_p50_secs":8.26,"up_max_secs":9.61,"lost":14368,"losing":14368,"lost_max":1,"back_p50_secs":8.3,"back_max_secs":9.61,`+
+		`"all_back_secs":9.61,"auth_calls_window":19151,"auth_peak_inflight":2,"probe_window":{"probes":151,"ok":151,"p50_ms":2.8,"p99_ms":5111.8,"max_ms":5214}},"ok":true}`)
+	write("nchan-s.log", `{"proto":"h1","streams_requested":19000,"streams_established":19000,"rate":1000,"reload":{"kind":"unchanged","how":"command",`+
+		`"done":false,"error":"nginx: exit status 1","streams_ended":20000,"down":10572,"pending":10000,"not_back":3,"all_back_secs":-1,"auth_calls_window":12589},"ok":false}`)
+	var sb strings.Builder
+	writeTable(&sb, dir, []string{"s"})
+	out := sb.String()
+	for _, want := range []string{
+		"| (s) reload, unchanged config, 19000 h1 streams / 1000 ev/s, at 5 s | streams established | 19000 / 19000 | 19000 / 19000 | – |",
+		"| reload | admin, 0.02 s | FAILED: nginx: exit status 1 | – |",
+		"| **streams ended by the server** | 19000 | 20000 | 0.95 |",
+		"| lost: events / streams / max per stream | 14368 / 14368 / 1 | 0 / 0 / 0 | – |",
+		"| **every stream receiving again (s after the reload)** | 9.61 | never (10572 down, 10000 waiting for an answer; 3 not receiving) | – |",
+		"| **new user's time to stream, reload window** | 2.8 / 5111.8 / 5214.0, 0 of 151 failed |",
+		"| auth API calls in the reload window | 19151 | 12589 | 1.52 |",
+		"| result | OK | PROBLEMS | – |",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("table lacks %q:\n%s", want, out)
+		}
+	}
+}

@@ -26,10 +26,13 @@ import (
 // its stdin and stdout, one JSON object or command per line:
 //
 //	worker → parent  {"type":"ready",…}   every stream was attempted
-//	parent → worker  start <unix ns>      publishing started then (with
-//	                                      -reconnect-at: the storm's time base)
-//	parent → worker  drain <K> <ms>       K events were published; wait up to
-//	                                      ms for all of this worker's deliveries
+//	parent → worker  start <unix ns>      publishing started then (the time
+//	                                      base of the storm, -reconnect-at, and
+//	                                      of the events' schedule)
+//	parent → worker  drain <K> <ms> [<R>] K events were published; wait up to
+//	                                      ms for all of this worker's deliveries;
+//	                                      R (unix ns): the reload, the time base
+//	                                      of the per-stream figures (reload.go)
 //	parent → worker  stop                 report now
 //	worker → parent  {"type":"result",…}  then the worker exits
 //
@@ -48,7 +51,19 @@ type workerConfig struct {
 	deadline       time.Duration
 	reconnectAt    time.Duration // h1: every stream reconnects this long after start; 0 off
 	rate           float64       // events/s of the run: when events were published, for unresumable gaps
+	// reconnect: a stream that ends reconnects as an EventSource does
+	// (eventsource.go), after its retry field's delay (retry when it
+	// sent none) with Last-Event-ID when it received an id.
+	reconnect bool
+	retry     time.Duration
+	fan       int // > 0: fan-out events to groups of users (fan.go)
+	readBuf   int // bytes of a stream's read buffers; 0: 1 KiB
 }
+
+// readBuf is the size of a stream's read buffers: 1 KiB holds a load-tool
+// message; big ones (a fan-out message listing its users) are read in
+// fewer system calls with more.
+func (w *worker) readBuf() int { return max(w.cfg.readBuf, 1024) }
 
 // gapSlack widens the unresumable gap of a stream reconnecting without a
 // last event ID to events published this long before its connection was
@@ -107,6 +122,9 @@ type resultMsg struct {
 	LastEventNs int64          `json:"last_event_ns"`
 	DrainMs     int64          `json:"drain_ms"`
 	Deadline    bool           `json:"deadline,omitempty"`
+
+	// Per stream (streamState), with -reconnect the connection records.
+	Streams streamFigures `json:"streams"`
 
 	// The reconnect storm (-reconnect-at).
 	Resets          uint64         `json:"resets"`
@@ -225,6 +243,11 @@ type worker struct {
 	reconnErrs   errCounts
 	pubStart     atomic.Int64 // from the start command
 	gaps         []gap        // of streams reconnected without a last event ID; under mu
+
+	states     []*streamState // of every established stream; under mu
+	attempting atomic.Int64   // reconnect attempts under way (reopen)
+	quit       chan struct{}  // closed when the worker reports: reconnecting streams stop
+	quitMu     sync.Once
 }
 
 // gap is the unresumable gap of one stream: seqs lo..hi of its user.
@@ -234,7 +257,10 @@ type gap struct {
 }
 
 func newWorker(cfg workerConfig) *worker {
-	w := &worker{cfg: cfg}
+	w := &worker{cfg: cfg, quit: make(chan struct{})}
+	if cfg.retry <= 0 {
+		w.cfg.retry = 3 * time.Second
+	}
 	if cfg.reconnectAt > 0 && cfg.proto == "h1" {
 		w.storm, w.fireStorm = context.WithCancel(context.Background())
 		w.stormSem = make(chan struct{}, cfg.concurrency)
@@ -377,7 +403,8 @@ func (w *worker) connectAll(ctx context.Context) {
 
 // runH1 opens stream i over its own HTTP/1.1 connection and reads it until
 // it fails or the process exits. When the reconnect storm closes its
-// connection, it reconnects once with the last event ID it received.
+// connection, it reconnects once with the last event ID it received; with
+// -reconnect, it reconnects whenever the stream ends, as an EventSource.
 func (w *worker) runH1(ctx context.Context, i int, sem chan struct{}, wg *sync.WaitGroup) {
 	user := i % w.cfg.users
 	w.markDial()
@@ -386,7 +413,7 @@ func (w *worker) runH1(ctx context.Context, i int, sem chan struct{}, wg *sync.W
 		return
 	}
 
-	st := &streamState{user: []byte(strconv.Itoa(user)), c: &w.c, now: w.now}
+	st := w.newState(user)
 	storm := w.storm
 	for {
 		stop := func() bool { return true }
@@ -397,8 +424,17 @@ func (w *worker) runH1(ctx context.Context, i int, sem chan struct{}, wg *sync.W
 		err = readSSE(body, st)
 		conn.Close()
 		if stop() { // not closed by the storm
-			w.streamEnded(err)
-			return
+			if !w.cfg.reconnect {
+				w.streamEnded(err)
+				return
+			}
+			if !w.reopen(ctx, st, err, func(lastID []byte) error {
+				conn, body, err = w.openH1(ctx, i, user, lastID)
+				return err
+			}) {
+				return
+			}
+			continue
 		}
 		storm = nil // one reconnect per stream
 		w.stormSem <- struct{}{}
@@ -421,6 +457,16 @@ func (w *worker) runH1(ctx context.Context, i int, sem chan struct{}, wg *sync.W
 		}
 		w.reconnected(len(st.lastID) > 0)
 	}
+}
+
+// newState returns the state of a new established stream of user, kept
+// for the per-stream figures.
+func (w *worker) newState(user int) *streamState {
+	st := &streamState{user: []byte(strconv.Itoa(user)), userN: user, c: &w.c, now: w.now, fan: uint64(max(w.cfg.fan, 0))}
+	w.mu.Lock()
+	w.states = append(w.states, st)
+	w.mu.Unlock()
+	return st
 }
 
 // openH1 connects stream i of user and sends its request, with a
@@ -457,7 +503,7 @@ func (w *worker) openH1(ctx context.Context, i, user int, lastID []byte) (net.Co
 		conn.Close()
 		return nil, nil, err
 	}
-	resp, err := http.ReadResponse(bufio.NewReaderSize(conn, 1024), nil)
+	resp, err := http.ReadResponse(bufio.NewReaderSize(conn, w.readBuf()), nil)
 	if err != nil {
 		conn.Close()
 		return nil, nil, err
@@ -467,7 +513,7 @@ func (w *worker) openH1(ctx context.Context, i, user int, lastID []byte) (net.Co
 		return nil, nil, statusError(resp.StatusCode)
 	}
 	_ = conn.SetDeadline(time.Time{})
-	return conn, bufio.NewReaderSize(resp.Body, 1024), nil
+	return conn, bufio.NewReaderSize(resp.Body, w.readBuf()), nil
 }
 
 // connectH2 opens the worker's streams over h2c connections, perConn streams
@@ -494,6 +540,7 @@ func (w *worker) connectH2(ctx context.Context, sem chan struct{}, wg *sync.Wait
 			DisableCompression: true,
 			TLSClientConfig:    benchTLS("h2"),
 		}
+		slot := &h2Slot{tr: tr, scheme: u.Scheme, host: u.Host, timeout: w.cfg.connectTimeout}
 		sem <- struct{}{}
 		w.markDial()
 		dctx, cancel := context.WithTimeout(ctx, w.cfg.connectTimeout)
@@ -507,40 +554,84 @@ func (w *worker) connectH2(ctx context.Context, sem chan struct{}, wg *sync.Wait
 			continue
 		}
 		w.conns.Add(1)
+		slot.cc, slot.born = cc, time.Now()
 		for i := first; i < first+n; i++ {
 			sem <- struct{}{}
 			wg.Add(1)
-			go w.runH2(ctx, cc, i, sem, wg)
+			go w.runH2(ctx, slot, i, sem, wg)
 		}
 	}
 }
 
-func (w *worker) runH2(ctx context.Context, cc *http.ClientConn, i int, sem chan struct{}, wg *sync.WaitGroup) {
+func (w *worker) runH2(ctx context.Context, slot *h2Slot, i int, sem chan struct{}, wg *sync.WaitGroup) {
 	user := i % w.cfg.users
+	body, err := w.openH2(ctx, slot, user, nil, false)
+	if !w.connected(user, err, sem, wg) {
+		return
+	}
+
+	st := w.newState(user)
+	for {
+		err = readSSE(bufio.NewReaderSize(body, w.readBuf()), st)
+		body.Close()
+		if !w.cfg.reconnect {
+			w.streamEnded(err)
+			return
+		}
+		if !w.reopen(ctx, st, err, func(lastID []byte) error {
+			body, err = w.openH2(ctx, slot, user, lastID, true)
+			return err
+		}) {
+			return
+		}
+	}
+}
+
+// openH2 opens a stream of user on slot's connection, with Last-Event-ID
+// when lastID is not empty, and returns its body once the server answered
+// 200; closing the body ends the stream. again (a reconnect) lets it
+// replace a connection that takes no new stream (closed, or after a
+// GOAWAY) with a new one, as a browser would.
+func (w *worker) openH2(ctx context.Context, slot *h2Slot, user int, lastID []byte, again bool) (io.ReadCloser, error) {
 	sctx, cancel := context.WithCancel(ctx)
-	defer cancel()
 	req, err := http.NewRequestWithContext(sctx, http.MethodGet, userURL(w.cfg.url, user), nil)
 	if err != nil {
-		w.connected(user, err, sem, wg)
-		return
+		cancel()
+		return nil, err
 	}
 	req.Header.Set("Authorization", "Bearer u"+strconv.Itoa(user))
 	req.Header.Set("Accept", "text/event-stream")
+	if len(lastID) > 0 {
+		req.Header.Set("Last-Event-ID", string(lastID))
+	}
 	timer := time.AfterFunc(w.cfg.connectTimeout, cancel)
 	// Take a stream slot first: RoundTrip would wait for one forever when
 	// -streams-per-conn exceeds the server's SETTINGS_MAX_CONCURRENT_STREAMS.
 	// Until the server's SETTINGS arrive the client assumes 100 slots, so a
 	// refusal is retried for a while.
-	for err = cc.Reserve(); err != nil && sctx.Err() == nil && cc.Err() == nil; err = cc.Reserve() {
-		time.Sleep(10 * time.Millisecond)
+	cc, born := slot.get()
+	for {
+		if err = cc.Reserve(); err == nil {
+			break
+		}
+		if sctx.Err() == nil && cc.Err() == nil && (!again || time.Since(born) < time.Second) {
+			time.Sleep(10 * time.Millisecond)
+			continue
+		}
+		if sctx.Err() != nil || !again {
+			if cc.Err() == nil {
+				err = errNoStreamSlot
+			}
+			break
+		}
+		if cc, born, err = slot.redial(sctx, cc, &w.conns); err != nil {
+			break
+		}
 	}
 	if err != nil {
-		if cc.Err() == nil {
-			err = errNoStreamSlot
-		}
 		timer.Stop()
-		w.connected(user, err, sem, wg)
-		return
+		cancel()
+		return nil, err
 	}
 	resp, err := cc.RoundTrip(req)
 	if err == nil && !timer.Stop() {
@@ -551,14 +642,62 @@ func (w *worker) runH2(ctx context.Context, cc *http.ClientConn, i int, sem chan
 		resp.Body.Close()
 		err = statusError(resp.StatusCode)
 	}
-	if !w.connected(user, err, sem, wg) {
-		return
+	if err != nil {
+		timer.Stop()
+		cancel()
+		return nil, err
 	}
+	return cancelOnClose{resp.Body, cancel}, nil
+}
 
-	st := &streamState{user: []byte(strconv.Itoa(user)), c: &w.c, now: w.now}
-	err = readSSE(bufio.NewReaderSize(resp.Body, 1024), st)
-	resp.Body.Close()
-	w.streamEnded(err)
+// cancelOnClose is a response body whose Close also cancels its request.
+type cancelOnClose struct {
+	io.ReadCloser
+	cancel context.CancelFunc
+}
+
+func (b cancelOnClose) Close() error {
+	err := b.ReadCloser.Close()
+	b.cancel()
+	return err
+}
+
+// h2Slot is the connection a group of h2 streams share: a reconnecting
+// stream takes a new one when it no longer takes streams.
+type h2Slot struct {
+	tr           *http.Transport
+	scheme, host string
+	timeout      time.Duration
+
+	mu   sync.Mutex
+	cc   *http.ClientConn
+	born time.Time
+}
+
+func (sl *h2Slot) get() (*http.ClientConn, time.Time) {
+	sl.mu.Lock()
+	defer sl.mu.Unlock()
+	return sl.cc, sl.born
+}
+
+// redial replaces bad, the slot's connection, with a new one, unless
+// another stream already did, and returns the slot's connection; dialed
+// counts the connections made.
+func (sl *h2Slot) redial(ctx context.Context, bad *http.ClientConn, dialed *atomic.Int64) (*http.ClientConn, time.Time, error) {
+	sl.mu.Lock()
+	defer sl.mu.Unlock()
+	if sl.cc != bad {
+		return sl.cc, sl.born, nil
+	}
+	dctx, cancel := context.WithTimeout(ctx, sl.timeout)
+	defer cancel()
+	cc, err := sl.tr.NewClientConn(dctx, sl.scheme, sl.host)
+	if err != nil {
+		return bad, sl.born, err
+	}
+	dialed.Add(1)
+	sl.cc, sl.born = cc, time.Now()
+	return cc, sl.born, nil
 }
 
 // pubCount is how many of K round-robin events went to user u of U.
@@ -570,6 +709,14 @@ func pubCount(u, k, users int) uint64 {
 	return uint64(n)
 }
 
+// sent is how many of the first k events are for a stream of user.
+func (w *worker) sent(user, k int) uint64 {
+	if w.cfg.fan > 0 {
+		return pubCount(user%w.cfg.fan, k, w.cfg.fan)
+	}
+	return pubCount(user, k, w.cfg.users)
+}
+
 // expected is how many deliveries the worker's streams must get of the
 // first k events, and how many of those fell in unresumable gaps (not
 // included).
@@ -577,7 +724,7 @@ func (w *worker) expected(k int) (e, gaps uint64) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	for _, u := range w.estUsers {
-		e += pubCount(int(u), k, w.cfg.users)
+		e += w.sent(int(u), k)
 	}
 	for _, g := range w.gaps {
 		if hi := min(g.hi, pubCount(int(g.user), k, w.cfg.users)); hi >= g.lo {
@@ -589,6 +736,7 @@ func (w *worker) expected(k int) (e, gaps uint64) {
 
 func (w *worker) result(expected, gaps uint64, drain time.Duration) resultMsg {
 	w.stopping.Store(true)
+	w.quitMu.Do(func() { close(w.quit) })
 	w.mu.Lock()
 	est, gapStreams := len(w.estUsers), len(w.gaps)
 	w.mu.Unlock()
@@ -641,8 +789,12 @@ func workerMain(args []string) int {
 	fs.DurationVar(&cfg.deadline, "deadline", 5*time.Minute, "")
 	fs.DurationVar(&cfg.reconnectAt, "reconnect-at", 0, "h1: every stream reconnects this long after the parent's start command (0: never)")
 	fs.Float64Var(&cfg.rate, "rate", 0, "events/s published (for the gaps of streams reconnecting without a last event ID)")
+	fs.BoolVar(&cfg.reconnect, "reconnect", false, "a stream that ends reconnects as an EventSource does")
+	fs.DurationVar(&cfg.retry, "retry", 3*time.Second, "-reconnect: the delay of a stream whose server sent no retry field")
+	fs.IntVar(&cfg.fan, "fan", 0, "fan-out events to this many groups (fan.go); 0: one user per event")
+	fs.IntVar(&cfg.readBuf, "read-buffer", 1024, "bytes of each stream's read buffers")
 	_ = fs.Parse(args)
-	if cfg.users < 1 || cfg.count < 0 || cfg.concurrency < 1 || cfg.perConn < 1 {
+	if cfg.users < 1 || cfg.count < 0 || cfg.concurrency < 1 || cfg.perConn < 1 || cfg.fan < 0 {
 		fmt.Fprintln(os.Stderr, "worker: bad flags")
 		return 2
 	}
@@ -685,22 +837,28 @@ func workerMain(args []string) int {
 		}
 		switch f[0] {
 		case "start":
-			if len(f) != 2 || w.storm == nil {
+			if len(f) != 2 {
 				continue
 			}
 			ns, _ := strconv.ParseInt(f[1], 10, 64)
 			w.pubStart.Store(ns)
-			time.AfterFunc(time.Until(time.Unix(0, ns).Add(cfg.reconnectAt)), w.startStorm)
+			if w.storm != nil {
+				time.AfterFunc(time.Until(time.Unix(0, ns).Add(cfg.reconnectAt)), w.startStorm)
+			}
 		case "stop":
 			emit(w.result(0, 0, 0))
 			time.Sleep(300 * time.Millisecond) // the parent reads this process's CPU
 			return 0
 		case "drain":
-			if len(f) != 3 {
+			if len(f) != 3 && len(f) != 4 {
 				continue
 			}
 			k, _ := strconv.Atoi(f[1])
 			ms, _ := strconv.Atoi(f[2])
+			var reloadNs int64
+			if len(f) == 4 {
+				reloadNs, _ = strconv.ParseInt(f[3], 10, 64)
+			}
 			exp, gaps := w.expected(k)
 			start := time.Now()
 			limit := start.Add(time.Duration(ms) * time.Millisecond)
@@ -710,7 +868,9 @@ func workerMain(args []string) int {
 			// A short grace to catch duplicates arriving after the last
 			// expected event.
 			time.Sleep(100 * time.Millisecond)
-			emit(w.result(exp, gaps, time.Since(start)))
+			r := w.result(exp, gaps, time.Since(start))
+			r.Streams = w.perStream(k, reloadNs)
+			emit(r)
 			time.Sleep(300 * time.Millisecond) // the parent reads this process's CPU
 			return 0
 		}
