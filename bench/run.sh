@@ -52,7 +52,7 @@
 #   g  reconnect storm (BENCH_MODE=stream only): 10,000 streams / 10,000 users / 1,000 events/s
 #      published for 3/4 of BENCH_DURATION (15 s by default); at a third of it every stream
 #      closes its connection and reconnects at once with Last-Event-ID
-# The attack and memory workloads (issue 8: `notify-load attack`, `notify-load memory`):
+# The attack and memory workloads (`notify-load attack`, `notify-load memory`):
 #   h  h2c rapid reset: one connection writes HEADERS then RST_STREAM, 200 streams every 25 ms,
 #      each with a fresh random token (refused by the auth API after BENCH_AUTH_DELAY), while a
 #      legitimate user opens a stream every 250 ms from 127.0.0.2; then h-valid: the same with
@@ -216,7 +216,7 @@ workload() {
 	a) WL_ARGS=(-streams 1000 -users 1000 -rate 1000 -duration "${DUR}s") ;;
 	b | b-control)
 		WL_ARGS=(-streams 10000 -users 10000 -rate 2000 -duration "${DUR}s")
-		if [ "$1" = b-control ]; then # issue 10's controls on: what they cost
+		if [ "$1" = b-control ]; then # the controls (reauth, presence) on: what they cost
 			WL_OPTS=$'reauth 60s\npresence online'
 			WL_NO_NCHAN="it measures caddy-notify's reauth and presence"
 		fi ;;

@@ -73,7 +73,7 @@ func attackMain(args []string) int {
 	drain := fs.Duration("drain", 10*time.Second, "after the attack, longest wait for the auth API to become idle")
 	token := fs.String("token", "", "reset: the token of every stream (e.g. u1, a valid one); empty: a fresh random token per stream")
 	perLoop := fs.Int("per-loop", 200, "reset: streams written (and reset) per write")
-	loopInterval := fs.Duration("loop-interval", 25*time.Millisecond, "reset: one write of -per-loop streams this often (issue 8's pace: 200 every 25ms); 0: as fast as possible")
+	loopInterval := fs.Duration("loop-interval", 25*time.Millisecond, "reset: one write of -per-loop streams this often (the red-team pace: 200 every 25ms); 0: as fast as possible")
 	clients := fs.Int("clients", 3000, "flood: concurrent connections")
 	giveUp := fs.Duration("give-up", 300*time.Millisecond, "flood: a client gives up this long after it started connecting, and starts over")
 	src := fs.String("src", "127.0.0.1", "the attacker's source address")

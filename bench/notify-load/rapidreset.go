@@ -20,7 +20,7 @@ import (
 // h2c connection (prior knowledge) it writes perLoop streams at a time, each
 // a HEADERS frame (a complete GET, END_STREAM) followed at once by
 // RST_STREAM(CANCEL), flushes them in one write, and loops every interval
-// (issue 8's pace: 200 every 25 ms, 8,000 streams/s; 0: as fast as it can,
+// (the red-team pace: 200 every 25 ms, 8,000 streams/s; 0: as fast as it can,
 // which on a machine the attacker shares with the server measures how the
 // CPU is divided more than the server). Reset streams do
 // not count against SETTINGS_MAX_CONCURRENT_STREAMS, so nothing but the
