@@ -238,6 +238,7 @@ type Handler struct {
 	reloadDrain time.Duration
 	auth        *auth.Client
 	config      <-chan struct{} // this handler's config, told apart from the others: its context's Done
+	ctx         caddy.Context   // its config's context, to find the http app when it stops
 	gatewayKey  string          // its key in the gateways pool; never log it
 	pooled      *pooledGateway  // nil until Provision succeeds on a valid config
 	gateway     *gateway.Gateway
@@ -296,6 +297,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	// The modules of one config get contexts that differ (one per server)
 	// but end together: the channel that says so names the config.
 	h.config = ctx.Done()
+	h.ctx = ctx
 	h.setUp(rc)
 	return nil
 }
@@ -398,17 +400,35 @@ func (h *Handler) settings() gateway.Settings {
 
 // configStopping is the handler's part in its config stopping: at a reload
 // (another config is the running one), nothing, since Cleanup keeps or
-// drains the streams; at a stop of the process, every stream ends at once,
-// those draining after an earlier reload included.
+// drains the streams; at a stop of the process, every stream ends, those
+// draining after an earlier reload included: at once, or when the http
+// app's shutdown_delay is over, during which its servers go on serving
+// (so that a load balancer can take the instance out of its rotation
+// while its streams still deliver).
 func (h *Handler) configStopping() {
 	h.stopping = true
 	if active := caddy.ActiveContext(); active.Context != nil && active.Done() != h.config {
 		return // a reload
 	}
-	if h.gateway != nil {
-		h.gateway.EndStreams()
+	end := func() {
+		if h.gateway != nil {
+			h.gateway.EndStreams()
+		}
+		draining.endAll()
 	}
-	draining.endAll()
+	var delay time.Duration
+	if app, err := h.ctx.AppIfConfigured("http"); err == nil {
+		if httpApp, ok := app.(*caddyhttp.App); ok {
+			delay = time.Duration(httpApp.ShutdownDelay)
+		}
+	}
+	if delay <= 0 {
+		end()
+		return
+	}
+	// The app sleeps through the delay, then shuts its servers down,
+	// waiting for active requests: the streams end as it starts to.
+	time.AfterFunc(delay, end)
 }
 
 func (h *Handler) applyDefaults() {

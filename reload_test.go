@@ -896,3 +896,40 @@ func TestExitEndsStreamsAtOnce(t *testing.T) {
 		})
 	}
 }
+
+// TestShutdownDelayKeepsStreams pins what Caddy's shutdown_delay does to
+// streams when the process is told to exit: the config runs on through
+// the delay (a load balancer polling a health check sees the instance
+// leaving), its streams go on receiving, and they end when the delay is
+// over, at once, as on any exit.
+func TestShutdownDelayKeepsStreams(t *testing.T) {
+	rs := testkit.StartRedis(t)
+	auth := testkit.StartAuthAPI(t, testkit.Users("alice"))
+	p := newCaddyProcess(t, rs.URL(), auth.URL, "shutdown_delay 2s", `
+	notify /events {
+		redis {redis}
+		auth_url {auth}
+		heartbeat 0
+	}`)
+	p.start()
+	if err := p.waitUp("/events", 30*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	s := openStreamWhenUp(t, p.base()+"/events", "alice-token", "")
+	s.Expect(t, testkit.Frame{Kind: testkit.FrameRetry, Retry: "3000"})
+	start := time.Now()
+	_ = p.cmd.Process.Signal(syscall.SIGTERM)
+	time.Sleep(time.Second)
+	rs.Publish(t, defaultChannel, `{"recipient_id":"alice","during":"delay"}`)
+	s.Expect(t, testkit.Frame{Kind: testkit.FrameEvent, Data: `{"recipient_id":"alice","during":"delay"}`})
+	s.WaitEnded(t, 5*time.Second)
+	if d := time.Since(start); d < 2*time.Second || d > 3500*time.Millisecond {
+		t.Errorf("the stream ended %s after SIGTERM, want at the end of the 2s delay", d)
+	}
+	select {
+	case <-p.exited:
+	case <-time.After(5 * time.Second):
+		t.Fatal("still running 5s after the delay")
+	}
+	p.cmd = nil
+}
