@@ -4,6 +4,7 @@
 #
 #   redis-server  the tests start their own redis-server processes (the
 #                 package also brings redis-cli, for cluster and sentinel set-ups)
+#   curl          the docs' publishing example is run with its own curl commands
 #   chromium      the demo's end-to-end test drives its page in headless
 #                 Chromium (found as chromium, chromium-browser or
 #                 google-chrome on PATH, or at $CHROMIUM_PATH)
@@ -24,6 +25,7 @@ have_chromium() {
 
 missing=()
 { command -v redis-server >/dev/null && command -v redis-cli >/dev/null; } || missing+=(redis-server)
+command -v curl >/dev/null || missing+=(curl)
 have_chromium || missing+=(chromium)
 [ ${#missing[@]} -eq 0 ] && exit 0
 

@@ -57,7 +57,7 @@ func New() *Set {
 		}),
 		Drops: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: ns, Subsystem: sub, Name: "dropped_total",
-			Help: "Messages or Deliveries dropped, by reason: malformed, no_recipient, invalid_recipient, too_large, slow_client, wrong_partition.",
+			Help: "Messages or deliveries dropped, by reason: malformed, no_recipient, invalid_recipient, invalid_group, too_large, slow_client, wrong_partition.",
 		}, []string{"reason"}),
 		AuthDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Namespace: ns, Subsystem: sub, Name: "auth_duration_seconds",
@@ -89,7 +89,7 @@ func New() *Set {
 		}),
 		Replayed: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: ns, Subsystem: sub, Name: "replayed_events_total",
-			Help: "Events Replayed to resuming streams (stream mode), by source: memory or redis.",
+			Help: "Events replayed to resuming streams (stream mode), by source: memory or redis.",
 		}, []string{"source"}),
 		ReplayRedisCommands: prometheus.NewCounter(prometheus.CounterOpts{
 			Namespace: ns, Subsystem: sub, Name: "replay_redis_commands_total",
@@ -101,7 +101,7 @@ func New() *Set {
 		}, []string{"reason"}),
 		Revoked: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: ns, Subsystem: sub, Name: "revoked_total",
-			Help: "Streams ended with a Revoked event, by reason: unauthorized, forbidden, user_changed, disconnected.",
+			Help: "Streams ended with a revoked event, by reason: unauthorized, forbidden, user_changed, disconnected.",
 		}, []string{"reason"}),
 		ReauthChecks: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: ns, Subsystem: sub, Name: "reauth_checks_total",
@@ -109,7 +109,7 @@ func New() *Set {
 		}, []string{"result"}),
 		ControlMessages: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: ns, Subsystem: sub, Name: "control_messages_total",
-			Help: "Messages read from the control channel, by outcome: disconnect, or why one was dropped: malformed, no_recipient, invalid_recipient, too_large.",
+			Help: "Messages read from the control channel, by outcome: disconnect; invalid_recipient or invalid_group when it named invalid elements (the rest applied); or why one was dropped whole: malformed, no_recipient, too_large.",
 		}, []string{"outcome"}),
 		PresenceCommands: prometheus.NewCounter(prometheus.CounterOpts{
 			Namespace: ns, Subsystem: sub, Name: "presence_commands_total",

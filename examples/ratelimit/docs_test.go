@@ -1,6 +1,6 @@
-// Package ratelimit tests the rate limit the README's Security section
+// Package ratelimit tests the rate limit docs/security.md
 // shows in front of notify (github.com/mholt/caddy-ratelimit): the snippet
-// is read from the README itself, so the two cannot drift apart.
+// is read from the page itself, so the two cannot drift apart.
 package ratelimit
 
 import (
@@ -31,7 +31,7 @@ import (
 // rate_limit, with its indentation removed.
 func readmeSnippet(t *testing.T) string {
 	t.Helper()
-	raw, err := os.ReadFile("../../README.md")
+	raw, err := os.ReadFile("../../docs/security.md")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -46,7 +46,7 @@ func readmeSnippet(t *testing.T) string {
 		}
 		return strings.TrimRight(strings.Join(lines, "\n"), " \n") + "\n"
 	}
-	t.Fatal("no rate_limit snippet in the README")
+	t.Fatal("no rate_limit snippet in docs/security.md")
 	return ""
 }
 
