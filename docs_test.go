@@ -555,3 +555,19 @@ func TestDocsLinks(t *testing.T) {
 		}
 	}
 }
+
+// TestDocsNothingStale: user-facing pages name no internal milestone and no
+// test.
+func TestDocsNothingStale(t *testing.T) {
+	stale := regexp.MustCompile(`\b[Ii]ssues? #?\d+|\bTest[A-Z][A-Za-z]+\b`)
+	for _, page := range docPages(t) {
+		if page == "CONTRIBUTING.md" {
+			continue
+		}
+		for i, line := range strings.Split(readPage(t, page), "\n") {
+			if m := stale.FindString(line); m != "" {
+				t.Errorf("%s:%d: %q", page, i+1, m)
+			}
+		}
+	}
+}

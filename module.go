@@ -155,8 +155,10 @@ type Handler struct {
 
 	// A Redis pub/sub channel on the same Redis, read by every instance,
 	// on which the application ends users' streams: {"disconnect": <user
-	// id or array of ids>}, or {"disconnect": "*"} for every stream. Read
-	// with sharded pub/sub when Sharded is on. Off when empty.
+	// id or array of ids>}, {"disconnect_group": <group or array of
+	// groups>}, or {"disconnect": "*"} for every stream ("*" only as the
+	// whole value). Read with sharded pub/sub when Sharded is on. Off when
+	// empty.
 	ControlChannel string `json:"control_channel,omitempty"`
 
 	// A Redis sorted set the module keeps with the ids of the users who
