@@ -11,8 +11,8 @@ STATICCHECK ?= honnef.co/go/tools/cmd/staticcheck@v0.8.2
 demo:
 	cd examples && $(GO) run ./demo
 
-## test: the whole set-up and the whole suite: installs redis-server and chromium when
-## missing (scripts/test-deps.sh), then runs every module's tests under the race detector.
+## test: the whole set-up and the whole suite: installs redis-server, chromium and nginx-light
+## when missing (scripts/test-deps.sh), then runs every module's tests under the race detector.
 ## CI also runs `make lint` (kept apart: a first run of staticcheck compiles Caddy's
 ## whole dependency graph once more)
 ## The first line compiles ./cmd/caddy without -race once, before the tests that run it as

@@ -8,6 +8,9 @@
 #   chromium      the demo's end-to-end test drives its page in headless
 #                 Chromium (found as chromium, chromium-browser or
 #                 google-chrome on PATH, or at $CHROMIUM_PATH)
+#   nginx-light   the reverse-proxy test runs nginx in front of notify (found
+#                 as nginx on PATH or /usr/sbin/nginx; where the distribution
+#                 has no nginx-light, the nginx package brings the same binary)
 #
 # Run as root where apt-get exists, it installs what is missing and says
 # what. Otherwise it prints the command to run and fails: the tests would
@@ -23,10 +26,15 @@ have_chromium() {
 		command -v google-chrome >/dev/null
 }
 
+have_nginx() {
+	command -v nginx >/dev/null || [ -x /usr/sbin/nginx ]
+}
+
 missing=()
 { command -v redis-server >/dev/null && command -v redis-cli >/dev/null; } || missing+=(redis-server)
 command -v curl >/dev/null || missing+=(curl)
 have_chromium || missing+=(chromium)
+have_nginx || missing+=(nginx-light)
 [ ${#missing[@]} -eq 0 ] && exit 0
 
 if [ -n "${CHROMIUM_PATH:-}" ] && ! have_chromium; then
@@ -48,10 +56,14 @@ fi
 export DEBIAN_FRONTEND=noninteractive
 echo "test-deps: apt-get update"
 apt-get update -qq
-# Ubuntu names Chromium's package chromium-browser.
+# Ubuntu names Chromium's package chromium-browser; newer releases have no
+# nginx-light, whose binary is in the nginx package anyway.
 for i in "${!missing[@]}"; do
 	if [ "${missing[$i]}" = chromium ] && ! apt-cache show chromium >/dev/null 2>&1; then
 		missing[$i]=chromium-browser
+	fi
+	if [ "${missing[$i]}" = nginx-light ] && ! apt-cache show nginx-light >/dev/null 2>&1; then
+		missing[$i]=nginx
 	fi
 done
 echo "test-deps: apt-get install -y ${missing[*]}"

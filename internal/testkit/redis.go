@@ -1,7 +1,7 @@
 // Package testkit is what the tests of every package share: a real
 // redis-server on a free port (Redis), a stub of the site's auth API
-// (AuthAPI), a reader of event streams (Stream), and waiting for a
-// condition (WaitFor). It imports nothing of Caddy, so that the engine's
+// (AuthAPI), a reader of event streams (Stream), an nginx to put in front
+// (Nginx), and waiting for a condition (WaitFor). It imports nothing of Caddy, so that the engine's
 // tests build without it; only tests import it.
 package testkit
 
