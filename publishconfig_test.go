@@ -1,12 +1,14 @@
 package notify
 
 import (
-	"bufio"
+	"bytes"
 	"encoding/json"
 	"errors"
+	"math"
 	"net/http"
 	"strings"
 	"testing"
+	"testing/iotest"
 
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 
@@ -120,8 +122,11 @@ func FuzzPublishBody(f *testing.F) {
 		f.Add([]byte(s), uint16(64))
 	}
 	f.Fuzz(func(t *testing.T, body []byte, limit uint16) {
-		b := &bodyReader{br: bufio.NewReaderSize(strings.NewReader(string(body)), 16), limit: int(limit), field: "recipient_id"}
-		msgs, berr := b.read(-1)
+		// One byte a read, into slabs of 16 bytes: every value crosses
+		// reads, and most cross slabs.
+		b := newBodyReader(iotest.OneByteReader(bytes.NewReader(body)), int(limit), "recipient_id", math.MaxInt32, -1)
+		b.minSlab = 16
+		msgs, berr := b.read()
 		if berr != nil {
 			switch berr.status {
 			case http.StatusBadRequest, http.StatusRequestEntityTooLarge:

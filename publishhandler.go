@@ -1,7 +1,6 @@
 package notify
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"fmt"
@@ -9,7 +8,6 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -56,9 +54,8 @@ type PublishHandler struct {
 // publishRun is what a provisioned PublishHandler publishes with.
 type publishRun struct {
 	pub      *publish.Publisher
-	poolKey  string // the client's, for releaseClient
-	limit    int    // the largest message: MaxMessageSize less the stream field's name
-	readers  sync.Pool
+	poolKey  string       // the client's, for releaseClient
+	limit    int          // the largest message: MaxMessageSize less the stream field's name
 	lastWarn atomic.Int64 // unix nanoseconds of the last failure logged
 }
 
@@ -96,7 +93,6 @@ func (p *PublishHandler) Provision(ctx caddy.Context) error {
 		// The readers count an entry's field name in its size.
 		run.limit = max(p.MaxMessageSize-len(p.StreamField), 0)
 	}
-	run.readers.New = func() any { return bufio.NewReaderSize(nil, 16<<10) }
 	p.run = run // set only on success: Cleanup relies on it
 	return nil
 }
@@ -163,11 +159,7 @@ func (p *PublishHandler) ServeHTTP(w http.ResponseWriter, r *http.Request, _ cad
 		p.refuse(w, http.StatusRequestEntityTooLarge, errMsgTooLarge)
 		return nil
 	}
-	br := run.readers.Get().(*bufio.Reader)
-	br.Reset(http.MaxBytesReader(w, r.Body, bodyLimit))
-	msgs, berr := (&bodyReader{br: br, limit: run.limit, field: p.RecipientField}).read(r.ContentLength)
-	br.Reset(nil)
-	run.readers.Put(br)
+	msgs, berr := newBodyReader(r.Body, run.limit, p.RecipientField, bodyLimit, r.ContentLength).read()
 	if berr != nil {
 		p.refuse(w, berr.status, berr.msg)
 		return nil
