@@ -82,6 +82,9 @@ func newBodyReader(body io.Reader, limit int, field string, maxBody, size int64)
 	return &bodyReader{body: body, limit: limit, field: field, maxBody: maxBody, size: size, minSlab: minSlab}
 }
 
+// done reports whether the body was read to its end.
+func (b *bodyReader) done() bool { return errors.Is(b.err, io.EOF) }
+
 // read reads and checks the whole body. It returns the messages with
 // their recipients, in order, or the refusal of the first one that fails.
 func (b *bodyReader) read() ([]publish.Message, *bodyError) {

@@ -31,6 +31,7 @@ func parsePublishCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler,
 //	    stream_maxlen    <entries>
 //	    recipient_field  <field>
 //	    max_message_size <size>
+//	    max_body         <size>
 //	}
 //
 // Every subdirective may appear once. As notify's parser, it reads syntax
@@ -47,6 +48,7 @@ func (p *PublishHandler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 		p.StreamMaxLen = &n
 		return nil
 	}
+	b.single["max_body"] = setPositiveSize(&p.MaxBody)
 	at, err := b.parse(d)
 	if err != nil {
 		return err

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"mime"
 	"net/http"
 	"strconv"
@@ -12,6 +13,7 @@ import (
 	"time"
 
 	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
@@ -27,6 +29,12 @@ func init() {
 // defaultStreamMaxLen is the default of stream_maxlen: each XADD trims its
 // stream to about this many entries.
 const defaultStreamMaxLen = 100_000
+
+// Defaults and bounds of max_body.
+const (
+	defaultMaxBody = 64 << 20
+	maxBodyLimit   = 1 << 30
+)
 
 // publishRetryAfter is the Retry-After of a 503: Redis could not take a
 // publish, and a connection error often heals at the next attempt.
@@ -46,6 +54,18 @@ type PublishHandler struct {
 	// Stream mode: each XADD trims its stream with MAXLEN ~ this many
 	// entries; 0 never trims. Default (when unset): 100000.
 	StreamMaxLen *int `json:"stream_maxlen,omitempty"`
+
+	// The largest body, in bytes. A request that declares a longer one
+	// (Content-Length) is answered 413 with Connection: close before any
+	// of its body is read, with or without Expect: 100-continue (no 100
+	// Continue is sent); a body without a declared length is cut off with
+	// 413 at its first byte past it. It bounds what one request holds in
+	// memory while its messages are checked and published: the body,
+	// read once and never copied, and about 15% more. A bigger batch is
+	// better split into several requests: each holds less, and waits for
+	// less before it is published. A message must fit both this and
+	// max_message_size. Default: 64MiB, at most 1GiB.
+	MaxBody int `json:"max_body,omitempty"`
 
 	run    *publishRun // nil until Provision succeeds on a valid config
 	logger *zap.Logger
@@ -99,6 +119,9 @@ func (p *PublishHandler) Provision(ctx caddy.Context) error {
 
 func (p *PublishHandler) applyDefaults() {
 	p.Source.applyDefaults()
+	if p.MaxBody == 0 {
+		p.MaxBody = defaultMaxBody
+	}
 	if p.Stream != "" && p.StreamMaxLen == nil {
 		n := defaultStreamMaxLen
 		p.StreamMaxLen = &n
@@ -127,6 +150,9 @@ func (p *PublishHandler) mistakes(atParse bool) []error {
 	if c.StreamMaxLen != nil && *c.StreamMaxLen < 0 {
 		fail("stream_maxlen must not be negative")
 	}
+	if c.MaxBody < 1 || c.MaxBody > maxBodyLimit {
+		fail("max_body must be a size from 1 byte to 1 GiB")
+	}
 	return errs
 }
 
@@ -142,26 +168,27 @@ func (p *PublishHandler) Cleanup() error {
 // ServeHTTP publishes the POSTed message, or array of messages, and
 // answers 202 with what Redis said. It never calls next.
 func (p *PublishHandler) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.Handler) error {
+	// A refusal before the body is read leaves it unread, unless there
+	// is none.
+	unread := r.ContentLength != 0
 	if r.Method != http.MethodPost {
 		w.Header().Set("Allow", http.MethodPost)
-		p.refuse(w, http.StatusMethodNotAllowed, "Method not allowed.")
+		p.refuse(w, r, http.StatusMethodNotAllowed, "Method not allowed.", unread)
 		return nil
 	}
 	if !isJSON(r.Header.Get("Content-Type")) {
-		p.refuse(w, http.StatusUnsupportedMediaType, "Content-Type must be application/json.")
+		p.refuse(w, r, http.StatusUnsupportedMediaType, "Content-Type must be application/json.", unread)
 		return nil
 	}
-	// The most a body may hold: MaxPublishBatch messages of limit bytes.
-	// Each message is bounded as it is read (bodyReader).
+	if r.ContentLength > int64(p.MaxBody) {
+		p.refuse(w, r, http.StatusRequestEntityTooLarge, errMsgTooLarge, unread)
+		return nil
+	}
 	run := p.run
-	bodyLimit := int64(maxPublishBatch) * int64(max(run.limit, 1))
-	if r.ContentLength > bodyLimit {
-		p.refuse(w, http.StatusRequestEntityTooLarge, errMsgTooLarge)
-		return nil
-	}
-	msgs, berr := newBodyReader(r.Body, run.limit, p.RecipientField, bodyLimit, r.ContentLength).read()
+	b := newBodyReader(r.Body, run.limit, p.RecipientField, int64(p.MaxBody), r.ContentLength)
+	msgs, berr := b.read()
 	if berr != nil {
-		p.refuse(w, berr.status, berr.msg)
+		p.refuse(w, r, berr.status, berr.msg, !b.done())
 		return nil
 	}
 	// Once sending starts, it finishes even if the client leaves: a
@@ -170,7 +197,7 @@ func (p *PublishHandler) ServeHTTP(w http.ResponseWriter, r *http.Request, _ cad
 	if err != nil {
 		p.warn(err)
 		w.Header().Set("Retry-After", publishRetryAfter)
-		p.refuse(w, http.StatusServiceUnavailable, "Redis is unavailable.")
+		p.refuse(w, r, http.StatusServiceUnavailable, "Redis is unavailable.", false)
 		return nil
 	}
 	publishedOK.Inc()
@@ -217,11 +244,53 @@ func isJSON(contentType string) bool {
 	return !ok || strings.EqualFold(cs, "utf-8")
 }
 
-// refuse answers with a JSON error and counts the refusal.
-func (p *PublishHandler) refuse(w http.ResponseWriter, status int, msg string) {
+// refuse answers with a JSON error and counts the refusal. unread says
+// the request's body was not read to its end: an HTTP/1 connection is then
+// closed after the answer, without reading the rest. net/http would
+// otherwise read up to 256 KiB of it before answering (to keep the
+// connection), and up to 256 KiB more after: a refusal of a body too
+// large, or too slow, would wait for the very bytes it refuses. HTTP/2
+// and HTTP/3 need nothing: the server ends the request's stream after
+// the answer (RST_STREAM with NO_ERROR), and the connection goes on.
+func (p *PublishHandler) refuse(w http.ResponseWriter, r *http.Request, status int, msg string, unread bool) {
 	publishedTotal.WithLabelValues(strconv.Itoa(status)).Inc()
+	if unread && r.ProtoMajor == 1 {
+		p.closeUnread(w)
+	}
 	writeError(w, status, msg)
 }
+
+// closeUnread arranges for an HTTP/1 connection to close after the answer
+// without reading what is left of the request's body, and to close
+// gracefully: with a FIN, then a pause for the client to read the answer
+// before the close resets a connection it is still sending on. It is
+// called before the answer is written.
+func (p *PublishHandler) closeUnread(w http.ResponseWriter) {
+	// Connection: close spares the read before the answer.
+	w.Header().Set("Connection", "close")
+	// A read deadline already past makes the read after it fail at once
+	// (Caddy's read_idle_timeout keeps a deadline set through the
+	// response controller as the ceiling of its own).
+	if err := http.NewResponseController(w).SetReadDeadline(longAgo); err != nil {
+		if c := p.logger.Check(zapcore.DebugLevel, "cannot stop reading the refused body"); c != nil {
+			c.Write(zap.Error(err))
+		}
+	}
+	// net/http closes gracefully only after a MaxBytesReader on its own
+	// ResponseWriter went past its limit: say so with a reader of one
+	// byte, past a limit of none (the request's body is not touched).
+	for {
+		u, ok := w.(interface{ Unwrap() http.ResponseWriter })
+		if !ok {
+			break
+		}
+		w = u.Unwrap()
+	}
+	_, _ = http.MaxBytesReader(w, io.NopCloser(strings.NewReader(" ")), 0).Read(make([]byte, 1))
+}
+
+// longAgo is a deadline that has passed.
+var longAgo = time.Unix(1, 0)
 
 // warnEvery limits how often failed publishes are logged.
 const warnEvery = 5 * time.Second
