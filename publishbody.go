@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"os"
 
 	"github.com/caddy-notify/notify/internal/message"
 	"github.com/caddy-notify/notify/publish"
@@ -21,6 +22,7 @@ const (
 	errMsgInvalidRecipient = "Invalid recipient."
 	errMsgTooLarge         = "Message too large."
 	errMsgTooMany          = "Too many messages: at most 1000."
+	errMsgTimeout          = "Body not received in time."
 )
 
 // bodyError is why a notify_publish body is refused: its status and its
@@ -183,6 +185,10 @@ func readError(err error, index int) *bodyError {
 		return messageError(http.StatusRequestEntityTooLarge, -1, errMsgTooLarge)
 	case errors.Is(err, errValueTooLarge):
 		return messageError(http.StatusRequestEntityTooLarge, index, errMsgTooLarge)
+	case errors.Is(err, os.ErrDeadlineExceeded):
+		// body_timeout, or one of the server's read timeouts: no message
+		// is to blame either.
+		return messageError(http.StatusRequestTimeout, -1, errMsgTimeout)
 	default:
 		// The body ended inside a value (or the client left).
 		return messageError(http.StatusBadRequest, index, errMsgMalformed)

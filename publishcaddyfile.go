@@ -32,6 +32,7 @@ func parsePublishCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler,
 //	    recipient_field  <field>
 //	    max_message_size <size>
 //	    max_body         <size>
+//	    body_timeout     <duration>
 //	}
 //
 // Every subdirective may appear once. As notify's parser, it reads syntax
@@ -49,6 +50,7 @@ func (p *PublishHandler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 		return nil
 	}
 	b.single["max_body"] = setPositiveSize(&p.MaxBody)
+	b.single["body_timeout"] = setPositiveDuration(&p.BodyTimeout)
 	at, err := b.parse(d)
 	if err != nil {
 		return err

@@ -26,13 +26,14 @@ func TestPublishUnmarshalCaddyfile(t *testing.T) {
 		recipient_field  to
 		max_message_size 64KiB
 		max_body         128MiB
+		body_timeout     30s
 	}`))
 	if err != nil {
 		t.Fatal(err)
 	}
 	got, _ := json.Marshal(p)
 	want := `{"redis":"redis+cluster://user:pw@127.0.0.1:7000","partitions":16,"stream":"st","stream_field":"body",` +
-		`"recipient_field":"to","max_message_size":65536,"stream_maxlen":0,"max_body":134217728}`
+		`"recipient_field":"to","max_message_size":65536,"stream_maxlen":0,"max_body":134217728,"body_timeout":30000000000}`
 	if string(got) != want {
 		t.Errorf("parsed\n%s\nwant\n%s", got, want)
 	}
@@ -49,6 +50,9 @@ func TestPublishUnmarshalCaddyfile(t *testing.T) {
 		{"bad max_body", "notify_publish {\n max_body big\n}", `max_body: "big" is not a size such as 32MiB`},
 		{"zero max_body", "notify_publish {\n max_body 0\n}", "max_body: 0 is not allowed here; remove the line for the default"},
 		{"negative max_body", "notify_publish {\n max_body -1\n}", "notify_publish: max_body must be a size from 1 byte to 1 GiB"},
+		{"bad body_timeout", "notify_publish {\n body_timeout soon\n}", `body_timeout: "soon" is not a duration such as 500ms, 15s or 1d`},
+		{"zero body_timeout", "notify_publish {\n body_timeout 0\n}", "body_timeout: 0 is not allowed here; remove the line for the default"},
+		{"negative body_timeout", "notify_publish {\n body_timeout -1s\n}", "notify_publish: body_timeout must not be negative"},
 		{"max_body over 1GiB", "notify_publish {\n max_body 2GiB\n}", "notify_publish: max_body must be a size from 1 byte to 1 GiB"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
@@ -73,13 +77,14 @@ func TestPublishValidate(t *testing.T) {
 		{"defaults", PublishHandler{}, nil},
 		{"stream", PublishHandler{Source: Source{Stream: "s", Partitions: 1024}}, nil},
 		{"largest body", PublishHandler{MaxBody: 1 << 30}, nil},
-		{"every mistake", PublishHandler{Source: Source{Redis: "http://x", Channel: "c", Stream: "s", Partitions: 1025, MaxMessageSize: -1}, StreamMaxLen: &neg, MaxBody: -1}, []string{
+		{"every mistake", PublishHandler{Source: Source{Redis: "http://x", Channel: "c", Stream: "s", Partitions: 1025, MaxMessageSize: -1}, StreamMaxLen: &neg, MaxBody: -1, BodyTimeout: -1}, []string{
 			"notify_publish: redis: not a valid redis://, rediss://, redis+sentinel:// or redis+cluster:// URL",
 			"notify_publish: channel and stream are alternatives: set one",
 			"notify_publish: partitions must be a whole number from 1 to 1024",
 			"notify_publish: max_message_size must be a size from 1 byte to 512 MiB",
 			"notify_publish: stream_maxlen must not be negative",
 			"notify_publish: max_body must be a size from 1 byte to 1 GiB",
+			"notify_publish: body_timeout must not be negative",
 		}},
 		{"body over 1GiB", PublishHandler{MaxBody: 1<<30 + 1}, []string{
 			"notify_publish: max_body must be a size from 1 byte to 1 GiB",
@@ -108,7 +113,8 @@ func TestPublishValidate(t *testing.T) {
 				notifyErr = err.Error()
 			}
 			for _, line := range got {
-				if strings.Contains(line, "stream_maxlen") || strings.Contains(line, "max_body") {
+				if strings.Contains(line, "stream_maxlen") || strings.Contains(line, "max_body") ||
+					strings.Contains(line, "body_timeout") {
 					continue // notify has no such setting
 				}
 				if shared := strings.Replace(line, "notify_publish: ", "notify: ", 1); !strings.Contains(notifyErr, shared) {

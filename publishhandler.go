@@ -30,10 +30,11 @@ func init() {
 // stream to about this many entries.
 const defaultStreamMaxLen = 100_000
 
-// Defaults and bounds of max_body.
+// Defaults and bounds of max_body and body_timeout.
 const (
-	defaultMaxBody = 64 << 20
-	maxBodyLimit   = 1 << 30
+	defaultMaxBody     = 64 << 20
+	maxBodyLimit       = 1 << 30
+	defaultBodyTimeout = 10 * time.Second
 )
 
 // publishRetryAfter is the Retry-After of a 503: Redis could not take a
@@ -55,17 +56,30 @@ type PublishHandler struct {
 	// entries; 0 never trims. Default (when unset): 100000.
 	StreamMaxLen *int `json:"stream_maxlen,omitempty"`
 
-	// The largest body, in bytes. A request that declares a longer one
-	// (Content-Length) is answered 413 with Connection: close before any
-	// of its body is read, with or without Expect: 100-continue (no 100
-	// Continue is sent); a body without a declared length is cut off with
-	// 413 at its first byte past it. It bounds what one request holds in
-	// memory while its messages are checked and published: the body,
-	// read once and never copied, and about 15% more. A bigger batch is
-	// better split into several requests: each holds less, and waits for
-	// less before it is published. A message must fit both this and
-	// max_message_size. Default: 64MiB, at most 1GiB.
+	// The largest request body, in bytes. A request that declares a
+	// longer one (Content-Length) is answered 413 before any of its body
+	// is read, with or without Expect: 100-continue (no 100 Continue is
+	// sent); a body without a declared length is cut off with 413 at its
+	// first byte past it. Over HTTP/1 the connection is then closed; over
+	// HTTP/2 only the request's stream ends. It bounds what one request
+	// may hold in memory: the messages are slices of the body, read once,
+	// so a request holds about its body (at most about 1.2 times it with a
+	// Content-Length, 1.5 times without) until they are published. A
+	// bigger batch is better split into several requests: each holds
+	// less, is published sooner, and costs less to send again after a
+	// 503. A message must fit both this and max_message_size. Default:
+	// 64MiB, at most 1GiB.
 	MaxBody int `json:"max_body,omitempty"`
+
+	// The longest a request's body may take to arrive, counted from the
+	// end of its headers: a body not whole by then is answered 408 (over
+	// HTTP/1 with Connection: close, and the connection is closed). So a
+	// publisher that sends slowly, or stops halfway, holds a connection
+	// and a goroutine for this long at most, where Caddy's read timeouts
+	// restart at every byte. A body of max_body must arrive within it (64
+	// MiB in 10s is 6.4 MB/s): raise it for publishers on slow links.
+	// Default: 10s.
+	BodyTimeout caddy.Duration `json:"body_timeout,omitempty"`
 
 	run    *publishRun // nil until Provision succeeds on a valid config
 	logger *zap.Logger
@@ -122,6 +136,9 @@ func (p *PublishHandler) applyDefaults() {
 	if p.MaxBody == 0 {
 		p.MaxBody = defaultMaxBody
 	}
+	if p.BodyTimeout == 0 {
+		p.BodyTimeout = caddy.Duration(defaultBodyTimeout)
+	}
 	if p.Stream != "" && p.StreamMaxLen == nil {
 		n := defaultStreamMaxLen
 		p.StreamMaxLen = &n
@@ -152,6 +169,9 @@ func (p *PublishHandler) mistakes(atParse bool) []error {
 	}
 	if c.MaxBody < 1 || c.MaxBody > maxBodyLimit {
 		fail("max_body must be a size from 1 byte to 1 GiB")
+	}
+	if c.BodyTimeout < 0 {
+		fail("body_timeout must not be negative")
 	}
 	return errs
 }
@@ -185,12 +205,18 @@ func (p *PublishHandler) ServeHTTP(w http.ResponseWriter, r *http.Request, _ cad
 		return nil
 	}
 	run := p.run
+	rc := http.NewResponseController(w)
+	p.setReadDeadline(rc, time.Now().Add(time.Duration(p.BodyTimeout)))
 	b := newBodyReader(r.Body, run.limit, p.RecipientField, int64(p.MaxBody), r.ContentLength)
 	msgs, berr := b.read()
 	if berr != nil {
 		p.refuse(w, r, berr.status, berr.msg, !b.done())
 		return nil
 	}
+	// The body is whole: on HTTP/1, net/http now reads ahead to see the
+	// client leave, and the deadline firing there would cancel the
+	// connection's context, and so the next requests on it.
+	p.setReadDeadline(rc, time.Time{})
 	// Once sending starts, it finishes even if the client leaves: a
 	// batch cut short would be published in part.
 	results, err := run.pub.PublishBatch(context.WithoutCancel(r.Context()), msgs)
@@ -271,11 +297,7 @@ func (p *PublishHandler) closeUnread(w http.ResponseWriter) {
 	// A read deadline already past makes the read after it fail at once
 	// (Caddy's read_idle_timeout keeps a deadline set through the
 	// response controller as the ceiling of its own).
-	if err := http.NewResponseController(w).SetReadDeadline(longAgo); err != nil {
-		if c := p.logger.Check(zapcore.DebugLevel, "cannot stop reading the refused body"); c != nil {
-			c.Write(zap.Error(err))
-		}
-	}
+	p.setReadDeadline(http.NewResponseController(w), longAgo)
 	// net/http closes gracefully only after a MaxBytesReader on its own
 	// ResponseWriter went past its limit: say so with a reader of one
 	// byte, past a limit of none (the request's body is not touched).
@@ -287,6 +309,19 @@ func (p *PublishHandler) closeUnread(w http.ResponseWriter) {
 		w = u.Unwrap()
 	}
 	_, _ = http.MaxBytesReader(w, io.NopCloser(strings.NewReader(" ")), 0).Read(make([]byte, 1))
+}
+
+// setReadDeadline sets the request's read deadline, through Caddy's
+// read_idle_timeout when it is on, which keeps it as the ceiling of its
+// own. Where that cannot be done (a ResponseWriter without the means, as
+// some wrappers), body_timeout does not apply, and a refused body may be
+// read before the connection closes.
+func (p *PublishHandler) setReadDeadline(rc *http.ResponseController, t time.Time) {
+	if err := rc.SetReadDeadline(t); err != nil {
+		if c := p.logger.Check(zapcore.DebugLevel, "cannot set the read deadline of a publish"); c != nil {
+			c.Write(zap.Error(err))
+		}
+	}
 }
 
 // longAgo is a deadline that has passed.

@@ -83,7 +83,7 @@ func (c *rawConn) closedWithin(t testing.TB, d time.Duration) {
 // HTTP/1.1: one net/http goroutine each.
 func serverConns() int {
 	var b strings.Builder
-	_ = pprof.Lookup("goroutine").WriteTo(&b, 1)
+	_ = pprofGoroutines(&b)
 	n := 0
 	for _, block := range strings.Split(b.String(), "\n\n") {
 		if strings.Contains(block, "net/http.(*conn).serve") {
@@ -99,6 +99,10 @@ func serverConns() int {
 
 // documentedMaxBody is max_body's default, as its doc comment gives it.
 const documentedMaxBody = 64 << 20
+
+// pprofGoroutines writes the stacks of the process's goroutines, those
+// alike counted together.
+func pprofGoroutines(w io.Writer) error { return pprof.Lookup("goroutine").WriteTo(w, 1) }
 
 // TestPublishRefusesEarly sends notify_publish bodies whose declared
 // length is over max_body (64 MiB by default), with and without Expect:
@@ -154,6 +158,8 @@ func TestPublishCutsOffChunkedBodies(t *testing.T) {
 	base := serve(t, rs, auth, `
 	notify_publish /publish {
 		redis {redis}
+		# Reading 64 MB takes seconds under the race detector.
+		body_timeout 2m
 	}`)
 	body := newBatchBody(100, 1_000_000)
 	req := newRequest(t, http.MethodPost, base+"/publish", "application/json", struct{ io.Reader }{body})

@@ -89,6 +89,8 @@ func TestPublishMemory(t *testing.T) {
 	base := serve(t, rs, auth, `
 	notify_publish /publish {
 		redis {redis}
+		# Reading 64 MB takes seconds under the race detector.
+		body_timeout 2m
 	}`)
 	for _, withLength := range []bool{true, false} {
 		name := map[bool]string{true: "Content-Length", false: "chunked"}[withLength]
