@@ -212,3 +212,62 @@ func TestPublishPipelined(t *testing.T) {
 	}
 	c.closedWithin(t, 2*time.Second)
 }
+
+// TestPublishBodiesThatStop has clients give up halfway through a body:
+// one that closes its side gets 400 at once, one that resets the
+// connection leaves nothing behind; and a client that asks for 100
+// Continue gets it, then its answer.
+func TestPublishBodiesThatStop(t *testing.T) {
+	rs := testkit.StartRedis(t)
+	auth := testkit.StartAuthAPI(t, testkit.Users("alice"))
+	base := serve(t, rs, auth, `
+	notify_publish /publish {
+		redis {redis}
+	}`)
+	for _, tt := range []struct {
+		name   string
+		header string
+		body   string
+	}{
+		{"Content-Length", "Content-Length: 1000", `[{"recipient_id":"alice"},{"reci`},
+		{"chunked", "Transfer-Encoding: chunked", "8\r\n[{\"recipi\r\n"},
+	} {
+		t.Run(tt.name+", half-closed", func(t *testing.T) {
+			c := dialRaw(t, base)
+			c.postHead(t, "/publish", tt.header)
+			if _, err := io.WriteString(c, tt.body); err != nil {
+				t.Fatal(err)
+			}
+			_ = c.Conn.(*net.TCPConn).CloseWrite()
+			if resp, body := c.answer(t, time.Second); resp.StatusCode != http.StatusBadRequest {
+				t.Fatalf("answer %d %q, want 400", resp.StatusCode, body)
+			}
+			c.closedWithin(t, time.Second)
+		})
+		t.Run(tt.name+", reset", func(t *testing.T) {
+			c := dialRaw(t, base)
+			c.postHead(t, "/publish", tt.header)
+			if _, err := io.WriteString(c, tt.body); err != nil {
+				t.Fatal(err)
+			}
+			time.Sleep(50 * time.Millisecond) // the handler is reading
+			_ = c.Conn.(*net.TCPConn).SetLinger(0)
+			c.Close()
+			testkit.WaitFor(t, 2*time.Second, "the server to let go of the connection", func() bool { return serverConns() == 0 })
+		})
+	}
+	t.Run("Expect: 100-continue", func(t *testing.T) {
+		ok := `{"recipient_id":"alice"}`
+		c := dialRaw(t, base)
+		c.postHead(t, "/publish", fmt.Sprintf("Content-Length: %d", len(ok)), "Expect: 100-continue")
+		if resp, _ := c.answer(t, time.Second); resp.StatusCode != http.StatusContinue {
+			t.Fatalf("answer %d, want 100", resp.StatusCode)
+		}
+		if _, err := io.WriteString(c, ok); err != nil {
+			t.Fatal(err)
+		}
+		if resp, body := c.answer(t, 5*time.Second); resp.StatusCode != http.StatusAccepted || resp.Close {
+			t.Fatalf("answer %d %q (close %t), want 202 on a connection kept", resp.StatusCode, body, resp.Close)
+		}
+	})
+}
