@@ -1,11 +1,13 @@
 package notify
 
 import (
+	"errors"
 	"io"
 	"net/http"
 	"net/http/httptrace"
 	"strings"
 	"testing"
+	"testing/iotest"
 	"time"
 
 	"github.com/caddy-notify/notify/internal/testkit"
@@ -39,11 +41,11 @@ func TestPublishLimitsOverHTTP2(t *testing.T) {
 	url := cfg.load(t) + "/publish"
 	var protos http.Protocols
 	protos.SetUnencryptedHTTP2(true)
-	tr := &http.Transport{Protocols: &protos}
+	tr := &http.Transport{Protocols: &protos, ExpectContinueTimeout: 5 * time.Second}
 	t.Cleanup(tr.CloseIdleConnections)
 	client := &http.Client{Transport: tr}
 	conns := 0
-	do := func(body io.Reader, length int64) (*http.Response, string, time.Duration) {
+	do := func(body io.Reader, length int64, header ...string) (*http.Response, string, time.Duration) {
 		t.Helper()
 		ctx := httptrace.WithClientTrace(t.Context(), &httptrace.ClientTrace{GotConn: func(info httptrace.GotConnInfo) {
 			if !info.Reused {
@@ -53,6 +55,9 @@ func TestPublishLimitsOverHTTP2(t *testing.T) {
 		req := newRequest(t, http.MethodPost, url, "application/json", body)
 		req = req.WithContext(ctx)
 		req.ContentLength = length
+		for i := 0; i+1 < len(header); i += 2 {
+			req.Header.Set(header[i], header[i+1])
+		}
 		start := time.Now()
 		resp, err := client.Do(req)
 		if err != nil {
@@ -70,13 +75,16 @@ func TestPublishLimitsOverHTTP2(t *testing.T) {
 		name   string
 		body   func() io.Reader
 		length int64
+		header []string
 		status int
 		within time.Duration
 	}{
-		{"declared over max_body, nothing sent", func() io.Reader { r, _ := io.Pipe(); return r }, 2e9, 413, time.Second},
+		{"declared over max_body, nothing sent", func() io.Reader { r, _ := io.Pipe(); return r }, 2e9, nil, 413, time.Second},
+		{"declared over max_body, Expect: 100-continue", func() io.Reader { return iotest.ErrReader(errors.New("body read before the answer")) },
+			2e9, []string{"Expect", "100-continue"}, 413, time.Second},
 		{"past max_body without a declared length", func() io.Reader {
 			return struct{ io.Reader }{&endless{head: []byte("[" + ok + "," + ok), fill: ' ', n: 100 << 20}}
-		}, -1, 413, 5 * time.Second},
+		}, -1, nil, 413, 5 * time.Second},
 		{"one byte a while", func() io.Reader {
 			r, w := io.Pipe()
 			go func() {
@@ -90,10 +98,10 @@ func TestPublishLimitsOverHTTP2(t *testing.T) {
 				}
 			}()
 			return r
-		}, -1, 408, 5 * time.Second},
+		}, -1, nil, 408, 5 * time.Second},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
-			resp, body, took := do(tt.body(), tt.length)
+			resp, body, took := do(tt.body(), tt.length, tt.header...)
 			if resp.StatusCode != tt.status || took > tt.within {
 				t.Fatalf("%d %q after %v, want %d within %v", resp.StatusCode, body, took, tt.status, tt.within)
 			}
