@@ -179,9 +179,11 @@ func (b *bodyReader) message(limit, index int) (publish.Message, *bodyError) {
 
 // readError turns a failure to read a value into its refusal.
 func readError(err error, index int) *bodyError {
+	var tooLarge *http.MaxBytesError
 	switch {
-	case errors.Is(err, errBodyTooLarge):
-		// Past the body's own limit: no message is to blame.
+	case errors.Is(err, errBodyTooLarge), errors.As(err, &tooLarge):
+		// Past the body's own limit (max_body, or Caddy's request_body
+		// max_size in front): no message is to blame.
 		return messageError(http.StatusRequestEntityTooLarge, -1, errMsgTooLarge)
 	case errors.Is(err, errValueTooLarge):
 		return messageError(http.StatusRequestEntityTooLarge, index, errMsgTooLarge)

@@ -271,3 +271,30 @@ func TestPublishBodiesThatStop(t *testing.T) {
 		}
 	})
 }
+
+// TestPublishBehindRequestBody puts Caddy's request_body max_size in front
+// of notify_publish: a body past it gets 413 too.
+func TestPublishBehindRequestBody(t *testing.T) {
+	rs := testkit.StartRedis(t)
+	auth := testkit.StartAuthAPI(t, testkit.Users("alice"))
+	base := serve(t, rs, auth, `
+	route /publish {
+		request_body {
+			max_size 100
+		}
+		notify_publish {
+			redis {redis}
+		}
+	}`)
+	ok := `{"recipient_id":"alice"}`
+	body := "[" + strings.Repeat(ok+",", 5) + ok + "]"
+	req := newRequest(t, http.MethodPost, base+"/publish", "application/json", struct{ io.Reader }{strings.NewReader(body)})
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if got := jsonBody(t, resp.Body)["error"]; resp.StatusCode != http.StatusRequestEntityTooLarge || got != errMsgTooLarge {
+		t.Fatalf("%d %q, want 413 %q", resp.StatusCode, got, errMsgTooLarge)
+	}
+}
