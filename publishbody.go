@@ -1,11 +1,11 @@
 package notify
 
 import (
-	"bufio"
 	"errors"
 	"fmt"
 	"io"
 	"net/http"
+	"os"
 
 	"github.com/caddy-notify/notify/internal/message"
 	"github.com/caddy-notify/notify/publish"
@@ -23,6 +23,7 @@ const (
 	errMsgInvalidGroup     = "Invalid group."
 	errMsgTooLarge         = "Message too large."
 	errMsgTooMany          = "Too many messages: at most 1000."
+	errMsgTimeout          = "Body not received in time."
 )
 
 // bodyError is why a notify_publish body is refused: its status and its
@@ -41,41 +42,68 @@ func messageError(status, index int, msg string) *bodyError {
 	return &bodyError{status: status, msg: msg}
 }
 
-// errValueTooLarge: a JSON value went past its size limit.
-var errValueTooLarge = errors.New("value too large")
+// Errors of reading a body: a JSON value went past its size limit, the
+// body past max_body.
+var (
+	errValueTooLarge = errors.New("value too large")
+	errBodyTooLarge  = errors.New("body too large")
+)
+
+// minSlab is the smallest buffer a body is read into.
+const minSlab = 32 << 10
 
 // bodyReader reads a notify_publish body: one JSON message, or a JSON
-// array of at most maxPublishBatch of them. It never holds more than the
-// messages it accepted and the one it is reading, each at most limit
-// bytes: it finds where each value ends by following strings and nesting
-// (valueEnd), stops at the first byte past a limit, and leaves every check
-// of the JSON grammar and of the recipients to route, the parser the
-// stream side delivers with, so that what it accepts is what the readers
-// deliver.
+// array of at most maxPublishBatch of them. It stops at the first byte
+// past a limit (a message's, or the body's), and finds where each value
+// ends by following strings and nesting (valueEnd), leaving every check of
+// the JSON grammar and of the recipients to route, the parser the stream
+// side delivers with, so that what it accepts is what the readers deliver.
+//
+// The body is read in one pass into slabs that the messages it returns
+// are slices of: a message is never copied, and a request holds its body
+// and little more. A slab grows with what was read (so a declared length
+// costs nothing until the bytes come): to the declared length when there
+// is one, by half of what was read otherwise; only the part of a message
+// that straddles two slabs is copied, into the next.
 type bodyReader struct {
-	br     *bufio.Reader
-	limit  int            // the largest message, in bytes
-	fields message.Fields // the recipient and group fields
+	body    io.Reader
+	limit   int            // the largest message, in bytes
+	fields  message.Fields // the recipient and group fields
+	maxBody int64          // the largest body
+	size    int64          // the declared length, or -1
+	minSlab int            // the smallest slab; tests lower it
+
+	slab []byte // read so far into the current slab; pos is the next byte to scan
+	pos  int
+	got  int64 // bytes read from body
+	err  error // the body's error once it returned one: io.EOF at its end
 }
 
-// read reads and checks the whole body; sizeHint is its Content-Length
-// (-1 when unknown). It returns the messages with their recipients, in
-// order, or the refusal of the first one that fails.
-func (b *bodyReader) read(sizeHint int64) ([]publish.Message, *bodyError) {
+// newBodyReader reads body, of size bytes (-1 when unknown) and at most
+// maxBody, into messages of at most limit bytes with recipients and groups
+// in fields.
+func newBodyReader(body io.Reader, limit int, fields message.Fields, maxBody, size int64) *bodyReader {
+	return &bodyReader{body: body, limit: limit, fields: fields, maxBody: maxBody, size: size, minSlab: minSlab}
+}
+
+// done reports whether the body was read to its end.
+func (b *bodyReader) done() bool { return errors.Is(b.err, io.EOF) }
+
+// read reads and checks the whole body. It returns the messages with
+// their recipients, in order, or the refusal of the first one that fails.
+func (b *bodyReader) read() ([]publish.Message, *bodyError) {
 	// No body of a valid message starts with more spaces than a message
 	// may hold: reading on would only waste time.
 	lead, err := b.skipSpace(b.limit)
 	if err != nil {
 		return nil, readError(err, -1)
 	}
-	first, _ := b.br.Peek(1) // skipSpace saw it
-	if first[0] != '[' {
+	if b.slab[b.pos] != '[' { // skipSpace saw it
 		// One message: the whole body, spaces included, is at most limit.
-		if sizeHint > int64(b.limit) {
+		if b.size > int64(b.limit) {
 			return nil, messageError(http.StatusRequestEntityTooLarge, -1, errMsgTooLarge)
 		}
-		buf := make([]byte, 0, int(min(max(sizeHint, 0), int64(b.limit))))
-		m, berr := b.message(buf, b.limit-lead, -1)
+		m, berr := b.message(b.limit-lead, -1)
 		if berr != nil {
 			return nil, berr
 		}
@@ -84,7 +112,7 @@ func (b *bodyReader) read(sizeHint int64) ([]publish.Message, *bodyError) {
 		}
 		return []publish.Message{m}, nil
 	}
-	_, _ = b.br.Discard(1)
+	b.pos++
 	var msgs []publish.Message
 	for i := 0; ; i++ {
 		c, err := b.next()
@@ -92,13 +120,13 @@ func (b *bodyReader) read(sizeHint int64) ([]publish.Message, *bodyError) {
 			return nil, readError(err, i)
 		}
 		if c == ']' && i == 0 {
-			_, _ = b.br.Discard(1)
+			b.pos++
 			break
 		}
 		if i == maxPublishBatch {
 			return nil, messageError(http.StatusRequestEntityTooLarge, -1, errMsgTooMany)
 		}
-		m, berr := b.message(nil, b.limit, i)
+		m, berr := b.message(b.limit, i)
 		if berr != nil {
 			return nil, berr
 		}
@@ -106,7 +134,7 @@ func (b *bodyReader) read(sizeHint int64) ([]publish.Message, *bodyError) {
 		if c, err = b.next(); err != nil {
 			return nil, readError(err, i)
 		}
-		_, _ = b.br.Discard(1)
+		b.pos++
 		if c == ']' {
 			break
 		}
@@ -125,14 +153,13 @@ func (b *bodyReader) next() (byte, error) {
 	if _, err := b.skipSpace(-1); err != nil {
 		return 0, err
 	}
-	c, _ := b.br.Peek(1)
-	return c[0], nil
+	return b.slab[b.pos], nil
 }
 
-// message reads one JSON value of at most limit bytes into buf and checks
-// it as the stream side does (route): a JSON object naming recipients.
-func (b *bodyReader) message(buf []byte, limit, index int) (publish.Message, *bodyError) {
-	data, err := b.value(buf, limit)
+// message reads one JSON value of at most limit bytes and checks it as
+// the stream side does (route): a JSON object naming recipients.
+func (b *bodyReader) message(limit, index int) (publish.Message, *bodyError) {
+	data, err := b.value(limit)
 	if err != nil {
 		return publish.Message{}, readError(err, index)
 	}
@@ -159,11 +186,16 @@ func (b *bodyReader) message(buf []byte, limit, index int) (publish.Message, *bo
 func readError(err error, index int) *bodyError {
 	var tooLarge *http.MaxBytesError
 	switch {
-	case errors.As(err, &tooLarge):
-		// Past the body's own limit: no message is to blame.
+	case errors.Is(err, errBodyTooLarge), errors.As(err, &tooLarge):
+		// Past the body's own limit (max_body, or Caddy's request_body
+		// max_size in front): no message is to blame.
 		return messageError(http.StatusRequestEntityTooLarge, -1, errMsgTooLarge)
 	case errors.Is(err, errValueTooLarge):
 		return messageError(http.StatusRequestEntityTooLarge, index, errMsgTooLarge)
+	case errors.Is(err, os.ErrDeadlineExceeded):
+		// body_timeout, or one of the server's read timeouts: no message
+		// is to blame either.
+		return messageError(http.StatusRequestTimeout, -1, errMsgTimeout)
 	default:
 		// The body ended inside a value (or the client left).
 		return messageError(http.StatusBadRequest, index, errMsgMalformed)
@@ -187,64 +219,103 @@ func isSpace(c byte) bool { return c == ' ' || c == '\t' || c == '\n' || c == '\
 func (b *bodyReader) skipSpace(limit int) (int, error) {
 	n := 0
 	for {
-		chunk, err := b.peek()
-		if err != nil {
-			return n, err
+		for b.pos < len(b.slab) && isSpace(b.slab[b.pos]) {
+			b.pos++
+			n++
 		}
-		i := 0
-		for i < len(chunk) && isSpace(chunk[i]) {
-			i++
-		}
-		n += i
-		_, _ = b.br.Discard(i)
 		if limit >= 0 && n > limit {
 			return n, errValueTooLarge
 		}
-		if i < len(chunk) {
+		if b.pos < len(b.slab) {
 			return n, nil
 		}
-	}
-}
-
-// peek returns the buffered bytes, reading more when there are none.
-func (b *bodyReader) peek() ([]byte, error) {
-	if b.br.Buffered() == 0 {
-		if _, err := b.br.Peek(1); err != nil {
-			return nil, err
+		if _, err := b.more(b.pos); err != nil {
+			return n, err
 		}
 	}
-	return b.br.Peek(b.br.Buffered())
 }
 
-// value appends to buf the JSON value that starts at the next byte, which
-// is not a space: a string, an array or object (to its closing bracket,
-// brackets in strings aside), or any other token (to the next space,
-// comma or bracket, or the end). It fails with errValueTooLarge before
-// holding more than limit bytes, and with io.ErrUnexpectedEOF when the
-// body ends inside a string, array or object.
-func (b *bodyReader) value(buf []byte, limit int) ([]byte, error) {
+// value returns the JSON value that starts at the next byte, which is not
+// a space: a string, an array or object (to its closing bracket, brackets
+// in strings aside), or any other token (to the next space, comma or
+// bracket, or the end). It fails with errValueTooLarge as soon as the
+// value is past limit bytes, and with io.ErrUnexpectedEOF when the body
+// ends inside a string, array or object. The value is a slice of a slab,
+// capped so that appending to it copies.
+func (b *bodyReader) value(limit int) ([]byte, error) {
 	var v valueEnd
+	start := b.pos
 	for {
-		chunk, err := b.peek()
+		n, done := v.scan(b.slab[b.pos:])
+		b.pos += n
+		if b.pos-start > limit {
+			return nil, errValueTooLarge
+		}
+		if done {
+			return b.slab[start:b.pos:b.pos], nil
+		}
+		moved, err := b.more(start)
+		start -= moved
+		if errors.Is(err, io.EOF) && v.scalar {
+			return b.slab[start:b.pos:b.pos], nil // a number or literal ends the body
+		}
 		if errors.Is(err, io.EOF) {
-			if v.scalar {
-				return buf, nil // a number or literal ends the body
-			}
 			return nil, io.ErrUnexpectedEOF
 		}
 		if err != nil {
 			return nil, err
 		}
-		n, done := v.scan(chunk)
-		if len(buf)+n > limit {
-			return nil, errValueTooLarge
-		}
-		buf = append(buf, chunk[:n]...)
-		_, _ = b.br.Discard(n)
-		if done {
-			return buf, nil
+	}
+}
+
+// more reads more of the body after what was scanned, all of it, keeping
+// the bytes from keep on (the value being read) in one piece with what
+// follows: when the slab is full it moves them to a new one, and returns
+// by how much they moved. Its error is the body's (io.EOF at its end, kept
+// for later calls), or errBodyTooLarge past maxBody.
+func (b *bodyReader) more(keep int) (moved int, err error) {
+	if b.err != nil {
+		return 0, b.err
+	}
+	if len(b.slab) == cap(b.slab) {
+		carry := b.slab[keep:]
+		next := make([]byte, len(carry), len(carry)+b.grow())
+		copy(next, carry)
+		b.slab, b.pos, moved = next, b.pos-keep, keep
+	}
+	// Reading one byte past maxBody tells a body that ends there from one
+	// that goes on.
+	room := b.slab[len(b.slab):cap(b.slab)]
+	room = room[:min(int64(len(room)), b.maxBody+1-b.got)]
+	for {
+		n, err := b.body.Read(room)
+		b.slab = b.slab[:len(b.slab)+n]
+		b.got += int64(n)
+		switch {
+		case b.got > b.maxBody:
+			b.err = errBodyTooLarge
+			return moved, b.err
+		case n > 0:
+			b.err = err // reported at the next call, after these bytes
+			return moved, nil
+		case err != nil:
+			b.err = err
+			return moved, err
 		}
 	}
+}
+
+// grow is the room of the next slab: what was read so far (a slab as
+// large as all before it) up to the declared length, or half of it when
+// there is none, so that no more than a third of the slabs is ever empty
+// room; and never past maxBody.
+func (b *bodyReader) grow() int {
+	n := max(int64(b.minSlab), b.got/2)
+	if b.size >= b.got {
+		// The byte after the declared length finds its end.
+		n = min(max(int64(b.minSlab), b.got), b.size-b.got+1)
+	}
+	return int(max(min(n, b.maxBody+1-b.got), 1))
 }
 
 // valueEnd finds where a JSON value ends, chunk after chunk, without

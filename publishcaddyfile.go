@@ -32,6 +32,8 @@ func parsePublishCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler,
 //	    recipient_field  <field>
 //	    group_field      <field>
 //	    max_message_size <size>
+//	    max_body         <size>
+//	    body_timeout     <duration>
 //	}
 //
 // Every subdirective may appear once. As notify's parser, it reads syntax
@@ -48,6 +50,8 @@ func (p *PublishHandler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 		p.StreamMaxLen = &n
 		return nil
 	}
+	b.single["max_body"] = setPositiveSize(&p.MaxBody)
+	b.single["body_timeout"] = setPositiveDuration(&p.BodyTimeout)
 	at, err := b.parse(d)
 	if err != nil {
 		return err

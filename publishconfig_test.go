@@ -1,13 +1,15 @@
 package notify
 
 import (
-	"bufio"
+	"bytes"
 	"encoding/json"
 	"errors"
+	"math"
 	"net/http"
 	"slices"
 	"strings"
 	"testing"
+	"testing/iotest"
 
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 
@@ -24,13 +26,15 @@ func TestPublishUnmarshalCaddyfile(t *testing.T) {
 		stream_maxlen    0
 		recipient_field  to
 		max_message_size 64KiB
+		max_body         128MiB
+		body_timeout     30s
 	}`))
 	if err != nil {
 		t.Fatal(err)
 	}
 	got, _ := json.Marshal(p)
 	want := `{"redis":"redis+cluster://user:pw@127.0.0.1:7000","partitions":16,"stream":"st","stream_field":"body",` +
-		`"recipient_field":"to","max_message_size":65536,"stream_maxlen":0}`
+		`"recipient_field":"to","max_message_size":65536,"stream_maxlen":0,"max_body":134217728,"body_timeout":30000000000}`
 	if string(got) != want {
 		t.Errorf("parsed\n%s\nwant\n%s", got, want)
 	}
@@ -44,6 +48,13 @@ func TestPublishUnmarshalCaddyfile(t *testing.T) {
 		{"block", "notify_publish {\n channel a {\n x\n }\n}", "channel does not take a block"},
 		{"bad maxlen", "notify_publish {\n stream_maxlen lots\n}", `stream_maxlen: "lots" is not a whole number`},
 		{"bad size", "notify_publish {\n max_message_size big\n}", `max_message_size: "big" is not a size such as 32MiB`},
+		{"bad max_body", "notify_publish {\n max_body big\n}", `max_body: "big" is not a size such as 32MiB`},
+		{"zero max_body", "notify_publish {\n max_body 0\n}", "max_body: 0 is not allowed here; remove the line for the default"},
+		{"negative max_body", "notify_publish {\n max_body -1\n}", "notify_publish: max_body must be a size from 1 byte to 1 GiB"},
+		{"bad body_timeout", "notify_publish {\n body_timeout soon\n}", `body_timeout: "soon" is not a duration such as 500ms, 15s or 1d`},
+		{"zero body_timeout", "notify_publish {\n body_timeout 0\n}", "body_timeout: 0 is not allowed here; remove the line for the default"},
+		{"negative body_timeout", "notify_publish {\n body_timeout -1s\n}", "notify_publish: body_timeout must not be negative"},
+		{"max_body over 1GiB", "notify_publish {\n max_body 2GiB\n}", "notify_publish: max_body must be a size from 1 byte to 1 GiB"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			var p PublishHandler
@@ -66,12 +77,18 @@ func TestPublishValidate(t *testing.T) {
 	}{
 		{"defaults", PublishHandler{}, nil},
 		{"stream", PublishHandler{Source: Source{Stream: "s", Partitions: 1024}}, nil},
-		{"every mistake", PublishHandler{Source: Source{Redis: "http://x", Channel: "c", Stream: "s", Partitions: 1025, MaxMessageSize: -1}, StreamMaxLen: &neg}, []string{
+		{"largest body", PublishHandler{MaxBody: 1 << 30}, nil},
+		{"every mistake", PublishHandler{Source: Source{Redis: "http://x", Channel: "c", Stream: "s", Partitions: 1025, MaxMessageSize: -1}, StreamMaxLen: &neg, MaxBody: -1, BodyTimeout: -1}, []string{
 			"notify_publish: redis: not a valid redis://, rediss://, redis+sentinel:// or redis+cluster:// URL",
 			"notify_publish: channel and stream are alternatives: set one",
 			"notify_publish: partitions must be a whole number from 1 to 1024",
 			"notify_publish: max_message_size must be a size from 1 byte to 512 MiB",
 			"notify_publish: stream_maxlen must not be negative",
+			"notify_publish: max_body must be a size from 1 byte to 1 GiB",
+			"notify_publish: body_timeout must not be negative",
+		}},
+		{"body over 1GiB", PublishHandler{MaxBody: 1<<30 + 1}, []string{
+			"notify_publish: max_body must be a size from 1 byte to 1 GiB",
 		}},
 		{"stream settings without stream", PublishHandler{Source: Source{StreamField: "body"}, StreamMaxLen: new(int)}, []string{
 			"notify_publish: stream_field applies to stream mode only: set stream, or remove stream_field",
@@ -97,7 +114,8 @@ func TestPublishValidate(t *testing.T) {
 				notifyErr = err.Error()
 			}
 			for _, line := range got {
-				if strings.Contains(line, "stream_maxlen") {
+				if strings.Contains(line, "stream_maxlen") || strings.Contains(line, "max_body") ||
+					strings.Contains(line, "body_timeout") {
 					continue // notify has no such setting
 				}
 				if shared := strings.Replace(line, "notify_publish: ", "notify: ", 1); !strings.Contains(notifyErr, shared) {
@@ -121,9 +139,12 @@ func FuzzPublishBody(f *testing.F) {
 		f.Add([]byte(s), uint16(64))
 	}
 	f.Fuzz(func(t *testing.T, body []byte, limit uint16) {
+		// One byte a read, into slabs of 16 bytes: every value crosses
+		// reads, and most cross slabs.
 		fields := message.Fields{Recipient: "recipient_id", Group: "groups"}
-		b := &bodyReader{br: bufio.NewReaderSize(strings.NewReader(string(body)), 16), limit: int(limit), fields: fields}
-		msgs, berr := b.read(-1)
+		b := newBodyReader(iotest.OneByteReader(bytes.NewReader(body)), int(limit), fields, math.MaxInt32, -1)
+		b.minSlab = 16
+		msgs, berr := b.read()
 		if berr != nil {
 			switch berr.status {
 			case http.StatusBadRequest, http.StatusRequestEntityTooLarge:
