@@ -22,8 +22,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
-
 	"github.com/caddy-notify/notify/internal/testkit"
 )
 
@@ -75,20 +73,6 @@ func replaceAll(t testing.TB, s string, pairs ...string) string {
 		s = strings.ReplaceAll(s, pairs[i], pairs[i+1])
 	}
 	return s
-}
-
-// TestReverseProxyDocFormatted: the page's Caddyfiles are as caddy fmt
-// writes them.
-func TestReverseProxyDocFormatted(t *testing.T) {
-	blocks := docBlocks(t, "caddyfile")
-	if len(blocks) != 2 {
-		t.Fatalf("%d caddyfile blocks in %s, want 2", len(blocks), proxyDoc)
-	}
-	for _, b := range blocks {
-		if got := string(caddyfile.Format([]byte(b))); got != b {
-			t.Errorf("not as caddy fmt writes it:\n%s\ncaddy fmt:\n%s", b, got)
-		}
-	}
 }
 
 // TestBehindProxy runs each proxy of the page in front of a notify
