@@ -49,8 +49,9 @@ var (
 	errBodyTooLarge  = errors.New("body too large")
 )
 
-// minSlab is the smallest buffer a body is read into.
-const minSlab = 32 << 10
+// minSlab is the smallest buffer a body is read into: the first, unless
+// the body is declared shorter.
+const minSlab = 512
 
 // bodyReader reads a notify_publish body: one JSON message, or a JSON
 // array of at most maxPublishBatch of them. It stops at the first byte
