@@ -41,10 +41,11 @@ const (
 
 // env is what every test uses: started once by TestMain.
 var env struct {
-	base      string // Caddy's site, e.g. http://127.0.0.1:1234
-	caddyfile string
-	rdb       *redis.Client
-	backend   *backend
+	base       string // Caddy's site, e.g. http://127.0.0.1:1234
+	caddyfile  string
+	generation int // loads so far: see loadCaddy
+	rdb        *redis.Client
+	backend    *backend
 }
 
 func TestMain(m *testing.M) {
@@ -160,6 +161,8 @@ http://127.0.0.1:{site} {
 			auth_timeout 500ms
 			token_cookie {cookie}
 			retry 200ms
+			history_entries {generation}
+			reload_drain 0
 		}
 	}
 	# Named events and groups, as the handler writes them.
@@ -190,6 +193,8 @@ http://127.0.0.1:{site} {
 				token_cookie {cookie}
 				retry 200ms
 				replay_limit 2
+				history_entries {generation}
+				reload_drain 0
 			}
 		}
 	}
@@ -212,10 +217,14 @@ http://127.0.0.1:{site} {
 `)
 }
 
-// loadCaddy (re)loads the site. A reload ends every open stream, as the
-// handler does on any config change.
+// loadCaddy (re)loads the site. Each load changes the history_entries of
+// the stream-mode handlers (/sevents and /gated/sevents), a setting of
+// their identity, so that a reload ends their open streams at once
+// (reload_drain 0), as a deploy that changes them would.
 func loadCaddy() error {
-	cfg, warnings, err := caddyconfig.GetAdapter("caddyfile").Adapt([]byte(env.caddyfile), map[string]any{"filename": "Caddyfile"})
+	env.generation++
+	caddyfile := strings.ReplaceAll(env.caddyfile, "{generation}", strconv.Itoa(50000+env.generation))
+	cfg, warnings, err := caddyconfig.GetAdapter("caddyfile").Adapt([]byte(caddyfile), map[string]any{"filename": "Caddyfile"})
 	if err != nil {
 		return fmt.Errorf("adapting the Caddyfile: %w", err)
 	}
