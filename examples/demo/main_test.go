@@ -94,3 +94,51 @@ func TestStopSignal(t *testing.T) {
 		})
 	}
 }
+
+// TestBanner pins what the demo prints at start with its defaults: the
+// README quotes these lines.
+func TestBanner(t *testing.T) {
+	var b strings.Builder
+	writeBanner(&b, addrs{
+		URL:       "http://localhost:8080/",
+		Listen:    ":8080",
+		RedisURL:  "redis://127.0.0.1:6380",
+		RedisAddr: "127.0.0.1:6380",
+		Embedded:  true,
+		AuthURL:   "http://127.0.0.1:40000/api/v1/is_user_auth/",
+	})
+	for _, want := range []string{
+		"\n  Page       http://localhost:8080/\n",
+		"\n  Listening  :8080 on every interface (DEMO_ADDR=127.0.0.1:9000 make demo, or -addr, to change it)\n",
+		"\n             mallory (token mallory-token) is refused by the auth API on purpose\n",
+		"\n  Redis      embedded miniredis at 127.0.0.1:6380 (set REDIS_URL to use your own Redis)\n",
+		"\nPublish a notification for alice (redis-cli: package redis-tools on Debian/Ubuntu):\n" +
+			`  redis-cli -p 6380 PUBLISH notifications '{"recipient_id":"alice","text":"hello alice"}'` + "\n",
+		"\n" + `  redis-cli -p 6380 PUBLISH notifications '{"recipient_id":"*","text":"hello everyone"}'` + "\n",
+		"\n  curl -N -H 'Authorization: Bearer bob-token' http://localhost:8080/events\n",
+	} {
+		if !strings.Contains(b.String(), want) {
+			t.Errorf("the banner lacks %q; it is:\n%s", want, b.String())
+		}
+	}
+}
+
+func TestRedisCLI(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		a    addrs
+		want string
+	}{
+		{"redis-cli's defaults", addrs{RedisAddr: "127.0.0.1:6379", Embedded: true}, "redis-cli"},
+		{"the embedded default", addrs{RedisAddr: "127.0.0.1:6380", Embedded: true}, "redis-cli -p 6380"},
+		{"another host", addrs{RedisAddr: "192.0.2.1:6379", Embedded: true}, "redis-cli -h 192.0.2.1"},
+		{"IPv6", addrs{RedisAddr: "[::1]:7000", Embedded: true}, "redis-cli -h ::1 -p 7000"},
+		{"REDIS_URL, never printed", addrs{RedisURL: "redis://:secret@db:6379/0", RedisAddr: "db:6379"}, `redis-cli -u "$REDIS_URL"`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := tc.a.redisCLI(); got != tc.want {
+				t.Errorf("redisCLI() = %q, want %q", got, tc.want)
+			}
+		})
+	}
+}
