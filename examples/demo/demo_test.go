@@ -107,13 +107,37 @@ func TestDemoEndToEnd(t *testing.T) {
 		t.Logf("screenshot saved to %s", path)
 	}
 
-	// A token the auth API refuses ends in the error state.
+	// A second tab resumes as alice (the cookie) and is relayed the
+	// stream. Signing out in the first ends the stream in both: the page
+	// calls the client's signOut(); with close(), the second tab would take
+	// the stream over and stay connected.
+	tabCtx, closeTab := chromedp.NewContext(browser)
+	defer closeTab()
+	if err := chromedp.Do(tabCtx, chromedp.Navigate("about:blank")); err != nil {
+		t.Fatalf("opening a second tab: %v", err)
+	}
+	tab2 := &pageDriver{t: t, ctx: tabCtx, console: browsertest.WatchConsole(tabCtx)}
+	tab2.do("opening the page in a second tab", chromedp.Navigate(demo.URL))
+	tab2.waitFor("the second tab relayed", `document.getElementById('status').textContent === 'connected'
+		&& document.getElementById('status-detail').textContent.includes('relayed by another tab')`)
+	page.do("signing out", chromedp.Click(chromedp.ID("logout")))
+	page.waitFor("the first tab signed out", `document.getElementById('status').textContent === 'signed out'
+		&& document.getElementById('notifications').children.length === 0`)
+	tab2.waitFor("the second tab signed out by the first", `document.getElementById('status').textContent === 'signed out'
+		&& document.getElementById('status-detail').textContent === 'signed out in another tab'`)
+
+	// mallory is refused on purpose, and the page says so beside her.
+	page.waitFor("the note on mallory", `document.getElementById('note-mallory').textContent
+		.includes('the auth API answers 401') && document.getElementById('note-mallory').checkVisibility()`)
 	page.do("clicking mallory", chromedp.Click(chromedp.ID("login-mallory")))
 	page.waitFor("status error for an invalid token", `document.getElementById('status').textContent === 'error'
-		&& document.getElementById('status-detail').textContent.includes('401')`)
+		&& document.getElementById('status-detail').textContent.includes('401')
+		&& document.getElementById('status-detail').textContent.includes('the client stopped')`)
 
-	if exc := console.Exceptions(); len(exc) > 0 {
-		t.Fatalf("the page threw JavaScript exceptions:\n%s", strings.Join(exc, "\n"))
+	for _, log := range []*browsertest.ConsoleLog{console, tab2.console} {
+		if exc := log.Exceptions(); len(exc) > 0 {
+			t.Fatalf("the page threw JavaScript exceptions:\n%s", strings.Join(exc, "\n"))
+		}
 	}
 }
 
