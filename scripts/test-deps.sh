@@ -3,7 +3,9 @@
 # fresh Debian or Ubuntu machine `make test` is the whole set-up:
 #
 #   redis-server  the tests start their own redis-server processes (the
-#                 package also brings redis-cli, for cluster and sentinel set-ups)
+#                 package also brings redis-cli, for cluster and sentinel set-ups,
+#                 and the demo's test, which runs the redis-cli lines it prints)
+#   curl          the demo's test runs the curl line it prints
 #   chromium      the demo's end-to-end test drives its page in headless
 #                 Chromium (found as chromium, chromium-browser or
 #                 google-chrome on PATH, or at $CHROMIUM_PATH)
@@ -25,6 +27,7 @@ have_chromium() {
 missing=()
 { command -v redis-server >/dev/null && command -v redis-cli >/dev/null; } || missing+=(redis-server)
 have_chromium || missing+=(chromium)
+command -v curl >/dev/null || missing+=(curl)
 [ ${#missing[@]} -eq 0 ] && exit 0
 
 if [ -n "${CHROMIUM_PATH:-}" ] && ! have_chromium; then
