@@ -3,8 +3,10 @@
 # fresh Debian or Ubuntu machine `make test` is the whole set-up:
 #
 #   redis-server  the tests start their own redis-server processes (the
-#                 package also brings redis-cli, for cluster and sentinel set-ups)
-#   curl          the docs' publishing example is run with its own curl commands
+#                 package also brings redis-cli, for cluster and sentinel set-ups,
+#                 and the demo's test, which runs the redis-cli lines it prints)
+#   curl          the docs' publishing example and the demo's test run their
+#                 own curl lines
 #   chromium      the demo's end-to-end test drives its page in headless
 #                 Chromium (found as chromium, chromium-browser or
 #                 google-chrome on PATH, or at $CHROMIUM_PATH)

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net/http"
 	"os"
+	"os/exec"
 	"strings"
 	"sync"
 	"testing"
@@ -106,13 +107,37 @@ func TestDemoEndToEnd(t *testing.T) {
 		t.Logf("screenshot saved to %s", path)
 	}
 
-	// A token the auth API refuses ends in the error state.
+	// A second tab resumes as alice (the cookie) and is relayed the
+	// stream. Signing out in the first ends the stream in both: the page
+	// calls the client's signOut(); with close(), the second tab would take
+	// the stream over and stay connected.
+	tabCtx, closeTab := chromedp.NewContext(browser)
+	defer closeTab()
+	if err := chromedp.Do(tabCtx, chromedp.Navigate("about:blank")); err != nil {
+		t.Fatalf("opening a second tab: %v", err)
+	}
+	tab2 := &pageDriver{t: t, ctx: tabCtx, console: browsertest.WatchConsole(tabCtx)}
+	tab2.do("opening the page in a second tab", chromedp.Navigate(demo.URL))
+	tab2.waitFor("the second tab relayed", `document.getElementById('status').textContent === 'connected'
+		&& document.getElementById('status-detail').textContent.includes('relayed by another tab')`)
+	page.do("signing out", chromedp.Click(chromedp.ID("logout")))
+	page.waitFor("the first tab signed out", `document.getElementById('status').textContent === 'signed out'
+		&& document.getElementById('notifications').children.length === 0`)
+	tab2.waitFor("the second tab signed out by the first", `document.getElementById('status').textContent === 'signed out'
+		&& document.getElementById('status-detail').textContent === 'signed out in another tab'`)
+
+	// mallory is refused on purpose, and the page says so beside her.
+	page.waitFor("the note on mallory", `document.getElementById('note-mallory').textContent
+		.includes('the auth API answers 401') && document.getElementById('note-mallory').checkVisibility()`)
 	page.do("clicking mallory", chromedp.Click(chromedp.ID("login-mallory")))
 	page.waitFor("status error for an invalid token", `document.getElementById('status').textContent === 'error'
-		&& document.getElementById('status-detail').textContent.includes('401')`)
+		&& document.getElementById('status-detail').textContent.includes('401')
+		&& document.getElementById('status-detail').textContent.includes('the client stopped')`)
 
-	if exc := console.Exceptions(); len(exc) > 0 {
-		t.Fatalf("the page threw JavaScript exceptions:\n%s", strings.Join(exc, "\n"))
+	for _, log := range []*browsertest.ConsoleLog{console, tab2.console} {
+		if exc := log.Exceptions(); len(exc) > 0 {
+			t.Fatalf("the page threw JavaScript exceptions:\n%s", strings.Join(exc, "\n"))
+		}
 	}
 }
 
@@ -124,7 +149,8 @@ func startDemo(t *testing.T) addrs {
 	ready := make(chan addrs, 1)
 	done := make(chan error, 1)
 	go func() {
-		done <- run(ctx, demoConfig{Addr: "127.0.0.1:0", LogLevel: "ERROR"}, func(a addrs) { ready <- a })
+		cfg := demoConfig{Addr: "127.0.0.1:0", MiniredisAddr: "127.0.0.1:0", LogLevel: "ERROR"}
+		done <- run(ctx, cfg, func(a addrs) { ready <- a })
 	}()
 	select {
 	case a := <-ready:
@@ -328,4 +354,66 @@ func (s *sseStream) waitFor(t *testing.T, text string) string {
 			t.Fatalf("%q did not arrive on the stream within 10s; it carried:\n%s", text, all)
 		}
 	}
+}
+
+// TestPrintedCommands runs, from a shell, the redis-cli and curl lines the
+// demo prints at start, and checks that they do what the banner says.
+func TestPrintedCommands(t *testing.T) {
+	for _, tool := range []struct{ name, pkg string }{{"redis-cli", "redis-tools"}, {"curl", "curl"}} {
+		if _, err := exec.LookPath(tool.name); err != nil {
+			t.Fatalf("%s is not on PATH: install it (Debian/Ubuntu: apt-get install -y %s)", tool.name, tool.pkg)
+		}
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	demo := startDemo(t)
+	var banner strings.Builder
+	writeBanner(&banner, demo)
+	lines := map[string][]string{}
+	for line := range strings.Lines(banner.String()) {
+		line = strings.TrimSpace(line)
+		if name, _, ok := strings.Cut(line, " "); ok && (name == "redis-cli" || name == "curl") {
+			lines[name] = append(lines[name], line)
+		}
+	}
+	if len(lines["redis-cli"]) != 2 || len(lines["curl"]) != 1 {
+		t.Fatalf("want two redis-cli lines and a curl line in the banner:\n%s", &banner)
+	}
+
+	// The curl line streams as bob; the first redis-cli line publishes to
+	// alice, the second to everyone.
+	curl := exec.CommandContext(ctx, "sh", "-c", "exec "+lines["curl"][0])
+	out, err := curl.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := curl.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = curl.Process.Kill()
+		_ = curl.Wait()
+	})
+	bob := bufio.NewScanner(out)
+	if !bob.Scan() {
+		t.Fatalf("%s: the stream ended at once", lines["curl"][0])
+	}
+	alice := openStream(t, ctx, demo.URL+"events", "alice-token")
+	for _, line := range lines["redis-cli"] {
+		out, err := exec.CommandContext(ctx, "sh", "-c", line).CombinedOutput()
+		if err != nil || strings.TrimSpace(string(out)) != "1" {
+			t.Fatalf("%s: %v, output %q; want 1 (the notify gateway, subscribed)", line, err, out)
+		}
+	}
+	alice.waitFor(t, `"text":"hello alice"`)
+	alice.waitFor(t, `"text":"hello everyone"`)
+	for bob.Scan() {
+		if strings.Contains(bob.Text(), "hello alice") {
+			t.Fatalf("%s received alice's notification: %s", lines["curl"][0], bob.Text())
+		}
+		if strings.Contains(bob.Text(), `"text":"hello everyone"`) {
+			return
+		}
+	}
+	t.Fatalf("%s: the stream ended (%v) before the broadcast arrived", lines["curl"][0], bob.Err())
 }

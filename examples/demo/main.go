@@ -9,7 +9,7 @@
 //	DEMO_ADDR=:9000 go run ./demo
 //	REDIS_URL=redis://127.0.0.1:6379/0 go run ./demo
 //
-// Ctrl-C stops it.
+// Ctrl-C (SIGINT) or SIGTERM stops it; after a clean stop it exits 0.
 package main
 
 import (
@@ -17,6 +17,8 @@ import (
 	"context"
 	"flag"
 	"fmt"
+	"io"
+	"net"
 	"os"
 	"os/signal"
 	"syscall"
@@ -24,12 +26,12 @@ import (
 
 func main() {
 	var cfg demoConfig
-	flag.StringVar(&cfg.Addr, "addr", cmp.Or(os.Getenv("DEMO_ADDR"), ":8080"),
+	flag.StringVar(&cfg.Addr, "addr", cmp.Or(os.Getenv("DEMO_ADDR"), defaultAddr),
 		`address Caddy serves the demo on, e.g. ":8080" or "127.0.0.1:9000" (env DEMO_ADDR)`)
 	flag.StringVar(&cfg.RedisURL, "redis", os.Getenv("REDIS_URL"),
 		"Redis URL; empty starts an embedded miniredis (env REDIS_URL)")
-	flag.StringVar(&cfg.MiniredisAddr, "miniredis-addr", "127.0.0.1:0",
-		"listen address of the embedded miniredis")
+	flag.StringVar(&cfg.MiniredisAddr, "miniredis-addr", "",
+		`listen address of the embedded miniredis (default "`+defaultMiniredisAddr+`", or a free port when that is in use)`)
 	flag.StringVar(&cfg.LogLevel, "log-level", "WARN",
 		"Caddy's log level: DEBUG, INFO, WARN or ERROR")
 	flag.Parse()
@@ -53,21 +55,33 @@ func main() {
 	fmt.Fprintln(os.Stderr, "\ndemo stopped")
 }
 
-func printBanner(a addrs) {
+func printBanner(a addrs) { writeBanner(os.Stdout, a) }
+
+// writeBanner tells what runs where, how to change the address, and how to
+// publish from a shell.
+func writeBanner(w io.Writer, a addrs) {
 	redis := "embedded miniredis at " + a.RedisAddr + " (set REDIS_URL to use your own Redis)"
 	if !a.Embedded {
 		redis = redacted(a.RedisURL)
 	}
+	listen := a.Listen
+	if host, _, err := net.SplitHostPort(a.Listen); err == nil {
+		if ip := net.ParseIP(host); host == "" || (ip != nil && ip.IsUnspecified()) {
+			listen += " on every interface"
+		}
+	}
 	cli := a.redisCLI()
-	fmt.Printf(`
+	fmt.Fprintf(w, `
 caddy-notify demo is running.
 
   Page       %s
-  Users      alice (token alice-token), bob (token bob-token)
+  Listening  %s (DEMO_ADDR=127.0.0.1:9000 make demo, or -addr, to change it)
+  Users      alice (token alice-token), bob (token bob-token);
+             mallory (token mallory-token) is refused by the auth API on purpose
   Redis      %s
   Auth API   %s
 
-Publish a notification for alice:
+Publish a notification for alice (redis-cli: package redis-tools on Debian/Ubuntu):
   %s PUBLISH %s '{"recipient_id":"alice","text":"hello alice"}'
 Broadcast to every stream:
   %s PUBLISH %s '{"recipient_id":"*","text":"hello everyone"}'
@@ -75,5 +89,5 @@ Stream without a browser:
   curl -N -H 'Authorization: Bearer bob-token' %sevents
 
 Press Ctrl-C to stop.
-`, a.URL, redis, a.AuthURL, cli, channel, cli, channel, a.URL)
+`, a.URL, listen, redis, a.AuthURL, cli, channel, cli, channel, a.URL)
 }

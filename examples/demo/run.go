@@ -24,8 +24,21 @@ import (
 	_ "github.com/caddyserver/caddy/v2/modules/standard"
 )
 
-// channel is the pub/sub channel of the demo: the module's default.
-const channel = "notifications"
+const (
+	// channel is the pub/sub channel of the demo: the module's default.
+	channel = "notifications"
+
+	// defaultAddr is where Caddy serves the demo unless DEMO_ADDR or -addr
+	// says otherwise: port 8080 on every interface.
+	defaultAddr = ":8080"
+
+	// defaultMiniredisAddr is where the embedded Redis listens unless
+	// -miniredis-addr says otherwise. A fixed port keeps the redis-cli line
+	// the demo prints (and the README shows) the same from run to run;
+	// not Redis's own 6379, so that it never stands in for a Redis of the
+	// user's. When it is taken, a free port is used instead.
+	defaultMiniredisAddr = "127.0.0.1:6380"
+)
 
 // demoConfig is what main gathers from flags and the environment.
 type demoConfig struct {
@@ -38,8 +51,9 @@ type demoConfig struct {
 	// the demo starts an embedded miniredis.
 	RedisURL string
 
-	// MiniredisAddr is where the embedded Redis listens.
-	// Default: "127.0.0.1:0", a free loopback port.
+	// MiniredisAddr is where the embedded Redis listens; port 0 picks a
+	// free port. Default: "127.0.0.1:6380", or a free loopback port when
+	// something already listens there.
 	MiniredisAddr string
 
 	// LogLevel is Caddy's log level (DEBUG, INFO, WARN, ERROR). Empty keeps
@@ -50,6 +64,7 @@ type demoConfig struct {
 // addrs is what a running demo tells its caller.
 type addrs struct {
 	URL       string // the demo page, e.g. http://localhost:8080/
+	Listen    string // where Caddy listens, e.g. ":8080"
 	RedisURL  string // the Redis the demo uses; may hold a password
 	RedisAddr string // host:port of that Redis
 	Embedded  bool   // RedisURL is the embedded miniredis
@@ -58,7 +73,8 @@ type addrs struct {
 }
 
 // redisCLI is the start of a redis-cli command line that reaches the demo's
-// Redis. An external URL may hold a password, so it is never printed.
+// Redis, as short as redis-cli's defaults (127.0.0.1, 6379) allow. An
+// external URL may hold a password, so it is never printed.
 func (a addrs) redisCLI() string {
 	if !a.Embedded {
 		return `redis-cli -u "$REDIS_URL"`
@@ -67,7 +83,14 @@ func (a addrs) redisCLI() string {
 	if err != nil {
 		return "redis-cli"
 	}
-	return "redis-cli -h " + host + " -p " + port
+	cli := "redis-cli"
+	if host != "127.0.0.1" {
+		cli += " -h " + host
+	}
+	if port != "6379" {
+		cli += " -p " + port
+	}
+	return cli
 }
 
 // run starts the demo — Redis (embedded unless cfg.RedisURL is set), the demo
@@ -76,14 +99,14 @@ func (a addrs) redisCLI() string {
 // done. It returns nil after a clean stop. Caddy's state is process-wide:
 // only one run may be active in a process.
 func run(ctx context.Context, cfg demoConfig, ready func(addrs)) (err error) {
-	host, port, err := splitAddr(cmp.Or(cfg.Addr, ":8080"))
+	host, port, err := splitAddr(cmp.Or(cfg.Addr, defaultAddr))
 	if err != nil {
 		return err
 	}
-	if port == "0" {
-		if port, err = freePort(host); err != nil {
-			return err
-		}
+	// Listening once here finds a busy address before anything starts, and
+	// turns port 0 into a free port.
+	if port, err = probeListen(host, port); err != nil {
+		return fmt.Errorf("%w\n(set DEMO_ADDR, or -addr, to another address, e.g. DEMO_ADDR=127.0.0.1:9000 make demo)", err)
 	}
 
 	// Everything started is stopped in reverse order, also on a failed start.
@@ -97,8 +120,8 @@ func run(ctx context.Context, cfg demoConfig, ready func(addrs)) (err error) {
 	var a addrs
 	a.RedisURL = cfg.RedisURL
 	if a.RedisURL == "" {
-		mr := miniredis.NewMiniRedis()
-		if err := mr.StartAddr(cmp.Or(cfg.MiniredisAddr, "127.0.0.1:0")); err != nil {
+		mr, err := startMiniredis(cfg.MiniredisAddr)
+		if err != nil {
 			return fmt.Errorf("starting the embedded Redis: %w", err)
 		}
 		stops = append(stops, func() error { mr.Close(); return nil })
@@ -130,6 +153,7 @@ func run(ctx context.Context, cfg demoConfig, ready func(addrs)) (err error) {
 	a.Backend = ln.Addr().String()
 	a.AuthURL = "http://" + a.Backend + authPath
 	a.URL = "http://" + net.JoinHostPort(browserHost(host), port) + "/"
+	a.Listen = net.JoinHostPort(host, port)
 	srv := &http.Server{
 		Handler:           newBackend(rdb, a).routes(),
 		ReadHeaderTimeout: 10 * time.Second,
@@ -174,6 +198,25 @@ func run(ctx context.Context, cfg demoConfig, ready func(addrs)) (err error) {
 	}
 	<-ctx.Done()
 	return nil
+}
+
+// startMiniredis starts the embedded Redis on addr, or when addr is empty on
+// defaultMiniredisAddr if that is free, else on a free loopback port.
+func startMiniredis(addr string) (*miniredis.Miniredis, error) {
+	mr := miniredis.NewMiniRedis()
+	if addr != "" {
+		return mr, mr.StartAddr(addr)
+	}
+	// Where a program listens on every interface, some systems (macOS, the
+	// BSDs) still let a listener bind the loopback address of the same
+	// port and take its local clients: ask first whether anyone answers.
+	if c, err := net.DialTimeout("tcp", defaultMiniredisAddr, 500*time.Millisecond); err == nil {
+		c.Close()
+	} else if err := mr.StartAddr(defaultMiniredisAddr); err == nil {
+		return mr, nil
+	}
+	fmt.Fprintf(os.Stderr, "note: %s is in use, so the embedded Redis listens on a free port (see the redis-cli lines below)\n", defaultMiniredisAddr)
+	return mr, mr.StartAddr("127.0.0.1:0")
 }
 
 // buildCaddyfile returns the demo's Caddyfile: the notify handler on /events,
@@ -260,15 +303,17 @@ func splitAddr(s string) (host, port string, err error) {
 	return host, port, nil
 }
 
-// freePort asks the kernel for a free port on host. Another process could
-// take it before Caddy does; for a demo and its test that is good enough.
-func freePort(host string) (string, error) {
-	l, err := net.Listen("tcp", net.JoinHostPort(host, "0"))
+// probeListen listens on host:port and stops at once, returning the port it
+// got: a free one for port 0. Another process could take the port before
+// Caddy does; for a demo and its test that is good enough.
+func probeListen(host, port string) (string, error) {
+	addr := net.JoinHostPort(host, port)
+	l, err := net.Listen("tcp", addr)
 	if err != nil {
-		return "", fmt.Errorf("finding a free port: %w", err)
+		return "", fmt.Errorf("cannot listen on %s: %w", addr, err)
 	}
 	defer l.Close()
-	_, port, err := net.SplitHostPort(l.Addr().String())
+	_, port, err = net.SplitHostPort(l.Addr().String())
 	return port, err
 }
 

@@ -30,14 +30,24 @@ function clearCookie() {
   document.cookie = COOKIE + '=; path=/; max-age=0; SameSite=Strict';
 }
 
-function stop() {
+// stop ends this tab's client. With signOut, the user's stream ends in
+// every tab of the browser and the client forgets what it stored for the
+// user. Without, the user stays signed in: another tab, if any, takes the
+// stream over.
+function stop(signOut) {
   generation++;
-  if (notify) notify.close();
+  if (notify && signOut) notify.signOut();
+  else if (notify) notify.close();
   notify = null;
 }
 
 // showState renders the client's state (see client/notify.d.ts, NotifyState).
 function showState(s) {
+  if (s.signedOut) {
+    // signOut() in another tab: the cookie is gone or names someone else.
+    showSignedOut('signed out in another tab');
+    return;
+  }
   const who = s.leader ? 'this tab holds the stream' : 'relayed by another tab';
   if (s.status === 'open') {
     setStatus('connected', 'connected', 'streaming notifications for ' + me + ' (' + who + ')');
@@ -47,9 +57,10 @@ function showState(s) {
     setStatus(why ? 'error' : 'connecting', why ? 'error' : 'connecting', (why ? why + ', ' : '') + when);
   } else if (s.revoked) {
     setStatus('error', 'error', 'the server ended the stream: ' + s.revoked);
+  } else if (s.httpStatus === 401) {
+    setStatus('error', 'error', 'refused with HTTP 401 (' + s.error + '): the auth API refuses this token, so the client stopped and does not retry');
   } else if (s.httpStatus) {
-    const hint = s.httpStatus === 401 ? ' (the auth API does not know this token)' : '';
-    setStatus('error', 'error', 'refused with HTTP ' + s.httpStatus + ': ' + s.error + hint);
+    setStatus('error', 'error', 'refused with HTTP ' + s.httpStatus + ': ' + s.error);
   }
 }
 
@@ -57,7 +68,6 @@ function showState(s) {
 // token. The client reconnects by itself, retries 429/502/503/504 with
 // backoff, and resumes where it left off in stream mode.
 function open() {
-  stop();
   const gen = generation;
   setStatus('connecting', 'connecting', 'as ' + me);
   notify = connect('/events', {
@@ -119,6 +129,10 @@ function updateCLI() {
 }
 
 function signIn(button) {
+  // Another user replaces the cookie, which every tab of the browser
+  // shares: the previous user signs out, in every tab. The same user again
+  // (a retry after a refusal) just reconnects.
+  stop(me !== null && me !== button.dataset.user);
   me = button.dataset.user;
   writeCookie(button.dataset.token);
   for (const b of document.querySelectorAll('button.user')) {
@@ -134,14 +148,23 @@ function signIn(button) {
 }
 
 function signOut() {
-  stop();
-  me = null;
+  stop(true);
   clearCookie();
+  showSignedOut('pick a user above');
+}
+
+// showSignedOut puts the page in the signed-out state, without the
+// signed-out user's notifications.
+function showSignedOut(detail) {
+  generation++;
+  notify = null;
+  me = null;
   for (const b of document.querySelectorAll('button.user')) b.setAttribute('aria-pressed', 'false');
   $('logout').disabled = true;
   $('send').disabled = true;
   $('send-text').disabled = true;
-  setStatus('idle', 'signed out', 'pick a user above');
+  clearNotifications();
+  setStatus('idle', 'signed out', detail);
   updateCLI();
 }
 
