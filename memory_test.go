@@ -81,7 +81,7 @@ var smallWindowClient = &http.Client{Transport: &http.Transport{
 	DialContext: (&net.Dialer{Control: func(_, _ string, c syscall.RawConn) error {
 		var serr error
 		err := c.Control(func(fd uintptr) {
-			serr = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 4096)
+			serr = setReceiveBuffer(fd, 4096)
 		})
 		if err != nil {
 			return err
